@@ -1,0 +1,197 @@
+"""The format-neutral model description every analysis, rule and reporter works on.
+
+Loaders (one per format) build a :class:`ModelGraph`: the weight tensors with their roles and
+true fans (:class:`Param`), and, where the architecture is known, a small dataflow graph of
+:class:`Node` objects from which :func:`annotate` derives what follows each weight (activation,
+normalisation, residual add, graph output). Nothing here knows about files or rules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+
+import torch
+
+
+class OpKind(str, Enum):
+    """What a weight tensor does in its op; decides how fans and rows are read."""
+
+    LINEAR = "linear"
+    CONV = "conv"
+    CONV_TRANSPOSE = "conv-transpose"
+    EMBEDDING = "embedding"
+    RECURRENT_INPUT = "recurrent-input"
+    RECURRENT_HIDDEN = "recurrent-hidden"
+    ATTENTION = "attention"  # fused input projection of an attention block (Q, K, V stacked)
+    NORM = "norm"
+    OTHER = "other"
+
+
+class ParamRole(str, Enum):
+    WEIGHT = "weight"
+    BIAS = "bias"
+    NORM_SCALE = "norm-scale"
+    NORM_SHIFT = "norm-shift"
+    RUNNING_MEAN = "running-mean"
+    RUNNING_VAR = "running-var"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An elementwise activation; ``param`` is e.g. the negative slope of leaky_relu."""
+
+    name: str
+    param: float | None = None
+
+    def __str__(self) -> str:
+        return self.name if self.param is None else f"{self.name}({self.param:g})"
+
+
+@dataclass
+class Param:
+    """One stored tensor and what the model does with it."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    layer: str  # module or graph-node name that owns the tensor
+    op: str  # op type as the format spells it: "Linear", "Conv2d", "Gemm", "LSTM"
+    kind: OpKind
+    role: ParamRole
+    fan_in: int | None = None  # true fans from the op's semantics
+    fan_out: int | None = None
+    # Fans torch.nn.init's shape-only rule would compute for this tensor; differ from the true fans
+    # for tensors stored (in, out): ConvTranspose, ONNX MatMul, Hugging Face Conv1D.
+    init_fan_in: int | None = None
+    init_fan_out: int | None = None
+    gates: tuple[str, ...] = ()  # per-gate row blocks (LSTM i,f,g,o; GRU r,z,n); empty = one block
+    units_dim: int = 0  # dimension that indexes output units (1 when stored (in, out))
+    activation: Activation | None = None
+    activation_source: str | None = None  # "fx", "module-order", "onnx", "name"
+    normalized_after: bool = False
+    residual_end: bool = False
+    is_output: bool = False
+    depth: int | None = None  # position among weight layers in forward order
+    aliases: list[str] = field(default_factory=list)  # tied names for the same tensor
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def is_weight(self) -> bool:
+        return self.role is ParamRole.WEIGHT
+
+
+@dataclass
+class Node:
+    """One step of the dataflow used to place weights and to predict signal spread.
+
+    ``kind`` is one of: ``input``, ``layer`` (applies ``param``, optional ``bias``), ``embedding``,
+    ``act``, ``norm``, ``add`` (residual sum), ``transparent`` (shape-only or bias ops, pooling,
+    dropout), ``other`` (anything else; propagation passes its first input through), ``output``.
+    """
+
+    name: str
+    kind: str
+    inputs: list[str] = field(default_factory=list)
+    param: str | None = None
+    bias: str | None = None
+    activation: Activation | None = None
+    norm_params: tuple[str, ...] = ()  # scale/shift params of a norm node
+
+
+TensorLoader = Callable[[str], torch.Tensor]
+
+
+@dataclass
+class ModelGraph:
+    """Everything a loader could learn about a model, independent of its file format."""
+
+    target: str
+    format: str  # onnx | torch-module | state-dict | safetensors | torchscript | exported-program
+    params: dict[str, Param]
+    load_tensor: TensorLoader
+    nodes: list[Node] = field(default_factory=list)
+    # Parts that could not be analysed: (name, reason). Reported, never silently dropped.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what could not be determined, and why
+    stage_evidence: list[str] = field(default_factory=list)  # evidence that weights were trained
+    module: torch.nn.Module | None = None  # set when a live module is available (for the probe)
+    family: str | None = None  # "transformer" when the model follows GPT-2/BERT/ViT conventions
+    source_path: str | None = None  # file audited (for SARIF locations), if any
+
+    def weights(self) -> Iterator[Param]:
+        return (p for p in self.params.values() if p.is_weight)
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.numel for p in self.params.values()
+                   if p.role not in (ParamRole.RUNNING_MEAN, ParamRole.RUNNING_VAR))
+
+    @property
+    def has_architecture(self) -> bool:
+        return bool(self.nodes)
+
+
+def _consumers(nodes: Iterable[Node]) -> dict[str, list[Node]]:
+    users: dict[str, list[Node]] = {}
+    for node in nodes:
+        for inp in node.inputs:
+            users.setdefault(inp, []).append(node)
+    return users
+
+
+def _following(start: str, users: dict[str, list[Node]], through: frozenset[str]) -> list[Node]:
+    """First consumers reached from ``start`` whose kind is not in ``through``."""
+    found, stack, seen = [], [start], {start}
+    while stack:
+        for user in users.get(stack.pop(), []):
+            if user.name in seen:
+                continue
+            seen.add(user.name)
+            if user.kind in through:
+                stack.append(user.name)
+            else:
+                found.append(user)
+    return found
+
+
+_SHAPE_ONLY = frozenset({"transparent"})
+_SHAPE_OR_ACT = frozenset({"transparent", "act"})
+
+
+def annotate(graph: ModelGraph, source: str) -> None:
+    """Fill each param's activation / normalized_after / residual_end / is_output / depth.
+
+    Shared by every loader that builds ``graph.nodes``; ``source`` says how the nodes were found
+    ("fx", "module-order", "onnx") and is reported beside each activation. The walk passes through
+    shape-only and bias ops; normalisation is also seen through an activation (Conv-ReLU-BN).
+    """
+    users = _consumers(graph.nodes)
+    depth = 0
+    for node in graph.nodes:
+        targets = [n for n in (node.param, node.bias, *node.norm_params) if n]
+        if node.kind not in ("layer", "embedding", "norm") or not targets:
+            continue
+        direct = _following(node.name, users, _SHAPE_ONLY)
+        beyond_act = _following(node.name, users, _SHAPE_OR_ACT)
+        acts = [n.activation for n in direct if n.kind == "act" and n.activation]
+        for name in targets:
+            p = graph.params.get(name)
+            if p is None:
+                continue
+            if acts and p.activation is None:
+                p.activation, p.activation_source = acts[0], source
+            p.normalized_after = bool(beyond_act) and all(n.kind == "norm" for n in beyond_act)
+            p.residual_end = any(n.kind == "add" for n in direct)
+            p.is_output = bool(beyond_act) and all(n.kind == "output" for n in beyond_act)
+            if name == node.param and node.kind == "layer":
+                p.depth = depth
+        if node.kind == "layer":
+            depth += 1

@@ -1,0 +1,239 @@
+"""Checkpoints: state_dict pickles (``.pt``/``.pth``/``.bin``/``.ckpt``) and safetensors files.
+
+Pickles are scanned against an allow-list before torch's weights-only loader sees them, and
+loaded memory-mapped; safetensors are opened lazily and read tensor by tensor. A bare checkpoint
+(no ``--model``) is described from names and shapes alone, and the graph says what that leaves
+undetermined.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from initaudit.errors import TargetError
+from initaudit.graph import ModelGraph, OpKind, Param, ParamRole
+from initaudit.loaders.pickle_safety import scan_checkpoint
+
+PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
+# Keys that show a checkpoint was saved during or after training.
+_TRAINING_KEYS = ("optimizer", "optimizer_state_dict", "optimizer_states", "optim", "epoch",
+                  "global_step", "step", "iteration", "lr_scheduler", "lr_schedulers", "scheduler",
+                  "pytorch-lightning_version")
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights")
+
+
+@dataclass
+class Checkpoint:
+    """Tensor names, shapes and dtypes, a loader per tensor, and evidence of training."""
+
+    path: Path
+    format: str  # "state-dict" | "safetensors"
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, str]
+    load: Callable[[str], torch.Tensor]
+    evidence: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _is_tensor_dict(obj: object) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _training_evidence(top: Mapping) -> list[str]:
+    found = []
+    for key in _TRAINING_KEYS:
+        if key in top and top[key] not in (None, 0, {}, []):
+            value = top[key]
+            shown = value if isinstance(value, (int, float, str)) else type(value).__name__
+            found.append(f"checkpoint has '{key}' ({shown})")
+    return found
+
+
+def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    if _is_tensor_dict(obj):
+        return dict(obj), []
+    if isinstance(obj, Mapping):
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping):
+                tensors = {k: v for k, v in inner.items() if isinstance(v, torch.Tensor)}
+                if tensors:
+                    return tensors, _training_evidence(obj)
+        tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors, _training_evidence(obj)
+    raise TargetError(path, "no state_dict found: expected a dict of tensors, or one under "
+                            f"{', '.join(repr(k) for k in _WRAPPER_KEYS[:3])}")
+
+
+def _strip_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    if tensors and all(k.startswith(prefix) for k in tensors):
+        return {k[len(prefix):]: v for k, v in tensors.items()}
+    return tensors
+
+
+def read_pickle_checkpoint(path: Path, unsafe_pickle: bool = False) -> Checkpoint:
+    """A state_dict checkpoint via ``torch.load(weights_only=True)`` after the allow-list scan."""
+    if unsafe_pickle:
+        obj = _torch_load(path, weights_only=False)
+    else:
+        scan_checkpoint(path)
+        obj = _torch_load(path, weights_only=True)
+    if isinstance(obj, torch.nn.Module):  # only reachable with --unsafe-pickle
+        obj = obj.state_dict()
+    tensors, evidence = _unwrap(obj, path)
+    tensors = _strip_prefix(tensors, "module.")
+    ckpt = Checkpoint(path, "state-dict", {k: tuple(v.shape) for k, v in tensors.items()},
+                      {k: str(v.dtype).replace("torch.", "") for k, v in tensors.items()},
+                      tensors.__getitem__, evidence)
+    ckpt.evidence += _bn_evidence(tensors)
+    return ckpt
+
+
+def _torch_load(path: Path, weights_only: bool) -> object:
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except TargetError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise TargetError(path, f"cannot read checkpoint: {first[:200]}") from exc
+
+
+def _bn_evidence(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    steps = [int(v) for k, v in tensors.items() if k.endswith("num_batches_tracked") and v.numel() == 1]
+    if steps and max(steps) > 0:
+        return [f"BatchNorm num_batches_tracked = {max(steps)} (running statistics were updated)"]
+    return []
+
+
+def read_safetensors(path: Path) -> Checkpoint:
+    """One ``.safetensors`` file or a sharded ``*.safetensors.index.json``, opened lazily."""
+    from safetensors import safe_open
+
+    if path.name.endswith(".json"):
+        try:
+            index = json.loads(path.read_text())
+            weight_map: dict[str, str] = index["weight_map"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise TargetError(path, f"not a safetensors index (needs a 'weight_map'): {exc}") from exc
+        shards = sorted(set(weight_map.values()))
+        for shard in shards:
+            full = (path.parent / shard).resolve()
+            if path.parent.resolve() not in full.parents:
+                raise TargetError(path, f"shard {shard!r} resolves outside the index's folder")
+            if not full.is_file():
+                raise TargetError(path, f"shard {shard!r} listed in the index does not exist")
+    else:
+        weight_map, shards = {}, [path.name]
+    handles = {}
+    shapes, dtypes, owner = {}, {}, {}
+    for shard in shards:
+        file = path.parent / shard
+        try:
+            handle = safe_open(str(file), framework="pt")
+        except Exception as exc:
+            raise TargetError(file, f"cannot read safetensors: {str(exc).splitlines()[0][:200]}") from exc
+        handles[shard] = handle
+        for key in handle.keys():
+            sl = handle.get_slice(key)
+            shapes[key] = tuple(sl.get_shape())
+            dtypes[key] = str(sl.get_dtype()).lower()
+            owner[key] = shard
+    metadata = handles[shards[0]].metadata() or {}
+    evidence = [f"safetensors metadata has '{k}' ({metadata[k]})" for k in _TRAINING_KEYS if k in metadata]
+    ckpt = Checkpoint(path, "safetensors", shapes, dtypes,
+                      lambda name: handles[owner[name]].get_tensor(name), evidence)
+    bn = [k for k in shapes if k.endswith("num_batches_tracked")]
+    ckpt.evidence += _bn_evidence({k: ckpt.load(k) for k in bn})
+    return ckpt
+
+
+# --- bare checkpoints: what names and shapes honestly allow -----------------------------------
+
+_NORM_NAME = re.compile(r"(^|[._])(ln|norm|bn|layernorm|layer_norm|batchnorm|rmsnorm|gn)([._\d]|$)", re.I)
+_EMBED_NAME = re.compile(r"(embed|wte|wpe|tok_emb|pos_emb|word_embeddings|position_embeddings|"
+                         r"token_type_embeddings|shared)", re.I)
+# GPT-2 style Conv1D modules store (in, out).
+_HF_CONV1D = re.compile(r"(^|\.)(c_attn|c_fc|c_proj|c_attn_q)\.weight$")
+
+
+def _prefix(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
+def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
+    """Describe a checkpoint with no architecture from tensor names and shapes."""
+    params: dict[str, Param] = {}
+    norm_prefixes = {_prefix(k) for k in ckpt.shapes if k.endswith("running_mean")}
+    # A 1-D weight beside no matrix of its own is a norm scale (LayerNorm, RMSNorm).
+    matrix_prefixes = {_prefix(k) for k, s in ckpt.shapes.items() if len(s) >= 2}
+    for name, shape in ckpt.shapes.items():
+        dtype = ckpt.dtypes[name]
+        if not any(t in dtype for t in ("float", "bf16", "f16", "f32", "f64", "half", "double")):
+            continue
+        prefix, local = _prefix(name), name.rsplit(".", 1)[-1]
+        common = dict(name=name, shape=shape, dtype=dtype, layer=prefix)
+        if local in ("running_mean", "running_var"):
+            role = ParamRole.RUNNING_MEAN if local == "running_mean" else ParamRole.RUNNING_VAR
+            params[name] = Param(op="norm", kind=OpKind.NORM, role=role, **common)
+        elif len(shape) == 1 and (prefix in norm_prefixes or _NORM_NAME.search(name) or (
+                local in ("weight", "bias", "gamma", "beta") and prefix not in matrix_prefixes)):
+            role = ParamRole.NORM_SHIFT if local in ("bias", "beta") else ParamRole.NORM_SCALE
+            params[name] = Param(op="norm", kind=OpKind.NORM, role=role, **common)
+        elif "bias" in local or len(shape) == 1:
+            role = ParamRole.BIAS if "bias" in local else ParamRole.OTHER
+            params[name] = Param(op="unknown", kind=OpKind.OTHER, role=role, **common)
+        else:
+            params[name] = _bare_weight(name, shape, ckpt.shapes, common)
+    graph = ModelGraph(target=target, format=ckpt.format, params=params, load_tensor=ckpt.load,
+                       stage_evidence=list(ckpt.evidence), source_path=str(ckpt.path))
+    graph.notes.append("no architecture given: the activation after each layer, normalisation, "
+                       "residual and output positions are unknown, so init scale is compared with "
+                       "every known scheme instead of the one the activation calls for, and no "
+                       "signal-propagation estimate is made; pass --model pkg.mod:factory for a full audit")
+    graph.notes.extend(ckpt.notes)
+    from initaudit.loaders.torch_module import detect_family
+
+    graph.family = detect_family(graph)
+    return graph
+
+
+def _bare_weight(name: str, shape: tuple[int, ...], shapes: dict, common: dict) -> Param:
+    local = name.rsplit(".", 1)[-1]
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    init_in, init_out = shape[1] * receptive, shape[0] * receptive
+    base = dict(init_fan_in=init_in, init_fan_out=init_out, role=ParamRole.WEIGHT, **common)
+    if local.startswith(("weight_hh", "weight_ih")):
+        hh = shapes.get(name.replace("weight_ih", "weight_hh"), shape)
+        hidden = hh[1]
+        n_gates = max(1, shape[0] // hidden)
+        gates = {4: ("i", "f", "g", "o"), 3: ("r", "z", "n")}.get(n_gates, ())
+        kind = OpKind.RECURRENT_HIDDEN if local.startswith("weight_hh") else OpKind.RECURRENT_INPUT
+        return Param(op="recurrent", kind=kind, fan_in=shape[1], fan_out=hidden, gates=gates, **base)
+    if local == "in_proj_weight" and len(shape) == 2 and shape[0] == 3 * shape[1]:
+        return Param(op="MultiheadAttention", kind=OpKind.ATTENTION, fan_in=shape[1], fan_out=shape[1],
+                     gates=("q", "k", "v"), **{**base, "init_fan_in": shape[1], "init_fan_out": shape[1]})
+    if len(shape) == 2 and _EMBED_NAME.search(name):
+        return Param(op="embedding", kind=OpKind.EMBEDDING, fan_in=shape[1], fan_out=shape[0], **base)
+    if len(shape) == 2 and _HF_CONV1D.search(name):
+        return Param(op="Conv1D", kind=OpKind.LINEAR, fan_in=shape[0], fan_out=shape[1], units_dim=1, **base)
+    if len(shape) == 2:
+        return Param(op="linear", kind=OpKind.LINEAR, fan_in=shape[1], fan_out=shape[0], **base)
+    # ConvTranspose stores (in, out/groups, *k) and cannot be told apart by shape; groups neither.
+    p = Param(op="conv", kind=OpKind.CONV, fan_in=init_in, fan_out=init_out, **base)
+    p.notes.append("read as a convolution (out, in/groups, *kernel) from its shape")
+    return p

@@ -1,0 +1,115 @@
+"""Pick the loader for a target and return its format-neutral ModelGraph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from initaudit.errors import TargetError
+from initaudit.graph import ModelGraph
+from initaudit.loaders.checkpoint import (PICKLE_SUFFIXES, Checkpoint, graph_from_checkpoint,
+                                          read_pickle_checkpoint, read_safetensors)
+from initaudit.loaders.factory import FactoryTarget, load_factory, looks_like_factory_spec
+from initaudit.loaders.torch_module import graph_from_module
+
+_COMMON_PREFIXES = ("model.", "module.", "net.", "network.", "_orig_mod.")
+
+
+def load_target(target: str | Path | nn.Module, *, model: str | nn.Module | None = None,
+                unsafe_pickle: bool = False) -> tuple[ModelGraph, FactoryTarget | None]:
+    """ModelGraph for ``target``, and the factory (for example inputs) where one was called.
+
+    ``model`` gives the architecture for a checkpoint (a factory spec or a live module).
+    """
+    if isinstance(target, nn.Module):
+        return graph_from_module(target, type(target).__name__), None
+    spec = str(target)
+    if looks_like_factory_spec(spec):
+        factory = load_factory(spec)
+        graph = graph_from_module(factory.module, spec)
+        graph.source_path = factory.source_path
+        return graph, factory
+    path = Path(spec)
+    if not path.exists():
+        raise TargetError(spec, "no such file (a module factory is written pkg.module:factory "
+                                "or path/to/file.py:factory)")
+    if path.is_dir():
+        raise TargetError(spec, "is a directory; give a model file or a factory spec")
+    ckpt = _read_file(path, unsafe_pickle)
+    if isinstance(ckpt, ModelGraph):
+        return ckpt, None
+    if model is None:
+        return graph_from_checkpoint(ckpt, spec), None
+    factory = None
+    if isinstance(model, nn.Module):
+        module = model
+    else:
+        factory = load_factory(model)
+        module = factory.module
+    return graph_with_architecture(ckpt, module, spec), factory
+
+
+def _read_file(path: Path, unsafe_pickle: bool) -> Checkpoint | ModelGraph:
+    name = path.name.lower()
+    if name.endswith(".safetensors") or name.endswith(".safetensors.index.json"):
+        return read_safetensors(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return read_pickle_checkpoint(path, unsafe_pickle)
+    if path.suffix.lower() == ".onnx":
+        from initaudit.loaders.onnx_loader import load_onnx
+
+        return load_onnx(path)
+    raise TargetError(path, f"unsupported file type {path.suffix or '(none)'!r}: expected .onnx, "
+                            ".pt/.pth/.bin/.ckpt, .safetensors, *.safetensors.index.json or a factory spec")
+
+
+def _match_names(ckpt_names: list[str], module_names: set[str]) -> dict[str, str]:
+    """checkpoint name -> module name, stripping a wrapper prefix when that matches more."""
+    best = {n: n for n in ckpt_names if n in module_names}
+    for prefix in _COMMON_PREFIXES:
+        stripped = {n: n[len(prefix):] for n in ckpt_names
+                    if n.startswith(prefix) and n[len(prefix):] in module_names}
+        if len(stripped) > len(best):
+            best = stripped
+    return best
+
+
+def graph_with_architecture(ckpt: Checkpoint, module: nn.Module, target: str) -> ModelGraph:
+    """Checkpoint values placed in the module's architecture (``ckpt --model factory``).
+
+    Values are copied into the module (ties between parameters survive a copy, not an assign),
+    so the static audit and the probe see the same tensors.
+    """
+    own = module.state_dict(keep_vars=True)
+    mapping = _match_names(list(ckpt.shapes), set(own))
+    if not mapping:
+        raise TargetError(ckpt.path, "no tensor name in the checkpoint matches the --model "
+                                     f"architecture (e.g. checkpoint {next(iter(ckpt.shapes), '?')!r} "
+                                     f"vs model {next(iter(own), '?')!r})")
+    mismatched = []
+    with torch.no_grad():
+        for src, dst in mapping.items():
+            value = ckpt.load(src)
+            if tuple(value.shape) != tuple(own[dst].shape):
+                mismatched.append(f"{src} {tuple(value.shape)} vs {tuple(own[dst].shape)}")
+                continue
+            own[dst].copy_(value)
+    if mismatched:
+        raise TargetError(ckpt.path, f"shape mismatch with --model: {mismatched[0]}"
+                                     + (f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""))
+    graph = graph_from_module(module, target, fmt=ckpt.format)
+    loaded = set(mapping.values())
+    missing = [n for n in graph.params if n not in loaded and not any(a in loaded for a in graph.params[n].aliases)]
+    for name in missing:
+        del graph.params[name]
+        graph.skipped.append((name, "not in the checkpoint (the factory's value is not judged)"))
+    unused = [n for n in ckpt.shapes if n not in mapping]
+    if unused:
+        graph.notes.append(f"{len(unused)} checkpoint tensor(s) match nothing in --model and were "
+                           f"not analysed: {', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}")
+    graph.stage_evidence = list(ckpt.evidence)
+    graph.source_path = str(ckpt.path)
+    graph.notes.extend(ckpt.notes)
+    return graph

@@ -1,0 +1,308 @@
+"""nn.Module -> ModelGraph: parameter roles and true fans from module types, and the dataflow
+from torch.fx (so ``F.relu`` in ``forward`` counts), falling back to module registration order
+when the model cannot be traced."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Iterator
+
+import torch
+import torch.fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from initaudit.graph import Activation, ModelGraph, Node, OpKind, Param, ParamRole, annotate
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_NORM = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+         *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
+_RNN_GATES = {"LSTM": ("i", "f", "g", "o"), "GRU": ("r", "z", "n"), "RNN": ()}
+
+_ACT_MODULES: dict[type, str] = {
+    nn.ReLU: "relu", nn.ReLU6: "relu6", nn.LeakyReLU: "leaky_relu", nn.PReLU: "prelu",
+    nn.ELU: "elu", nn.SELU: "selu", nn.CELU: "celu", nn.GELU: "gelu", nn.SiLU: "silu",
+    nn.Mish: "mish", nn.Softplus: "softplus", nn.Hardswish: "hardswish", nn.Tanh: "tanh",
+    nn.Sigmoid: "sigmoid", nn.Hardtanh: "hardtanh", nn.Hardsigmoid: "hardsigmoid",
+    nn.Softsign: "softsign", nn.Identity: "identity",
+}
+_ACT_FUNCTIONS = {
+    F.relu: "relu", torch.relu: "relu", F.relu6: "relu6", F.leaky_relu: "leaky_relu",
+    F.elu: "elu", F.selu: "selu", torch.selu: "selu", F.celu: "celu", F.gelu: "gelu",
+    F.silu: "silu", F.mish: "mish", F.softplus: "softplus", F.hardswish: "hardswish",
+    torch.tanh: "tanh", F.tanh: "tanh", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
+    F.hardtanh: "hardtanh", F.hardsigmoid: "hardsigmoid", F.softsign: "softsign",
+}
+_ACT_METHODS = {"relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid", "relu_": "relu",
+                "tanh_": "tanh", "sigmoid_": "sigmoid"}
+_SHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.transpose, torch.permute, torch.squeeze,
+                    torch.unsqueeze, F.dropout, torch.dropout, operator.getitem, F.max_pool1d,
+                    F.max_pool2d, F.max_pool3d, F.avg_pool1d, F.avg_pool2d, F.avg_pool3d,
+                    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
+                    torch.chunk, torch.split, torch.narrow}
+_SHAPE_METHODS = {"view", "reshape", "permute", "transpose", "flatten", "contiguous", "squeeze",
+                  "unsqueeze", "expand", "chunk", "split", "narrow", "unflatten", "t", "float",
+                  "to", "type_as", "clone", "detach", "mean"}
+_SHAPE_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                  nn.Flatten, nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+                  nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+                  nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
+                  nn.AdaptiveMaxPool2d, nn.Upsample, nn.PixelShuffle, nn.ZeroPad2d)
+_ADD = {operator.add, operator.iadd, torch.add}
+
+
+def activation_of_module(m: nn.Module) -> Activation | None:
+    name = _ACT_MODULES.get(type(m))
+    if name is None:
+        return None
+    if isinstance(m, nn.LeakyReLU):
+        return Activation(name, float(m.negative_slope))
+    if isinstance(m, nn.PReLU):
+        return Activation(name, float(m.weight.detach().float().mean()))
+    return Activation(name)
+
+
+def is_hf_conv1d(m: nn.Module) -> bool:
+    """Hugging Face GPT-2 ``Conv1D``: a Linear that stores its weight (in, out)."""
+    return type(m).__name__ == "Conv1D" and hasattr(m, "nf") and getattr(m, "weight", None) is not None
+
+
+def _param(name: str, t: torch.Tensor, layer: str, op: str, kind: OpKind, role: ParamRole,
+           **kw) -> Param:
+    return Param(name=name, shape=tuple(t.shape), dtype=str(t.dtype).replace("torch.", ""),
+                 layer=layer, op=op, kind=kind, role=role, **kw)
+
+
+def _shape_fans(shape: tuple[int, ...]) -> tuple[int | None, int | None]:
+    """torch.nn.init._calculate_fan_in_and_fan_out: reads the shape only."""
+    if len(shape) < 2:
+        return None, None
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def weight_param(prefix: str, m: nn.Module, name: str, t: torch.Tensor) -> Param:
+    """Param for a weight, with true fans from the module's semantics."""
+    op = type(m).__name__
+    init_in, init_out = _shape_fans(tuple(t.shape))
+    common = dict(init_fan_in=init_in, init_fan_out=init_out)
+    if isinstance(m, nn.Linear):
+        return _param(name, t, prefix, op, OpKind.LINEAR, ParamRole.WEIGHT,
+                      fan_in=t.shape[1], fan_out=t.shape[0], **common)
+    if isinstance(m, _CONV):
+        k = math.prod(t.shape[2:])
+        return _param(name, t, prefix, op, OpKind.CONV, ParamRole.WEIGHT,
+                      fan_in=t.shape[1] * k, fan_out=(t.shape[0] // m.groups) * k, **common)
+    if isinstance(m, _CONV_T):
+        k = math.prod(t.shape[2:])
+        overlap = max(1, k // math.prod(m.stride))  # kernel taps that land on one output pixel
+        return _param(name, t, prefix, op, OpKind.CONV_TRANSPOSE, ParamRole.WEIGHT,
+                      fan_in=(t.shape[0] // m.groups) * overlap, fan_out=t.shape[1] * k,
+                      units_dim=1, **common)
+    if isinstance(m, nn.Embedding | nn.EmbeddingBag):
+        return _param(name, t, prefix, op, OpKind.EMBEDDING, ParamRole.WEIGHT,
+                      fan_in=t.shape[1], fan_out=t.shape[0], **common)
+    if is_hf_conv1d(m):
+        return _param(name, t, prefix, op, OpKind.LINEAR, ParamRole.WEIGHT,
+                      fan_in=t.shape[0], fan_out=t.shape[1], units_dim=1, **common)
+    if isinstance(m, nn.MultiheadAttention) and name.endswith("in_proj_weight"):
+        e = t.shape[1]
+        return _param(name, t, prefix, op, OpKind.ATTENTION, ParamRole.WEIGHT, fan_in=e,
+                      fan_out=e, gates=("q", "k", "v"), init_fan_in=e, init_fan_out=e)
+    if isinstance(m, nn.RNNBase) and ".weight_" in "." + name.rsplit(".", 1)[-1]:
+        gates = _RNN_GATES.get(op, ())
+        local = name.rsplit(".", 1)[-1]
+        hidden = m.hidden_size
+        kind = OpKind.RECURRENT_HIDDEN if local.startswith("weight_hh") else OpKind.RECURRENT_INPUT
+        fan_in = t.shape[1]
+        return _param(name, t, prefix, op, kind, ParamRole.WEIGHT, fan_in=fan_in, fan_out=hidden,
+                      gates=gates, init_fan_in=fan_in, init_fan_out=hidden,
+                      activation=Activation("tanh"), activation_source="module")
+    kind = OpKind.OTHER
+    p = _param(name, t, prefix, op, kind, ParamRole.WEIGHT, fan_in=init_in, fan_out=init_out, **common)
+    p.notes.append(f"{op} is not a layer type initaudit knows; fans read from the shape")
+    return p
+
+
+def params_of_module(prefix: str, m: nn.Module, tensors: dict[str, torch.Tensor]) -> Iterator[Param]:
+    """Params owned directly by module ``m`` (its own parameters and statistics buffers)."""
+    op = type(m).__name__
+    for local, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
+        name = f"{prefix}.{local}" if prefix else local
+        if name not in tensors or not t.is_floating_point():
+            continue
+        if isinstance(m, _NORM):
+            role = {"weight": ParamRole.NORM_SCALE, "bias": ParamRole.NORM_SHIFT,
+                    "running_mean": ParamRole.RUNNING_MEAN, "running_var": ParamRole.RUNNING_VAR
+                    }.get(local, ParamRole.OTHER)
+            yield _param(name, t, prefix, op, OpKind.NORM, role)
+        elif local.startswith("bias") or local.endswith("_bias") or "bias_" in local:
+            kind = OpKind.RECURRENT_INPUT if isinstance(m, nn.RNNBase) else OpKind.OTHER
+            gates = _RNN_GATES.get(op, ()) if isinstance(m, nn.RNNBase) else ()
+            yield _param(name, t, prefix, op, kind, ParamRole.BIAS, gates=gates)
+        elif isinstance(m, nn.PReLU) or t.dim() < 2:
+            yield _param(name, t, prefix, op, OpKind.OTHER, ParamRole.OTHER)
+        else:
+            yield weight_param(prefix, m, name, t)
+
+
+def unique_tensors(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, list[str]]]:
+    """Parameters and buffers, tied tensors once (first name wins), with their aliases."""
+    seen: dict[tuple, str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    aliases: dict[str, list[str]] = {}
+    named = list(module.named_parameters(remove_duplicate=False)) + \
+        list(module.named_buffers(remove_duplicate=False))
+    for name, t in named:
+        if t is None:
+            continue
+        key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype) if t.device.type != "meta" \
+            else (id(t),)
+        if key in seen:
+            aliases.setdefault(seen[key], []).append(name)
+            continue
+        seen[key] = name
+        tensors[name] = t
+    return tensors, aliases
+
+
+class _Tracer(torch.fx.Tracer):
+    """Keeps every module that owns parameters directly (Conv1D, custom layers) as a leaf."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return super().is_leaf_module(m, qualname) or any(True for _ in m.parameters(recurse=False)) \
+            or isinstance(m, nn.MultiheadAttention)
+
+
+def _module_node(name: str, m: nn.Module, inputs: list[str], owned: dict[str, list[Param]]) -> list[Node]:
+    act = activation_of_module(m)
+    if act is not None and not isinstance(m, nn.Identity):
+        return [Node(name, "act", inputs, activation=act)]
+    if isinstance(m, nn.Identity) or isinstance(m, _SHAPE_MODULES):
+        return [Node(name, "transparent", inputs)]
+    params = owned.get(name, [])
+    if isinstance(m, _NORM):
+        return [Node(name, "norm", inputs, norm_params=tuple(
+            p.name for p in params if p.role in (ParamRole.NORM_SCALE, ParamRole.NORM_SHIFT)))]
+    if isinstance(m, nn.MultiheadAttention):
+        in_proj = next((p.name for p in params if p.kind is OpKind.ATTENTION), None)
+        core = [Node(f"{name}.in_proj", "layer", inputs, param=in_proj,
+                     bias=next((p.name for p in params if p.name.endswith("in_proj_bias")), None))] \
+            if in_proj else []
+        out = owned.get(f"{name}.out_proj", [])
+        core.append(Node(f"{name}.attention", "other", [core[0].name] if core else inputs))
+        w = next((p.name for p in out if p.is_weight), None)
+        b = next((p.name for p in out if p.role is ParamRole.BIAS), None)
+        core.append(Node(name, "layer" if w else "other", [core[-1].name], param=w, bias=b))
+        return core
+    weights = [p for p in params if p.is_weight]
+    if isinstance(m, nn.RNNBase) or not weights:
+        return [Node(name, "other", inputs)]
+    bias = next((p.name for p in params if p.role is ParamRole.BIAS), None)
+    kind = "embedding" if weights[0].kind is OpKind.EMBEDDING else "layer"
+    return [Node(name, kind, inputs, param=weights[0].name, bias=bias)]
+
+
+def _fx_nodes(module: nn.Module, owned: dict[str, list[Param]]) -> list[Node]:
+    graph = _Tracer().trace(module)
+    modules = dict(module.named_modules())
+    nodes: list[Node] = []
+    rename: dict[str, str] = {}  # fx node name -> our node name (module path for call_module)
+    calls: dict[str, int] = {}
+    for n in graph.nodes:
+        inputs = [rename[a.name] for a in n.all_input_nodes if a.name in rename]
+        if n.op == "placeholder":
+            made = [Node(n.name, "input")]
+        elif n.op == "output":
+            made = [Node("output", "output", inputs)]
+        elif n.op == "get_attr":
+            continue
+        elif n.op == "call_module":
+            target = str(n.target)
+            k = calls.get(target, 0)
+            calls[target] = k + 1
+            made = _module_node(target, modules[target], inputs, owned)
+            if k:  # a module reused: key the call site, not the module
+                internal = {node.name for node in made}
+                for node in made:
+                    node.name = f"{node.name}#{k}"
+                    node.inputs = [f"{i}#{k}" if i in internal else i for i in node.inputs]
+        elif n.op == "call_function" and n.target in _ACT_FUNCTIONS:
+            slope = n.kwargs.get("negative_slope", n.args[1] if len(n.args) > 1 else None) \
+                if n.target is F.leaky_relu else None
+            made = [Node(n.name, "act", inputs[:1], activation=Activation(
+                _ACT_FUNCTIONS[n.target], float(slope) if isinstance(slope, (int, float)) else None))]
+        elif n.op == "call_method" and n.target in _ACT_METHODS:
+            made = [Node(n.name, "act", inputs[:1], activation=Activation(_ACT_METHODS[n.target]))]
+        elif n.op in ("call_function", "call_method") and (
+                n.target in _ADD or n.target in ("add", "add_", "__add__")):
+            made = [Node(n.name, "add" if len(inputs) > 1 else "transparent", inputs)]
+        elif (n.op == "call_function" and n.target in _SHAPE_FUNCTIONS) or \
+                (n.op == "call_method" and n.target in _SHAPE_METHODS):
+            made = [Node(n.name, "transparent", inputs[:1])]
+        else:
+            made = [Node(n.name, "other", inputs)]
+        nodes.extend(made)
+        rename[n.name] = made[-1].name
+    return nodes
+
+
+def _order_nodes(module: nn.Module, owned: dict[str, list[Param]]) -> list[Node]:
+    """A chain of leaf modules in registration order: the fallback when tracing fails."""
+    nodes = [Node("input", "input")]
+    for name, m in module.named_modules():
+        if name and (not list(m.children()) or isinstance(m, nn.MultiheadAttention)):
+            if any(name.startswith(f"{p}.") for p, mm in module.named_modules()
+                   if p and isinstance(mm, nn.MultiheadAttention)):
+                continue
+            made = _module_node(name, m, [nodes[-1].name], owned)
+            nodes.extend(made)
+    nodes.append(Node("output", "output", [nodes[-1].name]))
+    return nodes
+
+
+def graph_from_module(module: nn.Module, target: str, fmt: str = "torch-module",
+                      tensors: dict[str, torch.Tensor] | None = None) -> ModelGraph:
+    """Describe a live module. ``tensors`` replaces the module's own values (checkpoint + --model)."""
+    own, aliases = unique_tensors(module)
+    values = tensors if tensors is not None else own
+    params: dict[str, Param] = {}
+    owned: dict[str, list[Param]] = {}
+    for prefix, m in module.named_modules():
+        for p in params_of_module(prefix, m, own):
+            p.aliases = aliases.get(p.name, [])
+            if p.name in values:
+                params[p.name] = p
+                owned.setdefault(prefix, []).append(p)
+    graph = ModelGraph(target=target, format=fmt, params=params,
+                       load_tensor=lambda n: values[n], module=module)
+    for name in own:
+        if name not in params and own[name].is_floating_point() and name in values:
+            graph.skipped.append((name, "tensor not owned by a module initaudit can place"))
+    try:
+        graph.nodes = _fx_nodes(module, owned)
+        source = "fx"
+    except Exception as exc:  # tracing fails on data-dependent control flow; fall back
+        graph.nodes = _order_nodes(module, owned)
+        source = "module-order"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        graph.notes.append(f"torch.fx could not trace the model ({first[:160]}); activations were "
+                           "read from module registration order, so functional activations "
+                           "(F.relu in forward) are not seen")
+    annotate(graph, source)
+    graph.family = detect_family(graph)
+    return graph
+
+
+def detect_family(graph: ModelGraph) -> str | None:
+    """"transformer" when the model has layer-norm style normalisation and embeddings or
+    attention: GPT-2/BERT/ViT conventions (std 0.02) then count as a known scheme."""
+    ops = {p.op for p in graph.params.values()}
+    kinds = {p.kind for p in graph.params.values()}
+    has_ln = any(o in ("LayerNorm", "RMSNorm", "LayerNormalization") or "LayerNorm" in o or "RMSNorm" in o
+                 for o in ops)
+    has_attn_or_emb = OpKind.ATTENTION in kinds or OpKind.EMBEDDING in kinds or any(
+        "attn" in p.name.lower() or "attention" in p.name.lower() for p in graph.params.values())
+    return "transformer" if has_ln and has_attn_or_emb else None

@@ -1,0 +1,160 @@
+"""The public rule API: what a rule is, what it sees, and what it reports.
+
+A rule is a subclass of :class:`Rule` with a code, a kebab-case name, one category from the fixed
+vocabulary, a default severity, options with defaults, and a docstring in fixed sections::
+
+    What it checks / Why it matters / Example / Fix / Options
+
+``Example`` and ``Fix`` hold Python code blocks: the example builds ``model`` with the defect and
+must trigger the rule; running the fix after it must clear it (the test suite checks both).
+``check(ctx)`` yields :class:`Finding` objects, usually through :meth:`Rule.finding`.
+
+Third-party rules use exactly this API and are discovered through the ``initaudit.rules``
+entry-point group (the entry-point name is the code prefix the plugin owns) or ``--rules FILE``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+
+CATEGORIES = (
+    "nonfinite", "constant", "symmetry", "scale", "mean-shift", "saturation", "dead-units",
+    "vanishing", "exploding", "recurrent", "normalization", "unused", "uninitialized",
+)
+
+DOC_SECTIONS = ("What it checks", "Why it matters", "Example", "Fix", "Options")
+
+
+class Severity(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        return {"info": 1, "warning": 2, "error": 3}[self.value]
+
+
+@dataclass
+class Finding:
+    rule: str
+    category: str
+    severity: Severity
+    layer: str
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    fix: str | None = None
+    name: str = ""  # the rule's kebab-case name
+
+    def to_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "category": self.category, "severity": self.severity.value,
+                "layer": self.layer, "message": self.message, "evidence": self.evidence,
+                "fix": self.fix}
+
+
+class Rule:
+    """Base class of every rule, built-in or plugin. See the module docstring."""
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+    category: ClassVar[str]
+    severity: ClassVar[Severity]
+    options: ClassVar[dict[str, Any]] = {}
+    #: False for rules about freshly initialised weights, skipped at ``--stage trained``.
+    applies_when_trained: ClassVar[bool] = True
+    #: True for rules that read the forward/backward probe.
+    needs_probe: ClassVar[bool] = False
+    origin: ClassVar[str] = ""  # set on discovery: "initaudit", a distribution or a file
+
+    def __init__(self, options: dict[str, Any] | None = None, severity: Severity | None = None):
+        unknown = set(options or {}) - set(self.options)
+        if unknown:
+            raise ValueError(f"{self.code}: unknown option(s) {', '.join(sorted(unknown))}; "
+                             f"valid: {', '.join(self.options) or 'none'}")
+        self.opts: dict[str, Any] = {**self.options, **(options or {})}
+        self.effective_severity = severity or self.severity
+
+    def check(self, ctx: Any) -> Iterable[Finding]:  # ctx: initaudit.context.Context
+        raise NotImplementedError
+
+    def finding(self, layer: str, message: str, *, evidence: dict[str, Any] | None = None,
+                fix: str | None = None, severity: Severity | None = None) -> Finding:
+        """A finding of this rule; ``severity`` overrides the default for this one case only
+        (e.g. downgraded to info where a normalisation follows)."""
+        user_override = self.effective_severity is not type(self).severity
+        sev = self.effective_severity if severity is None or user_override else severity
+        return Finding(self.code, self.category, sev, layer, message, evidence or {}, fix, self.name)
+
+    @classmethod
+    def doc(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "")
+
+    @classmethod
+    def summary(cls) -> str:
+        return cls.doc().splitlines()[0] if cls.doc() else cls.name
+
+    @classmethod
+    def doc_sections(cls) -> dict[str, str]:
+        """The docstring split into its titled sections (title lines underlined with dashes)."""
+        lines = cls.doc().splitlines()
+        sections: dict[str, list[str]] = {}
+        current = None
+        for i, line in enumerate(lines):
+            if i + 1 < len(lines) and set(lines[i + 1].strip()) == {"-"} and line.strip():
+                current = line.strip()
+                sections[current] = []
+                continue
+            if set(line.strip()) == {"-"} and current is not None and not sections[current]:
+                continue
+            if current is not None:
+                sections[current].append(line)
+        return {k: "\n".join(v).strip() for k, v in sections.items()}
+
+    @classmethod
+    def code_block(cls, section: str) -> str:
+        """The first ```python block of a docstring section."""
+        text = cls.doc_sections().get(section, "")
+        if "```" not in text:
+            return ""
+        body = text.split("```", 2)[1]
+        return body.split("\n", 1)[1] if body.startswith("python") else body
+
+
+def validate_rule_class(rule: type) -> None:
+    """Raise ValueError when a rule class does not follow the API."""
+    for attr in ("code", "name", "category", "severity"):
+        if not getattr(rule, attr, None):
+            raise ValueError(f"rule {rule.__name__} has no {attr}")
+    if rule.category not in CATEGORIES:
+        raise ValueError(f"rule {rule.code}: category {rule.category!r} is not one of {', '.join(CATEGORIES)}")
+    if not isinstance(rule.severity, Severity):
+        raise ValueError(f"rule {rule.code}: severity must be a Severity")
+
+
+def iter_rule_classes(obj: Any) -> Iterator[type[Rule]]:
+    """Rule classes found in an entry-point object: a Rule subclass, a list of them, or a module."""
+    if isinstance(obj, type) and issubclass(obj, Rule):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from iter_rule_classes(item)
+    elif inspect.ismodule(obj):
+        for value in vars(obj).values():
+            if isinstance(value, type) and issubclass(value, Rule) and value is not Rule \
+                    and value.__module__ == obj.__name__ and getattr(value, "code", None):
+                yield value
+
+
+def fmt(x: float) -> str:
+    """A number for a message: 3 significant digits, scientific when tiny or huge."""
+    if x != x or x in (float("inf"), float("-inf")):
+        return str(x)
+    if x == 0:
+        return "0"
+    if 1e-3 <= abs(x) < 1e4:
+        return f"{x:.3g}" if abs(x) >= 1 else f"{x:.3f}" if abs(x) >= 0.01 else f"{x:.2g}"
+    return f"{x:.2e}"

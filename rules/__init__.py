@@ -1,0 +1,12 @@
+"""initaudit's built-in rules. They use the public rule API (initaudit.rule) and reach the
+engine through the ``initaudit.rules`` entry point, exactly as third-party plugins do."""
+
+from initaudit.rules.structure import (DuplicateUnits, InitScale, PredictedExploding,
+                                       PredictedVanishing, RecurrentSpectrum)
+from initaudit.rules.weights import (ConstantWeights, DegenerateNormalization, MeanShift,
+                                     NonFiniteValues, UninitializedMemory)
+
+BUILTIN_RULES = [
+    NonFiniteValues, ConstantWeights, DuplicateUnits, InitScale, MeanShift, UninitializedMemory,
+    RecurrentSpectrum, DegenerateNormalization, PredictedVanishing, PredictedExploding,
+]

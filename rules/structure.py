@@ -1,0 +1,377 @@
+"""Static rules on how weights fit their place: symmetry, init scale, recurrence, depth."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+from initaudit.graph import OpKind
+from initaudit.rule import Finding, Rule, Severity, fmt
+from initaudit.schemes import assess, candidate_stds
+
+SCHEME_TITLES = {"xavier": "Xavier", "he": "He", "he-fan-out": "He (fan_out)", "lecun": "LeCun",
+                 "torch-default": "PyTorch-default", "orthogonal": "orthogonal",
+                 "transformer-0.02": "transformer 0.02"}
+
+
+class DuplicateUnits(Rule):
+    """Units that are copies of each other: identical or near-identical weight rows.
+
+    What it checks
+    --------------
+    The rows of every weight matrix along its output-unit dimension (per gate block for
+    recurrent and fused attention weights; per output channel for convolutions): exact
+    duplicates by hashing, near-duplicates by cosine similarity of centred rows >= ``cosine``
+    found with sign-random-projection LSH (sub-quadratic: 0.1-0.5 s for a 50k x 768 table).
+    Tensors that are constant as a whole are left to IA102.
+
+    Why it matters
+    --------------
+    Two units with w_i = w_j compute identical outputs on every input; their gradients differ
+    only through the weights above them, and in a layer of copies the effective width is the
+    number of distinct rows. Copies come from tiling, broadcasting one row, or a copy bug.
+
+    Example
+    -------
+    ```python
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
+    with torch.no_grad():
+        model[0].weight[32:] = model[0].weight[:32]
+    ```
+
+    Fix
+    ---
+    ```python
+    torch.nn.init.kaiming_normal_(model[0].weight, nonlinearity="relu")
+    ```
+
+    Options
+    -------
+    cosine (float, default 0.995): similarity at or above which two rows count as near-duplicates.
+    error_fraction (float, default 0.5): fraction of copied rows from which the finding is an error.
+    """
+
+    code = "IA103"
+    name = "duplicate-units"
+    category = "symmetry"
+    severity = Severity.WARNING
+    options = {"cosine": 0.995, "error_fraction": 0.5}
+
+    def check(self, ctx) -> Iterator[Finding]:
+        for p in ctx.graph.weights():
+            dup = ctx.analysis(p.name).duplicates
+            if dup is None or not (dup.exact_groups or dup.near_groups):
+                continue
+            unit = "rows (tokens)" if p.kind is OpKind.EMBEDDING else "units"
+            if dup.exact_groups:
+                copies = dup.exact_rows
+                frac = copies / dup.rows
+                example = dup.exact_groups[0][:3]
+                sev = Severity.ERROR if frac >= self.opts["error_fraction"] else Severity.WARNING
+                yield self.finding(
+                    p.name, f"{copies} of {dup.rows} {unit} are exact copies of another "
+                            f"({len(dup.exact_groups)} group(s), e.g. rows {', '.join(map(str, example))})",
+                    severity=sev, evidence={"duplicate_rows": copies, "rows": dup.rows,
+                                            "groups": len(dup.exact_groups), "example": example},
+                    fix="re-initialise the tensor so every row is drawn independently")
+            near = dup.near_rows
+            if near and dup.near_min_cosine is not None and dup.near_min_cosine >= self.opts["cosine"]:
+                example = dup.near_groups[0][:3]
+                sev = Severity.INFO if ctx.trained else Severity.WARNING
+                yield self.finding(
+                    p.name, f"{near} of {dup.rows} {unit} are near-copies of another (cosine >= "
+                            f"{dup.near_min_cosine:.4f}, e.g. rows {', '.join(map(str, example))})",
+                    severity=sev, evidence={"near_duplicate_rows": near, "rows": dup.rows,
+                                            "min_cosine": dup.near_min_cosine, "example": example},
+                    fix="re-initialise the tensor so every row is drawn independently")
+
+
+class InitScale(Rule):
+    """Weight spread far from what the matching init scheme gives.
+
+    What it checks
+    --------------
+    The std of every linear, convolution, attention and embedding weight against the scheme
+    the following activation calls for, with true fans from the op's semantics:
+
+    - ReLU family: He,  std = gain / sqrt(fan_in)  (relu gain sqrt(2); leaky_relu(a)
+      sqrt(2 / (1 + a^2)); gelu 1.534, silu 1.677, elu 1.245, mish 1.487 from
+      1 / sqrt(E[phi(z)^2]), z ~ N(0, 1));
+    - tanh, sigmoid and other bounded activations, or no activation: Xavier,
+      std = gain * sqrt(2 / (fan_in + fan_out))  (tanh 5/3, sigmoid 1);
+    - selu: LeCun, std = 1 / sqrt(fan_in).
+
+    Accepted without a finding: within ``tolerance`` of that std; orthogonal rows; PyTorch's own
+    default 1 / sqrt(3 * fan_in) (depth is IA109/IA110's job); std 0.02 (and the GPT-2 residual
+    variant 0.02 / sqrt(2 * n_layer)) in transformer-family models; N(0, 1) embeddings.
+    Downgraded to info when a normalisation follows. With no architecture (a bare checkpoint)
+    only spreads outside every known scheme by ``tolerance`` are reported. Init-stage only.
+
+    Why it matters
+    --------------
+    A layer multiplies the second moment of its signal by fan_in * Var(W) * E[phi(h)^2]. The
+    schemes choose Var(W) so that factor is 1; a std r times too large scales every layer's
+    factor by r^2, which compounds over depth into vanishing or exploding signal and gradients.
+
+    Example
+    -------
+    ```python
+    model = nn.Sequential(nn.Linear(100, 100), nn.Tanh(), nn.Linear(100, 100), nn.Tanh(), nn.Linear(100, 10))
+    for layer in (model[0], model[2]):
+        torch.nn.init.normal_(layer.weight, std=0.01)
+    ```
+
+    Fix
+    ---
+    ```python
+    for layer in (model[0], model[2]):
+        torch.nn.init.xavier_normal_(layer.weight, gain=torch.nn.init.calculate_gain("tanh"))
+    ```
+
+    Options
+    -------
+    tolerance (float, default 1.5): accepted factor between the std and the expected std.
+    """
+
+    code = "IA104"
+    name = "init-scale"
+    category = "scale"
+    severity = Severity.WARNING
+    options = {"tolerance": 1.5}
+    applies_when_trained = False
+
+    def check(self, ctx) -> Iterator[Finding]:
+        g = ctx.graph
+        tol = self.opts["tolerance"]
+        for p in g.weights():
+            a = ctx.analysis(p.name)
+            if a.stats.nonfinite or a.stats.std == 0 or p.kind in (OpKind.RECURRENT_HIDDEN,):
+                continue
+            res = assess(p, a.stats, a.orthogonal_gain, g.family, g.has_architecture, tol)
+            if res is None or res.accepted_by:
+                continue
+            std = a.stats.std
+            shape = f"fan_in={p.fan_in}, fan_out={p.fan_out}"
+            sev = Severity.INFO if p.normalized_after else None
+            tail = "; a normalisation follows, so only its backward scale is affected" if p.normalized_after else ""
+            if res.expected is None:  # no architecture: outside every known scheme?
+                stds = [s for s, _ in candidate_stds(None, p.fan_in, p.fan_out, p.init_fan_in or p.fan_in,
+                                                     p.init_fan_out or p.fan_out).values()]
+                lo, hi = min(stds) / tol, max(stds) * tol
+                if lo <= std <= hi:
+                    continue
+                ref = min(stds) if std < lo else max(stds)
+                yield self.finding(
+                    p.name, f"std {fmt(std)} is {fmt(std / ref)}x the nearest known scheme's std "
+                            f"{fmt(ref)} ({shape}; activation unknown)",
+                    severity=sev, evidence={"std": std, "expected_std": ref, "ratio": std / ref,
+                                            "matched_schemes": res.matched},
+                    fix="torch.nn.init.kaiming_normal_(w, nonlinearity='relu') or xavier_normal_(w), "
+                        "for the activation that follows")
+                continue
+            exp = res.expected
+            title = SCHEME_TITLES.get(exp.scheme, exp.scheme)
+            matched = [m for m in res.matched if m != "none"]
+            also = f"; matches {', '.join(matched)}" if matched else ""
+            yield self.finding(
+                p.name, f"std {fmt(std)} is {fmt(res.ratio)}x the {title} std {fmt(exp.std)} expected "
+                        f"{exp.reason} ({shape}){also}{tail}",
+                severity=sev,
+                evidence={"std": std, "expected_std": exp.std, "ratio": res.ratio, "scheme": exp.scheme,
+                          "gain": exp.gain, "matched_schemes": res.matched},
+                fix=exp.fix)
+
+
+class RecurrentSpectrum(Rule):
+    """Recurrent hidden-to-hidden weights whose spectrum makes the recurrence vanish or explode.
+
+    What it checks
+    --------------
+    The spectral radius rho (largest |eigenvalue|) of every gate block of every RNN/LSTM/GRU
+    hidden-to-hidden weight (h x h, up to 2048): rho > ``max_radius`` explodes, rho <
+    ``min_radius`` vanishes. Orthogonal init gives rho = gain exactly; torch's default
+    uniform(-1/sqrt(h), 1/sqrt(h)) gives rho ~ 1/sqrt(3) ~ 0.58. Init-stage only.
+
+    Why it matters
+    --------------
+    Through T steps the hidden state is multiplied by W_hh (times the activation's derivative)
+    T times: for a linearised recurrence ||h_T|| ~ rho^T ||h_0||, so rho = 1.5 grows by 1.5^50 ~
+    6e8 over 50 steps and rho = 0.2 forgets everything after a handful of steps.
+
+    Example
+    -------
+    ```python
+    model = nn.RNN(32, 64, batch_first=True)
+    torch.nn.init.normal_(model.weight_hh_l0, std=1.0)
+    ```
+
+    Fix
+    ---
+    ```python
+    torch.nn.init.orthogonal_(model.weight_hh_l0)
+    ```
+
+    Options
+    -------
+    max_radius (float, default 1.2): largest tolerated spectral radius.
+    min_radius (float, default 0.25): smallest tolerated spectral radius.
+    """
+
+    code = "IA107"
+    name = "recurrent-spectrum"
+    category = "recurrent"
+    severity = Severity.WARNING
+    options = {"max_radius": 1.2, "min_radius": 0.25}
+    applies_when_trained = False
+
+    def check(self, ctx) -> Iterator[Finding]:
+        for p in ctx.graph.weights():
+            if p.kind is not OpKind.RECURRENT_HIDDEN:
+                continue
+            radii = ctx.analysis(p.name).spectral_radius
+            if not radii:
+                continue
+            gates = p.gates or ("",)
+            for gate, rho in zip(gates, radii):
+                where = f" (gate {gate})" if gate else ""
+                if rho > self.opts["max_radius"]:
+                    what, sev = "explodes", Severity.ERROR if rho > 3 else None
+                elif rho < self.opts["min_radius"]:
+                    what, sev = "vanishes", None
+                else:
+                    continue
+                yield self.finding(
+                    p.name, f"spectral radius {rho:.3g}{where}: the recurrence {what} "
+                            f"(h_T ~ {rho:.3g}^T h_0; 50 steps: x{fmt(rho ** 50)})",
+                    severity=sev, evidence={"spectral_radius": rho, "gate": gate or None},
+                    fix="torch.nn.init.orthogonal_(w_hh_block)  # per gate block")
+
+
+class _SignalRule(Rule):
+    """Shared check of the static signal prediction; subclasses pick the direction."""
+
+    direction = ""
+    applies_when_trained = False
+
+    def check(self, ctx) -> Iterator[Finding]:
+        profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"]]
+        if not profile:
+            return
+        pick = min if self.direction == "vanishing" else max
+        worst = pick(profile, key=lambda s: s.ratio)
+        r = worst.ratio
+        bad = r < self.opts["warn_ratio"] if self.direction == "vanishing" else r > self.opts["warn_ratio"]
+        if not bad:
+            return
+        severe = r < self.opts["error_ratio"] if self.direction == "vanishing" else r > self.opts["error_ratio"]
+        start = "the input" if worst.origin == "input" else worst.origin
+        yield self.finding(
+            worst.layer, f"predicted activation std falls to {fmt(r)}x its value at {start} after "
+                         f"{worst.depth} layers (mean-field estimate, before any forward pass)"
+            if self.direction == "vanishing" else
+            f"predicted activation std grows to {fmt(r)}x its value at {start} after {worst.depth} layers "
+            "(mean-field estimate, before any forward pass)",
+            severity=Severity.ERROR if severe else Severity.WARNING,
+            evidence={"ratio": r, "depth": worst.depth, "predicted_std": worst.predicted_std,
+                      "origin": worst.origin, "param": worst.param},
+            fix="initialise each layer for the activation that follows it (IA104's fixes), or add normalisation")
+
+
+class PredictedVanishing(_SignalRule):
+    """Signal spread predicted to collapse through depth, before any forward pass.
+
+    What it checks
+    --------------
+    The mean-field recursion over the model's dataflow, from standardised inputs:
+    q_l = fan_in * E[W_l^2] * E[phi(h_{l-1})^2] + E[b_l^2], with E[phi(h)^2] integrated by
+    Gauss-Hermite quadrature for the actual activation; normalisation resets q, residual adds
+    sum the branches. Reports the deepest collapse of sqrt(q_l / q_start) along a segment that
+    starts at the input, an embedding or a normalisation, once it spans ``min_depth`` layers.
+
+    Why it matters
+    --------------
+    If each layer multiplies the second moment by chi < 1, after L layers the signal is
+    chi^(L/2) of the input's std and the gradients shrink the same way: the first layers stop
+    learning. Xavier before ReLU gives chi = 1/2 per layer: 20 layers leave 0.1% of the signal.
+
+    Example
+    -------
+    ```python
+    layers = []
+    for _ in range(10):
+        layers += [nn.Linear(100, 100), nn.ReLU()]
+    model = nn.Sequential(*layers)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            torch.nn.init.normal_(m.weight, std=0.05)
+            torch.nn.init.zeros_(m.bias)
+    ```
+
+    Fix
+    ---
+    ```python
+    for m in model:
+        if isinstance(m, nn.Linear):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    ```
+
+    Options
+    -------
+    warn_ratio (float, default 0.2): predicted std ratio below which to warn.
+    error_ratio (float, default 0.01): ratio below which the finding is an error.
+    min_depth (int, default 2): layers a segment must span before it is judged.
+    """
+
+    code = "IA109"
+    name = "predicted-vanishing"
+    category = "vanishing"
+    severity = Severity.WARNING
+    options = {"warn_ratio": 0.2, "error_ratio": 0.01, "min_depth": 2}
+    direction = "vanishing"
+
+
+class PredictedExploding(_SignalRule):
+    """Signal spread predicted to grow through depth, before any forward pass.
+
+    What it checks
+    --------------
+    The same mean-field recursion as IA109 (q_l = fan_in * E[W_l^2] * E[phi(h_{l-1})^2] +
+    E[b_l^2]), reporting the largest growth of sqrt(q_l / q_start) along a segment that spans
+    ``min_depth`` layers or more.
+
+    Why it matters
+    --------------
+    With a per-layer factor chi > 1 the signal grows as chi^(L/2): N(0, 1) weights in a
+    100-wide ReLU net give chi = 50 per layer, so five layers multiply the std by 1.8e4,
+    overflowing fp16 and saturating every bounded unit downstream.
+
+    Example
+    -------
+    ```python
+    model = nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10))
+    for m in model:
+        if isinstance(m, nn.Linear):
+            torch.nn.init.normal_(m.weight, std=1.0)
+    ```
+
+    Fix
+    ---
+    ```python
+    for m in model:
+        if isinstance(m, nn.Linear):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    ```
+
+    Options
+    -------
+    warn_ratio (float, default 5.0): predicted std ratio above which to warn.
+    error_ratio (float, default 100.0): ratio above which the finding is an error.
+    min_depth (int, default 2): layers a segment must span before it is judged.
+    """
+
+    code = "IA110"
+    name = "predicted-exploding"
+    category = "exploding"
+    severity = Severity.WARNING
+    options = {"warn_ratio": 5.0, "error_ratio": 100.0, "min_depth": 2}
+    direction = "exploding"

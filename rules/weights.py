@@ -1,0 +1,337 @@
+"""Static rules on weight values: non-finite, constant, uninitialised, mean shift."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from initaudit.graph import OpKind, ParamRole
+from initaudit.rule import Finding, Rule, Severity, fmt
+
+_MODULATION_HINTS = ("adaln", "ada_ln", "modulation", "zero_conv", "zero_linear")
+
+
+class NonFiniteValues(Rule):
+    """NaN or Inf in a stored tensor.
+
+    What it checks
+    --------------
+    Every tensor (weights, biases, normalisation parameters and running statistics) for
+    elements that are NaN or +/-Inf.
+
+    Why it matters
+    --------------
+    One non-finite weight makes every activation it touches non-finite: y = W x is NaN as soon
+    as any W_ij is NaN, and the loss and every gradient follow. Training cannot recover.
+
+    Example
+    -------
+    ```python
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    ```
+
+    Fix
+    ---
+    ```python
+    with torch.no_grad():
+        torch.nn.init.kaiming_normal_(model[0].weight, nonlinearity="relu")
+    ```
+    Re-initialise the tensor; if it came from a checkpoint, find the step that wrote NaN
+    (a division by zero, an overflow in fp16).
+
+    Options
+    -------
+    None.
+    """
+
+    code = "IA101"
+    name = "nonfinite-values"
+    category = "nonfinite"
+    severity = Severity.ERROR
+
+    def check(self, ctx) -> Iterator[Finding]:
+        for p in ctx.graph.params.values():
+            s = ctx.analysis(p.name).stats
+            if s.nonfinite:
+                yield self.finding(
+                    p.name, f"{s.nonfinite} of {s.numel} values are NaN or Inf",
+                    evidence={"nonfinite": s.nonfinite, "numel": s.numel},
+                    fix="re-initialise this tensor (or restore it from an earlier checkpoint)")
+
+
+class ConstantWeights(Rule):
+    """A weight tensor with (near) zero spread: all zeros or one repeated value.
+
+    What it checks
+    --------------
+    Weight tensors whose elements are all equal (max |w - w_0| <= ``atol``). Graded by where the
+    tensor sits (DESIGN §6): a hidden layer or an embedding is an error; a zero-initialised
+    output head, the last layer of a residual branch, or an adaLN-zero style modulation layer
+    is legitimate and reported as info. Biases and normalisation parameters are not judged here.
+
+    Why it matters
+    --------------
+    With W = c for every element, every unit computes the same y_i = c * sum_j x_j: the units
+    are copies, and dL/dW_i differs between units only through the layers above. With c = 0
+    before ReLU and zero bias, the units output relu(0) = 0, the derivative relu'(0) = 0 blocks
+    every gradient, and the layer stays dead forever; before tanh they do get gradients, but
+    identical ones per unit unless the layer above breaks the symmetry.
+
+    Example
+    -------
+    ```python
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    torch.nn.init.zeros_(model[2].weight)
+    ```
+
+    Fix
+    ---
+    ```python
+    torch.nn.init.kaiming_normal_(model[2].weight, nonlinearity="relu")
+    ```
+
+    Options
+    -------
+    atol (float, default 0.0): spread at or below which a tensor counts as constant.
+    """
+
+    code = "IA102"
+    name = "constant-weights"
+    category = "constant"
+    severity = Severity.ERROR
+    options = {"atol": 0.0}
+
+    def check(self, ctx) -> Iterator[Finding]:
+        for p in ctx.graph.weights():
+            s = ctx.analysis(p.name).stats
+            if s.nonfinite or s.numel < 2 or (s.max - s.min) > self.opts["atol"]:
+                continue
+            what = "all zeros" if s.max == 0 == s.min else f"every element equals {fmt(s.mean)}"
+            legit = self._legitimate(p) if s.max == 0 == s.min else None
+            if legit:
+                yield self.finding(p.name, f"{what}: {legit}", severity=Severity.INFO,
+                                   evidence={"value": s.mean, "position": legit})
+                continue
+            after = f" before {p.activation}" if p.activation else ""
+            why = ("every unit computes the same output, so training cannot tell them apart"
+                   if s.max != 0 else "every unit outputs the same value")
+            if s.max == 0 and p.activation and p.activation.name in ("relu", "relu6"):
+                why += "; with zero bias, relu'(0) = 0 blocks every gradient and the layer stays dead"
+            yield self.finding(
+                p.name, f"{what} in a {'embedding' if p.kind is OpKind.EMBEDDING else 'hidden layer'}"
+                        f"{after}: {why}",
+                evidence={"value": s.mean, "numel": s.numel},
+                fix=_init_fix(p))
+
+    @staticmethod
+    def _legitimate(p) -> str | None:
+        if p.is_output:
+            return "zero-initialised output layer (legitimate: logits start at the bias)"
+        if p.residual_end:
+            return "zero-initialised last layer of a residual branch (legitimate: the block starts as identity)"
+        if any(h in p.name.lower() for h in _MODULATION_HINTS):
+            return "zero-initialised modulation layer (adaLN-zero style, legitimate)"
+        return None
+
+
+def _init_fix(p) -> str:
+    from initaudit.schemes import expected
+
+    if p.kind is OpKind.EMBEDDING:
+        return "torch.nn.init.normal_(w, std=1.0)  # or std=0.02 in transformer models"
+    if p.fan_in and p.fan_out:
+        return expected(p.activation, p.fan_in, p.fan_out).fix
+    return "initialise this tensor with torch.nn.init (e.g. kaiming_normal_ or xavier_normal_)"
+
+
+class UninitializedMemory(Rule):
+    """A tensor that holds leftover memory instead of any initialisation.
+
+    What it checks
+    --------------
+    Weights whose values match no distribution an init function draws from, read from a
+    strided sample of the non-zero values: denormal-range magnitudes (|w| < 1e-30), a dynamic
+    range of more than ``max_decades`` decades between the 0.1% and 99.9% quantiles of |w|, or
+    finite magnitudes above ``max_abs``. Typical causes: a model built on the meta device or with
+    ``torch.empty`` / ``module.to_empty()`` whose ``reset_parameters()`` never ran.
+
+    Why it matters
+    --------------
+    Every init scheme draws from a distribution with a scale: for N(0, s^2) the 0.1%-99.9%
+    quantiles of |w| span about 3.4 decades and |w| > 1e-30 always. Reinterpreted bytes (old
+    integers, pointers, half-precision pairs) span 30+ decades; the model then trains from
+    noise of arbitrary scale, or blows up at the first step.
+
+    Example
+    -------
+    ```python
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    with torch.no_grad():  # what to_empty() can leave behind: bytes of old int data as floats
+        junk = torch.randint(-2**30, 2**30, (64 * 64,), generator=torch.Generator().manual_seed(0))
+        model[0].weight.copy_(junk.to(torch.int32).view(torch.float32).view(64, 64).nan_to_num(0.0, 0.0, 0.0))
+    ```
+
+    Fix
+    ---
+    ```python
+    model[0].reset_parameters()  # after to_empty(): call reset_parameters() on every module
+    ```
+
+    Options
+    -------
+    max_decades (float, default 8.0): largest plausible span of log10|w| (0.1%..99.9%).
+    max_abs (float, default 1e6): largest plausible finite magnitude of a weight.
+    """
+
+    code = "IA106"
+    name = "uninitialized-memory"
+    category = "uninitialized"
+    severity = Severity.ERROR
+    options = {"max_decades": 8.0, "max_abs": 1e6}
+
+    def check(self, ctx) -> Iterator[Finding]:
+        for p in ctx.graph.weights():
+            shape = ctx.analysis(p.name).shape
+            if shape is None:
+                continue
+            reasons = []
+            if shape.tiny_fraction > 0:
+                reasons.append(f"{shape.tiny_fraction:.1%} of sampled values are below 1e-30 (denormal range)")
+            if shape.log10_span > self.opts["max_decades"]:
+                reasons.append(f"|w| spans {shape.log10_span:.0f} decades (an init spans about 3)")
+            if shape.abs_max > self.opts["max_abs"]:
+                reasons.append(f"|w| reaches {fmt(shape.abs_max)}")
+            if reasons:
+                yield self.finding(
+                    p.name, "values look like leftover memory, not an initialisation: " + "; ".join(reasons),
+                    evidence={"tiny_fraction": shape.tiny_fraction, "log10_span": shape.log10_span,
+                              "abs_max": shape.abs_max},
+                    fix="call reset_parameters() on every module after to_empty() / meta-device construction")
+
+
+class MeanShift(Rule):
+    """Weights centred far from zero.
+
+    What it checks
+    --------------
+    Weight tensors whose mean is large against their spread: |mean| > ``max_ratio`` * std, and
+    significant (|mean| > 6 std / sqrt(n)). Typical cause: ``torch.rand`` (uniform on [0, 1),
+    mean 0.5, std 0.29) where ``torch.randn`` or a symmetric ``uniform_(-b, b)`` was meant.
+    Init-stage only.
+
+    Why it matters
+    --------------
+    Every scheme draws zero-mean weights. With mean m, a unit's output gains a common term
+    m * sum_j x_j that grows with fan_in and is the same for every unit: pre-activations of
+    all units move together, which saturates bounded activations and makes units alike.
+
+    Example
+    -------
+    ```python
+    model = nn.Sequential(nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.rand(32, 32, generator=torch.Generator().manual_seed(0)) * 0.3)
+    ```
+
+    Fix
+    ---
+    ```python
+    torch.nn.init.xavier_uniform_(model[0].weight, gain=torch.nn.init.calculate_gain("tanh"))
+    ```
+
+    Options
+    -------
+    max_ratio (float, default 0.5): largest tolerated |mean| / std.
+    """
+
+    code = "IA105"
+    name = "mean-shift"
+    category = "mean-shift"
+    severity = Severity.WARNING
+    options = {"max_ratio": 0.5}
+    applies_when_trained = False
+
+    def check(self, ctx) -> Iterator[Finding]:
+        for p in ctx.graph.weights():
+            s = ctx.analysis(p.name).stats
+            if s.nonfinite or s.std == 0 or s.numel < 16 or p.kind is OpKind.EMBEDDING:
+                continue
+            ratio = abs(s.mean) / s.std
+            if ratio > self.opts["max_ratio"] and abs(s.mean) > 6 * s.std / s.numel**0.5:
+                yield self.finding(
+                    p.name, f"mean {fmt(s.mean)} is {ratio:.2f}x the std {fmt(s.std)} "
+                            f"(range {fmt(s.min)} .. {fmt(s.max)}): weights should be centred on 0",
+                    evidence={"mean": s.mean, "std": s.std, "ratio": ratio},
+                    fix=_init_fix(p) + "  # zero-mean; torch.rand draws from [0, 1)")
+
+
+class DegenerateNormalization(Rule):
+    """Normalisation layers with degenerate parameters or running statistics.
+
+    What it checks
+    --------------
+    - a scale (gamma) that is all zero: info at the end of a residual branch (zero_init_residual,
+      Goyal et al.), a warning elsewhere;
+    - running_var <= 0 anywhere: an error;
+    - at ``--stage trained``, BatchNorm running statistics still at their initial values
+      (mean 0, var 1): the statistics were never updated, a warning.
+
+    Why it matters
+    --------------
+    BatchNorm computes y = gamma * (x - mu) / sqrt(var + eps) + beta. gamma = 0 outside a
+    residual branch cuts the signal and the gradient to everything below. In eval mode it divides
+    by sqrt(running_var + eps): running_var <= 0 amplifies by up to 1/sqrt(eps) ~ 316 or yields
+    NaN. Untouched statistics in a trained model normalise with the wrong moments at inference.
+
+    Example
+    -------
+    ```python
+    model = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
+    torch.nn.init.zeros_(model[1].weight)
+    ```
+
+    Fix
+    ---
+    ```python
+    torch.nn.init.ones_(model[1].weight)
+    ```
+
+    Options
+    -------
+    None.
+    """
+
+    code = "IA108"
+    name = "degenerate-normalization"
+    category = "normalization"
+    severity = Severity.WARNING
+
+    def check(self, ctx) -> Iterator[Finding]:
+        params = ctx.graph.params
+        for p in params.values():
+            if p.kind is not OpKind.NORM:
+                continue
+            s = ctx.analysis(p.name).stats
+            if s.nonfinite:
+                continue
+            if p.role is ParamRole.NORM_SCALE and s.max == 0 == s.min:
+                if p.residual_end:
+                    yield self.finding(p.name, "zero scale at the end of a residual branch (zero-init "
+                                       "residual, legitimate: the block starts as identity)",
+                                       severity=Severity.INFO)
+                else:
+                    yield self.finding(p.name, "scale (gamma) is all zero outside a residual branch: "
+                                       "the layer outputs only its shift and passes no gradient down",
+                                       fix="torch.nn.init.ones_(norm.weight)")
+            elif p.role is ParamRole.RUNNING_VAR and s.min <= 0:
+                yield self.finding(p.name, f"running_var has {fmt(s.min)} <= 0: eval-mode normalisation "
+                                   "divides by sqrt(var + eps) and amplifies or yields NaN",
+                                   severity=Severity.ERROR, evidence={"min": s.min},
+                                   fix="recompute the running statistics (a few training-mode forward passes)")
+            elif p.role is ParamRole.RUNNING_VAR and ctx.trained and s.min == s.max == 1.0:
+                mean = params.get(p.name[: -len("running_var")] + "running_mean")
+                if mean is None or ctx.analysis(mean.name).stats.max == 0 == ctx.analysis(mean.name).stats.min:
+                    yield self.finding(p.layer, "running statistics are still mean 0, var 1 in a trained "
+                                       "model: they were never updated",
+                                       fix="run training-mode forward passes over data (or model.train() during training)")
