@@ -242,6 +242,8 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
     accepted = None
     if ratio is not None and 1 / tolerance <= ratio <= tolerance:
         accepted = exp.scheme
+    elif exp is not None and exp.scheme in names:  # the right scheme with another standard gain
+        accepted = exp.scheme
     elif best in ("orthogonal", "torch-default") or (
             unknown_act and best is not None and best != "transformer-0.02"):
         accepted = best

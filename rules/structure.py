@@ -254,7 +254,12 @@ class _SignalRule(Rule):
     applies_when_trained = False
 
     def check(self, ctx) -> Iterator[Finding]:
-        profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"]]
+        # A residual branch's last layer is small by design (GPT-2's scaled projections,
+        # Fixup, zero-init): the stream it adds to carries the signal, so it is not judged.
+        # An all-zero layer is IA102's to judge (a zero head is legitimate).
+        profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"]
+                   and not (self.direction == "vanishing" and (
+                       ctx.graph.params[s.param].residual_end or _all_zero(ctx, s.param)))]
         if not profile:
             return
         pick = min if self.direction == "vanishing" else max
@@ -275,6 +280,11 @@ class _SignalRule(Rule):
             evidence={"ratio": r, "depth": worst.depth, "predicted_std": worst.predicted_std,
                       "origin": worst.origin, "param": worst.param},
             fix="initialise each layer for the activation that follows it (IA104's fixes), or add normalisation")
+
+
+def _all_zero(ctx, name: str) -> bool:
+    stats = ctx.analysis(name).stats
+    return stats.min == 0 == stats.max
 
 
 class PredictedVanishing(_SignalRule):

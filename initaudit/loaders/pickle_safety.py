@@ -1,4 +1,4 @@
-"""Static safety gate for pickled checkpoints: inspect every import a pickle would make, run nothing.
+"""Static safety gate for pickled checkpoints: check every import a pickle would make, run nothing.
 
 Unpickling can call any importable function, so a ``.pt``/``.pth``/``.bin`` file is code until
 proven otherwise. Deny-list scanners and even ``torch.load(weights_only=True)`` have had bypasses,
@@ -103,7 +103,7 @@ deny-list, and no prefix or wildcard rules (one wildcard is one bypass waiting t
 
 
 def is_allowed_global(module: str, name: str) -> bool:
-    """Whether unpickling may import ``module.name``: exact membership in :data:`ALLOWED_GLOBALS`."""
+    """Whether unpickling may import ``module.name``: exact membership in ALLOWED_GLOBALS."""
     return (module, name) in ALLOWED_GLOBALS
 
 
@@ -131,7 +131,7 @@ def _pickle_label(where: str) -> str:
 
 def _looks_like_model(module: str, name: str) -> bool:
     """A global that is probably an nn.Module class: torch's layers, or a class from user code."""
-    if module == "__main__" or module == "torch.nn.modules" or module.startswith("torch.nn.modules."):
+    if module in ("__main__", "torch.nn.modules") or module.startswith("torch.nn.modules."):
         return True
     root = module.split(".")[0]
     known = root in sys.stdlib_module_names or root in _compat_pickle.IMPORT_MAPPING
@@ -284,7 +284,8 @@ def _scan_one(stream: IO[bytes], where: str) -> object:
         return _PickleScan(where).run(stream)
     except (ValueError, EOFError, struct.error, OverflowError) as exc:
         place = f" in {where}" if where else ""
-        raise _Corrupt(f"not a valid pickle{place}: {_one_line(exc)} (corrupt or truncated file?)") from exc
+        cause = f"not a valid pickle{place}: {_one_line(exc)} (corrupt or truncated file?)"
+        raise _Corrupt(cause) from exc
 
 
 def _at_eof(stream: IO[bytes]) -> bool:
