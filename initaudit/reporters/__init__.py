@@ -1,0 +1,1 @@
+"""Renderers of a Report: rich terminal text, JSON, SARIF, Markdown."""
