@@ -267,19 +267,15 @@ def analyze(t: torch.Tensor, param: Param, opts: AnalysisOptions = AnalysisOptio
     if w.dim() < 2 or result.stats.nonfinite or result.stats.std == 0:
         return result
     rows = unit_rows(w, param)
+    blocks = rows.chunk(len(param.gates), dim=0) if param.gates else (rows,)
     if param.gates:
-        blocks = rows.chunk(len(param.gates), dim=0)
         result.gate_std = [float(b.std()) for b in blocks]
-        if param.kind is OpKind.RECURRENT_HIDDEN:
-            result.spectral_radius = [spectral_radius(b) for b in blocks
-                                      if b.shape[0] == b.shape[1] <= opts.spectral_max_dim]
-        dups = [duplicate_rows(b, opts) for b in blocks]
-        result.duplicates = _merge_blocks(dups, [b.shape[0] for b in blocks])
-        gains = [orthogonal_gain(b, opts.seed) for b in blocks]
-        result.orthogonal_gain = gains[0] if all(g is not None for g in gains) else None
-    else:
-        result.duplicates = duplicate_rows(rows, opts)
-        result.orthogonal_gain = orthogonal_gain(rows, opts.seed)
+    if param.kind is OpKind.RECURRENT_HIDDEN:
+        result.spectral_radius = [spectral_radius(b) for b in blocks
+                                  if b.shape[0] == b.shape[1] <= opts.spectral_max_dim]
+    result.duplicates = _merge_blocks([duplicate_rows(b, opts) for b in blocks], [b.shape[0] for b in blocks])
+    gains = [orthogonal_gain(b, opts.seed) for b in blocks]
+    result.orthogonal_gain = gains[0] if all(g is not None for g in gains) else None
     return result
 
 
