@@ -218,7 +218,7 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
     act = param.activation if has_architecture or param.activation_source else None
     unknown_act = act is None and not has_architecture
     matches = match_schemes(stats.std, max(stats.numel, 1), act, fan_in, fan_out, init_in, init_out,
-                            residual_end=param.residual_end)
+                            residual_end=param.residual_end or not has_architecture)
     names = [m[0] for m in matches]
     gains = {m[0]: m[2] for m in matches}
     if orthogonal is not None:

@@ -297,12 +297,12 @@ def graph_from_module(module: nn.Module, target: str, fmt: str = "torch-module",
 
 
 def detect_family(graph: ModelGraph) -> str | None:
-    """"transformer" when the model has layer-norm style normalisation and embeddings or
-    attention: GPT-2/BERT/ViT conventions (std 0.02) then count as a known scheme."""
-    ops = {p.op for p in graph.params.values()}
-    kinds = {p.kind for p in graph.params.values()}
-    has_ln = any(o in ("LayerNorm", "RMSNorm", "LayerNormalization") or "LayerNorm" in o or "RMSNorm" in o
-                 for o in ops)
-    has_attn_or_emb = OpKind.ATTENTION in kinds or OpKind.EMBEDDING in kinds or any(
-        "attn" in p.name.lower() or "attention" in p.name.lower() for p in graph.params.values())
+    """"transformer" when the model has layer-norm style normalisation (a norm scale with no
+    running statistics) and embeddings or attention: GPT-2/BERT/ViT conventions (std 0.02) then
+    count as a known scheme. Works from roles alone, so bare checkpoints and ONNX graphs qualify."""
+    params = graph.params.values()
+    with_running_stats = {p.layer for p in params if p.role is ParamRole.RUNNING_VAR}
+    has_ln = any(p.role is ParamRole.NORM_SCALE and p.layer not in with_running_stats for p in params)
+    has_attn_or_emb = any(p.kind in (OpKind.ATTENTION, OpKind.EMBEDDING) or "attn" in p.name.lower()
+                          or "attention" in p.name.lower() for p in params)
     return "transformer" if has_ln and has_attn_or_emb else None

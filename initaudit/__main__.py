@@ -1,0 +1,3 @@
+from initaudit.cli import main
+
+main()
