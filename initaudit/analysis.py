@@ -16,7 +16,7 @@ import torch
 
 from initaudit.graph import OpKind, Param
 
-SAMPLE_SIZE = 65536
+SAMPLE_SIZE = 16384
 # Rows with at least this many columns are searched for near-duplicates (in fewer dimensions two
 # random rows are close by chance).
 NEAR_DUPLICATE_MIN_DIM = 16
@@ -126,17 +126,18 @@ def tensor_stats(flat: torch.Tensor) -> TensorStats:
 def shape_stats(flat: torch.Tensor) -> ShapeStats | None:
     step = max(1, flat.numel() // SAMPLE_SIZE)
     sample = flat[::step][:SAMPLE_SIZE]
-    sample = sample[torch.isfinite(sample) & (sample != 0)].abs().double()
-    if sample.numel() < 8:
+    sample = sample[torch.isfinite(sample) & (sample != 0)].abs()
+    n = sample.numel()
+    if n < 8:
         return None
-    logs = torch.log10(sample)
-    q = torch.quantile(logs, torch.tensor([0.001, 0.999], dtype=torch.float64))
+    ordered = torch.sort(sample).values  # one sort serves the quantiles and the distinct count
+    lo, hi = float(ordered[int(0.001 * (n - 1))]), float(ordered[int(0.999 * (n - 1))])
     return ShapeStats(
-        sample_size=sample.numel(),
-        tiny_fraction=float((sample < 1e-30).double().mean()),
-        log10_span=float(q[1] - q[0]),
-        abs_max=float(sample.max()),
-        distinct_fraction=torch.unique(sample).numel() / sample.numel(),
+        sample_size=n,
+        tiny_fraction=int((ordered < 1e-30).sum()) / n,
+        log10_span=math.log10(hi / lo) if lo > 0 else math.inf,
+        abs_max=float(ordered[-1]),
+        distinct_fraction=(1 + int((ordered[1:] != ordered[:-1]).sum())) / n,
     )
 
 
@@ -147,6 +148,7 @@ def unit_rows(t: torch.Tensor, param: Param) -> torch.Tensor:
 
 
 def _group(pairs: list[tuple[int, int]]) -> list[list[int]]:
+    """Connected components of a pair list (union-find), each sorted, ordered by first row."""
     parent: dict[int, int] = {}
 
     def find(a: int) -> int:
@@ -163,68 +165,95 @@ def _group(pairs: list[tuple[int, int]]) -> list[list[int]]:
     return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
 
 
-def _buckets(keys: torch.Tensor, max_bucket: int) -> list[torch.Tensor]:
-    """Row indices that share a key, for keys shared by more than one row."""
-    order = torch.argsort(keys, stable=True)
-    sorted_keys = keys[order]
-    boundaries = torch.nonzero(sorted_keys[1:] != sorted_keys[:-1]).flatten() + 1
-    starts = torch.cat([torch.zeros(1, dtype=torch.long), boundaries])
-    ends = torch.cat([boundaries, torch.tensor([keys.numel()])])
-    sizes = ends - starts
-    return [order[s:s + min(int(z), max_bucket)] for s, z in zip(starts[sizes > 1].tolist(),
-                                                                 sizes[sizes > 1].tolist())]
+_CHUNK = 4096  # rows or pairs per step: bounds temporaries to a few MB
+_HASH_COLUMNS = 64
+_WINDOW = 8  # neighbours compared after sorting by key: every pair in buckets of up to 9 rows
+
+
+def _key_pairs(keys: torch.Tensor, window: int) -> torch.Tensor:
+    """(k, 2) row pairs that share a key, from neighbours in key order (vectorised)."""
+    order = torch.argsort(keys)
+    sk = keys[order]
+    out = []
+    for off in range(1, min(window, keys.numel() - 1) + 1):
+        same = sk[off:] == sk[:-off]
+        if same.any():
+            out.append(torch.stack([order[:-off][same], order[off:][same]], dim=1))
+    return torch.cat(out) if out else torch.empty(0, 2, dtype=torch.long)
+
+
+def _bit_hash(bits: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """A 64-bit key per row of int32 bit patterns (integer arithmetic: exact, order-free)."""
+    keys = torch.empty(bits.shape[0], dtype=torch.int64)
+    for start in range(0, bits.shape[0], _CHUNK):
+        keys[start:start + _CHUNK] = (bits[start:start + _CHUNK].to(torch.int64) * coeffs).sum(dim=1)
+    return keys
+
+
+def _exact_pairs(rows: torch.Tensor, gen: torch.Generator) -> list[tuple[int, int]]:
+    """Pairs of bitwise-identical rows: a key from 64 random columns finds candidates, a key
+    over all columns orders them, and adjacent candidates are compared exactly."""
+    n, d = rows.shape
+    bits = rows.contiguous().view(torch.int32)
+    coeffs = torch.randint(1, 2**62, (d,), generator=gen, dtype=torch.int64) | 1
+    cols = torch.randperm(d, generator=gen)[:_HASH_COLUMNS]
+    coarse = _key_pairs(_bit_hash(bits[:, cols], coeffs[cols]), 1)
+    if coarse.numel() == 0:
+        return []
+    cand = torch.unique(coarse.flatten())
+    pairs = cand[_key_pairs(_bit_hash(bits[cand], coeffs), 1)]
+    same = torch.cat([(rows[pairs[s:s + _CHUNK, 0]] == rows[pairs[s:s + _CHUNK, 1]]).all(dim=1)
+                      for s in range(0, pairs.shape[0], _CHUNK)]) if pairs.numel() else pairs[:, 0]
+    return [tuple(p) for p in pairs[same].tolist()]
+
+
+def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator) -> dict:
+    """Pairs whose centred rows have cosine >= opts.near_duplicate_cosine, by sign-random-
+    projection LSH: 4 tables x 16 bits. Two rows at angle theta agree on a bit with probability
+    1 - theta/pi, so a pair at cosine 0.995 shares some table with p = 0.97 and one at 0.9999
+    with p > 0.999; random rows of a 50k-row table collide in ~20k pairs per table, all checked
+    exactly. Cost: one (rows x cols) @ (cols x 64) product."""
+    n, d = rows.shape
+    tables, bits = 4, 16
+    mean = rows.mean(dim=0)
+    planes = torch.randn(d, tables * bits, generator=gen, dtype=rows.dtype)
+    signs = (rows @ planes - mean @ planes > 0).view(n, tables, bits).to(torch.int64)
+    keys = (signs * (2 ** torch.arange(bits, dtype=torch.int64))).sum(dim=2)
+    cand = torch.cat([_key_pairs(keys[:, t].contiguous(), _WINDOW) for t in range(tables)])
+    if cand.numel() == 0:
+        return {}
+    cand = torch.unique(torch.sort(cand, dim=1).values, dim=0)
+    found = {}
+    for s in range(0, cand.shape[0], _CHUNK):
+        a, b = cand[s:s + _CHUNK, 0], cand[s:s + _CHUNK, 1]
+        ra, rb = rows[a] - mean, rows[b] - mean
+        cos = (ra * rb).sum(dim=1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-30)
+        hit = cos >= opts.near_duplicate_cosine
+        found.update({(int(i), int(j)): float(c) for i, j, c in zip(a[hit], b[hit], cos[hit])})
+    return found
 
 
 def duplicate_rows(rows: torch.Tensor, opts: AnalysisOptions) -> DuplicateRows:
     """Exact duplicates by hashing rows; near-duplicates (cosine) by sign-random-projection LSH.
 
-    Both are O(rows * cols): one projection of all rows, then exact checks inside buckets only.
-    Rows are centred first: trained embeddings share a common direction, and uncentred hashing
-    then puts most rows in the same bucket.
+    Both are O(rows * cols): one pass over all rows, then exact checks on candidate pairs only,
+    never an all-pairs Gram matrix. Rows are centred first (trained embeddings share a common
+    direction, and uncentred hashing then puts most rows in one bucket); by linearity,
+    (r - m) @ P = r @ P - m @ P, so the centred matrix is never materialised.
     """
     n, d = rows.shape
     result = DuplicateRows(rows=n)
     if n < 2:
         return result
     gen = torch.Generator().manual_seed(opts.seed)
-    # Exact: two random projections in float64 make a collision-free key for distinct rows.
-    proj = torch.randn(d, 2, generator=gen, dtype=torch.float64)
-    keys = rows.double() @ proj
-    key = keys[:, 0] * 1e3 + keys[:, 1]
-    pairs = []
-    for bucket in _buckets(key, opts.max_bucket):
-        first = bucket[0]
-        for other in bucket[1:]:
-            if torch.equal(rows[first], rows[other]):
-                pairs.append((int(first), int(other)))
-    result.exact_groups = _group(pairs)
+    result.exact_groups = _group(_exact_pairs(rows, gen))
     if d < NEAR_DUPLICATE_MIN_DIM:
         return result
-    exact = {r for g in result.exact_groups for r in g[1:]}
-    centred = rows - rows.mean(dim=0, keepdim=True)
-    norms = centred.norm(dim=1).clamp_min(1e-30)
-    tables, bits = 6, 16
-    planes = torch.randn(d, tables * bits, generator=gen, dtype=rows.dtype)
-    signs = (centred @ planes > 0).to(torch.int64).view(n, tables, bits)
-    weights = (2 ** torch.arange(bits, dtype=torch.int64))
-    table_keys = (signs * weights).sum(dim=2)
-    near: set[tuple[int, int]] = set()
-    min_cos = None
-    for t in range(tables):
-        for bucket in _buckets(table_keys[:, t], opts.max_bucket):
-            members = centred[bucket] / norms[bucket, None]
-            cos = members @ members.T
-            ii, jj = torch.nonzero(torch.triu(cos, diagonal=1) >= opts.near_duplicate_cosine, as_tuple=True)
-            for i, j in zip(ii.tolist(), jj.tolist()):
-                a, b = sorted((int(bucket[i]), int(bucket[j])))
-                if b in exact and a in exact | {g[0] for g in result.exact_groups}:
-                    continue
-                if (a, b) not in near:
-                    near.add((a, b))
-                    c = float(cos[i, j])
-                    min_cos = c if min_cos is None else min(min_cos, c)
-    result.near_groups = [g for g in _group(list(near)) if not set(g[1:]) <= exact]
-    result.near_min_cosine = min_cos
+    group_of = {r: i for i, g in enumerate(result.exact_groups) for r in g}
+    near = {pair: c for pair, c in _near_pairs(rows, opts, gen).items()
+            if group_of.get(pair[0], -1) != group_of.get(pair[1], -2)}  # exact copies reported above
+    result.near_groups = _group(list(near))
+    result.near_min_cosine = min(near.values()) if near else None
     return result
 
 
@@ -239,8 +268,8 @@ def orthogonal_gain(rows: torch.Tensor, seed: int = 0) -> float | None:
         return None
     gen = torch.Generator().manual_seed(seed)
     m = rows if r <= c else rows.T
-    u = torch.randn(m.shape[0], _ORTHO_PROBES, generator=gen, dtype=torch.float64)
-    ratios = (m.double().T @ u).norm(dim=0) / u.norm(dim=0)
+    u = torch.randn(m.shape[0], _ORTHO_PROBES, generator=gen, dtype=m.dtype)
+    ratios = (m.T @ u).norm(dim=0) / u.norm(dim=0)
     if float(ratios.min()) <= 0:
         return None
     if float(ratios.max() / ratios.min()) - 1 > 1e-3:
