@@ -1,0 +1,63 @@
+"""Per-tensor analysis: exact statistics, duplicate search against brute force."""
+
+from __future__ import annotations
+
+import torch
+
+from initaudit.analysis import AnalysisOptions, duplicate_rows, orthogonal_gain, tensor_stats
+
+
+def test_stats_match_torch_and_handle_nonfinite_and_constants():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100_000, generator=g) * 0.3 + 0.1
+    s = tensor_stats(x)
+    assert abs(s.mean - x.mean().item()) < 1e-6 and abs(s.std - x.std(unbiased=False).item()) < 1e-6
+    assert (s.min, s.max) == (x.min().item(), x.max().item()) and s.nonfinite == 0
+    y = x.clone()
+    y[5], y[7] = float("nan"), float("inf")
+    t = tensor_stats(y)
+    assert t.nonfinite == 2 and abs(t.mean - torch.cat([x[:5], x[6:7], x[8:]]).mean().item()) < 1e-6
+    c = tensor_stats(torch.full((1000,), 0.37))
+    assert c.std == 0 and c.min == c.max == torch.tensor(0.37).item()
+    assert tensor_stats(torch.zeros(10)).zero_fraction == 1.0
+
+
+def _brute_force_pairs(rows: torch.Tensor, threshold: float) -> set[tuple[int, int]]:
+    c = rows - rows.mean(0)
+    c = c / c.norm(dim=1, keepdim=True)
+    cos = torch.triu(c @ c.T, diagonal=1)
+    return {tuple(p) for p in torch.nonzero(cos >= threshold).tolist()}
+
+
+def test_lsh_finds_the_same_near_duplicates_as_all_pairs():
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(3000, 128, generator=g) + 2.0 * torch.randn(128, generator=g)  # shared direction
+    planted = []
+    for k in range(40):  # near-copies from cosine ~0.9995 down to ~0.996
+        a, b = 2 * k, 2 * k + 1001
+        noise = (0.01 + 0.002 * k) * rows[a].sub(rows.mean(0)).norm() / 128 ** 0.5
+        rows[b] = rows[a] + noise * torch.randn(128, generator=g)
+        planted.append((a, b))
+    truth = _brute_force_pairs(rows, 0.995)
+    assert len(truth) >= 30  # most planted pairs are above the threshold
+    found = duplicate_rows(rows, AnalysisOptions(near_duplicate_cosine=0.995))
+    pairs = {(g[0], x) for g in found.near_groups for x in g[1:]}
+    recall = len(pairs & truth) / len(truth)
+    assert recall >= 0.95 and pairs <= truth  # no false pairs: every candidate is checked exactly
+
+
+def test_exact_duplicates_including_zero_rows():
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(500, 32, generator=g)
+    rows[10] = rows[400]
+    rows[20:25] = 0.0
+    found = duplicate_rows(rows, AnalysisOptions())
+    assert [10, 400] in found.exact_groups and [20, 21, 22, 23, 24] in found.exact_groups
+    assert found.exact_rows == 5 and found.near_groups == []
+
+
+def test_orthogonal_detection():
+    w = torch.empty(64, 128)
+    torch.nn.init.orthogonal_(w, gain=2.0)
+    assert abs(orthogonal_gain(w) - 2.0) < 1e-3
+    assert orthogonal_gain(torch.randn(64, 128, generator=torch.Generator().manual_seed(0))) is None
