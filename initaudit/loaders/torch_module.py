@@ -263,24 +263,18 @@ def _order_nodes(module: nn.Module, owned: dict[str, list[Param]]) -> list[Node]
     return nodes
 
 
-def graph_from_module(module: nn.Module, target: str, fmt: str = "torch-module",
-                      tensors: dict[str, torch.Tensor] | None = None) -> ModelGraph:
-    """Describe a live module. ``tensors`` replaces the module's own values (checkpoint + --model)."""
-    own, aliases = unique_tensors(module)
-    values = tensors if tensors is not None else own
+def graph_from_module(module: nn.Module, target: str, fmt: str = "torch-module") -> ModelGraph:
+    """Describe a live module: its parameters and buffers, placed in the traced dataflow."""
+    tensors, aliases = unique_tensors(module)
     params: dict[str, Param] = {}
     owned: dict[str, list[Param]] = {}
     for prefix, m in module.named_modules():
-        for p in params_of_module(prefix, m, own):
+        for p in params_of_module(prefix, m, tensors):
             p.aliases = aliases.get(p.name, [])
-            if p.name in values:
-                params[p.name] = p
-                owned.setdefault(prefix, []).append(p)
+            params[p.name] = p
+            owned.setdefault(prefix, []).append(p)
     graph = ModelGraph(target=target, format=fmt, params=params,
-                       load_tensor=lambda n: values[n], module=module)
-    for name in own:
-        if name not in params and own[name].is_floating_point() and name in values:
-            graph.skipped.append((name, "tensor not owned by a module initaudit can place"))
+                       load_tensor=lambda n: tensors[n], module=module)
     try:
         graph.nodes = _fx_nodes(module, owned)
         source = "fx"
