@@ -34,10 +34,35 @@ class SiteStats:
     saturated_fraction: float | None = None  # pre-activations in the flat region (bounded acts)
     identical_groups: list[list[int]] = field(default_factory=list)  # units copying each other
     histogram: tuple[list[float], list[int]] | None = None  # (edges, counts) when asked for
+    samples: int = 0  # values per unit: batch x positions
+    unit_std: float | None = None  # sqrt(mean over units of each unit's variance over samples)
+    constant_units: int = 0  # units with one value on every sample
+    identical_units: int = 0  # units that copy another (exact count; groups may be truncated)
+    module: str | None = None  # module path / node name without the "#k" call suffix
+    signal_std: float | None = None  # std with the layer's own bias taken off (when known)
+
+    @property
+    def spread(self) -> float:
+        """The spread used for depth ratios: signal_std where the bias is known, else std."""
+        return self.signal_std if self.signal_std is not None else self.std
 
     def to_json(self) -> dict[str, Any]:
         return {"std": self.std, "mean": self.mean, "dead_fraction": self.dead_fraction,
                 "saturated_fraction": self.saturated_fraction, "nonfinite": self.nonfinite}
+
+    def to_full_json(self) -> dict[str, Any]:
+        """Every figure of the site (the JSON report's ``probe.sites`` entries)."""
+        out = {"name": self.name, "kind": self.kind, "param": self.param,
+               "activation": str(self.activation) if self.activation else None,
+               "units": self.units, "samples": self.samples, "mean": self.mean, "std": self.std,
+               "unit_std": self.unit_std, "signal_std": self.signal_std,
+               "dead_fraction": self.dead_fraction,
+               "saturated_fraction": self.saturated_fraction, "nonfinite": self.nonfinite,
+               "constant_units": self.constant_units, "identical_units": self.identical_units,
+               "identical_groups": [g[:16] for g in self.identical_groups[:8]]}
+        if self.histogram is not None:
+            out["histogram"] = {"edges": self.histogram[0], "counts": self.histogram[1]}
+        return out
 
 
 @dataclass
@@ -47,10 +72,26 @@ class GradStats:
     received: bool  # False when the parameter got no gradient at all (grad is None)
     zero_rows: int = 0  # units whose gradient is exactly zero
     distinct_rows: int | None = None  # distinct gradient rows among identical weight rows
+    rows: int = 0  # units (rows along the param's units dimension)
+    nonfinite: int = 0  # NaN/Inf elements in the gradient
+    # Units whose activations are identical at the layer's site (group_rows units in
+    # group_count groups), and the gradient rows they received: all zero = no gradient at all
+    # (nothing can separate them); distinct_rows == group_count = identical gradients (the
+    # symmetry persists); distinct_rows == group_rows = the first update breaks it.
+    group_rows: int = 0
+    group_count: int = 0
+    group_zero_rows: int = 0
 
     @property
     def ratio(self) -> float:
         return self.norm / self.weight_norm if self.weight_norm > 0 else float("inf")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"received": self.received, "norm": self.norm, "weight_norm": self.weight_norm,
+                "ratio": self.ratio, "rows": self.rows, "zero_rows": self.zero_rows,
+                "distinct_rows": self.distinct_rows, "nonfinite": self.nonfinite,
+                "group_rows": self.group_rows, "group_count": self.group_count,
+                "group_zero_rows": self.group_zero_rows}
 
 
 @dataclass
@@ -64,10 +105,26 @@ class ProbeResult:
     sites: list[SiteStats] = field(default_factory=list)
     grads: dict[str, GradStats] | None = None  # None when no backward pass ran (e.g. ONNX)
     loss: str | None = None  # description of the synthetic loss used for the backward pass
+    inputs_source: str | None = None  # how the inputs were made / where they came from
+    input_shapes: list[list[int]] = field(default_factory=list)
+    device: str = "cpu"
+    mode: str | None = None  # train/eval choices made for the probe (documented in the probe)
+    notes: list[str] = field(default_factory=list)  # what the probe could not do, and why
+    frozen: list[str] = field(default_factory=list)  # params with requires_grad=False
 
     def to_json(self) -> dict[str, Any]:
-        return {"ran": self.ran, "batch_size": self.batch_size if self.ran else None,
-                "seed": self.seed, "inputs": self.inputs, "skipped_reason": self.skipped_reason}
+        out = {"ran": self.ran, "batch_size": self.batch_size if self.ran else None,
+               "seed": self.seed, "inputs": self.inputs, "skipped_reason": self.skipped_reason}
+        if self.ran:  # extra keys (DESIGN section 4 allows additions)
+            out.update({
+                "inputs_source": self.inputs_source, "input_shapes": self.input_shapes,
+                "input_std": self.input_std, "device": self.device, "mode": self.mode,
+                "loss": self.loss, "notes": self.notes,
+                "sites": [s.to_full_json() for s in self.sites],
+                "grads": None if self.grads is None else {k: g.to_json() for k, g in self.grads.items()},
+            })
+        return out
 
     def site_for_param(self, param: str) -> SiteStats | None:
-        return next((s for s in self.sites if s.param == param and s.kind == "layer"), None)
+        """The first call site of the layer (or normalisation) whose weight is ``param``."""
+        return next((s for s in self.sites if s.param == param and s.kind in ("layer", "norm")), None)

@@ -1,0 +1,113 @@
+"""The forward/backward probe: push a batch through the model (and back) and record what the
+weights do, in format-neutral records (:mod:`initaudit.probe.result`) the probe rules read.
+
+:func:`run_probe` picks the probe for the model's format: the torch probe (hooks on a live
+module: factories, ``nn.Module`` objects, checkpoints with ``--model``), or the ONNX probe
+(onnxruntime). It never raises for a model that cannot be probed: the result then has
+``ran=False`` and a one-line ``skipped_reason``, and the static audit reports as usual.
+An unreadable ``--inputs`` file is a bad argument and raises :class:`TargetError`, a bad
+``--device`` or ``--input-shape`` :class:`ConfigError` (exit 2).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from initaudit.errors import ConfigError
+from initaudit.graph import ModelGraph
+from initaudit.probe.options import ProbeOptions
+from initaudit.probe.result import GradStats, ProbeResult, SiteStats
+
+__all__ = ["ProbeOptions", "ProbeResult", "SiteStats", "GradStats", "run_probe"]
+
+
+def run_probe(graph: ModelGraph, options: ProbeOptions, factory: Any = None) -> ProbeResult:
+    """Probe the model ``graph`` describes; ``factory`` may supply ``example_inputs()``."""
+    if options.device is not None:
+        import torch
+
+        try:
+            torch.device(options.device)
+        except (RuntimeError, TypeError) as exc:
+            raise ConfigError(f"--device {options.device!r}: not a device (cpu, cuda, cuda:N)") from exc
+    if graph.module is not None:
+        return _probe_torch(graph, options, factory)
+    if graph.format == "onnx":
+        return _probe_onnx(graph, options)
+    return ProbeResult(ran=False, seed=options.seed, skipped_reason=(
+        f"static only: a {graph.format} file holds weights but no architecture to run "
+        "(give --model pkg.module:factory to probe it)"))
+
+
+def _probe_torch(graph: ModelGraph, options: ProbeOptions, factory: Any) -> ProbeResult:
+    from initaudit.probe.inputs import (ProbeInputError, from_object, load_inputs_file,
+                                        synthesize)
+    from initaudit.probe.torch_probe import probe_module
+
+    module = graph.module
+    try:
+        if options.inputs is not None:
+            if isinstance(options.inputs, (str, Path)):
+                inputs = load_inputs_file(options.inputs)
+            else:
+                inputs = from_object(options.inputs, "file", "inputs given to audit()")
+        else:
+            example = _example_inputs(factory)
+            if example is not None:
+                inputs = from_object(example, "file", "example_inputs() next to the factory")
+            else:
+                inputs = synthesize(module, graph, options.batch_size, options.seed,
+                                    options.input_shapes)
+    except ProbeInputError as exc:
+        return ProbeResult(ran=False, seed=options.seed, skipped_reason=f"no probe inputs: {exc}")
+    result = probe_module(module, graph, inputs, options)
+    if not result.ran and inputs.kind == "synthetic" and result.skipped_reason:
+        result.skipped_reason += (f" (synthetic inputs: {inputs.source}; give --input-shape or "
+                                  "--inputs)")
+    return result
+
+
+def _probe_onnx(graph: ModelGraph, options: ProbeOptions) -> ProbeResult:
+    """The ONNX probe (forward only). Inputs from a file are fed by name: a dict's keys, or the
+    model's inputs in order for a tensor or a tuple; an unnamed --input-shape goes to the model's
+    only input."""
+    from initaudit.probe.inputs import load_inputs_file
+    from initaudit.probe.onnx_probe import run_onnx_probe
+
+    names = _onnx_input_names(graph)
+    feeds = None
+    if options.inputs is not None:
+        if isinstance(options.inputs, (str, Path)):
+            given = load_inputs_file(options.inputs)
+        else:
+            from initaudit.probe.inputs import from_object
+
+            given = from_object(options.inputs, "file", "inputs given to audit()")
+        feeds = {k: v.numpy() for k, v in given.kwargs.items()}
+        feeds.update({n: t.numpy() for n, t in zip(names, given.args)})
+    shapes = dict(options.input_shapes)
+    if "" in shapes and len(names) == 1:
+        shapes[names[0]] = shapes.pop("")
+    return run_onnx_probe(graph, batch_size=options.batch_size, seed=options.seed, inputs=feeds,
+                          input_shapes=shapes)
+
+
+def _onnx_input_names(graph: ModelGraph) -> list[str]:
+    model = getattr(getattr(graph, "onnx", None), "model", None)
+    if model is None:
+        return []
+    inits = {i.name for i in model.graph.initializer}
+    return [i.name for i in model.graph.input if i.name not in inits]
+
+
+def _example_inputs(factory: Any) -> Any:
+    fn = getattr(factory, "example_inputs", None)
+    if fn is None:
+        return None
+    try:
+        return fn()
+    except Exception as exc:
+        from initaudit.probe.inputs import ProbeInputError
+
+        raise ProbeInputError(f"example_inputs() raised {type(exc).__name__}: {exc}") from exc

@@ -1,0 +1,233 @@
+"""Probe inputs: a file (``--inputs``), the user's ``example_inputs()``, or synthetic batches
+inferred from the model's first layer.
+
+Synthetic inputs (seeded, ``batch`` = ``--batch-size``):
+
+| first layer | input |
+|---|---|
+| Linear / HF Conv1D (in) | N(0, 1), shape (batch, in) |
+| Conv1d / Conv2d / Conv3d (c) | N(0, 1), shape (batch, c, 64) / (batch, c, 32, 32) / (batch, c, 16, 16, 16) |
+| ConvTranspose1d/2d/3d (c) | N(0, 1), shape (batch, c, 16) / (batch, c, 8, 8) / (batch, c, 4, 4, 4) |
+| Embedding / EmbeddingBag (n) | token ids uniform on [0, n), shape (batch, 16) |
+| RNN / LSTM / GRU (in) | N(0, 1), shape (batch, 16, in) with batch_first, else (16, batch, in) |
+| BatchNorm1d/2d/3d, GroupNorm, LayerNorm | N(0, 1) shaped as for the matching layer above |
+
+``--input-shape`` gives the full shape, batch dimension first (token ids when the first layer is
+an embedding); it overrides ``--batch-size``. Input files are read without unpickling code:
+``torch.load(weights_only=True)`` for a tensor, a tuple/list of tensors (positional arguments)
+or a dict of tensors (keyword arguments); ``.npy`` (one array) and ``.npz`` (``arr_0, arr_1, ...`` positional, other names
+keyword) with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from initaudit.errors import TargetError
+from initaudit.graph import ModelGraph
+from initaudit.loaders.torch_module import is_hf_conv1d
+
+SEQ_LEN = 16
+CONV_SPATIAL = {1: (64,), 2: (32, 32), 3: (16, 16, 16)}
+CONV_T_SPATIAL = {1: (16,), 2: (8, 8), 3: (4, 4, 4)}
+
+
+class ProbeInputError(Exception):
+    """Inputs cannot be inferred; the message says why (the probe is skipped, the audit runs)."""
+
+
+@dataclass
+class ProbeInputs:
+    args: tuple = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    kind: str = "synthetic"  # "synthetic" | "file" (DESIGN section 4 vocabulary)
+    source: str = ""  # what made them: "synthetic N(0,1) (64, 100) for 0 (Linear)", a path, ...
+    unit_dim: int = -1  # where the units of the first input are (1 for images)
+
+    def tensors(self) -> list[torch.Tensor]:
+        return [t for t in _flatten((self.args, self.kwargs)) if isinstance(t, torch.Tensor)]
+
+    @property
+    def batch_size(self) -> int:
+        ts = self.tensors()
+        return int(ts[0].shape[0]) if ts and ts[0].dim() else 1
+
+    def to(self, device: torch.device | str) -> ProbeInputs:
+        move = lambda v: _map(v, lambda t: t.to(device))  # noqa: E731
+        return ProbeInputs(move(self.args), move(self.kwargs), self.kind, self.source, self.unit_dim)
+
+
+def _flatten(obj: Any):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _flatten(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _flatten(v)
+
+
+def _map(obj: Any, fn):
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return {k: _map(v, fn) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map(v, fn) for v in obj)
+    return obj
+
+
+def from_object(obj: Any, kind: str, source: str) -> ProbeInputs:
+    """A tensor (one argument), a tuple/list (positional) or a dict (keyword arguments)."""
+    if isinstance(obj, np.ndarray):
+        obj = torch.from_numpy(obj)
+    if isinstance(obj, torch.Tensor):
+        return ProbeInputs((obj,), {}, kind, source, _guess_unit_dim(obj))
+    if isinstance(obj, (tuple, list)):
+        args = tuple(torch.from_numpy(v) if isinstance(v, np.ndarray) else v for v in obj)
+        first = next((t for t in args if isinstance(t, torch.Tensor)), None)
+        return ProbeInputs(args, {}, kind, source, _guess_unit_dim(first))
+    if isinstance(obj, dict):
+        kwargs = {str(k): torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in obj.items()}
+        first = next((t for t in kwargs.values() if isinstance(t, torch.Tensor)), None)
+        return ProbeInputs((), kwargs, kind, source, _guess_unit_dim(first))
+    raise ProbeInputError(f"{source} gave a {type(obj).__name__}; expected a tensor, a tuple/list "
+                          "or a dict of tensors")
+
+
+def _guess_unit_dim(t: torch.Tensor | None) -> int:
+    return 1 if t is not None and t.dim() >= 4 else -1
+
+
+def load_inputs_file(path: str | Path) -> ProbeInputs:
+    """Read ``--inputs``; an unreadable file is a bad argument (exit 2)."""
+    p = Path(path)
+    if not p.is_file():
+        raise TargetError(p, "--inputs: no such file")
+    try:
+        if p.suffix.lower() == ".npy":
+            obj: Any = np.load(p, allow_pickle=False)
+        elif p.suffix.lower() == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+            if arrays and all(k.startswith("arr_") and k[4:].isdigit() for k in arrays):
+                obj = tuple(arrays[k] for k in sorted(arrays, key=lambda k: int(k[4:])))
+            else:
+                obj = arrays
+        else:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TargetError(p, f"--inputs: cannot read ({first[:200]}); expected torch.save'd tensors "
+                             "(loaded with weights_only=True), .npy or .npz") from exc
+    try:
+        inputs = from_object(obj, "file", str(p))
+    except ProbeInputError as exc:
+        raise TargetError(p, f"--inputs: {exc}") from exc
+    if not inputs.tensors():
+        raise TargetError(p, "--inputs: holds no tensor")
+    return inputs
+
+
+def _required_inputs(module: nn.Module) -> list[str]:
+    try:
+        sig = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return ["input"]
+    return [n for n, prm in sig.parameters.items()
+            if prm.default is inspect.Parameter.empty
+            and prm.kind in (prm.POSITIONAL_ONLY, prm.POSITIONAL_OR_KEYWORD)]
+
+
+def first_layer(module: nn.Module, graph: ModelGraph) -> tuple[str, nn.Module] | None:
+    """The first module with parameters in forward order (graph nodes), else registration order."""
+    modules = dict(module.named_modules())
+    for node in graph.nodes:
+        name = node.name.split("#")[0]
+        if name.endswith(".in_proj") and name not in modules:
+            name = name[: -len(".in_proj")]
+        m = modules.get(name)
+        if m is not None and name and any(True for _ in m.parameters(recurse=False)):
+            return name, m
+    for name, m in module.named_modules():
+        if any(True for _ in m.parameters(recurse=False)):
+            return name, m
+    return None
+
+
+def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
+               input_shapes: dict[str, tuple[int, ...]] | None = None) -> ProbeInputs:
+    """Seeded synthetic inputs for the first layer (see the module docstring)."""
+    required = _required_inputs(module)
+    if len(required) != 1:
+        names = ", ".join(required) or "none"
+        raise ProbeInputError(f"forward() takes {len(required)} required inputs ({names}); synthetic "
+                              "inputs are made for one; give --inputs FILE or define example_inputs()")
+    input_shape = None
+    if input_shapes:
+        if len(input_shapes) > 1 or next(iter(input_shapes)) not in ("", required[0]):
+            raise ProbeInputError(f"--input-shape names {', '.join(k or '(unnamed)' for k in input_shapes)}; "
+                                  f"forward() takes one input, {required[0]!r}")
+        input_shape = next(iter(input_shapes.values()))
+    found = first_layer(module, graph)
+    if found is None:
+        raise ProbeInputError("no layer with parameters to infer the input from; give --inputs "
+                              "or --input-shape")
+    name, m = found
+    label = f"{name or type(m).__name__} ({type(m).__name__})"
+    gen = torch.Generator().manual_seed(seed)
+    if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
+        shape = input_shape or (batch, SEQ_LEN)
+        ids = torch.randint(0, m.num_embeddings, shape, generator=gen)
+        return ProbeInputs((ids,), {}, "synthetic",
+                           f"token ids uniform on [0, {m.num_embeddings}) {tuple(shape)} for {label}", -1)
+    unit_dim = -1
+    if input_shape is not None:
+        shape = input_shape
+        unit_dim = 1 if len(shape) >= 3 and _channel_first(m) else -1
+    else:
+        shape = _shape_for(m, batch)
+        if shape is None:
+            raise ProbeInputError(f"cannot infer an input for the first layer {label}; give "
+                                  "--input-shape or --inputs")
+        unit_dim = 1 if _channel_first(m) else -1
+    x = torch.randn(shape, generator=gen)
+    dtype = next((p.dtype for p in m.parameters(recurse=False) if p.is_floating_point()), x.dtype)
+    return ProbeInputs((x.to(dtype),), {}, "synthetic", f"N(0, 1) {tuple(shape)} for {label}", unit_dim)
+
+
+def _channel_first(m: nn.Module) -> bool:
+    return isinstance(m, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm,
+                          nn.LocalResponseNorm))
+
+
+def _shape_for(m: nn.Module, batch: int) -> tuple[int, ...] | None:
+    if isinstance(m, nn.Linear):
+        return (batch, m.in_features)
+    if is_hf_conv1d(m):
+        return (batch, int(m.weight.shape[0]))
+    if isinstance(m, nn.modules.conv._ConvTransposeNd):
+        return (batch, m.in_channels, *CONV_T_SPATIAL[len(m.kernel_size)])
+    if isinstance(m, nn.modules.conv._ConvNd):
+        return (batch, m.in_channels, *CONV_SPATIAL[len(m.kernel_size)])
+    if isinstance(m, nn.RNNBase):
+        return (batch, SEQ_LEN, m.input_size) if m.batch_first else (SEQ_LEN, batch, m.input_size)
+    if isinstance(m, (nn.BatchNorm1d, nn.InstanceNorm1d)) and m.num_features:
+        return (batch, m.num_features)
+    if isinstance(m, (nn.BatchNorm2d, nn.InstanceNorm2d)) and m.num_features:
+        return (batch, m.num_features, *CONV_SPATIAL[2])
+    if isinstance(m, (nn.BatchNorm3d, nn.InstanceNorm3d)) and m.num_features:
+        return (batch, m.num_features, *CONV_SPATIAL[3])
+    if isinstance(m, nn.GroupNorm):
+        return (batch, m.num_channels, *CONV_SPATIAL[2])
+    if isinstance(m, nn.LayerNorm):
+        return (batch, *m.normalized_shape)
+    return None

@@ -1,0 +1,733 @@
+"""Forward probe of an ONNX model with onnxruntime.
+
+The model runs on an in-memory copy whose intermediate tensors are exposed as extra graph
+outputs: each weight layer's output (its pre-activation, bias included), each embedding's,
+activation's and normalisation's output, and the graph outputs. Every exposed tensor is
+summarised with the same :func:`initaudit.probe.stats.site_stats` the torch probe uses, and
+dropped at once.
+
+Memory: exposing every intermediate tensor keeps them all alive until the run returns (on a CNN
+that triples peak memory). When the exposed tensors would exceed the memory budget together,
+the graph is cut where few tensors cross and run part by part, each part once, handing the
+crossing tensors on: the forward pass is still computed once, and at most about one budget of
+exposed outputs is alive at a time.
+
+Large embedded initializers are handed to onnxruntime as arrays rather than serialised into the
+copy (serialising 128 MB of weights took longer than the forward pass); external data stays on
+disk and is read by onnxruntime from the model's folder, whose paths the loader checked.
+
+ONNX gets no backward pass here: ``ProbeResult.grads`` stays ``None``.
+
+Synthetic inputs follow the graph's input types and shapes: dynamic dimensions take the batch
+size unless ``input_shapes`` names them; integer inputs that feed an embedding (Gather) get ids
+within the table; other integer inputs (masks) are ones; float inputs are N(0, 1).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from initaudit.errors import ConfigError
+from initaudit.graph import Activation, ModelGraph, Node
+from initaudit.probe.result import ProbeResult, SiteStats
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16,
+    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+_DEFAULT_BUDGET = 128 << 20
+
+
+# ---- inputs and options ---------------------------------------------------------------------
+
+
+def parse_input_shape(spec: str) -> tuple[str, tuple[int, ...]]:
+    """``"name=d0,d1,..."`` (the ``--input-shape`` syntax) -> ``(name, (d0, d1, ...))``."""
+    name, sep, dims = spec.partition("=")
+    name = name.strip()
+    try:
+        shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or any(d < 0 for d in shape):
+        raise ConfigError(f"--input-shape {spec!r}: expected NAME=D0,D1,... with non-negative "
+                          "integers, e.g. input_ids=8,128")
+    return name, shape
+
+
+def parse_input_shapes(specs: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """Several ``--input-shape`` values -> {name: shape}."""
+    return dict(parse_input_shape(s) for s in specs)
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def default_memory_budget() -> int:
+    """Bytes of exposed intermediate outputs alive at once: 128 MB (less when memory is
+    short). Running the graph in more parts costs little: each part runs once, and only a
+    session start (milliseconds) is added per part."""
+    avail = _available_memory()
+    return int(min(_DEFAULT_BUDGET, max(16 << 20, avail // 8))) if avail else _DEFAULT_BUDGET
+
+
+def session_options(threads: int | None = None, external_dir: str | None = None):
+    """onnxruntime SessionOptions for the probe: a thread per core (at most 16) and no spinning
+    worker threads (they slowed a following torch forward 2.4x in the same process)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or min(_cpu_count(), 16)
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    if external_dir:
+        so.add_session_config_entry("session.model_external_initializers_file_folder_path", external_dir)
+    return so
+
+
+class _InputSpec:
+    """A graph input as onnxruntime's NodeArg describes it: name, "tensor(float)", dims."""
+
+    def __init__(self, vi):
+        from onnx import helper
+
+        tt = vi.type.tensor_type
+        self.name = vi.name
+        self.type = f"elem {tt.elem_type}"
+        try:
+            np_type = np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type))
+            self.type = next((k for k, v in _ORT_TYPES.items() if np.dtype(v) == np_type), self.type)
+        except (KeyError, TypeError, ValueError):
+            pass
+        self.shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                      for d in tt.shape.dim] if tt.HasField("shape") else []
+
+
+class _Specs:
+    """The graph inputs of an ONNX model, with the ``get_inputs()`` of an ORT session."""
+
+    def __init__(self, model):
+        inits = {t.name for t in model.graph.initializer}
+        self._inputs = [_InputSpec(vi) for vi in model.graph.input if vi.name not in inits]
+
+    def get_inputs(self):
+        return self._inputs
+
+
+def synthetic_inputs(session, *, batch_size: int, seed: int,
+                     input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                     embedding_rows: Mapping[str, int] | None = None,
+                     given: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Feeds for every input of ``session`` (anything with ``get_inputs()``): ``given`` arrays
+    first, else synthetic ones. Returns (feeds, notes)."""
+    gen = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    notes: list[str] = []
+    shapes = dict(input_shapes or {})
+    for inp in session.get_inputs():
+        if given and inp.name in given:
+            feeds[inp.name] = np.asarray(given[inp.name])
+            shapes.pop(inp.name, None)
+            continue
+        dtype = _ORT_TYPES.get(inp.type)
+        if dtype is None:
+            raise ConfigError(f"input {inp.name!r} has type {inp.type}, which the probe cannot "
+                              "synthesise; pass real inputs")
+        declared = list(inp.shape or [])
+        if inp.name in shapes:
+            shape = tuple(shapes.pop(inp.name))
+            if len(declared) == len(shape) and any(isinstance(d, int) and d > 0 and d != s
+                                                   for d, s in zip(declared, shape)):
+                notes.append(f"--input-shape {inp.name}={','.join(map(str, shape))} differs from the "
+                             f"declared shape {declared}")
+        else:
+            shape = tuple(d if isinstance(d, int) and d > 0 else batch_size for d in declared)
+        if dtype in (np.float32, np.float16, np.float64):
+            feeds[inp.name] = gen.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
+        elif dtype is np.bool_:
+            feeds[inp.name] = np.ones(shape, dtype=np.bool_)
+        elif embedding_rows and inp.name in embedding_rows:
+            feeds[inp.name] = gen.integers(0, max(1, embedding_rows[inp.name]), size=shape).astype(dtype)
+        else:
+            feeds[inp.name] = np.ones(shape, dtype=dtype)
+            notes.append(f"integer input {inp.name!r} feeds no embedding: filled with ones")
+    if shapes:
+        raise ConfigError(f"--input-shape names no model input: {', '.join(sorted(shapes))} "
+                          f"(inputs: {', '.join(i.name for i in session.get_inputs())})")
+    return feeds, notes
+
+
+# ---- sites ----------------------------------------------------------------------------------
+
+
+def _consumers(nodes: list[Node]) -> dict[str, list[Node]]:
+    users: dict[str, list[Node]] = {}
+    for n in nodes:
+        for i in n.inputs:
+            users.setdefault(i, []).append(n)
+    return users
+
+
+def _act_after(node: Node, users: dict[str, list[Node]]) -> Activation | None:
+    """The activation right after ``node`` (through shape-only ops), if any."""
+    stack, seen = [node.name], {node.name}
+    while stack:
+        for u in users.get(stack.pop(), []):
+            if u.name in seen:
+                continue
+            seen.add(u.name)
+            if u.kind == "act":
+                return u.activation
+            if u.kind == "transparent":
+                stack.append(u.name)
+    return None
+
+
+def _unit_dims(nodes: list[Node], own: Mapping[str, int]) -> dict[str, int]:
+    """Units dimension of each node's output: set by layers and norms, inherited otherwise."""
+    dims: dict[str, int] = {}
+    for n in nodes:
+        if n.name in own and n.kind in ("layer", "embedding", "norm"):
+            dims[n.name] = own[n.name]
+        else:
+            dims[n.name] = next((dims[i] for i in n.inputs if i in dims), own.get(n.name, -1))
+    return dims
+
+
+class _Site:
+    """One tensor to summarise, with the arguments the torch probe would pass for it."""
+
+    __slots__ = ("node", "tensor", "kind", "param", "activation", "pre", "identical", "bias",
+                 "unit_dim")
+
+    def __init__(self, node: Node, tensor: str, kind: str, *, param: str | None = None,
+                 activation: Activation | None = None, pre: bool = True, identical: bool = False,
+                 bias: str | None = None, unit_dim: int = -1):
+        self.node, self.tensor, self.kind, self.param = node, tensor, kind, param
+        self.activation, self.pre, self.identical, self.bias = activation, pre, identical, bias
+        self.unit_dim = unit_dim
+
+
+def _sites(graph: ModelGraph, info, notes: list[str]) -> list[_Site]:
+    """Every tensor to summarise, in forward order, with the torch probe's conventions: a
+    layer site per weight layer (pre-activation, bias included; identical units searched), a
+    norm site per normalisation, an act site per activation unless its input is the recorded
+    pre-activation of a layer/norm site with that activation, an output site per graph output."""
+    model = info.model
+    produced = {o for n in model.graph.node for o in n.output if o}
+    graph_inputs = {i.name for i in model.graph.input}
+    users = _consumers(graph.nodes)
+    unit_dims = _unit_dims(graph.nodes, info.unit_dims)
+    by_name = {n.name: n for n in graph.nodes}
+    sites: list[_Site] = []
+    recorded: dict[str, _Site] = {}  # tensor -> layer/norm site
+    missing = 0
+    for node in graph.nodes:
+        if node.kind not in ("layer", "embedding", "act", "norm") or \
+                (node.kind in ("layer", "embedding") and not node.param):
+            continue
+        tensor = info.node_tensor.get(node.name)
+        if not tensor or tensor in graph_inputs or tensor in recorded:
+            continue
+        if tensor not in produced:
+            missing += 1  # inside an inlined local function: not a tensor of the file's graph
+            continue
+        ud = unit_dims.get(node.name, -1)
+        if node.kind == "act":
+            src = node.inputs[0] if node.inputs else None
+            while src in info.view_nodes and by_name[src].inputs:  # torch: a view, same storage
+                src = by_name[src].inputs[0]
+            pre = recorded.get(info.node_tensor.get(src, "")) if src else None
+            if pre is not None and pre.activation == node.activation:
+                continue  # read on the layer's pre-activation already
+            sites.append(_Site(node, tensor, "act", activation=node.activation, pre=False, unit_dim=ud))
+            continue
+        if node.kind == "norm":
+            scale = next((graph.params[n] for n in node.norm_params
+                          if n in graph.params and graph.params[n].role.value == "norm-scale"), None)
+            shift = next((n for n in node.norm_params
+                          if n in graph.params and graph.params[n].role.value == "norm-shift"), None)
+            act = scale.activation if scale is not None else _act_after(node, users)
+            site = _Site(node, tensor, "norm", param=scale.name if scale is not None else None,
+                         activation=act, bias=shift, unit_dim=ud)
+        else:
+            p = graph.params.get(node.param or "")
+            act = p.activation if p is not None else None
+            if act is None:  # e.g. a BatchNorm folded into the layer: the act follows directly
+                act = _act_after(node, users)
+            site = _Site(node, tensor, "layer", param=node.param, activation=act, identical=True,
+                         bias=node.bias, unit_dim=ud)
+        recorded[tensor] = site
+        sites.append(site)
+    if missing:
+        notes.append(f"{missing} site(s) inside local functions could not be exposed")
+    out_node = next((n for n in graph.nodes if n.kind == "output"), None)
+    for o in model.graph.output:
+        if o.name in produced:
+            sites.append(_Site(Node(o.name, "output", out_node.inputs if out_node else []), o.name,
+                               "output", pre=False))
+    return sites
+
+
+def _site_bytes(shape: tuple | None, batch_size: int, itemsize: int = 4) -> int | None:
+    if not shape:
+        return None
+    total = 1
+    for d in shape:
+        total *= d if isinstance(d, int) and d > 0 else batch_size
+    return total * itemsize
+
+
+# ---- running the graph in segments ----------------------------------------------------------
+
+
+def _node_inputs(node) -> set[str]:
+    """Every tensor a node reads, including outer-scope names its subgraphs use."""
+    names = {i for i in node.input if i}
+    for a in node.attribute:
+        subs = [a.g] if a.HasField("g") else list(a.graphs)
+        for sub in subs:
+            local = {i.name for i in sub.input} | {t.name for t in sub.initializer}
+            for n in sub.node:
+                local |= {o for o in n.output if o}
+            for n in sub.node:
+                names |= {x for x in _node_inputs(n) if x not in local}
+    return names
+
+
+def plan_segments(nodes, site_bytes: Mapping[int, int], budget: int, carried: set[str],
+                  max_frontier: int = 16) -> list[tuple[int, int]]:
+    """Cut the topologically ordered nodes into [start, end) ranges whose exposed outputs
+    (``site_bytes``: node index -> bytes) stay within ``budget``, cutting only where at most
+    ``max_frontier`` tensors of ``carried`` cross; one range when everything fits."""
+    n = len(nodes)
+    if sum(site_bytes.values()) <= budget or n < 2:
+        return [(0, n)]
+    produced_at: dict[str, int] = {}
+    last_use: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        for t in _node_inputs(node):
+            if t in carried:
+                last_use[t] = i
+                produced_at.setdefault(t, -1)  # a graph input
+        for o in node.output:
+            if o:
+                produced_at[o] = i
+    delta = [0] * (n + 2)
+    for t, lu in last_use.items():
+        if produced_at[t] < lu:
+            delta[produced_at[t] + 1] += 1  # crosses every cut produced_at+1 .. last_use
+            delta[lu + 1] -= 1
+    live, cuts, acc = 0, [], 0
+    for p in range(n):
+        live += delta[p]
+        if p and acc >= budget and live <= max_frontier:
+            cuts.append(p)
+            acc = 0
+        acc += site_bytes.get(p, 0)
+    bounds = [0, *cuts, n]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+class _Weights:
+    """Initializers for the copies onnxruntime runs: small or external ones as they are; large
+    embedded ones as external stubs whose data onnxruntime is handed as arrays."""
+
+    LOCATION = "initaudit-in-memory"  # never a file: onnxruntime gets these arrays directly
+
+    def __init__(self, model):
+        import onnx
+        from onnx import numpy_helper
+        from onnxruntime import OrtValue
+
+        self.protos: dict[str, Any] = {}
+        self.values: dict[str, Any] = {}
+        for t in model.graph.initializer:
+            if t.data_location == onnx.TensorProto.EXTERNAL or int(np.prod(t.dims)) <= 1024 \
+                    or t.data_type == onnx.TensorProto.STRING:
+                self.protos[t.name] = t
+                continue
+            arr = np.ascontiguousarray(numpy_helper.to_array(t))
+            if arr.dtype.kind not in "fiub" or arr.dtype.itemsize not in (1, 2, 4, 8):
+                self.protos[t.name] = t  # numpy extension types (bfloat16, float8): embedded
+                continue
+            stub = onnx.TensorProto()
+            stub.name, stub.data_type = t.name, t.data_type
+            stub.dims.extend(t.dims)
+            stub.data_location = onnx.TensorProto.EXTERNAL
+            for key, value in (("location", self.LOCATION), ("offset", "0"), ("length", str(arr.nbytes))):
+                e = stub.external_data.add()
+                e.key, e.value = key, value
+            self.protos[t.name] = stub
+            self.values[t.name] = OrtValue.ortvalue_from_numpy(arr)
+
+
+def _opset(model) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _batch_stat_norm(node, rank: int, opset: int) -> list:
+    """BatchNormalization with the batch's own statistics, spelled out in primitives:
+    (x - mean) / sqrt(var + eps) * scale + B, mean and var over every axis but the channels.
+    (onnxruntime's training_mode=1 does not normalise by the batch on CPU.)"""
+    from onnx import TensorProto, helper
+
+    x, scale, shift = node.input[0], node.input[1], node.input[2]
+    y = node.output[0]
+    base = (node.name or y) + "/initaudit_"
+    eps = float(next((helper.get_attribute_value(a) for a in node.attribute if a.name == "epsilon"), 1e-5))
+    axes = [0, *range(2, rank)]
+    t = lambda k: base + k  # noqa: E731
+    nodes = []
+
+    def const(name, value, dtype=TensorProto.INT64):
+        nodes.append(helper.make_node("Constant", [], [t(name)], name=t(name),
+                                      value=helper.make_tensor(t(name) + "_v", dtype, [len(value)], value)))
+
+    def mean(src, out):
+        if opset >= 18:
+            nodes.append(helper.make_node("ReduceMean", [src, t("axes")], [out], name=out, keepdims=1))
+        else:
+            nodes.append(helper.make_node("ReduceMean", [src], [out], name=out, axes=axes, keepdims=1))
+
+    if opset >= 18:
+        const("axes", axes)
+    const("shape", [1, -1, *([1] * (rank - 2))])
+    const("eps", [eps], TensorProto.FLOAT)
+    mean(x, t("mean"))
+    nodes += [helper.make_node("Sub", [x, t("mean")], [t("d")], name=t("d")),
+              helper.make_node("Mul", [t("d"), t("d")], [t("sq")], name=t("sq"))]
+    mean(t("sq"), t("var"))
+    eps_in = t("eps")
+    if opset >= 15:
+        nodes.append(helper.make_node("CastLike", [t("eps"), x], [t("eps_x")], name=t("eps_x")))
+        eps_in = t("eps_x")
+    nodes += [helper.make_node("Add", [t("var"), eps_in], [t("ve")], name=t("ve")),
+              helper.make_node("Sqrt", [t("ve")], [t("sd")], name=t("sd")),
+              helper.make_node("Div", [t("d"), t("sd")], [t("n")], name=t("n")),
+              helper.make_node("Reshape", [scale, t("shape")], [t("g")], name=t("g")),
+              helper.make_node("Reshape", [shift, t("shape")], [t("b")], name=t("b")),
+              helper.make_node("Mul", [t("n"), t("g")], [t("ng")], name=t("ng")),
+              helper.make_node("Add", [t("ng"), t("b")], [y], name=t("y"))]
+    return nodes
+
+
+def probe_graph(model, value_shapes: Mapping[str, tuple], notes: list[str]):
+    """The graph the probe runs: the model's structure without initializer data (segments take
+    their initializers from :class:`_Weights`), with BatchNormalization normalising by the
+    probe batch as the torch probe's train-mode BatchNorm does."""
+    import onnx
+
+    pm = onnx.ModelProto()
+    pm.ir_version = model.ir_version
+    pm.opset_import.extend(model.opset_import)
+    pm.functions.extend(model.functions)
+    src, g = model.graph, pm.graph
+    g.name = src.name
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    g.sparse_initializer.extend(src.sparse_initializer)
+    used = {i for n in src.node for i in n.input if i}
+    opset = _opset(model)
+    rewritten = kept = 0
+    for n in src.node:
+        shape = value_shapes.get(n.input[0]) if n.input else None
+        if n.op_type == "BatchNormalization" and n.domain in ("", "ai.onnx") and shape and len(shape) >= 2 \
+                and len(n.input) >= 3 and not any(o in used for o in n.output[1:] if o):
+            g.node.extend(_batch_stat_norm(n, len(shape), opset))
+            rewritten += 1
+            continue
+        kept += n.op_type == "BatchNormalization"
+        g.node.append(n)
+    if rewritten:
+        notes.append(f"{rewritten} BatchNormalization node(s) normalise with the probe batch's statistics "
+                     "(as the torch probe's train-mode BatchNorm), not the stored running statistics")
+    if kept:
+        notes.append(f"{kept} BatchNormalization node(s) of unknown input rank use their running statistics")
+    return pm
+
+
+def _segment_model(model, start: int, end: int, inputs: Mapping[str, np.ndarray], outputs: list[str],
+                   weights: _Weights) -> tuple[bytes, list[str]]:
+    """Nodes [start, end) as a model: the given arrays as typed inputs, ``outputs`` exposed.
+    Returns the model bytes and the in-memory initializers it uses."""
+    import onnx
+    from onnx import helper
+
+    copy = onnx.ModelProto()
+    copy.ir_version = model.ir_version
+    copy.opset_import.extend(model.opset_import)
+    copy.functions.extend(model.functions)
+    src, g = model.graph, copy.graph
+    g.name = src.name
+    nodes = src.node[start:end]
+    g.node.extend(nodes)
+    for name, arr in inputs.items():
+        g.input.append(helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(arr.dtype),
+                                                     list(arr.shape)))
+    vi = {v.name: v for v in src.value_info}
+    for o in outputs:
+        g.output.append(vi[o] if o in vi else helper.make_empty_tensor_value_info(o))
+    used: set[str] = set()
+    for n in nodes:
+        used |= _node_inputs(n)
+    in_memory = []
+    for name in sorted(used):
+        if name in weights.protos and name not in inputs:
+            g.initializer.append(weights.protos[name])
+            if name in weights.values:
+                in_memory.append(name)
+    g.sparse_initializer.extend(t for t in src.sparse_initializer if t.values.name in used)
+    return copy.SerializeToString(), in_memory
+
+
+def _run_segments(model, segments: list[tuple[int, int]], feeds: Mapping[str, np.ndarray],
+                  site_tensors: list[str], weights: _Weights, info, threads: int | None,
+                  on_site: Callable[[str, np.ndarray], None]) -> None:
+    """Run the segments in order, handing on the tensors that cross each cut; ``on_site`` gets
+    every exposed site output (which is dropped afterwards unless a later segment reads it)."""
+    import onnxruntime as ort
+
+    nodes = model.graph.node
+    site_set = set(site_tensors)
+    needs = []  # tensors each segment reads from before it
+    for start, end in segments:
+        made: set[str] = set()
+        want: set[str] = set()
+        for n in nodes[start:end]:
+            want |= {t for t in _node_inputs(n) if t not in made and t not in weights.protos}
+            made |= {o for o in n.output if o}
+        needs.append(want)
+    held: dict[str, np.ndarray] = dict(feeds)
+    for k, (start, end) in enumerate(segments):
+        later = set().union(*needs[k + 1:]) if k + 1 < len(segments) else set()
+        fetch = [o for n in nodes[start:end] for o in n.output if o and (o in site_set or o in later)]
+        if not fetch:
+            continue
+        inputs = {t: held[t] for t in needs[k] if t in held}
+        blob, in_memory = _segment_model(model, start, end, inputs, fetch, weights)
+        so = session_options(threads, info.base_dir if info.has_external else None)
+        if in_memory:
+            so.add_external_initializers(in_memory, [weights.values[n] for n in in_memory])
+        session = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+        del blob
+        outs = session.run(fetch, inputs)
+        del session
+        for i, name in enumerate(fetch):
+            arr, outs[i] = outs[i], None
+            if name in later:  # a copy: ORT's arrays keep the whole part's arena alive
+                held[name] = np.array(arr, copy=True)
+            if name in site_set:
+                on_site(name, arr)
+            del arr
+        del outs
+        for t in list(held):  # drop what no later segment reads
+            if t not in later:
+                del held[t]
+        _release_memory()
+
+
+_LIBC: Any = None
+
+
+def _release_memory() -> None:
+    """Hand freed heap memory back to the OS between parts (glibc keeps freed blocks of the
+    size of these outputs in the heap, so RSS would keep every part's outputs)."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+            import ctypes.util
+
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+# ---- the probe ------------------------------------------------------------------------------
+
+
+def _skip(reason: str, batch_size: int, seed: int) -> ProbeResult:
+    return ProbeResult(ran=False, batch_size=batch_size, seed=seed, skipped_reason=reason)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:240] + "...") if len(text) > 240 else (text or type(exc).__name__)
+
+
+def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_size: int = 64,
+                   seed: int = 0, inputs: Mapping[str, np.ndarray] | None = None,
+                   input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                   site_stats: Callable[..., SiteStats] | None = None, threads: int | None = None,
+                   memory_budget: int | None = None, identical: bool | None = None) -> ProbeResult:
+    """Run ``graph`` (from :func:`initaudit.loaders.onnx_loader.load_onnx`) with onnxruntime
+    and summarise every weight layer's, embedding's, activation's and normalisation's output.
+
+    ``path``: the ONNX file, used only when ``graph`` did not come from ``load_onnx``.
+    ``inputs``: real data, name -> numpy array (missing inputs are synthesised).
+    ``input_shapes``: name -> shape for synthetic inputs (``--input-shape``; see
+    :func:`parse_input_shapes`). ``site_stats``: the per-tensor summary (default
+    :func:`initaudit.probe.stats.site_stats`, shared with the torch probe). ``threads``:
+    onnxruntime intra-op threads (default: one per core, at most 16). ``memory_budget``: bytes
+    of exposed outputs alive at once (default :func:`default_memory_budget`). ``identical``:
+    False skips the identical-units search everywhere (default: on layer sites, as the torch
+    probe does).
+
+    A model onnxruntime cannot load or run gives ``ran=False`` with the reason; bad
+    ``input_shapes`` or inputs the probe cannot synthesise raise ConfigError (exit 2).
+    """
+    if site_stats is None:
+        from initaudit.probe.stats import site_stats as default_stats
+
+        site_stats = default_stats
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return _skip("onnxruntime is not installed", batch_size, seed)
+    info = getattr(graph, "onnx", None)
+    if info is None:
+        from initaudit.loaders.onnx_loader import load_onnx
+
+        src = path or graph.source_path
+        if src is None:
+            return _skip("no ONNX file to run", batch_size, seed)
+        info = load_onnx(src).onnx
+    notes: list[str] = []
+    sites = _sites(graph, info, notes)
+    model = probe_graph(info.model, info.value_shapes, notes)
+
+    feeds, input_notes = synthetic_inputs(_Specs(model), batch_size=batch_size, seed=seed,
+                                          input_shapes=input_shapes, embedding_rows=info.embedding_inputs,
+                                          given=inputs)
+    notes += input_notes
+    lead = [a.shape[0] for a in feeds.values() if a.ndim]
+    used_batch = lead[0] if lead else batch_size
+    first = next((a for a in feeds.values() if a.dtype.kind == "f"), None)
+    out: list[SiteStats] = []
+    input_std = 1.0
+    if first is not None and first.size:  # as the torch probe: the first float input
+        site = site_stats(torch.from_numpy(np.ascontiguousarray(first)), name="input", kind="input",
+                          unit_dim=1 if first.ndim >= 4 else -1, identical=False)
+        input_std = site.spread
+        out.append(site)
+
+    # One segment (the whole graph, one session, one run) unless the exposed outputs exceed the
+    # budget together; then parts cut where few tensors cross, each run once.
+    budget = memory_budget if memory_budget is not None else default_memory_budget()
+    position = {o: i for i, n in enumerate(model.graph.node) for o in n.output if o}
+    tensors = list(dict.fromkeys(site.tensor for site in sites))
+    sizes = [_site_bytes(info.value_shapes.get(t), used_batch) for t in tensors]
+    fill = int(np.median([z for z in sizes if z])) if any(sizes) else 0
+    site_bytes: dict[int, int] = {}
+    for t, z in zip(tensors, sizes):
+        site_bytes[position[t]] = site_bytes.get(position[t], 0) + (z or fill)
+    carried = set(feeds) | set(position)
+    segments = plan_segments(model.graph.node, site_bytes, budget, carried)
+
+    index: dict[str, list[int]] = {}
+    for i, site in enumerate(sites):
+        index.setdefault(site.tensor, []).append(i)
+    results: list[SiteStats | None] = [None] * len(sites)
+    biases: dict[str, torch.Tensor | None] = {}
+
+    def on_site(tensor: str, arr: np.ndarray) -> None:
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+        for i in index[tensor]:
+            results[i] = _summarise(sites[i], x, graph, biases, site_stats, identical)
+
+    try:
+        weights = _Weights(info.model)
+    except Exception as exc:
+        return _skip(f"initializers could not be handed to onnxruntime: {_first_line(exc)}", batch_size, seed)
+    site_tensors = tensors
+    try:
+        _run_segments(model, segments, feeds, site_tensors, weights, info, threads, on_site)
+        if len(segments) > 1:
+            notes.append(f"graph run in {len(segments)} parts to keep at most about "
+                         f"{budget >> 20} MB of intermediate outputs alive")
+    except Exception as exc:
+        if len(segments) == 1:
+            return _skip(f"onnxruntime could not run the model: {_first_line(exc)}", batch_size, seed)
+        results[:] = [None] * len(sites)
+        try:  # a cut onnxruntime did not accept: run the whole graph at once
+            _run_segments(model, [(0, len(model.graph.node))], feeds, site_tensors, weights, info,
+                          threads, on_site)
+            notes.append(f"running the graph in parts failed ({_first_line(exc)}); ran it whole, "
+                         "beyond the memory budget")
+        except Exception as exc2:
+            return _skip(f"onnxruntime could not run the model: {_first_line(exc2)}", batch_size, seed)
+    depth: dict[str, int] = {}
+    for site in results:
+        if site is None:
+            continue
+        site.depth = depth.get(site.kind, 0)
+        depth[site.kind] = site.depth + 1
+        out.append(site)
+    return ProbeResult(
+        ran=True, batch_size=used_batch, seed=seed, inputs="file" if inputs else "synthetic",
+        input_std=input_std, sites=out, grads=None, loss=None, device="cpu",
+        mode="onnxruntime, forward only; BatchNormalization with batch statistics (as the torch probe)",
+        inputs_source=("given arrays" if inputs else
+                       "synthetic: N(0,1) floats, embedding ids uniform in the table, dynamic dims = batch size"),
+        input_shapes=[list(a.shape) for a in feeds.values()], notes=notes)
+
+
+def _bias(graph: ModelGraph, name: str | None, units: int, cache: dict) -> torch.Tensor | None:
+    """The per-unit bias a layer or norm added (taken off for SiteStats.signal_std)."""
+    if not name or name not in graph.params:
+        return None
+    if name not in cache:
+        try:
+            b = graph.load_tensor(name).reshape(-1).float()
+        except Exception:
+            b = None
+        cache[name] = b
+    b = cache[name]
+    return b if b is not None and b.numel() == units else None
+
+
+def _summarise(site: _Site, x: torch.Tensor, graph: ModelGraph, biases: dict,
+               stats_fn: Callable[..., SiteStats], identical: bool | None) -> SiteStats:
+    ud = site.unit_dim if site.kind != "output" else -1
+    if x.dim() and not -x.dim() <= ud < x.dim():
+        ud = -1
+    kw: dict[str, Any] = {}
+    units = x.shape[ud] if x.dim() else 1
+    bias = _bias(graph, site.bias, units, biases)
+    if bias is not None:
+        kw["bias"] = bias
+    s = stats_fn(x, name=site.node.name, kind=site.kind, unit_dim=ud, param=site.param,
+                 activation=site.activation, pre_activation=site.pre,
+                 identical=site.identical if identical is None else (identical and site.identical), **kw)
+    if getattr(s, "module", None) is None:
+        s.module = site.node.name
+    return s
