@@ -43,6 +43,22 @@ class Settings:
     stage: str = "auto"
     rule_files: list[str] = field(default_factory=list)
     plugins: bool = True
+    #: Rule classes passed in directly (Python API only, e.g. a plugin's own tests).
+    rule_classes: list[type[Rule]] = field(default_factory=list)
+    #: A baseline file (initaudit.baseline): findings it records are suppressed.
+    baseline: str | None = None
+    # [tool.initaudit.probe] (initaudit.probe.options.ProbeOptions takes them when it runs).
+    probe_enabled: bool = True
+    probe_batch_size: int = 64
+    probe_seed: int = 0
+    probe_device: str | None = None  # None: where the model's parameters are
+    probe_inputs: Any = None  # --inputs FILE (or, from Python, a tensor / tuple / dict of tensors)
+    probe_input_shape: list[str] = field(default_factory=list)  # --input-shape [NAME=]D0,D1,...
+    probe_histograms: bool = False  # --histograms: keep per-layer activation histograms
+    #: Where each field came from ("default", a config file, "command line"); set by
+    #: initaudit.config.resolve, used in error messages and by `initaudit config`.
+    sources: dict[str, str] = field(default_factory=dict)
+    config_path: str | None = None
 
     def validate(self) -> None:
         if self.fail_on not in FAIL_ON:
@@ -52,6 +68,11 @@ class Settings:
         for key, value in self.severity.items():
             if value not in [s.value for s in Severity]:
                 raise ConfigError(f"severity for {key}: {value!r} is not error, warning or info")
+        if isinstance(self.probe_batch_size, bool) or not isinstance(self.probe_batch_size, int) \
+                or self.probe_batch_size < 1:
+            raise ConfigError(f"probe.batch-size: {self.probe_batch_size!r} is not an integer >= 1")
+        if isinstance(self.probe_seed, bool) or not isinstance(self.probe_seed, int) or self.probe_seed < 0:
+            raise ConfigError(f"probe.seed: {self.probe_seed!r} is not an integer >= 0")
 
 
 def selector_matches(selector: str, rule: type[Rule]) -> bool:
@@ -82,6 +103,21 @@ def instantiate(cls: type[Rule], settings: Settings) -> Rule:
         raise ConfigError(str(exc)) from exc
 
 
+def _instantiate_all(classes: list[type[Rule]], settings: Settings, errors: list[str]) -> list[Rule]:
+    """Instances of the enabled rules; a plugin rule whose constructor fails is reported and
+    skipped (a bad option value is still a ConfigError)."""
+    rules = []
+    for cls in classes:
+        try:
+            rules.append(instantiate(cls, settings))
+        except ConfigError:
+            raise
+        except Exception as exc:
+            errors.append(f"rule {cls.code} ({cls.name}, from {cls.origin or cls.__module__}) failed to "
+                          f"start: {type(exc).__name__}: {exc}; it did not run")
+    return rules
+
+
 def resolve_stage(requested: str, graph: ModelGraph) -> tuple[str, str]:
     """(stage, why). ``auto`` never treats "matches no known scheme" as evidence of training."""
     if requested != "auto":
@@ -101,13 +137,22 @@ def run_rules(ctx: Context, rules: list[Rule]) -> tuple[list[Finding], list[str]
     for rule in rules:
         if ctx.trained and not rule.applies_when_trained:
             continue
-        if rule.needs_probe and ctx.probe is None:
+        if rule.needs_probe and not getattr(ctx.probe, "ran", False):
             continue
+        produced: list[Finding] = []
         try:
-            findings.extend(rule.check(ctx))
+            for item in rule.check(ctx) or ():
+                if not isinstance(item, Finding):
+                    raise TypeError(f"check() yielded {type(item).__name__}, not a Finding")
+                if not isinstance(item.severity, Severity):
+                    item.severity = Severity(item.severity)
+                produced.append(item)
         except Exception as exc:
-            errors.append(f"rule {rule.code} ({rule.name}) raised {type(exc).__name__}: {exc}; "
-                          "its findings are missing from this report")
+            where = f", from {type(rule).origin}" if type(rule).origin not in ("", "initaudit") else ""
+            kept = f"; the {len(produced)} finding(s) it made before are kept" if produced else ""
+            errors.append(f"rule {rule.code} ({rule.name}{where}) raised {type(exc).__name__}: {exc}; "
+                          f"its findings may be missing from this report{kept}")
+        findings.extend(produced)
     return findings, errors
 
 
@@ -148,8 +193,37 @@ def layer_rows(ctx: Context) -> list[dict[str, Any]]:
             grad = (ctx.probe.grads or {}).get(p.name)
             if site or grad:
                 row["probe"] = {**(site.to_json() if site else {}),
-                                "grad_norm": grad.norm if grad else None}
+                                "grad_norm": grad.norm if grad else None,
+                                "grad_to_weight": grad.ratio if grad and grad.received else None}
         rows.append(row)
+    return rows
+
+
+def run_probe(graph: ModelGraph, factory: Any, settings: Settings):
+    """The forward/backward probe (initaudit.probe) unless disabled; a ProbeResult either way."""
+    from initaudit.probe import ProbeOptions, ProbeResult
+    from initaudit.probe import run_probe as probe
+    from initaudit.probe.options import parse_input_shapes
+
+    if not settings.probe_enabled:
+        return ProbeResult(ran=False, seed=settings.probe_seed, skipped_reason="disabled (--no-probe)")
+    options = ProbeOptions(batch_size=settings.probe_batch_size, seed=settings.probe_seed,
+                           device=settings.probe_device, inputs=settings.probe_inputs,
+                           input_shapes=parse_input_shapes(settings.probe_input_shape),
+                           histograms=settings.probe_histograms)
+    return probe(graph, options, factory)
+
+
+def signal_rows(ctx: Context) -> list[dict[str, Any]]:
+    """The static depth profile, with the probe's measured std and ratio beside each entry."""
+    from initaudit.probe.profile import measured_profile
+
+    measured = {id(m.signal): m for m in measured_profile(ctx.signal, ctx.probe)}
+    rows = []
+    for s in ctx.signal:
+        m = measured.get(id(s))
+        rows.append({**vars(s), "measured_std": m.site.std if m else None,
+                     "measured_ratio": m.ratio if m else None})
     return rows
 
 
@@ -161,22 +235,32 @@ def _check_analysable(graph: ModelGraph) -> None:
 
 def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = None,
           settings: Settings | None = None, progress: Progress | None = None,
-          unsafe_pickle: bool = False, **overrides: Any) -> Report:
+          unsafe_pickle: bool = False, inputs: Any = None, **overrides: Any) -> Report:
     """Audit a model and return its :class:`Report`.
 
     ``target`` is an ``nn.Module``, a factory spec (``pkg.mod:factory``, ``file.py:factory``), a
     checkpoint (``.pt``/``.pth``/``.bin``/``.ckpt``, ``.safetensors``, a sharded index) or an
     ONNX file; ``model`` gives the architecture for a checkpoint. Keyword ``overrides`` set
     :class:`Settings` fields, e.g. ``audit(m, fail_on="warning", ignore=["IA104"])``.
+    ``inputs`` are the probe's inputs: a path (``--inputs``), a tensor (one argument), a
+    tuple/list (positional arguments) or a dict of tensors (keyword arguments).
     """
     settings = settings or Settings()
     for key, value in overrides.items():
         if not hasattr(settings, key):
             raise TypeError(f"audit() got an unexpected keyword argument {key!r}")
         setattr(settings, key, value)
+    if inputs is not None:
+        settings.probe_inputs = inputs
     settings.validate()
-    ruleset = discover(settings.rule_files, plugins=settings.plugins)
-    rules = [instantiate(cls, settings) for cls in enabled_rules(ruleset, settings)]
+    from initaudit import baseline as baseline_mod
+    from initaudit.config import check_rule_references
+
+    ruleset = discover(settings.rule_files, plugins=settings.plugins, classes=settings.rule_classes)
+    config_notes = check_rule_references(settings, ruleset)
+    baseline = baseline_mod.load(settings.baseline) if settings.baseline else None
+    start_errors: list[str] = []
+    rules = _instantiate_all(enabled_rules(ruleset, settings), settings, start_errors)
     graph, _factory = load_target(target, model=model, unsafe_pickle=unsafe_pickle)
     _check_analysable(graph)
     stage, why = resolve_stage(settings.stage, graph)
@@ -192,12 +276,21 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
 
         ctx.on_tensor = on_tensor
     ctx.analyze_all()
+    ctx.probe = run_probe(graph, _factory, settings)
     findings, rule_errors = run_rules(ctx, rules)
     by_code = {r.code: type(r) for r in rules}
     kept = [f for f in findings if not _layer_ignored(f, settings, by_code)]
     order = {name: i for i, name in enumerate(graph.params)}
     kept.sort(key=lambda f: (-f.severity.rank, order.get(f.layer, math.inf), f.rule))
-    notes = list(graph.notes)
+    suppressed = {"per-layer-ignores": len(findings) - len(kept)} if len(findings) != len(kept) else {}
+    baseline_info = None
+    baselined: list[Finding] = []
+    if baseline is not None:
+        applied = baseline_mod.apply(kept, baseline)
+        kept, baselined = applied.kept, applied.suppressed
+        baseline_info = applied.summary(baseline.path, len(baseline.entries))
+        suppressed["baseline"] = len(baselined)
+    notes = list(graph.notes) + config_notes + [f"probe: {n}" for n in getattr(ctx.probe, "notes", None) or []]
     if stage == "trained":
         skipped_rules = [r.code for r in rules if not r.applies_when_trained]
         if skipped_rules:
@@ -206,11 +299,15 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
         target=graph.target, format=graph.format, stage=stage, stage_reason=why,
         layers=layer_rows(ctx), findings=kept, fail_on=settings.fail_on, probe=ctx.probe,
         parameter_count=graph.parameter_count, notes=notes, skipped=list(graph.skipped),
-        rule_errors=ruleset.errors + rule_errors,
-        signal=[vars(s) for s in ctx.signal] if graph.has_architecture else [],
+        rule_errors=ruleset.errors + start_errors + rule_errors,
+        signal=signal_rows(ctx) if graph.has_architecture else [],
         rules_run=[r.code for r in rules],
         rule_meta={c.code: {"name": c.name, "category": c.category, "severity": c.severity.value,
-                            "summary": c.summary(), "origin": c.origin} for c in ruleset.sorted()},
-        suppressed={"per-layer-ignores": len(findings) - len(kept)} if len(findings) != len(kept) else {},
+                            "summary": c.summary(), "origin": c.origin, "doc": c.doc(),
+                            "effective_severity": (_lookup(settings.severity, c) or c.severity.value)}
+                   for c in ruleset.sorted()},
+        suppressed=suppressed,
         source_path=graph.source_path,
+        baseline=baseline_info,
+        baselined=baselined,
     )

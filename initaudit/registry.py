@@ -52,8 +52,11 @@ def _load_file(path: Path) -> object:
     return module
 
 
-def discover(rule_files: list[str | Path] = (), *, plugins: bool = True) -> RuleSet:
-    """All rules: built-ins, installed plugins (unless ``plugins`` is False), local files."""
+def discover(rule_files: list[str | Path] = (), *, plugins: bool = True,
+             classes: list[type[Rule]] = ()) -> RuleSet:
+    """All rules: built-ins, installed plugins (unless ``plugins`` is False), local files, and
+    rule ``classes`` passed in directly (the Python API's way to run a rule that is not installed,
+    e.g. in a plugin's own test suite)."""
     ruleset = RuleSet()
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         dist = ep.dist.name if ep.dist else ep.value
@@ -65,7 +68,10 @@ def discover(rule_files: list[str | Path] = (), *, plugins: bool = True) -> Rule
         except Exception as exc:
             ruleset.errors.append(f"plugin {ep.name} ({dist}) failed to load: {type(exc).__name__}: {exc}")
             continue
-        for cls in iter_rule_classes(obj):
+        found = list(iter_rule_classes(obj))
+        if not found:
+            ruleset.errors.append(f"plugin {ep.name} ({dist}): entry point {ep.value} holds no Rule subclass")
+        for cls in found:
             ruleset.add(cls, "initaudit" if builtin else dist)
     if not any(c.__module__.startswith("initaudit.rules") for c in ruleset.rules.values()):
         # Running from a source tree that was never installed: load the built-ins directly.
@@ -73,8 +79,12 @@ def discover(rule_files: list[str | Path] = (), *, plugins: bool = True) -> Rule
 
         for cls in BUILTIN_RULES:
             ruleset.add(cls, "initaudit")
+    seen: set[Path] = set()
     for file in rule_files:
         path = Path(file)
+        if path.resolve() in seen:  # the same file from the config and from --rules
+            continue
+        seen.add(path.resolve())
         try:
             module = _load_file(path)
         except Exception as exc:
@@ -85,4 +95,6 @@ def discover(rule_files: list[str | Path] = (), *, plugins: bool = True) -> Rule
             ruleset.errors.append(f"{path}: defines no Rule subclass with a code")
         for cls in found:
             ruleset.add(cls, str(path))
+    for cls in iter_rule_classes(list(classes)):
+        ruleset.add(cls, cls.__module__)
     return ruleset

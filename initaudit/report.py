@@ -32,6 +32,9 @@ class Report:
     rule_meta: dict[str, dict[str, Any]] = field(default_factory=dict)  # code -> name, summary, ...
     suppressed: dict[str, int] = field(default_factory=dict)  # e.g. {"baseline": 3}
     source_path: str | None = None
+    #: {"path", "entries", "suppressed", "no_longer_found"} when a baseline was applied
+    baseline: dict[str, Any] | None = None
+    baselined: list[Finding] = field(default_factory=list)  # findings the baseline suppressed
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity is severity)
@@ -72,6 +75,7 @@ class Report:
             "notes": self.notes,
             "rule_errors": self.rule_errors,
             "suppressed": self.suppressed,
+            "baseline": self.baseline,
             "summary": self.summary(),
         }
 

@@ -1,21 +1,53 @@
 """The public rule API: what a rule is, what it sees, and what it reports.
 
-A rule is a subclass of :class:`Rule` with a code, a kebab-case name, one category from the fixed
-vocabulary, a default severity, options with defaults, and a docstring in fixed sections::
+A rule is a subclass of :class:`Rule` with these class attributes:
+
+``code``
+    Capital-letter prefix plus digits, stable forever (``IA104``; a plugin owns its own prefix,
+    e.g. ``XMP``, which is also the name of its entry point).
+``name``
+    kebab-case (``init-scale``); selectable and explainable like the code.
+``category``
+    exactly one of :data:`CATEGORIES` (DESIGN.md section 3).
+``severity``
+    the default :class:`Severity`; users override it per rule (``[tool.initaudit.severity]``).
+``options``
+    ``{option: default}``; users set them per rule (``[tool.initaudit.options.CODE]``); the rule
+    reads the effective values from ``self.opts``. Values must keep the default's type.
+``applies_when_trained`` / ``needs_probe``
+    False for rules about fresh initialisations (skipped at ``--stage trained``); True for rules
+    that read ``ctx.probe`` (skipped when the probe did not run).
+``scope``
+    ``"layer"`` (default), or ``"model"`` for findings about the whole model whose layer only
+    marks where the effect is worst; baseline and SARIF fingerprints then leave the layer out.
+
+and a docstring whose first line is a one-sentence summary, followed by sections whose titles
+are underlined with dashes, in this order::
 
     What it checks / Why it matters / Example / Fix / Options
 
-``Example`` and ``Fix`` hold Python code blocks: the example builds ``model`` with the defect and
-must trigger the rule; running the fix after it must clear it (the test suite checks both).
-``check(ctx)`` yields :class:`Finding` objects, usually through :meth:`Rule.finding`.
+``Why it matters`` gives the formula. ``Example`` and ``Fix`` hold a ```` ```python ```` block:
+the example builds ``model`` (names available: ``torch``, ``nn``, ``math``) with the defect and
+must trigger the rule; running the fix after it, in the same namespace, must clear it. The test
+suite (tests/test_rule_docs.py) checks this for every discovered rule, plugins included.
+``Options`` lists each option as ``name (type, default X): meaning`` or says ``None.``.
+
+``check(ctx)`` receives an :class:`initaudit.context.Context` (``ctx.graph`` the format-neutral
+model description, ``ctx.analysis(name)`` per-tensor statistics, ``ctx.signal`` the static depth
+profile, ``ctx.probe`` the probe result or None, ``ctx.trained``) and yields :class:`Finding`
+objects, usually through :meth:`Rule.finding`. A rule that raises is reported in the report's
+``rule_errors`` and the audit goes on with the other rules.
 
 Third-party rules use exactly this API and are discovered through the ``initaudit.rules``
-entry-point group (the entry-point name is the code prefix the plugin owns) or ``--rules FILE``.
+entry-point group (the entry-point name is the code prefix the plugin owns; the value is a Rule
+subclass, a list of them or a module) or ``--rules FILE`` / ``rules = [...]`` in the config.
+The built-in rules arrive through the same entry point (``IA = "initaudit.rules:BUILTIN_RULES"``).
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -27,6 +59,8 @@ CATEGORIES = (
 )
 
 DOC_SECTIONS = ("What it checks", "Why it matters", "Example", "Fix", "Options")
+CODE_RE = re.compile(r"^[A-Z]+[0-9]+$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 
 class Severity(str, Enum):
@@ -49,6 +83,13 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     fix: str | None = None
     name: str = ""  # the rule's kebab-case name
+    #: A coarse, number-free description of *what kind* of finding this is, for baseline and
+    #: SARIF fingerprints (e.g. "explodes"). None: derived from the message with numbers and
+    #: parenthesised details removed (initaudit.baseline.message_key).
+    key: str | None = None
+    #: "layer": about this layer. "model": about the whole model, ``layer`` only says where the
+    #: effect is worst (which moves with the numbers), so fingerprints leave the layer out.
+    scope: str = "layer"
 
     def to_json(self) -> dict[str, Any]:
         return {"rule": self.rule, "category": self.category, "severity": self.severity.value,
@@ -68,6 +109,9 @@ class Rule:
     applies_when_trained: ClassVar[bool] = True
     #: True for rules that read the forward/backward probe.
     needs_probe: ClassVar[bool] = False
+    #: "layer" (default) or "model" for findings about the whole model whose ``layer`` only says
+    #: where the effect is worst (depth-profile rules): baselines then match them by rule and kind.
+    scope: ClassVar[str] = "layer"
     origin: ClassVar[str] = ""  # set on discovery: "initaudit", a distribution or a file
 
     def __init__(self, options: dict[str, Any] | None = None, severity: Severity | None = None):
@@ -82,12 +126,15 @@ class Rule:
         raise NotImplementedError
 
     def finding(self, layer: str, message: str, *, evidence: dict[str, Any] | None = None,
-                fix: str | None = None, severity: Severity | None = None) -> Finding:
+                fix: str | None = None, severity: Severity | None = None,
+                key: str | None = None) -> Finding:
         """A finding of this rule; ``severity`` overrides the default for this one case only
-        (e.g. downgraded to info where a normalisation follows)."""
+        (e.g. downgraded to info where a normalisation follows). ``key`` optionally names the
+        kind of finding for baselines (see :attr:`Finding.key`); the default is usually right."""
         user_override = self.effective_severity is not type(self).severity
         sev = self.effective_severity if severity is None or user_override else severity
-        return Finding(self.code, self.category, sev, layer, message, evidence or {}, fix, self.name)
+        return Finding(self.code, self.category, sev, layer, message, evidence or {}, fix, self.name, key,
+                       self.scope)
 
     @classmethod
     def doc(cls) -> str:
@@ -100,19 +147,7 @@ class Rule:
     @classmethod
     def doc_sections(cls) -> dict[str, str]:
         """The docstring split into its titled sections (title lines underlined with dashes)."""
-        lines = cls.doc().splitlines()
-        sections: dict[str, list[str]] = {}
-        current = None
-        for i, line in enumerate(lines):
-            if i + 1 < len(lines) and set(lines[i + 1].strip()) == {"-"} and line.strip():
-                current = line.strip()
-                sections[current] = []
-                continue
-            if set(line.strip()) == {"-"} and current is not None and not sections[current]:
-                continue
-            if current is not None:
-                sections[current].append(line)
-        return {k: "\n".join(v).strip() for k, v in sections.items()}
+        return split_sections(cls.doc())
 
     @classmethod
     def code_block(cls, section: str) -> str:
@@ -124,15 +159,44 @@ class Rule:
         return body.split("\n", 1)[1] if body.startswith("python") else body
 
 
+def split_sections(doc: str) -> dict[str, str]:
+    """A rule docstring split into its titled sections (title lines underlined with dashes);
+    the text before the first title (the summary) is left out."""
+    lines = doc.splitlines()
+    sections: dict[str, list[str]] = {}
+    current = None
+    for i, line in enumerate(lines):
+        if i + 1 < len(lines) and set(lines[i + 1].strip()) == {"-"} and line.strip():
+            current = line.strip()
+            sections[current] = []
+            continue
+        if set(line.strip()) == {"-"} and current is not None and not sections[current]:
+            continue
+        if current is not None:
+            sections[current].append(line)
+    return {k: "\n".join(v).strip() for k, v in sections.items()}
+
+
 def validate_rule_class(rule: type) -> None:
     """Raise ValueError when a rule class does not follow the API."""
     for attr in ("code", "name", "category", "severity"):
         if not getattr(rule, attr, None):
             raise ValueError(f"rule {rule.__name__} has no {attr}")
+    if not CODE_RE.match(str(rule.code)):
+        raise ValueError(f"rule {rule.__name__}: code {rule.code!r} is not a prefix of capital letters "
+                         "followed by digits (e.g. IA104, XMP001)")
+    if not NAME_RE.match(str(rule.name)):
+        raise ValueError(f"rule {rule.code}: name {rule.name!r} is not kebab-case (e.g. init-scale)")
     if rule.category not in CATEGORIES:
         raise ValueError(f"rule {rule.code}: category {rule.category!r} is not one of {', '.join(CATEGORIES)}")
     if not isinstance(rule.severity, Severity):
         raise ValueError(f"rule {rule.code}: severity must be a Severity")
+    if not isinstance(rule.options, dict):
+        raise ValueError(f"rule {rule.code}: options must be a dict of option name -> default")
+    if rule.scope not in ("layer", "model"):
+        raise ValueError(f"rule {rule.code}: scope must be 'layer' or 'model'")
+    if getattr(rule, "check", None) is Rule.check:
+        raise ValueError(f"rule {rule.code}: does not implement check(ctx)")
 
 
 def iter_rule_classes(obj: Any) -> Iterator[type[Rule]]:

@@ -252,6 +252,7 @@ class _SignalRule(Rule):
 
     direction = ""
     applies_when_trained = False
+    scope = "model"  # the layer only says where the collapse is worst; baselines leave it out
 
     def check(self, ctx) -> Iterator[Finding]:
         # A residual branch's last layer is small by design (GPT-2's scaled projections,

@@ -22,7 +22,7 @@ def findings_of(report, code):
 
 
 def static(model, **kw):
-    return initaudit.audit(model, settings=Settings(**kw))
+    return initaudit.audit(model, settings=Settings(probe_enabled=False, **kw))
 
 
 @pytest.mark.parametrize("name", sorted(healthy_controls()))

@@ -42,6 +42,13 @@ def _header(report: Report) -> Table:
         t.add_row("note", Text(note, style="dim"))
     for name, reason in report.skipped:
         t.add_row("not analysed", f"{name}: {reason}")
+    if report.baseline:
+        b = report.baseline
+        t.add_row("baseline", f"{b['suppressed']} finding(s) suppressed by {b['path']} "
+                              f"({b['entries']} entries); {b['no_longer_found']} baseline entr"
+                              f"{'y no longer occurs' if b['no_longer_found'] == 1 else 'ies no longer occur'}")
+    if report.suppressed.get("per-layer-ignores"):
+        t.add_row("suppressed", f"{report.suppressed['per-layer-ignores']} finding(s) by per-layer ignores")
     for err in report.rule_errors:
         t.add_row(Text("rule error", style="red"), err)
     return t
@@ -64,6 +71,7 @@ def _layer_table(report: Report) -> Table:
         t.add_column("act std", justify="right")
         t.add_column("dead", justify="right")
         t.add_column("sat", justify="right")
+        t.add_column("|dW|/|W|", justify="right")
     for r in rows:
         style = "red" if r["param"] in flagged else None
         nxt = r["activation"] or ("norm" if r["normalized_after"] else "output" if r["is_output"] else "-")
@@ -76,7 +84,8 @@ def _layer_table(report: Report) -> Table:
                  _num(exp["std"]) if exp else "-", f"{r['ratio']:.2f}x" if r.get("ratio") else "-"]
         if probe:
             p = r.get("probe") or {}
-            cells += [_num(p.get("std")), _pct(p.get("dead_fraction")), _pct(p.get("saturated_fraction"))]
+            cells += [_num(p.get("std")), _pct(p.get("dead_fraction")), _pct(p.get("saturated_fraction")),
+                      _num(p.get("grad_to_weight"))]
         t.add_row(*cells, style=style)
     return t
 
@@ -101,18 +110,14 @@ def _bar(ratio: float, width: int = 24) -> Text:
 def _signal_table(report: Report) -> Table | None:
     if not report.signal:
         return None
-    measured = {}
-    probe = report.probe
-    if probe is not None and getattr(probe, "ran", False):
-        for row in report.layers:
-            if row.get("probe") and row["probe"].get("std") is not None:
-                measured[row["param"]] = row["probe"]["std"]
+    measured = any(s.get("measured_std") is not None for s in report.signal)  # the probe, per call site
     t = Table(title="Signal through depth (predicted std of each layer's output, relative to where its "
                     "segment starts)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
     for col in ("layer", "depth", "predicted std", "ratio", "0.01x ← 1 → 100x"):
         t.add_column(col, justify="right" if col in ("depth", "predicted std", "ratio") else "left")
     if measured:
         t.add_column("measured std", justify="right")
+        t.add_column("measured ratio", justify="right")
     signal = report.signal
     if len(signal) > _MAX_ROWS:
         step = math.ceil(len(signal) / _MAX_ROWS)
@@ -121,8 +126,34 @@ def _signal_table(report: Report) -> Table | None:
         cells = [s["layer"], str(s["depth"]), _num(s["predicted_std"]), f"{s['ratio']:.3g}x",
                  _bar(s["ratio"])]
         if measured:
-            cells.append(_num(measured.get(s["param"])))
+            ratio = s.get("measured_ratio")
+            cells += [_num(s.get("measured_std")), f"{ratio:.3g}x" if ratio is not None else "-"]
         t.add_row(*cells)
+    return t
+
+
+_SPARK = " ▁▂▃▄▅▆▇█"
+
+
+def _histograms(report: Report) -> Table | None:
+    """One line per site: the activation's output distribution (--histograms), so sigmoid
+    piling at 0 and 1, tanh at -1 and 1, ReLU at 0 show at a glance."""
+    probe = report.probe
+    sites = [s for s in getattr(probe, "sites", None) or [] if s.histogram is not None
+             and s.kind in ("layer", "norm", "act", "input")]
+    if not sites:
+        return None
+    t = Table(title="Activation histograms (layer and norm sites show the output of the activation "
+                    "that follows them)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    for col, justify in (("site", "left"), ("activation", "left"), ("min", "right"),
+                         ("distribution", "left"), ("max", "right")):
+        t.add_column(col, justify=justify)
+    for s in sites[:_MAX_ROWS]:
+        edges, counts = s.histogram
+        top = max(counts) or 1
+        bars = "".join(_SPARK[0 if c == 0 else max(1, round(c / top * (len(_SPARK) - 1)))] for c in counts)
+        t.add_row(s.name, str(s.activation) if s.activation else "-", _num(edges[0]),
+                  Text(bars, style="cyan"), _num(edges[-1]))
     return t
 
 
@@ -158,5 +189,8 @@ def render(report: Report) -> RenderableType:
     signal = _signal_table(report)
     if signal is not None:
         parts.append(signal)
+    histograms = _histograms(report)
+    if histograms is not None:
+        parts.append(histograms)
     parts += [_findings(report), verdict(report)]
     return Group(*parts)
