@@ -16,11 +16,11 @@ import torch
 
 from initaudit.graph import OpKind, Param
 
-SAMPLE_SIZE = 16384
+SAMPLE_SIZE = 8192
 # Rows with at least this many columns are searched for near-duplicates (in fewer dimensions two
 # random rows are close by chance).
 NEAR_DUPLICATE_MIN_DIM = 16
-_ORTHO_PROBES = 4
+_ORTHO_LINES = 64
 
 
 @dataclass
@@ -167,7 +167,8 @@ def _group(pairs: list[tuple[int, int]]) -> list[list[int]]:
 
 _CHUNK = 4096  # rows or pairs per step: bounds temporaries to a few MB
 _HASH_COLUMNS = 64
-_WINDOW = 8  # neighbours compared after sorting by key: every pair in buckets of up to 9 rows
+_LSH_COLUMNS = 128
+_WINDOW = 2  # neighbours compared after sorting by key; members of a bucket chain through pairs
 
 
 def _key_pairs(keys: torch.Tensor, window: int) -> torch.Tensor:
@@ -191,12 +192,13 @@ def _bit_hash(bits: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
 
 
 def _exact_pairs(rows: torch.Tensor, gen: torch.Generator) -> list[tuple[int, int]]:
-    """Pairs of bitwise-identical rows: a key from 64 random columns finds candidates, a key
+    """Pairs of bitwise-identical rows: a key from a window of 64 columns finds candidates, a key
     over all columns orders them, and adjacent candidates are compared exactly."""
     n, d = rows.shape
-    bits = rows.contiguous().view(torch.int32)
+    bits = rows.view(torch.int32)
     coeffs = torch.randint(1, 2**62, (d,), generator=gen, dtype=torch.int64) | 1
-    cols = torch.randperm(d, generator=gen)[:_HASH_COLUMNS]
+    start = int(torch.randint(0, max(1, d - _HASH_COLUMNS + 1), (1,), generator=gen))
+    cols = slice(start, start + _HASH_COLUMNS)  # a window: a strided view, no gather
     coarse = _key_pairs(_bit_hash(bits[:, cols], coeffs[cols]), 1)
     if coarse.numel() == 0:
         return []
@@ -209,20 +211,34 @@ def _exact_pairs(rows: torch.Tensor, gen: torch.Generator) -> list[tuple[int, in
 
 def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator) -> dict:
     """Pairs whose centred rows have cosine >= opts.near_duplicate_cosine, by sign-random-
-    projection LSH: 4 tables x 16 bits. Two rows at angle theta agree on a bit with probability
-    1 - theta/pi, so a pair at cosine 0.995 shares some table with p = 0.97 and one at 0.9999
-    with p > 0.999; random rows of a 50k-row table collide in ~20k pairs per table, all checked
-    exactly. Cost: one (rows x cols) @ (cols x 64) product."""
+    projection LSH: 6 tables x 20 bits. Two rows at angle theta agree on a bit with probability
+    1 - theta/pi, so a pair at cosine 0.995 shares some table with p = 0.99 and one at 0.999
+    with p > 0.9999; random rows of a 50k-row table collide in ~1.2k pairs per table, all
+    checked exactly on full rows. The hash reads a random window of at most ``_LSH_COLUMNS``
+    columns (a near-copy is a near-copy on any large subset of its coordinates), so it costs one
+    (rows x 128) @ (128 x 120) product whatever the width."""
     n, d = rows.shape
-    tables, bits = 4, 16
+    tables, bits = 6, 20
     mean = rows.mean(dim=0)
-    planes = torch.randn(d, tables * bits, generator=gen, dtype=rows.dtype)
-    signs = (rows @ planes - mean @ planes > 0).view(n, tables, bits).to(torch.int64)
-    keys = (signs * (2 ** torch.arange(bits, dtype=torch.int64))).sum(dim=2)
-    cand = torch.cat([_key_pairs(keys[:, t].contiguous(), _WINDOW) for t in range(tables)])
+    # A random window of columns: a strided view, so no gather is needed.
+    start = int(torch.randint(0, d - _LSH_COLUMNS + 1, (1,), generator=gen)) if d > _LSH_COLUMNS else 0
+    cols = slice(start, start + _LSH_COLUMNS)
+    planes = torch.randn(min(d, _LSH_COLUMNS), tables * bits, generator=gen, dtype=rows.dtype)
+    offset = mean[cols] @ planes
+    weights = (2 ** torch.arange(bits)).to(rows.dtype)  # < 2^24: exact in fp32
+    keys = torch.empty(n, tables, dtype=torch.int64)
+    for s in range(0, n, _CHUNK):
+        signs = (rows[s:s + _CHUNK, cols] @ planes > offset).to(rows.dtype).view(-1, tables, bits)
+        keys[s:s + _CHUNK] = (signs @ weights).to(torch.int64)
+    keys = keys.T.contiguous()
+    # One sort over all tables: table t's keys are shifted into their own range.
+    keys += (torch.arange(tables, dtype=torch.int64) << bits)[:, None]
+    cand = _key_pairs(keys.reshape(-1), _WINDOW) % n
     if cand.numel() == 0:
         return {}
-    cand = torch.unique(torch.sort(cand, dim=1).values, dim=0)
+    lo, hi = cand.min(dim=1).values, cand.max(dim=1).values
+    code = torch.unique(lo * n + hi)
+    cand = torch.stack([code // n, code % n], dim=1)
     found = {}
     for s in range(0, cand.shape[0], _CHUNK):
         a, b = cand[s:s + _CHUNK, 0], cand[s:s + _CHUNK, 1]
@@ -260,21 +276,24 @@ def duplicate_rows(rows: torch.Tensor, opts: AnalysisOptions) -> DuplicateRows:
 def orthogonal_gain(rows: torch.Tensor, seed: int = 0) -> float | None:
     """g when rows (or columns, whichever are fewer) are orthonormal times g, else None.
 
-    Checked with a few random probes u: for W W^T = g^2 I, ||W^T u|| = g ||u|| exactly, while a
-    Gaussian matrix of the same shape spreads these ratios by about 1/sqrt(cols).
+    Any subset of orthonormal rows is orthonormal, so the Gram matrix G = S S^T of up to 64
+    random rows (or columns) decides: G = g^2 I to fp32 precision for an orthogonal init, while
+    a Gaussian matrix has off-diagonal entries of relative size ~1/sqrt(cols).
     """
     r, c = rows.shape
     if r < 2 or c < 2:
         return None
     gen = torch.Generator().manual_seed(seed)
-    m = rows if r <= c else rows.T
-    u = torch.randn(m.shape[0], _ORTHO_PROBES, generator=gen, dtype=m.dtype)
-    ratios = (m.T @ u).norm(dim=0) / u.norm(dim=0)
-    if float(ratios.min()) <= 0:
+    lines = rows if r <= c else rows.T
+    pick = torch.randperm(lines.shape[0], generator=gen)[:_ORTHO_LINES]
+    sub = lines[pick].double()
+    gram = sub @ sub.T
+    scale = float(gram.diagonal().mean())
+    if scale <= 0:
         return None
-    if float(ratios.max() / ratios.min()) - 1 > 1e-3:
+    if float((gram - scale * torch.eye(len(pick), dtype=gram.dtype)).abs().max()) > 1e-3 * scale:
         return None
-    return float(ratios.mean())
+    return math.sqrt(scale)
 
 
 def spectral_radius(block: torch.Tensor) -> float:
@@ -303,8 +322,9 @@ def analyze(t: torch.Tensor, param: Param, opts: AnalysisOptions = AnalysisOptio
         result.spectral_radius = [spectral_radius(b) for b in blocks
                                   if b.shape[0] == b.shape[1] <= opts.spectral_max_dim]
     result.duplicates = _merge_blocks([duplicate_rows(b, opts) for b in blocks], [b.shape[0] for b in blocks])
-    gains = [orthogonal_gain(b, opts.seed) for b in blocks]
-    result.orthogonal_gain = gains[0] if all(g is not None for g in gains) else None
+    if param.kind is not OpKind.EMBEDDING:  # token tables are not drawn orthogonal
+        gains = [orthogonal_gain(b, opts.seed) for b in blocks]
+        result.orthogonal_gain = gains[0] if all(g is not None for g in gains) else None
     return result
 
 
