@@ -9,7 +9,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import initaudit  # noqa: E402
-from classic_mlp import ACTIVATIONS, INITS, build  # noqa: E402
+from classic_mlp import ACTIVATIONS, INITS, build, example_inputs  # noqa: E402
+
+
+def measured(report) -> str:
+    """Probe figures: pre-activation std of the first and last hidden layer, saturation."""
+    rows = [r for r in report.layers if r.get("probe")][:-1]  # hidden layers (not the head)
+    if not rows:
+        return ""
+    first, last = rows[0]["probe"], rows[-1]["probe"]
+    text = f"std {first['std']:.2g} → {last['std']:.2g}"
+    sat = [r["probe"].get("saturated_fraction") for r in rows]
+    if any(s is not None for s in sat):
+        text += f", {max(s for s in sat if s is not None):.0%} saturated"
+    return text
 
 
 def verdict(report) -> str:
@@ -29,9 +42,11 @@ def verdict(report) -> str:
 
 def main() -> None:
     print("| init | " + " | ".join(ACTIVATIONS) + " |")
+    # each cell: measured pre-activation std (first -> last hidden layer), then the findings
     print("|---|" + "---|" * len(ACTIVATIONS))
     for init, title in INITS.items():
-        cells = [verdict(initaudit.audit(build(act, init))) for act in ACTIVATIONS]
+        reports = [initaudit.audit(build(act, init), inputs=example_inputs()) for act in ACTIVATIONS]
+        cells = [f"{measured(r)}: {verdict(r)}" for r in reports]
         print(f"| {title} | " + " | ".join(cells) + " |")
 
 

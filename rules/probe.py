@@ -661,9 +661,12 @@ class IdenticalActivations(Rule):
             evidence = {"identical_units": s.identical_units, "units": s.units,
                         "groups": len(s.identical_groups), "example": s.identical_groups[0][:4]}
             fix = _init_fix(p) if p is not None else "re-initialise the layer with independent random rows"
-            if g is None or not g.group_count:
+            legit = ConstantWeights._legitimate(p) if p is not None and _is_zero(ctx, p) else None
+            if g is None or not g.group_count:  # e.g. ONNX: forward only
                 yield self.finding(s.name, head + "; no gradient information to tell whether training "
-                                   "separates them", evidence=evidence, fix=fix, severity=Severity.WARNING)
+                                   "separates them" + (f" ({legit})" if legit else ""), evidence=evidence,
+                                   fix=None if legit else fix,
+                                   severity=Severity.INFO if legit else Severity.WARNING)
                 continue
             evidence.update(group_rows=g.group_rows, zero_gradient_rows=g.group_zero_rows,
                             distinct_gradient_rows=g.distinct_rows)
@@ -676,7 +679,6 @@ class IdenticalActivations(Rule):
                 yield self.finding(s.name, head + "; their weights receive identical gradients, so "
                                    "every update keeps them copies", evidence=evidence, fix=fix)
             else:
-                legit = ConstantWeights._legitimate(p) if p is not None and _is_zero(ctx, p) else None
                 yield self.finding(
                     s.name, head + f"; their gradients differ ({g.distinct_rows} distinct rows among "
                                    f"{g.group_rows}), so the first update breaks the symmetry"

@@ -464,9 +464,7 @@ def test_constant_node_weights_and_unknown_initializers(tmp_path):
 
 
 def _no_probe() -> dict:
-    from initaudit.engine import Settings
-
-    return {"probe_enabled": False} if hasattr(Settings(), "probe_enabled") else {}
+    return {"probe_enabled": False}
 
 
 def test_initializer_used_only_in_a_subgraph(tmp_path):

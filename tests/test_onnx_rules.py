@@ -17,14 +17,8 @@ from initaudit.rule import Severity
 from onnx_models import TinyGPT, TinyResNet, export, mlp_onnx, rng, torch_mlp
 
 
-def _settings() -> dict:
-    from initaudit.engine import Settings
-
-    return {"probe_enabled": False} if hasattr(Settings(), "probe_enabled") else {}
-
-
-def audit(target):
-    return initaudit.audit(target, **_settings())
+def audit(target, probe: bool = False):
+    return initaudit.audit(target, probe_enabled=probe)
 
 
 def _alarms(report):
@@ -51,6 +45,15 @@ def test_zero_output_head_is_legitimate(tmp_path):
     r = audit(mlp_onnx(tmp_path / "h.onnx", depth=4, width=64, d_out=10, weights={3: np.zeros((10, 64))}))
     assert not _alarms(r)
     assert [(f.rule, f.severity) for f in r.findings if f.layer == "fc3.weight"] == [("IA102", Severity.INFO)]
+
+
+def test_zero_output_head_is_legitimate_with_the_forward_only_probe(tmp_path):
+    r = audit(mlp_onnx(tmp_path / "h.onnx", depth=4, width=64, d_out=10, weights={3: np.zeros((10, 64))}),
+              probe=True)
+    assert r.probe.ran and r.probe.grads is None  # ONNX: no backward pass
+    assert not _alarms(r)
+    ia208 = [f for f in r.findings if f.rule == "IA208"]
+    assert ia208 and {f.severity for f in ia208} == {Severity.INFO}  # copies, but legitimately so
 
 
 def test_deep_relu_with_unit_normal_weights(tmp_path):
