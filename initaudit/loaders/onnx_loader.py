@@ -267,15 +267,21 @@ def _read_model(path: Path) -> onnx.ModelProto:
     return model
 
 
+def empty_model_like(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A model with ``model``'s IR version, opsets, local functions and graph name, no nodes."""
+    out = onnx.ModelProto()
+    out.ir_version = model.ir_version
+    out.opset_import.extend(model.opset_import)
+    out.functions.extend(model.functions)
+    out.graph.name = model.graph.name
+    return out
+
+
 def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of the model without the large initializers' data, for shape inference and for
     inlining local functions: large initializers become typed graph inputs."""
-    sk = onnx.ModelProto()
-    sk.ir_version = model.ir_version
-    sk.opset_import.extend(model.opset_import)
-    sk.functions.extend(model.functions)
+    sk = empty_model_like(model)
     g, src = sk.graph, model.graph
-    g.name = src.name
     g.node.extend(src.node)
     g.output.extend(src.output)
     g.value_info.extend(src.value_info)

@@ -440,14 +440,10 @@ def probe_graph(model, value_shapes: Mapping[str, tuple], notes: list[str]):
     """The graph the probe runs: the model's structure without initializer data (segments take
     their initializers from :class:`_Weights`), with BatchNormalization normalising by the
     probe batch as the torch probe's train-mode BatchNorm does."""
-    import onnx
+    from initaudit.loaders.onnx_loader import empty_model_like
 
-    pm = onnx.ModelProto()
-    pm.ir_version = model.ir_version
-    pm.opset_import.extend(model.opset_import)
-    pm.functions.extend(model.functions)
+    pm = empty_model_like(model)
     src, g = model.graph, pm.graph
-    g.name = src.name
     g.input.extend(src.input)
     g.output.extend(src.output)
     g.value_info.extend(src.value_info)
@@ -476,15 +472,12 @@ def _segment_model(model, start: int, end: int, inputs: Mapping[str, np.ndarray]
                    weights: _Weights) -> tuple[bytes, list[str]]:
     """Nodes [start, end) as a model: the given arrays as typed inputs, ``outputs`` exposed.
     Returns the model bytes and the in-memory initializers it uses."""
-    import onnx
     from onnx import helper
 
-    copy = onnx.ModelProto()
-    copy.ir_version = model.ir_version
-    copy.opset_import.extend(model.opset_import)
-    copy.functions.extend(model.functions)
+    from initaudit.loaders.onnx_loader import empty_model_like
+
+    copy = empty_model_like(model)
     src, g = model.graph, copy.graph
-    g.name = src.name
     nodes = src.node[start:end]
     g.node.extend(nodes)
     for name, arr in inputs.items():
