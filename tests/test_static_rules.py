@@ -25,9 +25,11 @@ def static(model, **kw):
     return initaudit.audit(model, settings=Settings(probe_enabled=False, **kw))
 
 
+@pytest.mark.parametrize("probe", [False, True], ids=["static", "probe"])
 @pytest.mark.parametrize("name", sorted(healthy_controls()))
-def test_healthy_controls_have_no_error_or_warning(name):
-    report = static(healthy_controls()[name])
+def test_healthy_controls_have_no_error_or_warning(name, probe):
+    report = initaudit.audit(healthy_controls()[name], probe_enabled=probe)
+    assert report.probe.ran is probe
     loud = [(f.rule, f.layer, f.message) for f in report.findings if f.severity.value != "info"]
     assert loud == []
     assert report.exit_code == 0
