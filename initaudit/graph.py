@@ -75,7 +75,6 @@ class Param:
     normalized_after: bool = False
     residual_end: bool = False
     is_output: bool = False
-    depth: int | None = None  # position among weight layers in forward order
     aliases: list[str] = field(default_factory=list)  # tied names for the same tensor
     notes: list[str] = field(default_factory=list)
 
@@ -167,14 +166,19 @@ _SHAPE_OR_ACT = frozenset({"transparent", "act"})
 
 
 def annotate(graph: ModelGraph, source: str) -> None:
-    """Fill each param's activation / normalized_after / residual_end / is_output / depth.
+    """Fill each param's activation / normalized_after / residual_end / is_output.
 
     Shared by every loader that builds ``graph.nodes``; ``source`` says how the nodes were found
     ("fx", "module-order", "onnx") and is reported beside each activation. The walk passes through
     shape-only and bias ops; normalisation is also seen through an activation (Conv-ReLU-BN).
     """
     users = _consumers(graph.nodes)
-    depth = 0
+    # Whether a weight layer lies anywhere downstream (one reverse pass over the topological
+    # order): a layer with none after it is an output layer, softmax or loss ops included.
+    feeds_layer: dict[str, bool] = {}
+    for node in reversed(graph.nodes):
+        feeds_layer[node.name] = any(u.kind in ("layer", "embedding") or feeds_layer.get(u.name, False)
+                                     for u in users.get(node.name, []))
     for node in graph.nodes:
         targets = [n for n in (node.param, node.bias, *node.norm_params) if n]
         if node.kind not in ("layer", "embedding", "norm") or not targets:
@@ -190,8 +194,4 @@ def annotate(graph: ModelGraph, source: str) -> None:
                 p.activation, p.activation_source = acts[0], source
             p.normalized_after = bool(beyond_act) and all(n.kind == "norm" for n in beyond_act)
             p.residual_end = any(n.kind == "add" for n in direct)
-            p.is_output = bool(beyond_act) and all(n.kind == "output" for n in beyond_act)
-            if name == node.param and node.kind == "layer":
-                p.depth = depth
-        if node.kind == "layer":
-            depth += 1
+            p.is_output = node.kind == "layer" and not feeds_layer[node.name] and bool(users.get(node.name))

@@ -56,8 +56,6 @@ RELU_FAMILY = {"relu", "relu6", "hardswish"}
 # torch.nn.init.calculate_gain knows these; its values are what users' code actually uses.
 _TORCH_GAIN = {"identity": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3, "relu": math.sqrt(2.0), "selu": 0.75}
 
-KNOWN_ACTIVATIONS = frozenset(_ELEMENTWISE)
-
 
 def activation_fn(act: Activation):
     """The elementwise function for ``act`` as a torch callable."""
@@ -187,7 +185,6 @@ class ScaleAssessment:
 
     expected: Expectation | None  # None when the following activation is unknown
     matched: list[str]  # every scheme within tolerance, best first ("none" when nothing fits)
-    matched_gain: float | None
     ratio: float | None  # std / expected std
     accepted_by: str | None  # the scheme or convention that makes this spread legitimate
 
@@ -209,46 +206,40 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
                           OpKind.EMBEDDING, OpKind.RECURRENT_INPUT, OpKind.RECURRENT_HIDDEN):
         return None
     if stats.std == 0:
-        return ScaleAssessment(None, ["zeros" if stats.max == 0 else "constant"], None, None, None)
+        return ScaleAssessment(None, ["zeros" if stats.max == 0 else "constant"], None, None)
     fan_in, fan_out = param.fan_in, param.fan_out
-    if param.gates:  # stacked per-gate blocks: the shape-only fans of one block
-        init_in, init_out = fan_in, fan_out
-    else:
-        init_in, init_out = param.init_fan_in or fan_in, param.init_fan_out or fan_out
+    # torch's init functions read the whole stored shape (all gates together, (in, out) layouts).
+    init_in, init_out = param.init_fan_in or fan_in, param.init_fan_out or fan_out
     act = param.activation if has_architecture or param.activation_source else None
     unknown_act = act is None and not has_architecture
     matches = match_schemes(stats.std, max(stats.numel, 1), act, fan_in, fan_out, init_in, init_out,
                             residual_end=param.residual_end or not has_architecture)
     names = [m[0] for m in matches]
-    gains = {m[0]: m[2] for m in matches}
     if orthogonal is not None:
         names.insert(0, "orthogonal")
-        gains["orthogonal"] = orthogonal
     if param.kind is OpKind.EMBEDDING:
         exp = Expectation("torch-default", 1.0, 1.0, "for an embedding (PyTorch default N(0, 1))",
                           "torch.nn.init.normal_(w, std=1.0)  # or std=0.02 in transformer models")
-        if abs(math.log(stats.std)) < math.log(tolerance) and "torch-default" not in names:
-            names.insert(0, "torch-default")
+        if abs(math.log(stats.std)) < math.log(tolerance):
+            names = ["torch-default"] + [n for n in names if n != "torch-default"]
     elif param.kind in (OpKind.RECURRENT_INPUT, OpKind.RECURRENT_HIDDEN):
         # torch's RNN default: uniform(-1/sqrt(hidden), 1/sqrt(hidden)) -> std 1/sqrt(3 * hidden)
         rnn_default = 1 / math.sqrt(3 * fan_out)
         if abs(math.log(stats.std / rnn_default)) < math.log(1.15) + 3 / math.sqrt(2 * stats.numel):
-            names.insert(0, "torch-default")
+            names = ["torch-default"] + [n for n in names if n != "torch-default"]
         exp = expected(Activation("tanh") if act is None else act, fan_in, fan_out)
     else:
         exp = None if unknown_act else expected(act, fan_in, fan_out)
-    best = names[0] if names else None
     ratio = stats.std / exp.std if exp else None
     accepted = None
     if ratio is not None and 1 / tolerance <= ratio <= tolerance:
         accepted = exp.scheme
     elif exp is not None and exp.scheme in names:  # the right scheme with another standard gain
         accepted = exp.scheme
-    elif best in ("orthogonal", "torch-default") or (
-            unknown_act and best is not None and best != "transformer-0.02"):
-        accepted = best
+    elif "orthogonal" in names or "torch-default" in names:  # deliberate; depth is IA109/IA110's
+        accepted = "orthogonal" if "orthogonal" in names else "torch-default"
     elif "transformer-0.02" in names and (family == "transformer" or param.kind is OpKind.EMBEDDING):
         accepted = "transformer-0.02"
-    elif "orthogonal" in names:
-        accepted = "orthogonal"
-    return ScaleAssessment(exp, names or ["none"], gains.get(best) if best else None, ratio, accepted)
+    elif unknown_act:  # no architecture: any known scheme is a plausible choice
+        accepted = next((n for n in names if n != "transformer-0.02"), None)
+    return ScaleAssessment(exp, names or ["none"], ratio, accepted)

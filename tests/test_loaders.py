@@ -183,8 +183,8 @@ def test_true_fans_for_grouped_transposed_conv1d_attention_and_lstm():
         "tconv": nn.ConvTranspose2d(16, 8, 4, stride=2), "c1d": models.Conv1D(96, 32),
         "mha": nn.MultiheadAttention(32, 4), "lstm": nn.LSTM(10, 20)})
     p = graph_from_module(m, "m").params
-    assert (p["dw.weight"].fan_in, p["dw.weight"].fan_out) == (9, 9)
-    assert (p["g.weight"].fan_in, p["g.weight"].fan_out) == (72, 144)
+    assert (p["dw.weight"].fan_in, p["dw.weight"].fan_out) == (9, 288)  # DESIGN §5: out * prod(k)
+    assert (p["g.weight"].fan_in, p["g.weight"].fan_out) == (72, 576)
     t = p["tconv.weight"]
     assert t.kind is OpKind.CONV_TRANSPOSE and t.units_dim == 1 and (t.fan_in, t.fan_out) == (64, 128)
     assert (t.init_fan_in, t.init_fan_out) == (128, 256)  # what torch's shape-only rule reads

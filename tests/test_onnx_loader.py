@@ -37,7 +37,7 @@ def test_gemm_trans_b(tmp_path, trans_b):
     assert g.params["fc0.bias"].role is ParamRole.BIAS
     head = g.params["fc2.weight"]
     assert head.is_output and head.activation is None and (head.fan_in, head.fan_out) == (32, 5)
-    assert [g.params[f"fc{i}.weight"].depth for i in range(3)] == [0, 1, 2]
+    assert [g.params[f"fc{i}.weight"].is_output for i in range(3)] == [False, False, True]
     assert g.format == "onnx" and g.stage_evidence == [] and g.source_path.endswith("m.onnx")
 
 
@@ -137,7 +137,7 @@ def test_conv_grouped_and_depthwise(tmp_path, groups):
     p = _one(g, kind=OpKind.CONV)
     assert p.shape == (32, 16 // groups, 3, 3) and p.units_dim == 0
     assert p.fan_in == (16 // groups) * 9
-    assert p.fan_out == (32 // groups) * 9
+    assert p.fan_out == 32 * 9  # DESIGN §5: out * prod(k)
     assert p.activation == Activation("relu6")  # Clip(0, 6)
 
 

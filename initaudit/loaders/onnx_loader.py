@@ -1028,7 +1028,7 @@ class _Builder:
         init_in, init_out = _shape_fans(shape)
         if op == "Conv":
             kind, units_dim = OpKind.CONV, 0
-            fan_in, fan_out = shape[1] * k, (shape[0] // groups) * k
+            fan_in, fan_out = shape[1] * k, shape[0] * k  # DESIGN §5: in/groups via the stored dim
             units = shape[0]
         else:
             strides = _attr(n, "strides") or [1] * (len(shape) - 2)

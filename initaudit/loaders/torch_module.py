@@ -93,8 +93,9 @@ def weight_param(prefix: str, m: nn.Module, name: str, t: torch.Tensor) -> Param
                       fan_in=t.shape[1], fan_out=t.shape[0], **common)
     if isinstance(m, _CONV):
         k = math.prod(t.shape[2:])
+        # DESIGN §5: fan_in = (in / groups) * prod(k) (the stored dim 1), fan_out = out * prod(k).
         return _param(name, t, prefix, op, OpKind.CONV, ParamRole.WEIGHT,
-                      fan_in=t.shape[1] * k, fan_out=(t.shape[0] // m.groups) * k, **common)
+                      fan_in=t.shape[1] * k, fan_out=t.shape[0] * k, **common)
     if isinstance(m, _CONV_T):
         k = math.prod(t.shape[2:])
         overlap = max(1, k // math.prod(m.stride))  # kernel taps that land on one output pixel
@@ -118,12 +119,21 @@ def weight_param(prefix: str, m: nn.Module, name: str, t: torch.Tensor) -> Param
         kind = OpKind.RECURRENT_HIDDEN if local.startswith("weight_hh") else OpKind.RECURRENT_INPUT
         fan_in = t.shape[1]
         return _param(name, t, prefix, op, kind, ParamRole.WEIGHT, fan_in=fan_in, fan_out=hidden,
-                      gates=gates, init_fan_in=fan_in, init_fan_out=hidden,
-                      activation=Activation("tanh"), activation_source="module")
+                      gates=gates, activation=Activation("tanh"), activation_source="module", **common)
     kind = OpKind.OTHER
     p = _param(name, t, prefix, op, kind, ParamRole.WEIGHT, fan_in=init_in, fan_out=init_out, **common)
     p.notes.append(f"{op} is not a layer type initaudit knows; fans read from the shape")
     return p
+
+
+def is_norm_module(m: nn.Module) -> bool:
+    """torch's normalisation layers, and custom ones (Llama/T5-style RMSNorm): a class named
+    *Norm* whose own parameters are all 1-D (a scale and perhaps a shift)."""
+    if isinstance(m, _NORM):
+        return True
+    own = list(m.parameters(recurse=False))
+    return "norm" in type(m).__name__.lower() and bool(own) and all(p.dim() == 1 for p in own) \
+        and not list(m.children())
 
 
 def params_of_module(prefix: str, m: nn.Module, tensors: dict[str, torch.Tensor]) -> Iterator[Param]:
@@ -133,8 +143,9 @@ def params_of_module(prefix: str, m: nn.Module, tensors: dict[str, torch.Tensor]
         name = f"{prefix}.{local}" if prefix else local
         if name not in tensors or not t.is_floating_point():
             continue
-        if isinstance(m, _NORM):
-            role = {"weight": ParamRole.NORM_SCALE, "bias": ParamRole.NORM_SHIFT,
+        if is_norm_module(m):
+            role = {"weight": ParamRole.NORM_SCALE, "scale": ParamRole.NORM_SCALE, "gamma": ParamRole.NORM_SCALE,
+                    "g": ParamRole.NORM_SCALE, "bias": ParamRole.NORM_SHIFT, "beta": ParamRole.NORM_SHIFT,
                     "running_mean": ParamRole.RUNNING_MEAN, "running_var": ParamRole.RUNNING_VAR
                     }.get(local, ParamRole.OTHER)
             yield _param(name, t, prefix, op, OpKind.NORM, role)
@@ -183,7 +194,7 @@ def _module_node(name: str, m: nn.Module, inputs: list[str], owned: dict[str, li
     if isinstance(m, nn.Identity) or isinstance(m, _SHAPE_MODULES):
         return [Node(name, "transparent", inputs)]
     params = owned.get(name, [])
-    if isinstance(m, _NORM):
+    if is_norm_module(m):
         return [Node(name, "norm", inputs, norm_params=tuple(
             p.name for p in params if p.role in (ParamRole.NORM_SCALE, ParamRole.NORM_SHIFT)))]
     if isinstance(m, nn.MultiheadAttention):
