@@ -123,7 +123,8 @@ def _probe_options(f):
                      help="Seed of the synthetic inputs and the probe loss; the same seed gives the "
                           "same report.  [default: 0]"),
         click.option("--device", default=None, metavar="DEVICE",
-                     help="cpu, cuda, cuda:N. A model elsewhere is probed as a copy.  [default: the "
+                     help="cpu, cuda, cuda:N, or auto (cuda when available). A model elsewhere is probed "
+                          "as a copy.  [default: the "
                           "model's own device]"),
         click.option("--histograms", is_flag=True, default=None,
                      help="Draw per-layer activation histograms in the terminal report."),
@@ -215,11 +216,12 @@ def audit_command(target: str, model_spec: str | None, fmt: str, output: Path | 
         settings = resolve_settings(target, config_file, isolated, _cli_values(
             select, extend_select, ignore, fail_on, stage, rule_files, no_plugins,
             baseline=str(baseline_file) if baseline_file else None, **_probe_values(**probe_flags)))
-        for out in (output, *extra.values(), write_baseline):
-            _refuse_overwrite(target, out)
+        outputs = [p for p in (output, *extra.values(), write_baseline) if p is not None]
+        _refuse_overwrite(outputs, _named_inputs(target, model_spec, settings, config_file))
         with _progress(quiet) as progress:
             report = audit(target, model=model_spec, settings=settings, progress=progress,
                            unsafe_pickle=unsafe_pickle)
+        _refuse_overwrite(outputs, report.files_read)  # shards, external data, factory sources
         _emit(report, fmt, output)
         for extra_fmt, path in extra.items():
             if path is not None:
@@ -250,10 +252,20 @@ def _fail(message: str, debug: bool) -> None:
     sys.exit(2)
 
 
-def _refuse_overwrite(target: str, output: Path | None) -> None:
-    """initaudit never writes to the files it audits."""
-    if output is not None and Path(target).exists() and output.resolve() == Path(target).resolve():
-        raise TargetError(output, "--output would overwrite the audited file")
+def _named_inputs(target: str, model_spec: str | None, settings, config_file: Path | None) -> set[str]:
+    """Files named on the command line or in the config that the audit will read."""
+    named = [target, settings.probe_inputs, config_file]
+    for spec in (target, model_spec):
+        if spec and ":" in str(spec):
+            named.append(str(spec).rpartition(":")[0])
+    return {str(Path(p).resolve()) for p in named if isinstance(p, (str, Path)) and Path(p).is_file()}
+
+
+def _refuse_overwrite(outputs: list[Path], inputs: set[str]) -> None:
+    """initaudit never writes to the files it audits or reads."""
+    for out in outputs:
+        if str(out.resolve()) in inputs:
+            raise TargetError(out, "refusing to overwrite a file this audit reads with a report")
 
 
 def _write(path: Path, text: str) -> None:

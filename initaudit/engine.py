@@ -179,7 +179,7 @@ def layer_rows(ctx: Context) -> list[dict[str, Any]]:
             "activation": str(p.activation) if p.activation else None,
             "activation_source": p.activation_source,
             "normalized_after": p.normalized_after, "residual_end": p.residual_end,
-            "is_output": p.is_output, "tied_with": p.aliases,
+            "is_output": p.is_output, "tied_with": p.aliases, "notes": p.notes,
             "stats": a.stats.to_json(),
             "expected": ({"scheme": res.expected.scheme, "std": res.expected.std, "gain": res.expected.gain}
                          if res and res.expected else None),
@@ -307,7 +307,7 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
                             "effective_severity": (_lookup(settings.severity, c) or c.severity.value)}
                    for c in ruleset.sorted()},
         suppressed=suppressed,
-        source_path=graph.source_path,
+        source_path=graph.source_path, files_read=set(graph.files_read),
         baseline=baseline_info,
         baselined=baselined,
     )

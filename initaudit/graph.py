@@ -124,6 +124,9 @@ class ModelGraph:
     module: torch.nn.Module | None = None  # set when a live module is available (for the probe)
     family: str | None = None  # "transformer" when the model follows GPT-2/BERT/ViT conventions
     source_path: str | None = None  # file audited (for SARIF locations), if any
+    # Every file the loader read (model, shards, external data, factory source): initaudit
+    # never writes a report over any of them.
+    files_read: set[str] = field(default_factory=set)
 
     def weights(self) -> Iterator[Param]:
         return (p for p in self.params.values() if p.is_weight)

@@ -32,6 +32,7 @@ class Report:
     rule_meta: dict[str, dict[str, Any]] = field(default_factory=dict)  # code -> name, summary, ...
     suppressed: dict[str, int] = field(default_factory=dict)  # e.g. {"baseline": 3}
     source_path: str | None = None
+    files_read: set[str] = field(default_factory=set)  # resolved paths; never written to
     #: {"path", "entries", "suppressed", "no_longer_found"} when a baseline was applied
     baseline: dict[str, Any] | None = None
     baselined: list[Finding] = field(default_factory=list)  # findings the baseline suppressed

@@ -131,8 +131,14 @@ class Rule:
         """A finding of this rule; ``severity`` overrides the default for this one case only
         (e.g. downgraded to info where a normalisation follows). ``key`` optionally names the
         kind of finding for baselines (see :attr:`Finding.key`); the default is usually right."""
-        user_override = self.effective_severity is not type(self).severity
-        sev = self.effective_severity if severity is None or user_override else severity
+        default = type(self).severity
+        if self.effective_severity is default:  # no user override: the rule's own grading
+            sev = severity or default
+        elif severity is not None and severity.rank < default.rank:
+            # a case the rule itself downgrades (a legitimate pattern) never rises above it
+            sev = min(severity, self.effective_severity, key=lambda s: s.rank)
+        else:
+            sev = self.effective_severity
         return Finding(self.code, self.category, sev, layer, message, evidence or {}, fix, self.name, key,
                        self.scope)
 

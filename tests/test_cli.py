@@ -113,3 +113,25 @@ def test_help_teaches():
     assert "initaudit model.onnx" in text and "Exit codes" in text
     audit_help = CliRunner().invoke(main, ["audit", "--help"]).output
     assert "--fail-on" in audit_help and "--model" in audit_help
+
+
+def test_reports_never_overwrite_any_file_the_audit_reads(tmp_path):
+    import shutil
+
+    factory = tmp_path / "defective.py"
+    shutil.copy(TESTS / "defective.py", factory)
+    before = factory.read_bytes()
+    result = CliRunner().invoke(main, [f"{factory}:healthy", "-o", str(factory)])
+    assert result.exit_code == 2 and factory.read_bytes() == before
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    torch.onnx.export(torch.nn.Sequential(torch.nn.Linear(8, 8)), (torch.randn(1, 8),),
+                      str(tmp_path / "m.onnx"), dynamo=False)
+    model = onnx.load(str(tmp_path / "m.onnx"))
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location="m.data", size_threshold=0)
+    onnx.save(model, str(tmp_path / "ext.onnx"))
+    data = (tmp_path / "m.data").read_bytes()
+    result = CliRunner().invoke(main, [str(tmp_path / "ext.onnx"), "--json", str(tmp_path / "m.data")])
+    assert result.exit_code == 2 and "refusing" in result.output
+    assert (tmp_path / "m.data").read_bytes() == data

@@ -262,3 +262,45 @@ def test_settings_overrides_by_keyword():
     with pytest.raises(TypeError):
         initaudit.audit(defective.build(), no_such_setting=1)
     assert Settings().fail_on == "error"
+
+
+def test_meta_device_tensors_are_listed_not_analysed_and_the_probe_says_why():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    with torch.device("meta"):
+        model[2] = nn.Linear(8, 2)
+    report = initaudit.audit(model)
+    assert {n for n, _ in report.skipped} == {"2.weight", "2.bias"}
+    assert "meta device" in report.skipped[0][1]
+    assert not report.probe.ran and "meta device" in report.probe.skipped_reason
+    with torch.device("meta"):
+        ghost = nn.Linear(8, 8)
+    with pytest.raises(TargetError, match="nothing could be analysed.*meta device"):
+        initaudit.audit(ghost)
+
+
+def test_integer_tensors_in_a_bare_checkpoint_are_listed(tmp_path):
+    path = tmp_path / "mixed.safetensors"
+    save_file({"fc.weight": torch.randn(16, 16) * 0.1, "ids": torch.arange(4),
+               "q.weight": torch.randint(-128, 127, (16, 16), dtype=torch.int8)}, path)
+    report = initaudit.audit(str(path))
+    assert {n for n, _ in report.skipped} == {"ids", "q.weight"}
+    assert [r["param"] for r in report.layers] == ["fc.weight"]
+
+
+def test_tensor_valued_training_counters_are_evidence(tmp_path):
+    path = tmp_path / "c.pt"
+    torch.save({"model": {"w": torch.randn(4, 4)}, "epoch": torch.tensor(3), "step": torch.tensor(0)}, path)
+    report = initaudit.audit(str(path))
+    assert report.stage == "trained" and "'epoch' (3)" in report.stage_reason and "step" not in report.stage_reason
+
+
+def test_a_severity_override_never_raises_a_legitimate_case():
+    import models
+
+    zero_head = models.classifier_with_zero_head()
+    lowered = initaudit.audit(zero_head, severity={"IA102": "warning"}, probe_enabled=False)
+    assert [f.severity.value for f in lowered.findings if f.rule == "IA102"] == ["info"]
+    dead = models.mlp(3, 16, "relu", "he")
+    nn.init.zeros_(dead[2].weight)
+    assert [f.severity.value for f in initaudit.audit(dead, severity={"IA102": "warning"}, probe_enabled=False)
+            .findings if f.rule == "IA102"] == ["warning"]

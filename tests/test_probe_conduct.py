@@ -72,6 +72,39 @@ def test_model_is_bit_identical_after_the_probe(fail):
         assert bn.kind == "norm" and bn.std == pytest.approx(1.0, abs=0.02)
 
 
+class WritesItsWeights(nn.Module):
+    """A forward that updates a parameter in place (weight-norm and EMA hacks do this)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.fc.weight.mul_(2.0)
+        return self.fc(x)
+
+
+def test_parameters_written_in_place_by_forward_are_restored():
+    torch.manual_seed(0)
+    model = WritesItsWeights()
+    before = snapshot(model)
+    report = initaudit.audit(model)
+    assert report.probe.ran
+    assert snapshot(model) == before
+
+
+def test_checkpoint_values_go_into_a_copy_of_a_live_model(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    other = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    torch.save(other, tmp_path / "zeros.pt")
+    before = snapshot(model)
+    report = initaudit.audit(str(tmp_path / "zeros.pt"), model=model)
+    assert any(f.rule == "IA102" for f in report.findings)  # the checkpoint's zeros were judged
+    assert snapshot(model) == before  # the caller's module is untouched
+
+
 def test_forward_failure_names_layer_and_shape_and_static_audit_still_reports():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
@@ -117,6 +150,16 @@ def test_nothing_to_infer_is_said_and_static_audit_runs():
     assert given.probe.ran and given.probe.inputs == "file" and given.probe.batch_size == 3
 
 
+class _Payload:
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (self.command,))
+
+
 def test_inputs_files(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 2))
@@ -134,10 +177,15 @@ def test_inputs_files(tmp_path):
         stds.add(round(report.probe.sites[1].std, 6))
     assert len(stds) == 1  # the same data, whichever container
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(TargetError, match="bad.pt: --inputs: cannot read"):
+    with pytest.raises(TargetError, match="bad.pt: --inputs: "):
         initaudit.audit(model, probe_inputs=str(tmp_path / "bad.pt"))
     with pytest.raises(TargetError, match="no such file"):
         initaudit.audit(model, probe_inputs=str(tmp_path / "missing.pt"))
+    marker = tmp_path / "ran"
+    torch.save({"x": x, "payload": _Payload(f"touch {marker}")}, tmp_path / "evil.pt")
+    with pytest.raises(TargetError, match="evil.pt: --inputs: refusing to load"):
+        initaudit.audit(model, probe_inputs=str(tmp_path / "evil.pt"))
+    assert not marker.exists()  # the allow-list scan runs before torch.load
     with pytest.raises(ConfigError, match="--input-shape"):
         initaudit.audit(model, probe_input_shape=["6,x"])
 

@@ -22,6 +22,8 @@ from initaudit.graph import ModelGraph, OpKind, Param, ParamRole
 from initaudit.loaders.pickle_safety import scan_checkpoint
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
+META_REASON = ("on the meta device: it holds no values (materialise it with to_empty() and call "
+               "reset_parameters(), or load real weights)")
 # Keys that show a checkpoint was saved during or after training.
 _TRAINING_KEYS = ("optimizer", "optimizer_state_dict", "optimizer_states", "optim", "epoch",
                   "global_step", "step", "iteration", "lr_scheduler", "lr_schedulers", "scheduler",
@@ -40,6 +42,14 @@ class Checkpoint:
     load: Callable[[str], torch.Tensor]
     evidence: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)  # every file read (index and shards)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why not analysed)
+
+
+def is_float_dtype(dtype: str) -> bool:
+    """torch ("float32", "bfloat16", "float8_e4m3fn") or safetensors ("f32", "bf16", "f8_e4m3")."""
+    d = dtype.lower()
+    return d.startswith(("float", "bfloat", "half", "double", "f8", "f16", "bf16", "f32", "f64"))
 
 
 def _is_tensor_dict(obj: object) -> bool:
@@ -50,10 +60,13 @@ def _is_tensor_dict(obj: object) -> bool:
 def _training_evidence(top: Mapping) -> list[str]:
     found = []
     for key in _TRAINING_KEYS:
-        if key in top and top[key] not in (None, 0, {}, []):
-            value = top[key]
-            shown = value if isinstance(value, (int, float, str)) else type(value).__name__
-            found.append(f"checkpoint has '{key}' ({shown})")
+        value = top.get(key)
+        if isinstance(value, torch.Tensor):
+            value = value.item() if value.numel() == 1 else value.tolist()
+        if value is None or value == 0 or (isinstance(value, (dict, list, tuple)) and not value):
+            continue
+        shown = value if isinstance(value, (int, float, str)) else type(value).__name__
+        found.append(f"checkpoint has '{key}' ({shown})")
     return found
 
 
@@ -91,9 +104,13 @@ def read_pickle_checkpoint(path: Path, unsafe_pickle: bool = False) -> Checkpoin
         obj = obj.state_dict()
     tensors, evidence = _unwrap(obj, path)
     tensors = _strip_prefix(tensors, "module.")
+    meta = [k for k, v in tensors.items() if v.device.type == "meta"]
+    for k in meta:
+        del tensors[k]
     ckpt = Checkpoint(path, "state-dict", {k: tuple(v.shape) for k, v in tensors.items()},
                       {k: str(v.dtype).replace("torch.", "") for k, v in tensors.items()},
-                      tensors.__getitem__, evidence)
+                      tensors.__getitem__, evidence, files=[path],
+                      skipped=[(k, META_REASON) for k in meta])
     ckpt.evidence += _bn_evidence(tensors)
     return ckpt
 
@@ -156,7 +173,8 @@ def read_safetensors(path: Path) -> Checkpoint:
     metadata = handles[shards[0]].metadata() or {}
     evidence = [f"safetensors metadata has '{k}' ({metadata[k]})" for k in _TRAINING_KEYS if k in metadata]
     ckpt = Checkpoint(path, "safetensors", shapes, dtypes,
-                      lambda name: handles[owner[name]].get_tensor(name), evidence)
+                      lambda name: handles[owner[name]].get_tensor(name), evidence,
+                      files=[path, *(path.parent / shard for shard in shards)])
     bn = [k for k in shapes if k.endswith("num_batches_tracked")]
     ckpt.evidence += _bn_evidence({k: ckpt.load(k) for k in bn})
     return ckpt
@@ -181,9 +199,12 @@ def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
     norm_prefixes = {_prefix(k) for k in ckpt.shapes if k.endswith("running_mean")}
     # A 1-D weight beside no matrix of its own is a norm scale (LayerNorm, RMSNorm).
     matrix_prefixes = {_prefix(k) for k, s in ckpt.shapes.items() if len(s) >= 2}
+    skipped = []
     for name, shape in ckpt.shapes.items():
         dtype = ckpt.dtypes[name]
-        if not any(t in dtype for t in ("float", "bf16", "f16", "f32", "f64", "half", "double")):
+        if not is_float_dtype(dtype):
+            skipped.append((name, f"{dtype} tensor: integer and boolean tensors are not weights initaudit "
+                                  "can judge (quantised weights need their scales)"))
             continue
         prefix, local = _prefix(name), name.rsplit(".", 1)[-1]
         common = dict(name=name, shape=shape, dtype=dtype, layer=prefix)
@@ -200,7 +221,9 @@ def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
         else:
             params[name] = _bare_weight(name, shape, ckpt.shapes, common)
     graph = ModelGraph(target=target, format=ckpt.format, params=params, load_tensor=ckpt.load,
-                       stage_evidence=list(ckpt.evidence), source_path=str(ckpt.path))
+                       skipped=skipped + ckpt.skipped,
+                       stage_evidence=list(ckpt.evidence), source_path=str(ckpt.path),
+                       files_read={str(f.resolve()) for f in ckpt.files})
     graph.notes.append("no architecture given: the activation after each layer, normalisation, "
                        "residual and output positions are unknown, so init scale is compared with "
                        "every known scheme instead of the one the activation calls for, and no "

@@ -22,6 +22,10 @@ class FactoryTarget:
     source_module: ModuleType  # where the factory lives; may define example_inputs()
     source_path: str | None
 
+    def files_read(self) -> set[str]:
+        """The factory's source file, resolved (a package's __init__ for ``pkg:factory``)."""
+        return {str(Path(self.source_path).resolve())} if self.source_path else set()
+
     def example_inputs(self) -> Any:
         """The user's ``example_inputs()`` defined next to the factory, if any."""
         fn = getattr(self.source_module, "example_inputs", None)

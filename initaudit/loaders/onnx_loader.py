@@ -1411,7 +1411,8 @@ def load_onnx(path: str | Path) -> ModelGraph:
 
     graph = ModelGraph(target=str(path), format="onnx", params=b.params, load_tensor=load_tensor,
                        nodes=nodes, skipped=b.skipped, notes=notes + b.notes, stage_evidence=[],
-                       source_path=str(path))
+                       source_path=str(path),
+                       files_read={str(path.resolve()), *(e.path for e in store.external.values())})
     annotate(graph, "onnx")
     for name in b.folded:
         # In the source model a BatchNorm followed this layer (eval-mode export folded it in):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -30,6 +31,7 @@ def load_target(target: str | Path | nn.Module, *, model: str | nn.Module | None
         factory = load_factory(spec)
         graph = graph_from_module(factory.module, spec)
         graph.source_path = factory.source_path
+        graph.files_read.update(factory.files_read())
         return graph, factory
     path = Path(spec)
     if not path.exists():
@@ -44,11 +46,14 @@ def load_target(target: str | Path | nn.Module, *, model: str | nn.Module | None
         return graph_from_checkpoint(ckpt, spec), None
     factory = None
     if isinstance(model, nn.Module):
-        module = model
+        module = copy.deepcopy(model)  # checkpoint values go into a copy, never the caller's model
     else:
         factory = load_factory(model)
         module = factory.module
-    return graph_with_architecture(ckpt, module, spec), factory
+    graph = graph_with_architecture(ckpt, module, spec)
+    if factory is not None:
+        graph.files_read.update(factory.files_read())
+    return graph, factory
 
 
 def _read_file(path: Path, unsafe_pickle: bool) -> Checkpoint | ModelGraph:
@@ -111,5 +116,6 @@ def graph_with_architecture(ckpt: Checkpoint, module: nn.Module, target: str) ->
                            f"not analysed: {', '.join(unused[:5])}{' ...' if len(unused) > 5 else ''}")
     graph.stage_evidence = list(ckpt.evidence)
     graph.source_path = str(ckpt.path)
+    graph.files_read.update(str(f.resolve()) for f in ckpt.files)
     graph.notes.extend(ckpt.notes)
     return graph

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from initaudit.graph import Activation, ModelGraph, Node, OpKind, Param, ParamRole, annotate
+from initaudit.loaders.checkpoint import META_REASON
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -286,6 +287,10 @@ def graph_from_module(module: nn.Module, target: str, fmt: str = "torch-module")
             owned.setdefault(prefix, []).append(p)
     graph = ModelGraph(target=target, format=fmt, params=params,
                        load_tensor=lambda n: tensors[n], module=module)
+    meta = [n for n in params if tensors[n].device.type == "meta"]
+    for name in meta:
+        del params[name]
+        graph.skipped.append((name, META_REASON))
     try:
         graph.nodes = _fx_nodes(module, owned)
         source = "fx"

@@ -24,6 +24,12 @@ __all__ = ["ProbeOptions", "ProbeResult", "SiteStats", "GradStats", "run_probe"]
 
 def run_probe(graph: ModelGraph, options: ProbeOptions, factory: Any = None) -> ProbeResult:
     """Probe the model ``graph`` describes; ``factory`` may supply ``example_inputs()``."""
+    if options.device == "auto":  # cuda when available, else cpu
+        import dataclasses
+
+        import torch
+
+        options = dataclasses.replace(options, device="cuda" if torch.cuda.is_available() else "cpu")
     if options.device is not None:
         import torch
 
@@ -32,6 +38,11 @@ def run_probe(graph: ModelGraph, options: ProbeOptions, factory: Any = None) -> 
         except (RuntimeError, TypeError) as exc:
             raise ConfigError(f"--device {options.device!r}: not a device (cpu, cuda, cuda:N)") from exc
     if graph.module is not None:
+        meta = sum(1 for t in (*graph.module.parameters(), *graph.module.buffers()) if t.device.type == "meta")
+        if meta:
+            return ProbeResult(ran=False, seed=options.seed, skipped_reason=(
+                f"{meta} tensor(s) are on the meta device (no values to run with); materialise them "
+                "with to_empty() and reset_parameters()"))
         return _probe_torch(graph, options, factory)
     if graph.format == "onnx":
         return _probe_onnx(graph, options)

@@ -22,6 +22,7 @@ keyword) with ``allow_pickle=False``.
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ import torch.nn as nn
 
 from initaudit.errors import TargetError
 from initaudit.graph import ModelGraph
+from initaudit.loaders.pickle_safety import scan_checkpoint
 from initaudit.loaders.torch_module import is_hf_conv1d
 
 SEQ_LEN = 16
@@ -41,6 +43,8 @@ CONV_T_SPATIAL = {1: (16,), 2: (8, 8), 3: (4, 4, 4)}
 
 class ProbeInputError(Exception):
     """Inputs cannot be inferred; the message says why (the probe is skipped, the audit runs)."""
+
+MAX_SYNTHETIC_ELEMENTS = 1 << 30  # 4 GiB of float32: past that a shape is a typo
 
 
 @dataclass
@@ -123,7 +127,13 @@ def load_inputs_file(path: str | Path) -> ProbeInputs:
             else:
                 obj = arrays
         else:
+            try:
+                scan_checkpoint(p)  # the allow-list gate, as for checkpoints: no code runs
+            except TargetError as exc:
+                raise TargetError(p, f"--inputs: {exc.cause}") from exc
             obj = torch.load(p, map_location="cpu", weights_only=True)
+    except TargetError:
+        raise
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise TargetError(p, f"--inputs: cannot read ({first[:200]}); expected torch.save'd tensors "
@@ -183,6 +193,9 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
                               "or --input-shape")
     name, m = found
     label = f"{name or type(m).__name__} ({type(m).__name__})"
+    if input_shape is not None and math.prod(input_shape) > MAX_SYNTHETIC_ELEMENTS:
+        raise ProbeInputError(f"--input-shape {','.join(map(str, input_shape))} has "
+                              f"{math.prod(input_shape):,} elements (at most {MAX_SYNTHETIC_ELEMENTS:,})")
     gen = torch.Generator().manual_seed(seed)
     if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
         shape = input_shape or (batch, SEQ_LEN)

@@ -194,6 +194,9 @@ class _Snapshot:
     def __init__(self, module: nn.Module):
         self.modes = [(m, m.training) for m in module.modules()]
         self.params = [(m, k, p) for m in module.modules() for k, p in m._parameters.items()]
+        # A forward may write parameters in place (weight-norm hacks, EMA updates): keep their
+        # values and version counters, and copy back any that moved.
+        self.values = [(p, p._version, p.detach().clone()) for _, _, p in self.params if p is not None]
         self.buffers = [(m, k, b, None if b is None else b.detach().clone())
                         for m in module.modules() for k, b in m._buffers.items()]
         self.grads = [(p, p.grad) for _, _, p in self.params if p is not None]
@@ -205,6 +208,9 @@ class _Snapshot:
             if m._parameters.get(k) is not p:
                 m._parameters[k] = p
         with torch.no_grad():
+            for p, version, saved in self.values:
+                if p._version != version:
+                    p.copy_(saved)
             for m, k, b, saved in self.buffers:
                 if m._buffers.get(k) is not b:
                     m._buffers[k] = b
