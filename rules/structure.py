@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 from initaudit.graph import OpKind
 from initaudit.rule import Finding, Rule, Severity, fmt
@@ -140,45 +141,51 @@ class InitScale(Rule):
     applies_when_trained = False
 
     def check(self, ctx) -> Iterator[Finding]:
-        g = ctx.graph
-        tol = self.opts["tolerance"]
-        for p in g.weights():
+        for p in ctx.graph.weights():
             a = ctx.analysis(p.name)
-            if a.stats.nonfinite or a.stats.std == 0 or p.kind in (OpKind.RECURRENT_HIDDEN,):
+            if a.stats.nonfinite or a.stats.std == 0 or p.kind is OpKind.RECURRENT_HIDDEN:
                 continue
-            res = assess(p, a.stats, a.orthogonal_gain, g.family, g.has_architecture, tol)
-            if res is None or res.accepted_by:
-                continue
-            std = a.stats.std
-            shape = f"fan_in={p.fan_in}, fan_out={p.fan_out}"
-            sev = Severity.INFO if p.normalized_after else None
-            tail = "; a normalisation follows, so only its backward scale is affected" if p.normalized_after else ""
-            if res.expected is None:  # no architecture: outside every known scheme?
-                stds = [s for s, _ in candidate_stds(None, p.fan_in, p.fan_out, p.init_fan_in or p.fan_in,
-                                                     p.init_fan_out or p.fan_out).values()]
-                lo, hi = min(stds) / tol, max(stds) * tol
-                if lo <= std <= hi:
-                    continue
-                ref = min(stds) if std < lo else max(stds)
-                yield self.finding(
-                    p.name, f"std {fmt(std)} is {fmt(std / ref)}x the nearest known scheme's std "
-                            f"{fmt(ref)} ({shape}; activation unknown)",
-                    severity=sev, evidence={"std": std, "expected_std": ref, "ratio": std / ref,
-                                            "matched_schemes": res.matched},
-                    fix="torch.nn.init.kaiming_normal_(w, nonlinearity='relu') or xavier_normal_(w), "
-                        "for the activation that follows")
-                continue
-            exp = res.expected
-            title = SCHEME_TITLES.get(exp.scheme, exp.scheme)
-            matched = [m for m in res.matched if m != "none"]
-            also = f"; matches {', '.join(matched)}" if matched else ""
+            if p.gates and a.gate_std:  # stacked gate blocks (LSTM/GRU, fused QKV): each on its own
+                n = a.stats.numel // len(p.gates)
+                for gate, std in zip(p.gates, a.gate_std):
+                    yield from self._judge(ctx, p, replace(a.stats, std=std, numel=n), None, f"gate {gate}: ")
+            else:
+                yield from self._judge(ctx, p, a.stats, a.orthogonal_gain, "")
+
+    def _judge(self, ctx, p, stats, orthogonal, label: str) -> Iterator[Finding]:
+        g, tol, std = ctx.graph, self.opts["tolerance"], stats.std
+        res = assess(p, stats, orthogonal, g.family, g.has_architecture, tol)
+        if res is None or res.accepted_by:
+            return
+        shape = f"fan_in={p.fan_in}, fan_out={p.fan_out}"
+        sev = Severity.INFO if p.normalized_after else None
+        tail = "; a normalisation follows, so only its backward scale is affected" if p.normalized_after else ""
+        if res.expected is None:  # no architecture: outside every known scheme?
+            stds = [s for s, _ in candidate_stds(None, p.fan_in, p.fan_out, p.init_fan_in or p.fan_in,
+                                                 p.init_fan_out or p.fan_out).values()]
+            lo, hi = min(stds) / tol, max(stds) * tol
+            if lo <= std <= hi:
+                return
+            ref = min(stds) if std < lo else max(stds)
             yield self.finding(
-                p.name, f"std {fmt(std)} is {fmt(res.ratio)}x the {title} std {fmt(exp.std)} expected "
-                        f"{exp.reason} ({shape}){also}{tail}",
-                severity=sev,
-                evidence={"std": std, "expected_std": exp.std, "ratio": res.ratio, "scheme": exp.scheme,
-                          "gain": exp.gain, "matched_schemes": res.matched},
-                fix=exp.fix)
+                p.name, f"{label}std {fmt(std)} is {fmt(std / ref)}x the nearest known scheme's std "
+                        f"{fmt(ref)} ({shape}; activation unknown)",
+                severity=sev, evidence={"std": std, "expected_std": ref, "ratio": std / ref,
+                                        "matched_schemes": res.matched},
+                fix="torch.nn.init.kaiming_normal_(w, nonlinearity='relu') or xavier_normal_(w), "
+                    "for the activation that follows")
+            return
+        exp = res.expected
+        title = SCHEME_TITLES.get(exp.scheme, exp.scheme)
+        matched = [m for m in res.matched if m != "none"]
+        also = f"; matches {', '.join(matched)}" if matched else ""
+        yield self.finding(
+            p.name, f"{label}std {fmt(std)} is {fmt(res.ratio)}x the {title} std {fmt(exp.std)} expected "
+                    f"{exp.reason} ({shape}){also}{tail}",
+            severity=sev,
+            evidence={"std": std, "expected_std": exp.std, "ratio": res.ratio, "scheme": exp.scheme,
+                      "gain": exp.gain, "matched_schemes": res.matched},
+            fix=exp.fix)
 
 
 class RecurrentSpectrum(Rule):

@@ -358,3 +358,15 @@ def test_gpt2_tied_embedding_reported_once_and_parameters_not_double_counted():
     row = next(r for r in report.layers if r["param"] == "wte.weight")
     assert row["tied_with"] == ["lm_head.weight"]
     assert report.parameter_count == sum(p.numel() for p in model.parameters())
+
+
+def test_each_gate_block_is_judged_on_its_own():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(16, 32)
+    with torch.no_grad():
+        lstm.weight_ih_l0[32:64].mul_(20)  # only the forget gate is mis-scaled
+    (f,) = findings_of(static(lstm), "IA104")
+    assert f.layer == "weight_ih_l0" and f.message.startswith("gate f: ")
+    whole = nn.LSTM(16, 32)
+    nn.init.xavier_uniform_(whole.weight_ih_l0)  # torch's init reads the stacked (4h, in) shape
+    assert "IA104" not in codes(static(whole))
