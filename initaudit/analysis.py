@@ -35,6 +35,10 @@ class TensorStats:
     nonfinite: int
     zero_fraction: float
 
+    @property
+    def all_zero(self) -> bool:
+        return self.nonfinite == 0 and self.min == 0 == self.max
+
     def to_json(self) -> dict:
         return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max,
                 "nonfinite": self.nonfinite, "zero_fraction": self.zero_fraction}

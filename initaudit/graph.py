@@ -108,6 +108,15 @@ class Node:
 TensorLoader = Callable[[str], torch.Tensor]
 
 
+def torch_shape_fans(shape: tuple[int, ...]) -> tuple[int | None, int | None]:
+    """Fans as torch.nn.init computes them (_calculate_fan_in_and_fan_out), from the shape only:
+    fan_in = shape[1] * prod(shape[2:]), fan_out = shape[0] * prod(shape[2:])."""
+    if len(shape) < 2:
+        return None, None
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
 @dataclass
 class ModelGraph:
     """Everything a loader could learn about a model, independent of its file format."""

@@ -34,10 +34,7 @@ def _param(ctx, site) -> Param | None:
 
 
 def _is_zero(ctx, p: Param | None) -> bool:
-    if p is None:
-        return False
-    s = ctx.analysis(p.name).stats
-    return s.max == 0 == s.min
+    return p is not None and ctx.analysis(p.name).stats.all_zero
 
 
 def _pct(x: float) -> str:

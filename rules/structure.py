@@ -266,7 +266,7 @@ class _SignalRule(Rule):
         # An all-zero layer is IA102's to judge (a zero head is legitimate).
         profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"]
                    and not (self.direction == "vanishing" and (
-                       ctx.graph.params[s.param].residual_end or _all_zero(ctx, s.param)))]
+                       ctx.graph.params[s.param].residual_end or ctx.analysis(s.param).stats.all_zero))]
         if not profile:
             return
         pick = min if self.direction == "vanishing" else max
@@ -287,11 +287,6 @@ class _SignalRule(Rule):
             evidence={"ratio": r, "depth": worst.depth, "predicted_std": worst.predicted_std,
                       "origin": worst.origin, "param": worst.param},
             fix="initialise each layer for the activation that follows it (IA104's fixes), or add normalisation")
-
-
-def _all_zero(ctx, name: str) -> bool:
-    stats = ctx.analysis(name).stats
-    return stats.min == 0 == stats.max
 
 
 class PredictedVanishing(_SignalRule):

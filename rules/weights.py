@@ -107,8 +107,8 @@ class ConstantWeights(Rule):
             s = ctx.analysis(p.name).stats
             if s.nonfinite or s.numel < 2 or (s.max - s.min) > self.opts["atol"]:
                 continue
-            what = "all zeros" if s.max == 0 == s.min else f"every element equals {fmt(s.mean)}"
-            legit = self._legitimate(p) if s.max == 0 == s.min else None
+            what = "all zeros" if s.all_zero else f"every element equals {fmt(s.mean)}"
+            legit = self._legitimate(p) if s.all_zero else None
             if legit:
                 yield self.finding(p.name, f"{what}: {legit}", severity=Severity.INFO,
                                    evidence={"value": s.mean, "position": legit})
@@ -315,7 +315,7 @@ class DegenerateNormalization(Rule):
             s = ctx.analysis(p.name).stats
             if s.nonfinite:
                 continue
-            if p.role is ParamRole.NORM_SCALE and s.max == 0 == s.min:
+            if p.role is ParamRole.NORM_SCALE and s.all_zero:
                 if p.residual_end:
                     yield self.finding(p.name, "zero scale at the end of a residual branch (zero-init "
                                        "residual, legitimate: the block starts as identity)",
@@ -331,7 +331,7 @@ class DegenerateNormalization(Rule):
                                    fix="recompute the running statistics (a few training-mode forward passes)")
             elif p.role is ParamRole.RUNNING_VAR and ctx.trained and s.min == s.max == 1.0:
                 mean = params.get(p.name[: -len("running_var")] + "running_mean")
-                if mean is None or ctx.analysis(mean.name).stats.max == 0 == ctx.analysis(mean.name).stats.min:
+                if mean is None or ctx.analysis(mean.name).stats.all_zero:
                     yield self.finding(p.layer, "running statistics are still mean 0, var 1 in a trained "
                                        "model: they were never updated",
                                        fix="run training-mode forward passes over data (or model.train() during training)")

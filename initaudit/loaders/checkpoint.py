@@ -9,7 +9,6 @@ undetermined.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 
 from initaudit.errors import TargetError
-from initaudit.graph import ModelGraph, OpKind, Param, ParamRole
+from initaudit.graph import ModelGraph, OpKind, Param, ParamRole, torch_shape_fans
 from initaudit.loaders.pickle_safety import scan_checkpoint
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
@@ -237,8 +236,7 @@ def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
 
 def _bare_weight(name: str, shape: tuple[int, ...], shapes: dict, common: dict) -> Param:
     local = name.rsplit(".", 1)[-1]
-    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
-    init_in, init_out = shape[1] * receptive, shape[0] * receptive
+    init_in, init_out = torch_shape_fans(shape)
     base = dict(init_fan_in=init_in, init_fan_out=init_out, role=ParamRole.WEIGHT, **common)
     if local.startswith(("weight_hh", "weight_ih")):
         hh = shapes.get(name.replace("weight_ih", "weight_hh"), shape)

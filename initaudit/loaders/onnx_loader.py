@@ -31,7 +31,7 @@ import torch
 from onnx import numpy_helper
 
 from initaudit.errors import TargetError
-from initaudit.graph import Activation, ModelGraph, Node, OpKind, Param, ParamRole, annotate
+from initaudit.graph import Activation, ModelGraph, Node, OpKind, Param, ParamRole, annotate, torch_shape_fans
 from initaudit.loaders.torch_module import detect_family
 
 # ---------------------------------------------------------------------------------------------
@@ -996,7 +996,7 @@ class _Builder:
             units_dim, fan_in, fan_out = rank - 2, shape[-1], shape[-2]
         else:
             units_dim, fan_in, fan_out = rank - 1, shape[-2], shape[-1]
-        init_in, init_out = _shape_fans(shape)
+        init_in, init_out = torch_shape_fans(shape)
         pname, made = self.claim(src, src.root, name, op, OpKind.LINEAR, ParamRole.WEIGHT,
                                  extra_steps=extra, fan_in=fan_in, fan_out=fan_out,
                                  init_fan_in=init_in, init_fan_out=init_out, units_dim=units_dim)
@@ -1025,7 +1025,7 @@ class _Builder:
         shape = src.shape
         groups = int(_attr(n, "group", 1))
         k = math.prod(shape[2:])
-        init_in, init_out = _shape_fans(shape)
+        init_in, init_out = torch_shape_fans(shape)
         if op == "Conv":
             kind, units_dim = OpKind.CONV, 0
             fan_in, fan_out = shape[1] * k, shape[0] * k  # DESIGN §5: in/groups via the stored dim
@@ -1318,14 +1318,6 @@ def _subgraphs(n: onnx.NodeProto) -> list[onnx.GraphProto]:
         elif a.type == onnx.AttributeProto.GRAPHS:
             out.extend(a.graphs)
     return out
-
-
-def _shape_fans(shape: tuple[int, ...]) -> tuple[int | None, int | None]:
-    """torch.nn.init._calculate_fan_in_and_fan_out: reads the shape only."""
-    if len(shape) < 2:
-        return None, None
-    receptive = math.prod(shape[2:])
-    return shape[1] * receptive, shape[0] * receptive
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from initaudit.graph import Activation, ModelGraph, Node, OpKind, Param, ParamRole, annotate
+from initaudit.graph import Activation, ModelGraph, Node, OpKind, Param, ParamRole, annotate, torch_shape_fans
 from initaudit.loaders.checkpoint import META_REASON
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -76,18 +76,10 @@ def _param(name: str, t: torch.Tensor, layer: str, op: str, kind: OpKind, role: 
                  layer=layer, op=op, kind=kind, role=role, **kw)
 
 
-def _shape_fans(shape: tuple[int, ...]) -> tuple[int | None, int | None]:
-    """torch.nn.init._calculate_fan_in_and_fan_out: reads the shape only."""
-    if len(shape) < 2:
-        return None, None
-    receptive = math.prod(shape[2:])
-    return shape[1] * receptive, shape[0] * receptive
-
-
 def weight_param(prefix: str, m: nn.Module, name: str, t: torch.Tensor) -> Param:
     """Param for a weight, with true fans from the module's semantics."""
     op = type(m).__name__
-    init_in, init_out = _shape_fans(tuple(t.shape))
+    init_in, init_out = torch_shape_fans(tuple(t.shape))
     common = dict(init_fan_in=init_in, init_fan_out=init_out)
     if isinstance(m, nn.Linear):
         return _param(name, t, prefix, op, OpKind.LINEAR, ParamRole.WEIGHT,
