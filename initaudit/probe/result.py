@@ -113,8 +113,8 @@ class ProbeResult:
     frozen: list[str] = field(default_factory=list)  # params with requires_grad=False
 
     def to_json(self) -> dict[str, Any]:
-        out = {"ran": self.ran, "batch_size": self.batch_size if self.ran else None,
-               "seed": self.seed, "inputs": self.inputs, "skipped_reason": self.skipped_reason}
+        out = {"ran": self.ran, "batch_size": self.batch_size if self.ran else None, "seed": self.seed,
+               "inputs": self.inputs if self.ran else None, "skipped_reason": self.skipped_reason}
         if self.ran:  # extra keys (DESIGN section 4 allows additions)
             out.update({
                 "inputs_source": self.inputs_source, "input_shapes": self.input_shapes,
