@@ -215,14 +215,14 @@ def _exact_pairs(rows: torch.Tensor, gen: torch.Generator) -> list[tuple[int, in
 
 def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator) -> dict:
     """Pairs whose centred rows have cosine >= opts.near_duplicate_cosine, by sign-random-
-    projection LSH: 6 tables x 20 bits. Two rows at angle theta agree on a bit with probability
-    1 - theta/pi, so a pair at cosine 0.995 shares some table with p = 0.99 and one at 0.999
-    with p > 0.9999; random rows of a 50k-row table collide in ~1.2k pairs per table, all
+    projection LSH: 6 tables x 24 bits. Two rows at angle theta agree on a bit with probability
+    1 - theta/pi, so a pair at cosine 0.995 shares some table with p = 0.975 and one at 0.999
+    with p > 0.9999; random rows of a 50k-row table collide in ~75 pairs per table, all
     checked exactly on full rows. The hash reads a random window of at most ``_LSH_COLUMNS``
     columns (a near-copy is a near-copy on any large subset of its coordinates), so it costs one
-    (rows x 128) @ (128 x 120) product whatever the width."""
+    (rows x 128) @ (128 x 144) product whatever the width."""
     n, d = rows.shape
-    tables, bits = 6, 20
+    tables, bits = 6, 24
     mean = rows.mean(dim=0)
     # A random window of columns: a strided view, so no gather is needed.
     start = int(torch.randint(0, d - _LSH_COLUMNS + 1, (1,), generator=gen)) if d > _LSH_COLUMNS else 0
