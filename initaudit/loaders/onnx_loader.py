@@ -235,7 +235,15 @@ class TensorStore:
         return self._small[name]
 
     def tensor(self, name: str) -> torch.Tensor:
-        arr = self.array(name)
+        """A read-only tensor: external data memory-mapped (no copy), embedded data from the
+        protobuf. Nothing in initaudit writes to it."""
+        try:
+            arr = self.view(name)
+        except TargetError:
+            raise
+        except Exception as exc:
+            raise TargetError(self.model_path, f"tensor {name!r} cannot be read ({_one_line(exc)}); "
+                                               "the file is corrupt or truncated") from None
         if arr.dtype.type not in (np.float32, np.float16, np.float64, np.int8, np.uint8, np.int16,
                                   np.int32, np.int64, np.bool_):
             arr = arr.astype(np.float32)  # bfloat16, float8, int4: numpy extension types
