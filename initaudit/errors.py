@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message ("" when it has none): causes in
+    exit-2 messages and reports stay on one line."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
 class InitAuditError(Exception):
     """Could not run: bad arguments, unreadable/corrupt/unsupported target, bad config (exit 2)."""
 

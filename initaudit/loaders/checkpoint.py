@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from initaudit.errors import TargetError
+from initaudit.errors import TargetError, first_line
 from initaudit.graph import ModelGraph, OpKind, Param, ParamRole, torch_shape_fans
 from initaudit.loaders.pickle_safety import scan_checkpoint
 
@@ -125,7 +125,7 @@ def _torch_load(path: Path, weights_only: bool) -> object:
     except TargetError:
         raise
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc) or type(exc).__name__
         raise TargetError(path, f"cannot read checkpoint: {first[:200]}") from exc
 
 

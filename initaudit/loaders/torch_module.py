@@ -13,6 +13,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from initaudit.errors import first_line
 from initaudit.graph import Activation, ModelGraph, Node, OpKind, Param, ParamRole, annotate, torch_shape_fans
 from initaudit.loaders.checkpoint import META_REASON
 
@@ -289,7 +290,7 @@ def graph_from_module(module: nn.Module, target: str, fmt: str = "torch-module")
     except Exception as exc:  # tracing fails on data-dependent control flow; fall back
         graph.nodes = _order_nodes(module, owned)
         source = "module-order"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc) or type(exc).__name__
         graph.notes.append(f"torch.fx could not trace the model ({first[:160]}); activations were "
                            "read from module registration order, so functional activations "
                            "(F.relu in forward) are not seen")

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from initaudit.errors import TargetError
+from initaudit.errors import TargetError, first_line
 from initaudit.graph import ModelGraph
 from initaudit.loaders.pickle_safety import scan_checkpoint
 from initaudit.loaders.torch_module import is_hf_conv1d
@@ -135,7 +135,7 @@ def load_inputs_file(path: str | Path) -> ProbeInputs:
     except TargetError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc) or type(exc).__name__
         raise TargetError(p, f"--inputs: cannot read ({first[:200]}); expected torch.save'd tensors "
                              "(loaded with weights_only=True), .npy or .npz") from exc
     try:
@@ -217,9 +217,13 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
     return ProbeInputs((x.to(dtype),), {}, "synthetic", f"N(0, 1) {tuple(shape)} for {label}", unit_dim)
 
 
+# Layers whose inputs and outputs carry units (channels) in dimension 1, not the last one.
+CHANNEL_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm,
+                 nn.LocalResponseNorm)
+
+
 def _channel_first(m: nn.Module) -> bool:
-    return isinstance(m, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm,
-                          nn.LocalResponseNorm))
+    return isinstance(m, CHANNEL_FIRST)
 
 
 def _shape_for(m: nn.Module, batch: int) -> tuple[int, ...] | None:

@@ -40,9 +40,10 @@ import torch
 import torch.nn as nn
 
 from initaudit.analysis import unit_rows
+from initaudit.errors import first_line
 from initaudit.graph import Activation, ModelGraph, OpKind, Param, ParamRole
 from initaudit.loaders.torch_module import _ACT_MODULES, _NORM, activation_of_module
-from initaudit.probe.inputs import ProbeInputs, _flatten
+from initaudit.probe.inputs import CHANNEL_FIRST, ProbeInputs, _flatten
 from initaudit.probe.options import ProbeOptions
 from initaudit.probe.result import GradStats, ProbeResult, SiteStats
 from initaudit.probe.stats import IDENTICAL_RTOL, site_stats
@@ -51,8 +52,6 @@ LOSS = ("L = sum over outputs of <r, y> / batch, r ~ N(0, 1) fixed by the seed "
         "(gradient r / batch at every output element)")
 MODE = "eval (dropout off); BatchNorm/InstanceNorm in train mode (batch statistics), buffers restored"
 _BATCH_STAT_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
-_CHANNEL_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm,
-                  nn.LocalResponseNorm)
 _LAYER_KINDS = (OpKind.LINEAR, OpKind.CONV, OpKind.CONV_TRANSPOSE, OpKind.EMBEDDING,
                 OpKind.RECURRENT_INPUT, OpKind.RECURRENT_HIDDEN, OpKind.ATTENTION)
 _SYMMETRY_KINDS = (OpKind.LINEAR, OpKind.CONV, OpKind.CONV_TRANSPOSE)
@@ -88,7 +87,7 @@ def _roles(module: nn.Module, graph: ModelGraph) -> dict[str, _Role]:
                 continue  # a container's own extra parameter (e.g. a position table)
             recurrent = p.kind in (OpKind.RECURRENT_INPUT, OpKind.RECURRENT_HIDDEN)
             roles[owner] = _Role("layer", p.name, None if recurrent else p.activation,
-                                 1 if isinstance(m, _CHANNEL_FIRST) else -1,
+                                 1 if isinstance(m, CHANNEL_FIRST) else -1,
                                  None if recurrent else _own_bias(m))
     scales = {p.layer: p for p in graph.params.values() if p.role is ParamRole.NORM_SCALE}
     for name, m in modules.items():
@@ -98,7 +97,7 @@ def _roles(module: nn.Module, graph: ModelGraph) -> dict[str, _Role]:
             scale = scales.get(name)
             roles[name] = _Role("norm", scale.name if scale else None,
                                 scale.activation if scale else None,
-                                1 if isinstance(m, _CHANNEL_FIRST) else -1, _own_bias(m))
+                                1 if isinstance(m, CHANNEL_FIRST) else -1, _own_bias(m))
         elif type(m) in _ACT_MODULES and not isinstance(m, nn.Identity):
             roles[name] = _Role("act", None, activation_of_module(m), 0)
     return roles
@@ -173,7 +172,7 @@ class _Recorder:
         self.sites.append(site)
 
     def failure(self, exc: BaseException, root: nn.Module) -> str:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        msg = first_line(exc)
         cause = f"{type(exc).__name__}: {msg[:240]}" if msg else type(exc).__name__
         if self.stack:
             name, m, args = self.stack[-1]
@@ -289,7 +288,7 @@ def probe_module(module: nn.Module, graph: ModelGraph, inputs: ProbeInputs,
                     _backward(module, graph, outputs, result, options)
                 except Exception as exc:  # keep the forward picture; say why gradients are missing
                     result.grads = None
-                    msg = str(exc).strip().splitlines()[0][:240] if str(exc).strip() else ""
+                    msg = first_line(exc)[:240]
                     result.notes.append(f"backward pass failed ({type(exc).__name__}: {msg}); "
                                         "gradient rules did not run")
     finally:
