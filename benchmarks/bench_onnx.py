@@ -46,12 +46,21 @@ def _peak() -> int:
 # ---- child processes: one measurement each --------------------------------------------------
 
 
+def _plain_run(path: str, graph, batch: int) -> None:
+    """What a user's plain inference costs: a new onnxruntime session and one batch."""
+    import onnxruntime as ort
+
+    from initaudit.probe.onnx_probe import session_options, synthetic_inputs
+
+    sess = ort.InferenceSession(path, session_options(), providers=["CPUExecutionProvider"])
+    feeds, _ = synthetic_inputs(sess, batch_size=batch, seed=0, embedding_rows=graph.onnx.embedding_inputs)
+    sess.run(None, feeds)
+
+
 def child(mode: str, path: str, batch: int, reps: int) -> dict:
     if mode == "time":  # plain run and probe alternating in one process: best of ``reps`` each
-        import onnxruntime as ort
-
         from initaudit.loaders.onnx_loader import load_onnx
-        from initaudit.probe.onnx_probe import run_onnx_probe, session_options, synthetic_inputs
+        from initaudit.probe.onnx_probe import run_onnx_probe
         from initaudit.probe.stats import site_stats
 
         g = load_onnx(path)
@@ -66,11 +75,8 @@ def child(mode: str, path: str, batch: int, reps: int) -> dict:
 
         plain, probe, stats = [], [], []
         for _ in range(reps):
-            t = time.perf_counter()  # what a user's plain inference costs: session + one batch
-            sess = ort.InferenceSession(path, session_options(), providers=["CPUExecutionProvider"])
-            feeds, _ = synthetic_inputs(sess, batch_size=batch, seed=0, embedding_rows=g.onnx.embedding_inputs)
-            sess.run(None, feeds)
-            del sess
+            t = time.perf_counter()
+            _plain_run(path, g, batch)
             plain.append(time.perf_counter() - t)
             stats_time[0] = 0.0
             t = time.perf_counter()
@@ -114,31 +120,16 @@ def child(mode: str, path: str, batch: int, reps: int) -> dict:
         return {"seconds": secs, "peak": _peak(), "base": base, "summary": report.summary(),
                 "params": report.parameter_count}
     if mode in ("ort", "probe"):
-        import onnxruntime as ort
-
         from initaudit.loaders.onnx_loader import load_onnx
-        from initaudit.probe.onnx_probe import run_onnx_probe, session_options, synthetic_inputs
-        from initaudit.probe.stats import site_stats
+        from initaudit.probe.onnx_probe import run_onnx_probe
 
         g = load_onnx(path)
-        stats_time = [0.0]
-
-        def timed(x, **kw):
-            t0 = time.perf_counter()
-            try:
-                return site_stats(x, **kw)
-            finally:
-                stats_time[0] += time.perf_counter() - t0
-
         base = _rss()
         t = time.perf_counter()
         if mode == "ort":
-            sess = ort.InferenceSession(path, session_options(), providers=["CPUExecutionProvider"])
-            feeds, _ = synthetic_inputs(sess, batch_size=batch, seed=0, embedding_rows=g.onnx.embedding_inputs)
-            sess.run(None, feeds)
-            del sess
+            _plain_run(path, g, batch)
         else:
-            res = run_onnx_probe(g, path, batch_size=batch, site_stats=timed)
+            res = run_onnx_probe(g, path, batch_size=batch)
             assert res.ran, res.skipped_reason
         return {"seconds": time.perf_counter() - t, "peak": _peak(), "base": base}
     raise SystemExit(f"unknown mode {mode}")

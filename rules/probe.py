@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from initaudit.graph import OpKind, Param
 from initaudit.probe.profile import MeasuredLayer, measured_profile
 from initaudit.rule import Finding, Rule, Severity, fmt
+from initaudit.rules.structure import depth_severity
 from initaudit.rules.weights import ConstantWeights, _init_fix
 
 _REGION = {"tanh": "|x| > 2.65, |tanh| > 0.99, tanh' < 0.02",
@@ -294,16 +295,16 @@ class _ActivationDepthRule(Rule):
             return
         worst = (min if vanishing else max)(profile, key=lambda m: m.ratio)
         r, sig = worst.ratio, worst.signal
-        if (r >= self.opts["warn_ratio"]) if vanishing else (r <= self.opts["warn_ratio"]):
+        severity = depth_severity(r, vanishing, self.opts)
+        if severity is None:
             return
-        severe = r < self.opts["error_ratio"] if vanishing else r > self.opts["error_ratio"]
         start = "the input" if sig.origin == "input" else sig.origin
         verb = "falls" if vanishing else "grows"
         yield self.finding(
             worst.site.name,
             f"measured activation spread {verb} to {fmt(r)}x its value at {start} after {sig.depth} "
             f"layers (std {fmt(worst.site.spread)}; static prediction {fmt(sig.ratio)}x)",
-            severity=Severity.ERROR if severe else Severity.WARNING,
+            severity=severity,
             evidence={"ratio": r, "depth": sig.depth, "std": worst.site.spread,
                       "predicted_ratio": sig.ratio, "origin": sig.origin, "param": sig.param,
                       "profile": [[m.site.name, m.ratio] for m in profile][:64]},
@@ -462,15 +463,15 @@ class _GradientDepthRule(Rule):
             return
         vanishing = self.direction == "vanishing"
         p, rel, distance = (min if vanishing else max)(judged, key=lambda t: t[1])
-        if (rel >= self.opts["warn_ratio"]) if vanishing else (rel <= self.opts["warn_ratio"]):
+        severity = depth_severity(rel, vanishing, self.opts)
+        if severity is None:
             return
-        severe = rel < self.opts["error_ratio"] if vanishing else rel > self.opts["error_ratio"]
         g = probe.grads[p.name]
         effect = "early layers barely learn" if vanishing else "early layers take far larger steps"
         yield self.finding(
             p.name, f"gradient-to-weight ratio |dL/dW|/|W| = {fmt(g.ratio)} is {fmt(rel)}x that of "
                     f"{top_p.name} ({fmt(top_ratio)}), {distance} layers closer to the output: {effect}",
-            severity=Severity.ERROR if severe else Severity.WARNING,
+            severity=severity,
             evidence={"ratio": rel, "grad_norm": g.norm, "weight_norm": g.weight_norm,
                       "reference": top_p.name, "reference_ratio": top_ratio, "loss": probe.loss,
                       "profile": [[q.name, r / top_ratio] for q, _, r in profile][:64]},

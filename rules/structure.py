@@ -253,6 +253,18 @@ class RecurrentSpectrum(Rule):
                     fix="torch.nn.init.orthogonal_(w_hh_block)  # per gate block")
 
 
+def depth_severity(ratio: float, vanishing: bool, opts: dict) -> Severity | None:
+    """Grading shared by the depth rules (static, measured, gradient): a warning past
+    ``warn_ratio``, an error past ``error_ratio`` (below them when vanishing, above when
+    exploding), None inside."""
+    def past(limit: float) -> bool:
+        return ratio < limit if vanishing else ratio > limit
+
+    if not past(opts["warn_ratio"]):
+        return None
+    return Severity.ERROR if past(opts["error_ratio"]) else Severity.WARNING
+
+
 class _SignalRule(Rule):
     """Shared check of the static signal prediction; subclasses pick the direction."""
 
@@ -272,10 +284,9 @@ class _SignalRule(Rule):
         pick = min if self.direction == "vanishing" else max
         worst = pick(profile, key=lambda s: s.ratio)
         r = worst.ratio
-        bad = r < self.opts["warn_ratio"] if self.direction == "vanishing" else r > self.opts["warn_ratio"]
-        if not bad:
+        severity = depth_severity(r, self.direction == "vanishing", self.opts)
+        if severity is None:
             return
-        severe = r < self.opts["error_ratio"] if self.direction == "vanishing" else r > self.opts["error_ratio"]
         start = "the input" if worst.origin == "input" else worst.origin
         yield self.finding(
             worst.layer, f"predicted activation std falls to {fmt(r)}x its value at {start} after "
@@ -283,7 +294,7 @@ class _SignalRule(Rule):
             if self.direction == "vanishing" else
             f"predicted activation std grows to {fmt(r)}x its value at {start} after {worst.depth} layers "
             "(mean-field estimate, before any forward pass)",
-            severity=Severity.ERROR if severe else Severity.WARNING,
+            severity=severity,
             evidence={"ratio": r, "depth": worst.depth, "predicted_std": worst.predicted_std,
                       "origin": worst.origin, "param": worst.param},
             fix="initialise each layer for the activation that follows it (IA104's fixes), or add normalisation")
