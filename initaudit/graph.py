@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import torch
 
@@ -91,9 +92,27 @@ class Param:
 class Node:
     """One step of the dataflow used to place weights and to predict signal spread.
 
-    ``kind`` is one of: ``input``, ``layer`` (applies ``param``, optional ``bias``), ``embedding``,
-    ``act``, ``norm``, ``add`` (residual sum), ``transparent`` (shape-only or bias ops, pooling,
-    dropout), ``other`` (anything else; propagation passes its first input through), ``output``.
+    ``kind`` is one of:
+
+    - ``input``, ``output``;
+    - ``layer`` (applies ``param``, optional ``bias``), ``embedding``;
+    - ``act`` (elementwise ``activation``), ``norm`` (``norm_params``);
+    - ``add``: a residual sum of signal branches (not the sum of two weight outputs inside one
+      cell, ``x W_ih + h W_hh``, nor ``x + 0.044715 x^3`` inside a written-out GELU);
+    - ``mul``: an elementwise product of signal branches (gated units ``act(gate(x)) * up(x)``,
+      GLU), or of the signal and a parameter (``param``: LayerScale, ``x * (1 + w)`` norms) or a
+      constant (``attrs["scale"]``);
+    - ``cat``: concatenation of branches along the feature or channel axis;
+    - ``pool-max`` / ``pool-avg``: max or average pooling over ``attrs["window"]`` elements
+      (global pooling: the whole spatial extent, when known);
+    - ``attention``: ``softmax(Q K^T / sqrt(d)) V`` with inputs ``[q, k, v]``; the output
+      averages v over ``attrs["tokens"]`` positions when known;
+    - ``transparent``: shape-only ops, bias adds, dropout: the signal passes unchanged;
+    - ``unknown``: an op nothing recognises; the signal after it is unknown (never silently
+      passed through);
+    - ``other``: a known op with no effect the analyses model (kept for older loaders).
+
+    ``op`` is the op as the source spells it (``aten.mul.Tensor``, ``MaxPool``) for reports.
     """
 
     name: str
@@ -103,6 +122,8 @@ class Node:
     bias: str | None = None
     activation: Activation | None = None
     norm_params: tuple[str, ...] = ()  # scale/shift params of a norm node
+    op: str | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
 
 
 TensorLoader = Callable[[str], torch.Tensor]
