@@ -153,6 +153,10 @@ class ModelGraph:
     stage_evidence: list[str] = field(default_factory=list)  # evidence that weights were trained
     module: torch.nn.Module | None = None  # set when a live module is available (for the probe)
     family: str | None = None  # "transformer" when the model follows GPT-2/BERT/ViT conventions
+    # How ``nodes`` were found: "fx", "trace" (recorded from a real forward pass), "onnx",
+    # "module-order" (a guessed chain in registration order: depth rules stay at info), or None
+    # when there is no architecture.
+    capture: str | None = None
     source_path: str | None = None  # file audited (for SARIF locations), if any
     # Every file the loader read (model, shards, external data, factory source): initaudit
     # never writes a report over any of them.

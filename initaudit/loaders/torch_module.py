@@ -295,6 +295,7 @@ def graph_from_module(module: nn.Module, target: str, fmt: str = "torch-module")
                            "read from module registration order, so functional activations "
                            "(F.relu in forward) are not seen")
     annotate(graph, source)
+    graph.capture = source
     graph.family = detect_family(graph)
     return graph
 

@@ -440,7 +440,7 @@ def probe_graph(model, value_shapes: Mapping[str, tuple], notes: list[str]):
     """The graph the probe runs: the model's structure without initializer data (segments take
     their initializers from :class:`_Weights`), with BatchNormalization normalising by the
     probe batch as the torch probe's train-mode BatchNorm does."""
-    from initaudit.loaders.onnx_loader import empty_model_like
+    from initaudit.loaders.onnx_store import empty_model_like
 
     pm = empty_model_like(model)
     src, g = model.graph, pm.graph
@@ -474,7 +474,7 @@ def _segment_model(model, start: int, end: int, inputs: Mapping[str, np.ndarray]
     Returns the model bytes and the in-memory initializers it uses."""
     from onnx import helper
 
-    from initaudit.loaders.onnx_loader import empty_model_like
+    from initaudit.loaders.onnx_store import empty_model_like
 
     copy = empty_model_like(model)
     src, g = model.graph, copy.graph
