@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from initaudit.analysis import AnalysisOptions, TensorAnalysis, analyze
+from initaudit.distributed import full_value
 from initaudit.graph import ModelGraph, Param
 from initaudit.propagation import LayerSignal, predict
 
@@ -26,7 +27,7 @@ class Context:
         """Value-level facts about one tensor, computed on first use and kept."""
         if name not in self._cache:
             param = self.graph.params[name]
-            tensor = self.graph.load_tensor(name)
+            tensor = full_value(self.graph.load_tensor(name))  # a DTensor shard: the whole tensor
             self._cache[name] = analyze(tensor, param, self.analysis_options)
             del tensor
             if self.on_tensor:

@@ -38,8 +38,11 @@ def load_target(target: str | Path | nn.Module, *, model: str | nn.Module | None
         raise TargetError(spec, "no such file (a module factory is written pkg.module:factory "
                                 "or path/to/file.py:factory)")
     if path.is_dir():
-        raise TargetError(spec, "is a directory; give a model file or a factory spec")
-    ckpt = _read_file(path, unsafe_pickle)
+        from initaudit.loaders.directory import read_directory
+
+        ckpt = read_directory(path)
+    else:
+        ckpt = _read_file(path, unsafe_pickle)
     if isinstance(ckpt, ModelGraph):
         return ckpt, None
     if model is None:

@@ -13,6 +13,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from initaudit.distributed import data_ptr
 from initaudit.errors import first_line
 from initaudit.graph import Activation, ModelGraph, Node, OpKind, Param, ParamRole, annotate, torch_shape_fans
 from initaudit.loaders.checkpoint import META_REASON
@@ -163,7 +164,7 @@ def unique_tensors(module: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str
     for name, t in named:
         if t is None:
             continue
-        key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()), t.dtype) if t.device.type != "meta" \
+        key = (data_ptr(t), tuple(t.shape), tuple(t.stride()), t.dtype) if t.device.type != "meta" \
             else (id(t),)
         if key in seen:
             aliases.setdefault(seen[key], []).append(name)

@@ -41,6 +41,7 @@ import torch.nn as nn
 
 from initaudit.analysis import unit_rows
 from initaudit.errors import first_line
+from initaudit.distributed import full_value, is_sharded
 from initaudit.graph import Activation, ModelGraph, OpKind, Param, ParamRole
 from initaudit.loaders.torch_module import _ACT_MODULES, _NORM, activation_of_module
 from initaudit.probe.inputs import CHANNEL_FIRST, ProbeInputs, _flatten
@@ -68,7 +69,7 @@ class _Role:
 
 def _own_bias(m: nn.Module) -> torch.Tensor | None:
     b = getattr(m, "bias", None)
-    return b if isinstance(b, torch.Tensor) and b.dim() == 1 else None
+    return full_value(b) if isinstance(b, torch.Tensor) and b.dim() == 1 else None
 
 
 def _roles(module: nn.Module, graph: ModelGraph) -> dict[str, _Role]:
@@ -330,13 +331,25 @@ def _backward(module: nn.Module, graph: ModelGraph, outputs: list[tuple[str, tor
     batch = max(1, result.batch_size)
     directions = [torch.randn(y.shape, generator=gen).to(device=y.device, dtype=y.dtype) / batch
                   for y in ys]
-    grads = torch.autograd.grad(ys, [p for _, p in trainable], grad_outputs=directions,
-                                allow_unused=True)
+    if any(is_sharded(p) for _, p in trainable):
+        # FSDP2 hands gradients to its sharded parameters through .grad (a reduce-scatter in
+        # its post-backward hooks), not through autograd.grad: run backward as a training step
+        # does. Every rank has the same inputs, so the averaged gradient is the one-process one;
+        # the snapshot puts every .grad back afterwards.
+        for _, p in trainable:
+            p.grad = None
+        torch.autograd.backward(ys, grad_tensors=directions)
+        grads = [p.grad for _, p in trainable]
+    else:
+        grads = torch.autograd.grad(ys, [p for _, p in trainable], grad_outputs=directions,
+                                    allow_unused=True)
     figures: list[torch.Tensor] = []
     rows_of: list[int] = []
     with torch.no_grad():
         for (name, p), g in zip(trainable, grads):
-            w = p.detach().float()
+            # DTensor shards (FSDP2): statistics of the whole tensor, gathered one at a time.
+            w = full_value(p.detach()).float()
+            g = None if g is None else full_value(g)
             if g is None:
                 figures.append(torch.stack([torch.zeros((), device=w.device),
                                             torch.linalg.vector_norm(w), torch.zeros((), device=w.device)]))
@@ -353,7 +366,7 @@ def _backward(module: nn.Module, graph: ModelGraph, outputs: list[tuple[str, tor
         stats = GradStats(norm=norm, weight_norm=wnorm, received=g is not None,
                           zero_rows=int(zero), rows=nrows)
         if g is not None and not math.isfinite(norm):
-            stats.nonfinite = int((~torch.isfinite(g)).sum())
+            stats.nonfinite = int((~torch.isfinite(full_value(g))).sum())
         result.grads[name] = stats
     _symmetry(graph, dict(zip((n for n, _ in trainable), grads)), result)
 
@@ -387,7 +400,7 @@ def _symmetry(graph: ModelGraph, grads: dict[str, torch.Tensor | None], result: 
         stats = (result.grads or {}).get(site.param)
         if p is None or g is None or stats is None or p.kind not in _SYMMETRY_KINDS:
             continue
-        rows = _rows(g.detach().float(), p)
+        rows = _rows(full_value(g.detach()).float(), p)
         if rows.shape[0] != site.units:
             continue
         for group in site.identical_groups:

@@ -1,0 +1,270 @@
+"""Checkpoint folders: torch.distributed.checkpoint (DCP) directories and folders of safetensors
+shards without an index.
+
+A DCP directory (``torch.distributed.checkpoint.save``, torchtitan and other large-scale trainers)
+holds a ``.metadata`` pickle that describes every tensor as chunks (offsets and sizes in the full
+tensor) and where each chunk lies: a byte range of one ``__<rank>_<n>.distcp`` file, written there
+by ``torch.save``. initaudit reads it without running code from it:
+
+- ``.metadata`` is unpickled by a restricted unpickler whose ``find_class`` admits only the DCP
+  metadata dataclasses, ``torch.Size``, dtypes, layouts and paths (the "restricting globals"
+  recipe of the pickle docs): an import of anything else stops the read with one line;
+- every chunk passes the same allow-list scan as a pickled checkpoint, then
+  ``torch.load(weights_only=True)``;
+- chunk files must be regular files inside the folder, linked once (no symlink or hard link
+  reaches a file that is not the checkpoint's own), and every byte range must lie in its file.
+
+Tensors are assembled one at a time when the analysis asks for one, never the whole model, so
+memory stays bounded by the largest tensor.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import pickle
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from initaudit.errors import TargetError, UnsafeCheckpointError, first_line
+from initaudit.loaders.checkpoint import _TRAINING_KEYS, Checkpoint, read_safetensors
+
+DCP_METADATA = ".metadata"
+_DCP_FORMAT = "distributed-checkpoint"
+_METADATA_LIMIT = 1 << 30  # bytes: a .metadata pickle larger than this is refused unread
+
+
+@lru_cache(maxsize=1)
+def _metadata_globals() -> frozenset[tuple[str, str]]:
+    """What a DCP ``.metadata`` pickle may import: plain data classes and torch constants."""
+    dcp_meta = "torch.distributed.checkpoint.metadata"
+    names = {(dcp_meta, n) for n in ("Metadata", "TensorStorageMetadata", "TensorProperties",
+                                     "ChunkStorageMetadata", "MetadataIndex", "BytesStorageMetadata",
+                                     "StorageMeta", "_MEM_FORMAT_ENCODING")}
+    names |= {("torch.distributed.checkpoint.filesystem", "_StorageInfo"), ("torch", "Size"),
+              ("torch.serialization", "_get_layout"), ("collections", "OrderedDict"),
+              ("pathlib", "PosixPath"), ("pathlib", "PurePosixPath")}
+    constants = (torch.dtype, torch.layout, torch.memory_format)
+    names |= {("torch", n) for n in dir(torch) if isinstance(getattr(torch, n, None), constants)}
+    return frozenset(names)
+
+
+class _Refused(Exception):
+    pass
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _metadata_globals():
+            raise _Refused(f"{module}.{name}")
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("persistent ids are not part of DCP metadata")
+
+
+def read_directory(path: Path) -> Checkpoint:
+    """A DCP directory, the one ``*.safetensors.index.json`` of a folder, or its safetensors
+    shards without an index."""
+    if (path / DCP_METADATA).is_file():
+        return read_dcp(path)
+    indexes = sorted(path.glob("*.safetensors.index.json"))
+    if len(indexes) == 1:
+        return read_safetensors(indexes[0])
+    if len(indexes) > 1:
+        raise TargetError(path, f"holds {len(indexes)} safetensors indexes "
+                                f"({', '.join(i.name for i in indexes[:3])}); name the one to audit")
+    shards = sorted(path.glob("*.safetensors"))
+    if not shards:
+        raise TargetError(path, "is a directory with no checkpoint in it (expected a "
+                                "torch.distributed.checkpoint folder with .metadata, or *.safetensors "
+                                "shards); give a model file or a factory spec")
+    return _merge_shards(path, [read_safetensors(s) for s in shards])
+
+
+def _merge_shards(folder: Path, parts: list[Checkpoint]) -> Checkpoint:
+    owner: dict[str, Checkpoint] = {}
+    for part in parts:
+        for name in part.shapes:
+            if name in owner:
+                raise TargetError(folder, f"tensor {name!r} is stored in both {owner[name].path.name} "
+                                          f"and {part.path.name}; which one the model uses is ambiguous")
+            owner[name] = part
+    merged = Checkpoint(folder, "safetensors", {}, {}, lambda n: owner[n].load(n),
+                        files=[f for p in parts for f in p.files])
+    for part in parts:
+        merged.shapes.update(part.shapes)
+        merged.dtypes.update(part.dtypes)
+        merged.evidence += [e for e in part.evidence if e not in merged.evidence]
+    merged.notes.append(f"{len(parts)} safetensors shards read from the folder (no index file)")
+    return merged
+
+
+# --- torch.distributed.checkpoint --------------------------------------------------------------
+
+
+def _read_metadata(folder: Path):
+    meta_path = folder / DCP_METADATA
+    size = meta_path.stat().st_size
+    if size > _METADATA_LIMIT:
+        raise TargetError(meta_path, f"{size} bytes of metadata: over the {_METADATA_LIMIT >> 20} MiB "
+                                     "limit for a DCP .metadata file")
+    try:
+        meta = _MetadataUnpickler(io.BytesIO(meta_path.read_bytes())).load()
+    except _Refused as exc:
+        raise UnsafeCheckpointError(meta_path, f"refused: the metadata pickle imports {exc}, which "
+                                               "DCP metadata never needs (loading never executes "
+                                               "code from a checkpoint)") from None
+    except Exception as exc:  # corrupt pickles raise anything from EOFError to TypeError
+        raise TargetError(meta_path, f"not a readable DCP metadata file: "
+                                     f"{first_line(exc) or type(exc).__name__}") from None
+    from torch.distributed.checkpoint.metadata import Metadata
+
+    if not isinstance(meta, Metadata) or not isinstance(meta.state_dict_metadata, dict) \
+            or not isinstance(meta.storage_data, dict):
+        raise TargetError(meta_path, "not DCP metadata (no state_dict_metadata / storage_data); "
+                                     "written by torch.distributed.checkpoint with a custom storage?")
+    return meta
+
+
+def _chunk_file(folder: Path, relative: object, where: str) -> Path:
+    """The chunk file, checked to be the checkpoint's own: a relative path inside the folder,
+    a regular file, not a symlink, linked once."""
+    if not isinstance(relative, str) or not relative or "\x00" in relative or os.path.isabs(relative):
+        raise TargetError(folder, f"{where}: bad storage path {relative!r}")
+    base = os.path.realpath(folder)
+    full = os.path.realpath(os.path.join(base, relative))
+    if os.path.commonpath([base, full]) != base:
+        raise TargetError(folder, f"{where}: storage file {relative!r} lies outside the checkpoint "
+                                  "folder; refused (path traversal)")
+    candidate = Path(folder, relative)
+    if candidate.is_symlink() or not os.path.isfile(full):
+        raise TargetError(folder, f"{where}: storage file {relative!r} is missing or not a regular file")
+    if os.stat(full).st_nlink > 1:
+        raise TargetError(folder, f"{where}: storage file {relative!r} has other hard links; refused "
+                                  "(no byte is read from a file that may not be the checkpoint's own)")
+    return Path(full)
+
+
+class _DcpReader:
+    """Reads one tensor at a time from the chunks the metadata lists."""
+
+    def __init__(self, folder: Path, meta) -> None:
+        self.folder = folder
+        self.tensors = {k: v for k, v in meta.state_dict_metadata.items() if hasattr(v, "chunks")}
+        self.storage: dict[tuple[str, tuple[int, ...]], object] = {}
+        for index, info in meta.storage_data.items():
+            self.storage[(getattr(index, "fqn", None), tuple(getattr(index, "offset", None) or ()))] = info
+        self.files: set[Path] = set()
+        for fqn, md in self.tensors.items():
+            for chunk in md.chunks:
+                info = self._info(fqn, chunk)
+                self.files.add(self._checked_range(fqn, info))
+
+    def _info(self, fqn: str, chunk):
+        info = self.storage.get((fqn, tuple(chunk.offsets)))
+        if info is None:
+            raise TargetError(self.folder, f"tensor {fqn!r}: chunk at {list(chunk.offsets)} has no "
+                                           "storage entry in .metadata (incomplete checkpoint)")
+        return info
+
+    def _checked_range(self, fqn: str, info) -> Path:
+        file = _chunk_file(self.folder, getattr(info, "relative_path", None), f"tensor {fqn!r}")
+        offset, length = getattr(info, "offset", None), getattr(info, "length", None)
+        if type(offset) is not int or type(length) is not int or offset < 0 or length <= 0 \
+                or offset + length > file.stat().st_size:
+            raise TargetError(self.folder, f"tensor {fqn!r}: bytes {offset}..+{length} do not lie "
+                                           f"inside {file.name} ({file.stat().st_size} bytes); "
+                                           "truncated or corrupt checkpoint")
+        if getattr(info, "transform_descriptors", None):
+            raise TargetError(self.folder, f"tensor {fqn!r}: stored with transforms "
+                                           f"{list(info.transform_descriptors)} (compression?), "
+                                           "which initaudit does not read")
+        return file
+
+    def shape(self, fqn: str) -> tuple[int, ...]:
+        return tuple(int(d) for d in self.tensors[fqn].size)
+
+    def dtype(self, fqn: str) -> str:
+        return str(self.tensors[fqn].properties.dtype).replace("torch.", "")
+
+    def _chunk(self, fqn: str, info) -> torch.Tensor:
+        from initaudit.loaders.pickle_safety import _Refused as _PickleRefused, _scan_stream
+
+        file = self._checked_range(fqn, info)
+        with open(file, "rb") as f:
+            f.seek(info.offset)
+            data = io.BytesIO(f.read(info.length))
+        try:
+            _scan_stream(data)
+            data.seek(0)
+            value = torch.load(data, map_location="cpu", weights_only=True)
+        except _PickleRefused as exc:
+            raise UnsafeCheckpointError(file, f"chunk of {fqn!r}: {exc}") from None
+        except Exception as exc:  # _Corrupt, or whatever torch.load raises on a damaged archive
+            raise TargetError(file, f"chunk of {fqn!r} cannot be read: "
+                                    f"{first_line(exc) or type(exc).__name__}") from None
+        if not isinstance(value, torch.Tensor):
+            raise TargetError(file, f"chunk of {fqn!r} holds a {type(value).__name__}, not a tensor")
+        return value
+
+    def load(self, fqn: str) -> torch.Tensor:
+        md = self.tensors[fqn]
+        shape = self.shape(fqn)
+        chunks = list(md.chunks)
+        if len(chunks) == 1 and tuple(chunks[0].sizes) == shape:
+            value = self._chunk(fqn, self._info(fqn, chunks[0]))
+            return self._checked_shape(fqn, value, shape)
+        full = torch.empty(shape, dtype=md.properties.dtype)
+        covered = 0
+        for chunk in chunks:
+            sizes = tuple(int(s) for s in chunk.sizes)
+            value = self._checked_shape(fqn, self._chunk(fqn, self._info(fqn, chunk)), sizes)
+            view = full
+            for dim, (start, size) in enumerate(zip(chunk.offsets, sizes)):
+                if start < 0 or start + size > shape[dim]:
+                    raise TargetError(self.folder, f"tensor {fqn!r}: chunk at {list(chunk.offsets)} "
+                                                   f"reaches past its size {list(shape)}")
+                view = view.narrow(dim, int(start), size)
+            view.copy_(value)
+            covered += math.prod(sizes)
+        if covered != math.prod(shape):
+            raise TargetError(self.folder, f"tensor {fqn!r}: its chunks hold {covered} of "
+                                           f"{math.prod(shape)} elements (incomplete or overlapping)")
+        return full
+
+    def _checked_shape(self, fqn: str, value: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        if tuple(value.shape) != shape:
+            raise TargetError(self.folder, f"tensor {fqn!r}: a chunk holds shape {list(value.shape)} "
+                                           f"where .metadata says {list(shape)}")
+        return value
+
+
+def _is_training_state(fqn: str) -> bool:
+    top = fqn.split(".", 1)[0].lower()
+    return top in _TRAINING_KEYS or top.startswith("optim")
+
+
+def read_dcp(folder: Path) -> Checkpoint:
+    """A torch.distributed.checkpoint directory, tensor by tensor (see the module docstring)."""
+    meta = _read_metadata(folder)
+    reader = _DcpReader(folder, meta)
+    model = [k for k in reader.tensors if not _is_training_state(k)]
+    state = sorted({k.split(".", 1)[0] for k in meta.state_dict_metadata if _is_training_state(k)})
+    prefix = "model."
+    strip = bool(model) and all(k.startswith(prefix) for k in model)
+    names = {(k[len(prefix):] if strip else k): k for k in model}
+    ckpt = Checkpoint(folder, _DCP_FORMAT, {n: reader.shape(k) for n, k in names.items()},
+                      {n: reader.dtype(k) for n, k in names.items()},
+                      lambda n: reader.load(names[n]),
+                      evidence=[f"distributed checkpoint holds '{s}' state" for s in state],
+                      files=[folder / DCP_METADATA, *sorted(reader.files)])
+    skipped_state = len(reader.tensors) - len(model)
+    if skipped_state:
+        ckpt.notes.append(f"{skipped_state} optimizer/training-state tensor(s) not analysed as weights")
+    if not model:
+        raise TargetError(folder, "the distributed checkpoint holds no model tensors")
+    return ckpt
