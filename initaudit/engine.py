@@ -201,17 +201,22 @@ def layer_rows(ctx: Context) -> list[dict[str, Any]]:
 
 def run_probe(graph: ModelGraph, factory: Any, settings: Settings):
     """The forward/backward probe (initaudit.probe) unless disabled; a ProbeResult either way."""
-    from initaudit.probe import ProbeOptions, ProbeResult
+    from initaudit.probe import ProbeResult
     from initaudit.probe import run_probe as probe
-    from initaudit.probe.options import parse_input_shapes
 
     if not settings.probe_enabled:
         return ProbeResult(ran=False, seed=settings.probe_seed, skipped_reason="disabled (--no-probe)")
-    options = ProbeOptions(batch_size=settings.probe_batch_size, seed=settings.probe_seed,
-                           device=settings.probe_device, inputs=settings.probe_inputs,
-                           input_shapes=parse_input_shapes(settings.probe_input_shape),
-                           histograms=settings.probe_histograms)
-    return probe(graph, options, factory)
+    return probe(graph, probe_options(settings), factory)
+
+
+def probe_options(settings: Settings):
+    from initaudit.probe import ProbeOptions
+    from initaudit.probe.options import parse_input_shapes
+
+    return ProbeOptions(batch_size=settings.probe_batch_size, seed=settings.probe_seed,
+                        device=settings.probe_device, inputs=settings.probe_inputs,
+                        input_shapes=parse_input_shapes(settings.probe_input_shape),
+                        histograms=settings.probe_histograms)
 
 
 def signal_rows(ctx: Context) -> list[dict[str, Any]]:
@@ -263,6 +268,10 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
     rules = _instantiate_all(enabled_rules(ruleset, settings), settings, start_errors)
     graph, _factory = load_target(target, model=model, unsafe_pickle=unsafe_pickle)
     _check_analysable(graph)
+    if graph.module is not None:  # the dataflow from one recorded forward pass (initaudit.capture)
+        from initaudit.probe import capture_graph
+
+        capture_graph(graph, probe_options(settings), _factory)
     stage, why = resolve_stage(settings.stage, graph)
     ctx = Context(graph, stage)
     if progress is not None:
@@ -310,4 +319,5 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
         source_path=graph.source_path, files_read=set(graph.files_read),
         baseline=baseline_info,
         baselined=baselined,
+        capture=graph.capture,
     )

@@ -36,6 +36,9 @@ class Report:
     #: {"path", "entries", "suppressed", "no_longer_found"} when a baseline was applied
     baseline: dict[str, Any] | None = None
     baselined: list[Finding] = field(default_factory=list)  # findings the baseline suppressed
+    # How the dataflow was found: "trace" (recorded forward pass), "fx", "onnx", "module-order"
+    # (a guessed chain), or None (no architecture: a bare checkpoint).
+    capture: str | None = None
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity is severity)
@@ -68,6 +71,7 @@ class Report:
             "stage": self.stage,
             "stage_reason": self.stage_reason,
             "parameter_count": self.parameter_count,
+            "capture": self.capture,
             "probe": probe,
             "layers": self.layers,
             "findings": [f.to_json() for f in self.findings],

@@ -159,9 +159,25 @@ class Untraceable(nn.Module):
         return self.b(self.act(self.a(x)))
 
 
-def test_untraceable_model_falls_back_to_module_order_and_says_so():
+def test_untraceable_model_is_captured_from_a_forward_pass():
     report = initaudit.audit(Untraceable())
+    assert report.capture == "trace" and not any("could not trace" in n for n in report.notes)
+    row = next(r for r in report.layers if r["param"] == "a.weight")
+    assert row["activation"] == "tanh" and row["activation_source"] == "trace"
+
+
+class UntraceableTwoInputs(Untraceable):
+    def forward(self, x, y):  # two required inputs: no synthetic inputs, so no forward pass
+        if x.sum() > 0:
+            x = -x
+        return self.b(self.act(self.a(x + y)))
+
+
+def test_model_without_inputs_falls_back_to_module_order_and_says_so():
+    report = initaudit.audit(UntraceableTwoInputs())
+    assert report.capture == "module-order" and report.to_json()["capture"] == "module-order"
     assert any("could not trace" in n for n in report.notes)
+    assert any("no inputs to record a forward pass" in n for n in report.notes)
     row = next(r for r in report.layers if r["param"] == "a.weight")
     assert row["activation"] == "tanh" and row["activation_source"] == "module-order"
 
@@ -171,7 +187,7 @@ def test_functional_activation_found_by_tracing():
 
     report = initaudit.audit(models.FunctionalMLP("tanh", "he"))
     row = next(r for r in report.layers if r["param"] == "fc1.weight")
-    assert row["activation"] == "tanh" and row["activation_source"] == "fx"
+    assert row["activation"] == "tanh" and row["activation_source"] == "trace"
 
 
 def test_true_fans_for_grouped_transposed_conv1d_attention_and_lstm():

@@ -48,12 +48,16 @@ _SHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.transpose, torch.permute
 _SHAPE_METHODS = {"view", "reshape", "permute", "transpose", "flatten", "contiguous", "squeeze",
                   "unsqueeze", "expand", "chunk", "split", "narrow", "unflatten", "t", "float",
                   "to", "type_as", "clone", "detach", "mean"}
+_MAX_POOL_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d,
+                     nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+_AVG_POOL_MODULES = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+                     nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
 _SHAPE_MODULES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                  nn.Flatten, nn.Unflatten, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-                  nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
-                  nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d,
-                  nn.AdaptiveMaxPool2d, nn.Upsample, nn.PixelShuffle, nn.ZeroPad2d)
+                  nn.Flatten, nn.Unflatten, *_MAX_POOL_MODULES, *_AVG_POOL_MODULES, nn.Upsample,
+                  nn.PixelShuffle, nn.PixelUnshuffle, nn.ZeroPad2d, nn.ConstantPad2d,
+                  nn.ReflectionPad2d, nn.ReplicationPad2d, nn.ChannelShuffle)
 _ADD = {operator.add, operator.iadd, torch.add}
+FX_FAILED = "torch.fx could not trace the model"  # note prefix, dropped when a forward pass is recorded
 
 
 def activation_of_module(m: nn.Module) -> Activation | None:
@@ -198,7 +202,7 @@ def _module_node(name: str, m: nn.Module, inputs: list[str], owned: dict[str, li
                      bias=next((p.name for p in params if p.name.endswith("in_proj_bias")), None))] \
             if in_proj else []
         out = owned.get(f"{name}.out_proj", [])
-        core.append(Node(f"{name}.attention", "other", [core[0].name] if core else inputs))
+        core.append(Node(f"{name}.attention", "attention", [core[0].name] * 3 if core else inputs))
         w = next((p.name for p in out if p.is_weight), None)
         b = next((p.name for p in out if p.role is ParamRole.BIAS), None)
         core.append(Node(name, "layer" if w else "other", [core[-1].name], param=w, bias=b))
@@ -209,6 +213,38 @@ def _module_node(name: str, m: nn.Module, inputs: list[str], owned: dict[str, li
     bias = next((p.name for p in params if p.role is ParamRole.BIAS), None)
     kind = "embedding" if weights[0].kind is OpKind.EMBEDDING else "layer"
     return [Node(name, kind, inputs, param=weights[0].name, bias=bias)]
+
+
+def is_capture_leaf(m: nn.Module) -> bool:
+    """Modules the forward-pass capture keeps as one node (their internals are not recorded):
+    layers, norms, activation, pooling, dropout and shape modules, attention and recurrent
+    modules, and any module with weights of its own and no children."""
+    if type(m) in _ACT_MODULES or isinstance(m, (*_SHAPE_MODULES, nn.Identity, nn.Linear, *_CONV,
+                                                 *_CONV_T, nn.Embedding, nn.EmbeddingBag,
+                                                 nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase)):
+        return True
+    if is_norm_module(m) or is_hf_conv1d(m):
+        return True
+    return not any(True for _ in m.children()) and any(p.dim() >= 2 for p in m.parameters(recurse=False))
+
+
+def trace_module_node(site: str, m: nn.Module, inputs: list[str], owned: dict[str, list[Param]],
+                      path: str, window: int | None = None) -> list[Node]:
+    """Nodes for one call of a leaf module at call site ``site`` (``path`` or ``path#k``)."""
+    if isinstance(m, _MAX_POOL_MODULES + _AVG_POOL_MODULES):
+        kind = "pool-max" if isinstance(m, _MAX_POOL_MODULES) else "pool-avg"
+        return [Node(site, kind, inputs, op=type(m).__name__,
+                     attrs={"window": window} if window else {})]
+    made = _module_node(path, m, inputs, owned)
+    if site != path:
+        suffix = site[len(path):]
+        internal = {node.name for node in made}
+        for node in made:
+            node.name = f"{node.name}{suffix}"
+            node.inputs = [f"{i}{suffix}" if i in internal else i for i in node.inputs]
+    for node in made:
+        node.op = node.op or type(m).__name__
+    return made
 
 
 def _fx_nodes(module: nn.Module, owned: dict[str, list[Param]]) -> list[Node]:
@@ -269,6 +305,14 @@ def _order_nodes(module: nn.Module, owned: dict[str, list[Param]]) -> list[Node]
     return nodes
 
 
+def owned_params(graph: ModelGraph, module: nn.Module) -> dict[str, list[Param]]:
+    """The graph's params by the module that owns them directly."""
+    owned: dict[str, list[Param]] = {}
+    for p in graph.params.values():
+        owned.setdefault(p.layer, []).append(p)
+    return owned
+
+
 def graph_from_module(module: nn.Module, target: str, fmt: str = "torch-module") -> ModelGraph:
     """Describe a live module: its parameters and buffers, placed in the traced dataflow."""
     tensors, aliases = unique_tensors(module)
@@ -292,7 +336,7 @@ def graph_from_module(module: nn.Module, target: str, fmt: str = "torch-module")
         graph.nodes = _order_nodes(module, owned)
         source = "module-order"
         first = first_line(exc) or type(exc).__name__
-        graph.notes.append(f"torch.fx could not trace the model ({first[:160]}); activations were "
+        graph.notes.append(f"{FX_FAILED} ({first[:160]}); activations were "
                            "read from module registration order, so functional activations "
                            "(F.relu in forward) are not seen")
     annotate(graph, source)

@@ -19,7 +19,8 @@ from initaudit.graph import ModelGraph
 from initaudit.probe.options import ProbeOptions
 from initaudit.probe.result import GradStats, ProbeResult, SiteStats
 
-__all__ = ["ProbeOptions", "ProbeResult", "SiteStats", "GradStats", "run_probe"]
+__all__ = ["ProbeOptions", "ProbeResult", "SiteStats", "GradStats", "run_probe", "capture_graph",
+           "probe_inputs"]
 
 
 def run_probe(graph: ModelGraph, options: ProbeOptions, factory: Any = None) -> ProbeResult:
@@ -51,25 +52,55 @@ def run_probe(graph: ModelGraph, options: ProbeOptions, factory: Any = None) -> 
         "(give --model pkg.module:factory to probe it)"))
 
 
+CAPTURE_BATCH = 2  # synthetic inputs for the dataflow capture: the dataflow does not depend on it
+
+
+def probe_inputs(graph: ModelGraph, options: ProbeOptions, factory: Any, batch: int | None = None):
+    """The probe's inputs: ``--inputs``, else ``example_inputs()``, else synthetic ones (of
+    ``batch`` rows, default ``--batch-size``). Raises ProbeInputError when none can be made."""
+    from initaudit.probe.inputs import from_object, load_inputs_file, synthesize
+
+    if options.inputs is not None:
+        if isinstance(options.inputs, (str, Path)):
+            return load_inputs_file(options.inputs)
+        return from_object(options.inputs, "file", "inputs given to audit()")
+    example = _example_inputs(factory)
+    if example is not None:
+        return from_object(example, "file", "example_inputs() next to the factory")
+    return synthesize(graph.module, graph, batch or options.batch_size, options.seed, options.input_shapes)
+
+
+def capture_graph(graph: ModelGraph, options: ProbeOptions, factory: Any = None) -> None:
+    """Record the dataflow of a live module from one forward pass on the probe's inputs
+    (:mod:`initaudit.capture`); where that cannot run, the torch.fx / module-order graph stays
+    and a note says why. Runs before the analysis, with the probe on or off."""
+    from initaudit.capture import capture_dataflow
+    from initaudit.probe.inputs import ProbeInputError
+
+    module = graph.module
+    if module is None or any(t.device.type == "meta" for t in (*module.parameters(), *module.buffers())):
+        return
+    fallback = {"fx": "torch.fx (symbolic)", "module-order": "module registration order (a guess)"}.get(
+        graph.capture or "", str(graph.capture))
+    try:
+        inputs = probe_inputs(graph, options, factory, batch=CAPTURE_BATCH)
+    except ProbeInputError as exc:
+        graph.notes.append(f"dataflow from {fallback}: no inputs to record a forward pass ({exc})")
+        return
+    from initaudit.probe.torch_probe import _device_of
+
+    reason = capture_dataflow(graph, inputs.to(_device_of(module)))
+    if reason is not None:
+        graph.notes.append(f"dataflow from {fallback}: the forward pass could not be recorded ({reason})")
+
+
 def _probe_torch(graph: ModelGraph, options: ProbeOptions, factory: Any) -> ProbeResult:
-    from initaudit.probe.inputs import (ProbeInputError, from_object, load_inputs_file,
-                                        synthesize)
+    from initaudit.probe.inputs import ProbeInputError
     from initaudit.probe.torch_probe import probe_module
 
     module = graph.module
     try:
-        if options.inputs is not None:
-            if isinstance(options.inputs, (str, Path)):
-                inputs = load_inputs_file(options.inputs)
-            else:
-                inputs = from_object(options.inputs, "file", "inputs given to audit()")
-        else:
-            example = _example_inputs(factory)
-            if example is not None:
-                inputs = from_object(example, "file", "example_inputs() next to the factory")
-            else:
-                inputs = synthesize(module, graph, options.batch_size, options.seed,
-                                    options.input_shapes)
+        inputs = probe_inputs(graph, options, factory)
     except ProbeInputError as exc:
         return ProbeResult(ran=False, seed=options.seed, skipped_reason=f"no probe inputs: {exc}")
     result = probe_module(module, graph, inputs, options)

@@ -111,6 +111,9 @@ class ProbeResult:
     mode: str | None = None  # train/eval choices made for the probe (documented in the probe)
     notes: list[str] = field(default_factory=list)  # what the probe could not do, and why
     frozen: list[str] = field(default_factory=list)  # params with requires_grad=False
+    # the ecosystem convention synthetic inputs followed ("transformers: input_ids +
+    # attention_mask"), or None (first-layer inference, a file, example_inputs())
+    convention: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out = {"ran": self.ran, "batch_size": self.batch_size if self.ran else None, "seed": self.seed,
@@ -118,6 +121,7 @@ class ProbeResult:
         if self.ran:  # extra keys (DESIGN section 4 allows additions)
             out.update({
                 "inputs_source": self.inputs_source, "input_shapes": self.input_shapes,
+                "convention": self.convention,
                 "input_std": self.input_std, "device": self.device, "mode": self.mode,
                 "loss": self.loss, "notes": self.notes,
                 "sites": [s.to_full_json() for s in self.sites],

@@ -33,9 +33,13 @@ def _header(report: Report) -> Table:
     t.add_row("format", report.format)
     t.add_row("parameters", f"{report.parameter_count:,}")
     t.add_row("stage", f"{report.stage} ({report.stage_reason})")
+    if report.capture:
+        t.add_row("dataflow", CAPTURE_LABELS.get(report.capture, report.capture))
     probe = report.probe
     if probe is not None and getattr(probe, "ran", False):
-        t.add_row("probe", f"batch {probe.batch_size}, seed {probe.seed}, {probe.inputs} inputs")
+        convention = getattr(probe, "convention", None)
+        t.add_row("probe", f"batch {probe.batch_size}, seed {probe.seed}, {probe.inputs} inputs"
+                  + (f" ({convention})" if convention else ""))
     elif probe is not None:
         t.add_row("probe", f"not run: {probe.skipped_reason}")
     for note in report.notes:
@@ -181,6 +185,10 @@ def verdict(report: Report) -> Text:
     if report.failed:
         return Text(f"FAIL: {counts} (fail-on {report.fail_on})", style="bold red")
     return Text(f"PASS: {counts} (fail-on {report.fail_on})", style="bold green")
+
+
+CAPTURE_LABELS = {"trace": "recorded from a forward pass", "fx": "torch.fx symbolic trace",
+                  "onnx": "ONNX graph", "module-order": "module registration order (a guess; see notes)"}
 
 
 def render(report: Report) -> RenderableType:
