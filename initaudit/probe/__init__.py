@@ -104,6 +104,10 @@ def _probe_torch(graph: ModelGraph, options: ProbeOptions, factory: Any) -> Prob
     except ProbeInputError as exc:
         return ProbeResult(ran=False, seed=options.seed, skipped_reason=f"no probe inputs: {exc}")
     result = probe_module(module, graph, inputs, options)
+    if inputs.convention:
+        result.convention = inputs.convention
+        if result.ran:
+            result.notes.append(f"inputs by convention: {inputs.source}")
     if not result.ran and inputs.kind == "synthetic" and result.skipped_reason:
         result.skipped_reason += (f" (synthetic inputs: {inputs.source}; give --input-shape or "
                                   "--inputs)")

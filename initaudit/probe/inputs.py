@@ -1,7 +1,8 @@
-"""Probe inputs: a file (``--inputs``), the user's ``example_inputs()``, or synthetic batches
-inferred from the model's first layer.
+"""Probe inputs: a file (``--inputs``), the user's ``example_inputs()``, or synthetic batches:
+by the model ecosystem's convention (Hugging Face, timm, torchvision, diffusers,
+``nn.Transformer*``: :mod:`initaudit.probe.conventions`), else inferred from the first layer.
 
-Synthetic inputs (seeded, ``batch`` = ``--batch-size``):
+First-layer synthetic inputs (seeded, ``batch`` = ``--batch-size``):
 
 | first layer | input |
 |---|---|
@@ -35,6 +36,7 @@ from initaudit.errors import TargetError, first_line
 from initaudit.graph import ModelGraph
 from initaudit.loaders.pickle_safety import scan_checkpoint
 from initaudit.loaders.torch_module import is_hf_conv1d
+from initaudit.probe.conventions import elements, from_convention
 
 SEQ_LEN = 16
 CONV_SPATIAL = {1: (64,), 2: (32, 32), 3: (16, 16, 16)}
@@ -54,6 +56,7 @@ class ProbeInputs:
     kind: str = "synthetic"  # "synthetic" | "file" (DESIGN section 4 vocabulary)
     source: str = ""  # what made them: "synthetic N(0,1) (64, 100) for 0 (Linear)", a path, ...
     unit_dim: int = -1  # where the units of the first input are (1 for images)
+    convention: str | None = None  # the ecosystem convention synthetic inputs followed
 
     def tensors(self) -> list[torch.Tensor]:
         return [t for t in _flatten((self.args, self.kwargs)) if isinstance(t, torch.Tensor)]
@@ -65,7 +68,8 @@ class ProbeInputs:
 
     def to(self, device: torch.device | str) -> ProbeInputs:
         move = lambda v: _map(v, lambda t: t.to(device))  # noqa: E731
-        return ProbeInputs(move(self.args), move(self.kwargs), self.kind, self.source, self.unit_dim)
+        return ProbeInputs(move(self.args), move(self.kwargs), self.kind, self.source, self.unit_dim,
+                           self.convention)
 
 
 def _flatten(obj: Any):
@@ -175,7 +179,20 @@ def first_layer(module: nn.Module, graph: ModelGraph) -> tuple[str, nn.Module] |
 
 def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
                input_shapes: dict[str, tuple[int, ...]] | None = None) -> ProbeInputs:
-    """Seeded synthetic inputs for the first layer (see the module docstring)."""
+    """Seeded synthetic inputs: by the model ecosystem's convention
+    (:mod:`initaudit.probe.conventions`), else for the first layer (see the module docstring)."""
+    if not input_shapes:
+        made = from_convention(module, batch, torch.Generator().manual_seed(seed))
+        if made is not None:
+            if elements(made) > MAX_SYNTHETIC_ELEMENTS:
+                raise ProbeInputError(f"{made.convention}: {elements(made):,} input elements (at most "
+                                      f"{MAX_SYNTHETIC_ELEMENTS:,}); give --inputs")
+            source = made.convention
+            if made.batch and made.batch < batch:
+                source += f"; batch {made.batch} instead of --batch-size {batch} for inputs this large"
+            inputs = ProbeInputs(made.args, made.kwargs, "synthetic", source, made.unit_dim,
+                                 made.convention)
+            return _cast_to_model(inputs, module)
     required = _required_inputs(module)
     if len(required) != 1:
         names = ", ".join(required) or "none"
@@ -215,6 +232,16 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
     x = torch.randn(shape, generator=gen)
     dtype = next((p.dtype for p in m.parameters(recurse=False) if p.is_floating_point()), x.dtype)
     return ProbeInputs((x.to(dtype),), {}, "synthetic", f"N(0, 1) {tuple(shape)} for {label}", unit_dim)
+
+
+def _cast_to_model(inputs: ProbeInputs, module: nn.Module) -> ProbeInputs:
+    """Float inputs in the model's floating dtype (fp16/bf16 models)."""
+    dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    if dtype == torch.float32:
+        return inputs
+    cast = lambda v: _map(v, lambda t: t.to(dtype) if t.is_floating_point() else t)  # noqa: E731
+    return ProbeInputs(cast(inputs.args), cast(inputs.kwargs), inputs.kind, inputs.source,
+                       inputs.unit_dim, inputs.convention)
 
 
 # Layers whose inputs and outputs carry units (channels) in dimension 1, not the last one.

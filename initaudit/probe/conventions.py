@@ -1,0 +1,236 @@
+"""Probe inputs from the model ecosystem's own conventions, so a Hugging Face, timm,
+torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``--inputs``.
+
+| model | inputs |
+|---|---|
+| transformers ``PreTrainedModel``, text | ``input_ids`` uniform on [0, vocab_size), (batch, 16) + ``attention_mask`` of ones |
+| encoder-decoder (``config.is_encoder_decoder``) | + ``decoder_input_ids`` (batch, 16) |
+| vision (``main_input_name == "pixel_values"``) | N(0, 1) (batch, num_channels, image_size, image_size) |
+| speech, ``input_features`` (Whisper) | N(0, 1) (batch, num_mel_bins, 2 * max_source_positions) |
+| speech, ``input_values`` (Wav2Vec2, HuBERT) | N(0, 1) (batch, samples) with samples giving 16 frames after the conv feature extractor |
+| text + vision (CLIP-style, ``text_config`` and ``vision_config``) | ``input_ids`` and ``pixel_values`` from each sub-config |
+| timm (``pretrained_cfg`` / ``default_cfg``) | N(0, 1) (batch, *input_size) |
+| torchvision classifiers | N(0, 1) (batch, 3, 224, 224); Inception v3 299 x 299 |
+| torchvision segmentation | N(0, 1) (batch, 3, 224, 224); detection: a list of ``batch`` 3 x 224 x 224 images |
+| diffusers ``UNet2DModel`` / ``UNet2DConditionModel`` | ``sample`` (batch, in_channels, sample_size, sample_size) + integer ``timestep`` (+ ``encoder_hidden_states`` (batch, 16, cross_attention_dim)) |
+| diffusers ``AutoencoderKL`` and other VAEs | ``sample`` (batch, in_channels, sample_size, sample_size) |
+| ``nn.Transformer``, ``nn.TransformerEncoder/Decoder(Layer)`` | N(0, 1) (batch, 16, d_model), sequence first unless ``batch_first`` |
+
+Libraries are detected by ``isinstance`` against classes of libraries already imported (the model
+was built with them; nothing is imported here) and by attributes, never by model names. Images
+of more than 64 x 64 pixels and speech are run at batch ``min(--batch-size, 8)``; the probe
+block says so.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+SEQ_LEN = 16
+BIG_INPUT_BATCH = 8  # batch for inputs of more than 64x64 pixels, and for speech
+
+
+class Made:
+    """Inputs a convention made, and its name for the report."""
+
+    def __init__(self, convention: str, kwargs: dict[str, Any] | None = None, args: tuple = (),
+                 unit_dim: int = -1, batch: int = 0):
+        self.convention, self.kwargs, self.args, self.unit_dim = convention, kwargs or {}, args, unit_dim
+        self.batch = batch  # samples made (0: as asked)
+
+
+def _lib_class(module: str, name: str) -> type | None:
+    mod = sys.modules.get(module)
+    cls = getattr(mod, name, None) if mod is not None else None
+    return cls if isinstance(cls, type) else None
+
+
+def _accepts(module: nn.Module) -> set[str]:
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return set()
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return set(params) | {"**"}
+    return set(params)
+
+
+def _size(v: Any, default: int) -> tuple[int, int]:
+    if isinstance(v, (list, tuple)) and len(v) >= 2:
+        return int(v[0]), int(v[1])
+    if isinstance(v, int) and v > 0:
+        return v, v
+    return default, default
+
+
+def _image_batch(batch: int, h: int, w: int) -> int:
+    return min(batch, BIG_INPUT_BATCH) if h * w > 64 * 64 else batch
+
+
+def from_convention(module: nn.Module, batch: int, gen: torch.Generator) -> Made | None:
+    """Inputs by the first convention that applies to ``module``, else None."""
+    for convention in (_transformers, _diffusers, _timm, _torchvision, _torch_transformer):
+        made = convention(module, batch, gen)
+        if made is not None:
+            return made
+    return None
+
+
+def _ids(gen: torch.Generator, vocab: int, batch: int, seq: int) -> torch.Tensor:
+    return torch.randint(0, max(1, vocab), (batch, seq), generator=gen)
+
+
+def _seq_len(config: Any) -> int:
+    limit = getattr(config, "max_position_embeddings", None)
+    return min(SEQ_LEN, limit) if isinstance(limit, int) and limit > 0 else SEQ_LEN
+
+
+def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made | None:
+    base = _lib_class("transformers", "PreTrainedModel")
+    if base is None or not isinstance(module, base):
+        return None
+    config = module.config
+    accepts = _accepts(module)
+    main = getattr(module, "main_input_name", "input_ids")
+    kwargs: dict[str, Any] = {}
+    names: list[str] = []
+    text_cfg, vision_cfg = getattr(config, "text_config", None), getattr(config, "vision_config", None)
+    if main == "pixel_values" or (vision_cfg is not None and "pixel_values" in accepts):
+        vc = config if main == "pixel_values" and getattr(config, "image_size", None) is not None \
+            else (vision_cfg or config)
+        h, w = _size(getattr(vc, "image_size", None), 224)
+        c = int(getattr(vc, "num_channels", 3) or 3)
+        batch = _image_batch(batch, h, w)
+        kwargs["pixel_values"] = torch.randn((batch, c, h, w), generator=gen)
+        names.append("pixel_values")
+    if main == "input_features":
+        mels = int(getattr(config, "num_mel_bins", 80))
+        frames = 2 * int(getattr(config, "max_source_positions", 1500))
+        batch = min(batch, BIG_INPUT_BATCH)
+        kwargs["input_features"] = torch.randn((batch, mels, frames), generator=gen)
+        names.append("input_features")
+    elif main == "input_values":
+        batch = min(batch, BIG_INPUT_BATCH)
+        kwargs["input_values"] = torch.randn((batch, _samples_for_frames(config, SEQ_LEN)), generator=gen)
+        names.append("input_values")
+    if main == "input_ids" or (text_cfg is not None and "input_ids" in accepts):
+        tc = text_cfg if text_cfg is not None else config
+        vocab = getattr(tc, "vocab_size", None)
+        if not isinstance(vocab, int):
+            return None
+        seq = _seq_len(tc)
+        kwargs["input_ids"] = _ids(gen, vocab, batch, seq)
+        names.append("input_ids")
+        if "attention_mask" in accepts:
+            kwargs["attention_mask"] = torch.ones((batch, seq), dtype=torch.long)
+            names.append("attention_mask")
+    if not kwargs:
+        return None
+    if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in accepts:
+        dc = getattr(config, "decoder", None) or config
+        vocab = getattr(dc, "vocab_size", None) or getattr(config, "vocab_size", None)
+        seq = min(SEQ_LEN, int(getattr(config, "max_target_positions", SEQ_LEN) or SEQ_LEN))
+        if isinstance(vocab, int):
+            kwargs["decoder_input_ids"] = _ids(gen, vocab, batch, seq)
+            names.append("decoder_input_ids")
+    if "use_cache" in accepts:
+        kwargs["use_cache"] = False  # no key/value cache: one plain forward
+    for k in list(kwargs):  # one batch for all (a vision input may have lowered it)
+        if isinstance(kwargs[k], torch.Tensor) and kwargs[k].shape[0] != batch:
+            kwargs[k] = kwargs[k][:batch]
+    return Made("transformers: " + " + ".join(names), kwargs,
+                unit_dim=1 if names[0] == "pixel_values" else -1, batch=batch)
+
+
+def _samples_for_frames(config: Any, frames: int) -> int:
+    """Raw audio samples that leave ``frames`` frames after the conv feature extractor."""
+    kernels = list(getattr(config, "conv_kernel", None) or [])
+    strides = list(getattr(config, "conv_stride", None) or [])
+    n = frames
+    for k, s in reversed(list(zip(kernels, strides))):
+        n = (n - 1) * int(s) + int(k)
+    return max(n, 400)
+
+
+def _diffusers(module: nn.Module, batch: int, gen: torch.Generator) -> Made | None:
+    base = _lib_class("diffusers", "ModelMixin")
+    if base is None or not isinstance(module, base):
+        return None
+    config = module.config
+    c = int(getattr(config, "in_channels", 3) or 3)
+    h, w = _size(getattr(config, "sample_size", None), 32)
+    batch = _image_batch(batch, h, w)
+    sample = torch.randn((batch, c, h, w), generator=gen)
+    accepts = _accepts(module)
+    kwargs: dict[str, Any] = {"sample": sample}
+    names = ["sample"]
+    if "timestep" in accepts:
+        kwargs["timestep"] = torch.randint(0, 1000, (batch,), generator=gen)
+        names.append("timestep")
+    cross = getattr(config, "cross_attention_dim", None)
+    if "encoder_hidden_states" in accepts and cross:
+        dim = int(cross[0] if isinstance(cross, (list, tuple)) else cross)
+        kwargs["encoder_hidden_states"] = torch.randn((batch, SEQ_LEN, dim), generator=gen)
+        names.append("encoder_hidden_states")
+    if "sample" not in accepts:
+        return None
+    return Made(f"diffusers {type(module).__name__}: " + " + ".join(names), kwargs, unit_dim=1, batch=batch)
+
+
+def _timm(module: nn.Module, batch: int, gen: torch.Generator) -> Made | None:
+    cfg = getattr(module, "pretrained_cfg", None) or getattr(module, "default_cfg", None)
+    size = cfg.get("input_size") if isinstance(cfg, dict) else None
+    if not (isinstance(size, (list, tuple)) and len(size) == 3 and all(isinstance(d, int) for d in size)):
+        return None
+    c, h, w = size
+    batch = _image_batch(batch, h, w)
+    return Made(f"timm pretrained_cfg input_size {tuple(size)}",
+                args=(torch.randn((batch, c, h, w), generator=gen),), unit_dim=1, batch=batch)
+
+
+def _torchvision(module: nn.Module, batch: int, gen: torch.Generator) -> Made | None:
+    if not type(module).__module__.startswith("torchvision.models"):
+        return None
+    inception = _lib_class("torchvision.models", "Inception3")
+    rcnn = _lib_class("torchvision.models.detection.generalized_rcnn", "GeneralizedRCNN")
+    side = 299 if inception is not None and isinstance(module, inception) else 224
+    batch = _image_batch(batch, side, side)
+    if rcnn is not None and isinstance(module, rcnn) or ".detection." in type(module).__module__:
+        batch = min(batch, 2)
+        images = [torch.rand((3, side, side), generator=gen) for _ in range(batch)]
+        return Made(f"torchvision detection: a list of {batch} images 3x{side}x{side}", args=(images,),
+                    unit_dim=1, batch=batch)
+    kind = "segmentation" if ".segmentation." in type(module).__module__ else "classification"
+    return Made(f"torchvision {kind}: images 3x{side}x{side}",
+                args=(torch.randn((batch, 3, side, side), generator=gen),), unit_dim=1, batch=batch)
+
+
+def _torch_transformer(module: nn.Module, batch: int, gen: torch.Generator) -> Made | None:
+    types = (nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder, nn.TransformerEncoderLayer,
+             nn.TransformerDecoderLayer)
+    if not isinstance(module, types):
+        return None
+    attn = next((m for m in module.modules() if isinstance(m, nn.MultiheadAttention)), None)
+    if attn is None:
+        return None
+    first = attn.batch_first
+    shape = (batch, SEQ_LEN, attn.embed_dim) if first else (SEQ_LEN, batch, attn.embed_dim)
+    order = "batch first" if first else "sequence first"
+    x = torch.randn(shape, generator=gen)
+    name = type(module).__name__
+    if isinstance(module, (nn.Transformer, nn.TransformerDecoder, nn.TransformerDecoderLayer)):
+        memory = torch.randn(shape, generator=gen)
+        if isinstance(module, nn.Transformer):
+            return Made(f"torch.nn {name}: src + tgt {shape} ({order})", args=(x, memory))
+        return Made(f"torch.nn {name}: tgt + memory {shape} ({order})", args=(x, memory))
+    return Made(f"torch.nn {name}: src {shape} ({order})", args=(x,))
+
+
+def elements(made: Made) -> int:
+    return sum(math.prod(t.shape) for t in [*made.args, *made.kwargs.values()] if isinstance(t, torch.Tensor))
