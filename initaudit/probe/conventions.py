@@ -9,7 +9,7 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 | speech, ``input_features`` (Whisper) | N(0, 1) (batch, num_mel_bins, 2 * max_source_positions) |
 | speech, ``input_values`` (Wav2Vec2, HuBERT) | N(0, 1) (batch, samples) with samples giving 16 frames after the conv feature extractor |
 | text + vision (CLIP-style, ``text_config`` and ``vision_config``) | ``input_ids`` and ``pixel_values`` from each sub-config |
-| timm (``pretrained_cfg`` / ``default_cfg``) | N(0, 1) (batch, *input_size) |
+| timm (``pretrained_cfg`` / ``default_cfg``) | N(0, 1) (batch, *input_size), the patch embedding's ``img_size`` where the model was built for another |
 | torchvision classifiers | N(0, 1) (batch, 3, 224, 224); Inception v3 299 x 299 |
 | torchvision segmentation | N(0, 1) (batch, 3, 224, 224); detection: a list of ``batch`` 3 x 224 x 224 images |
 | diffusers ``UNet2DModel`` / ``UNet2DConditionModel`` | ``sample`` (batch, in_channels, sample_size, sample_size) + integer ``timestep`` (+ ``encoder_hidden_states`` (batch, 16, cross_attention_dim)) |
@@ -155,7 +155,7 @@ def _samples_for_frames(config: Any, frames: int) -> int:
     n = frames
     for k, s in reversed(list(zip(kernels, strides))):
         n = (n - 1) * int(s) + int(k)
-    return max(n, 400)
+    return max(n, 1)
 
 
 def _diffusers(module: nn.Module, batch: int, gen: torch.Generator) -> Made | None:
@@ -189,6 +189,10 @@ def _timm(module: nn.Module, batch: int, gen: torch.Generator) -> Made | None:
     if not (isinstance(size, (list, tuple)) and len(size) == 3 and all(isinstance(d, int) for d in size)):
         return None
     c, h, w = size
+    built = getattr(getattr(module, "patch_embed", None), "img_size", None)  # built for another size
+    if isinstance(built, (list, tuple)) and len(built) == 2 and tuple(built) != (h, w):
+        h, w = (int(d) for d in built)
+        size = (c, h, w)
     batch = _image_batch(batch, h, w)
     return Made(f"timm pretrained_cfg input_size {tuple(size)}",
                 args=(torch.randn((batch, c, h, w), generator=gen),), unit_dim=1, batch=batch)
