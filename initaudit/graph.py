@@ -198,8 +198,11 @@ def _following(start: str, users: dict[str, list[Node]], through: frozenset[str]
     return found
 
 
-_SHAPE_ONLY = frozenset({"transparent"})
-_SHAPE_OR_ACT = frozenset({"transparent", "act"})
+# Kinds that route units on without mixing them: what follows a layer is seen through them
+# (a max pool commutes with a monotone activation; a concatenation passes each branch's units on).
+PASS_THROUGH = frozenset({"transparent", "pool-max", "pool-avg", "cat"})
+_SHAPE_ONLY = PASS_THROUGH
+_SHAPE_OR_ACT = PASS_THROUGH | {"act"}
 
 
 def annotate(graph: ModelGraph, source: str) -> None:

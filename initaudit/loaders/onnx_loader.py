@@ -22,7 +22,6 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
@@ -30,25 +29,16 @@ import torch
 from onnx import numpy_helper
 
 from initaudit.errors import TargetError
-from initaudit.graph import Activation, ModelGraph, Node, OpKind, Param, ParamRole, annotate, torch_shape_fans
-from initaudit.loaders.onnx_store import _FLOAT_TYPES, TensorStore, _dtype_name, _one_line, _read_model, _skeleton
+from initaudit.graph import ModelGraph, Node, OpKind, Param, ParamRole, annotate
+from initaudit.loaders.onnx_ops import _ACT_OPS, _NORM_OPS, OpsMixin
+from initaudit.loaders.onnx_store import TensorStore, _one_line, _read_model, _skeleton
+from initaudit.loaders.onnx_weights import WeightsMixin, _all_tensors, _apply, _attr, _Source
 from initaudit.loaders.torch_module import detect_family
+from initaudit.patterns import Pattern, Prim, PrimView, find_patterns, op_kind
 
 # ---------------------------------------------------------------------------------------------
 # Op tables
 
-_ACT_OPS = {
-    "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Selu": "selu", "Elu": "elu",
-    "Celu": "celu", "Gelu": "gelu", "FastGelu": "gelu", "BiasGelu": "gelu", "QuickGelu": "gelu",
-    "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish", "Softplus": "softplus",
-    "Softsign": "softsign", "Mish": "mish", "Swish": "silu",
-}
-# op -> positions of (scale, shift, running mean, running var) among the inputs
-_NORM_OPS = {
-    "BatchNormalization": (1, 2, 3, 4), "LayerNormalization": (1, 2, None, None),
-    "InstanceNormalization": (1, 2, None, None), "GroupNormalization": (1, 2, None, None),
-    "RMSNormalization": (1, None, None, None), "SimplifiedLayerNormalization": (1, None, None, None),
-}
 _TRANSPARENT_OPS = {
     "Reshape", "Transpose", "Flatten", "Identity", "Dropout", "Cast", "CastLike", "Squeeze",
     "Unsqueeze", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool",
@@ -57,128 +47,16 @@ _TRANSPARENT_OPS = {
 }
 # Transparent ops whose output holds the same values as their input (torch: a view of it).
 _VIEW_OPS = {"Reshape", "Flatten", "Identity", "Dropout", "Squeeze", "Unsqueeze", "Transpose"}
-# Ops a weight may pass through between its initializer and the op that uses it.
-_WEIGHT_CHAIN = {"Transpose", "Cast", "CastLike", "Identity", "Reshape", "Squeeze", "Unsqueeze",
-                 "Flatten", "DequantizeLinear", "QuantizeLinear"}
 _META_OPS = {"Shape", "Size"}  # outputs describe a tensor, they are not signal
 _RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                "Multinomial", "Bernoulli"}
-_RNN_GATES = {"LSTM": ("i", "o", "f", "c"), "GRU": ("z", "r", "h"), "RNN": ()}
-_RNN_ACTS = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid", "LeakyRelu": "leaky_relu",
-             "Elu": "elu", "Softsign": "softsign", "Softplus": "softplus", "HardSigmoid": "hardsigmoid"}
-_ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Cast", "Softplus", "Neg"}
 _QUANTISED_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm",
                   "DynamicQuantizeMatMul", "MatMulNBits"}
 
-# ---------------------------------------------------------------------------------------------
-# Weight sources: an initializer and the transforms on the way to the op that uses it
 
+class _Builder(WeightsMixin, OpsMixin):
+    """ONNX nodes -> graph Nodes: statuses, patterns (initaudit.patterns), one handler per op."""
 
-@dataclass
-class _Source:
-    root: str
-    steps: list[tuple]  # ("transpose", perm) | ("reshape", shape) | ("squeeze", axes) | ...
-    shape: tuple[int, ...]  # effective shape, after the steps
-
-    @property
-    def key(self) -> tuple:
-        return (self.root, tuple((s[0], repr(s[1:])) for s in self.steps))
-
-
-def _apply_shape(step: tuple, shape: tuple[int, ...]) -> tuple[int, ...]:
-    kind = step[0]
-    if kind == "transpose":
-        perm = step[1] or tuple(reversed(range(len(shape))))
-        return tuple(shape[p] for p in perm)
-    if kind == "reshape":
-        target, allowzero = list(step[1]), step[2]
-        out = [shape[i] if (d == 0 and not allowzero and i < len(shape)) else d
-               for i, d in enumerate(target)]
-        if -1 in out:
-            known = math.prod(d for d in out if d != -1)
-            out[out.index(-1)] = math.prod(shape) // known if known else 0
-        if math.prod(out) != math.prod(shape):
-            raise ValueError("reshape size mismatch")
-        return tuple(out)
-    if kind == "squeeze":
-        axes = {a % len(shape) for a in step[1]} if step[1] else {i for i, d in enumerate(shape) if d == 1}
-        return tuple(d for i, d in enumerate(shape) if i not in axes)
-    if kind == "unsqueeze":
-        out = list(shape)
-        rank = len(shape) + len(step[1])
-        for a in sorted(a % rank for a in step[1]):
-            out.insert(a, 1)
-        return tuple(out)
-    if kind == "flatten":
-        axis = step[1] % len(shape) if shape else 0
-        return (math.prod(shape[:axis]), math.prod(shape[axis:]))
-    if kind == "index":
-        return shape[1:]
-    return shape  # cast, dequant, scale
-
-
-def _apply(step: tuple, t: torch.Tensor, store: TensorStore) -> torch.Tensor:
-    kind = step[0]
-    if kind == "transpose":
-        perm = step[1] or tuple(reversed(range(t.dim())))
-        return t.permute(*perm)
-    if kind in ("reshape", "squeeze", "unsqueeze", "flatten"):
-        return t.reshape(_apply_shape(step, tuple(t.shape)))
-    if kind == "cast":
-        return t if t.is_floating_point() else t.to(torch.float32)
-    if kind == "index":
-        return t[step[1]]
-    if kind == "scale":
-        return t.to(torch.float32) * step[1]
-    if kind == "dequant":
-        _, scale_name, zp_name, axis, block = step
-        scale = torch.from_numpy(np.asarray(store.array(scale_name), dtype=np.float32))
-        x = t.to(torch.float32)
-        zp = None
-        if zp_name:
-            zp = torch.from_numpy(np.asarray(store.array(zp_name)).astype(np.float32))
-        if scale.numel() > 1:
-            axis = axis % x.dim()
-            if block and block > 0:
-                scale = scale.repeat_interleave(block, dim=axis).narrow(axis, 0, x.shape[axis])
-                zp = zp.repeat_interleave(block, dim=axis).narrow(axis, 0, x.shape[axis]) \
-                    if zp is not None and zp.numel() > 1 else zp
-            else:
-                view = [1] * x.dim()
-                view[axis] = -1
-                scale = scale.reshape(view)
-                zp = zp.reshape(view) if zp is not None and zp.numel() > 1 else zp
-        if zp is not None:
-            x = x - zp
-        return x * scale
-    return t
-
-
-# ---------------------------------------------------------------------------------------------
-# Exporter idioms collapsed into one node
-
-
-@dataclass
-class _Pattern:
-    kind: str  # "act" | "norm"
-    name: str  # node name to use
-    root: str  # input tensor
-    output: str  # output tensor
-    members: set[int]  # ONNX node indices absorbed
-    activation: Activation | None = None
-    op: str = ""
-    scale: str | None = None  # tensor names of gamma / beta for a norm
-    shift: str | None = None
-
-
-def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
-class _Builder:
     def __init__(self, path: Path, model: onnx.ModelProto, graph: onnx.GraphProto, store: TensorStore,
                  value_shapes: dict[str, tuple]):
         self.path = path
@@ -214,6 +92,7 @@ class _Builder:
         self.skipped: list[tuple[str, str]] = []
         self.unplaced: dict[str, list[str]] = {}  # initializer -> "node (op)" using it
         self.gather_indices: list[tuple[str, int]] = []  # (indices tensor, table rows)
+        self.roots: dict[str, str] = {}  # Node -> nearest non-shape-only Node at or behind it
 
     # -- helpers --------------------------------------------------------------------------
     def unique(self, name: str) -> str:
@@ -297,344 +176,6 @@ class _Builder:
                 return numpy_helper.from_array(arr, n.output[0])
         return None
 
-    def resolve(self, t: str) -> _Source | None:
-        """The initializer behind a weight operand, and the transforms on the way."""
-        if not t or not self.is_const(t):
-            return None
-        chain: list[onnx.NodeProto] = []
-        cur = t
-        while cur not in self.store:
-            n = self.op(cur)
-            if n is None or n.op_type not in _WEIGHT_CHAIN or not n.input or len(chain) > 8:
-                return None
-            chain.append(n)
-            cur = n.input[0]
-        root = cur
-        shape = self.store.shape(root)
-        steps: list[tuple] = []
-        try:
-            quantised = False  # a float weight through QuantizeLinear -> DequantizeLinear
-            for n in reversed(chain):
-                if n.op_type == "QuantizeLinear":
-                    quantised = True
-                    continue
-                if n.op_type == "DequantizeLinear" and quantised:
-                    quantised = False
-                    continue
-                step = self._chain_step(n)
-                if step is None:
-                    return None
-                if step[0] != "identity":
-                    shape = _apply_shape(step, shape)
-                    steps.append(step)
-            if quantised:
-                return None  # quantised and consumed as integers (QLinear* ops)
-        except (ValueError, IndexError, ZeroDivisionError):
-            return None
-        return _Source(root, steps, shape)
-
-    def _chain_step(self, n: onnx.NodeProto) -> tuple | None:
-        op = n.op_type
-        if op in ("Identity",):
-            return ("identity",)
-        if op in ("Cast", "CastLike"):
-            return ("cast",)
-        if op == "Transpose":
-            perm = _attr(n, "perm")
-            return ("transpose", tuple(perm) if perm else None)
-        if op == "Reshape":
-            shape = self.store.small(n.input[1]) if len(n.input) > 1 and n.input[1] in self.store else None
-            if shape is None:
-                src = self.resolve(n.input[1]) if len(n.input) > 1 else None
-                shape = self.store.small(src.root) if src is not None and not src.steps else None
-            if shape is None:
-                return None
-            return ("reshape", tuple(int(d) for d in np.asarray(shape).reshape(-1)),
-                    bool(_attr(n, "allowzero", 0)))
-        if op in ("Squeeze", "Unsqueeze"):
-            axes = _attr(n, "axes")
-            if axes is None and len(n.input) > 1 and n.input[1]:
-                src = self.resolve(n.input[1])
-                arr = self.store.small(src.root) if src is not None else None
-                if arr is None:
-                    return None
-                axes = [int(a) for a in np.asarray(arr).reshape(-1)]
-            if axes is None and op == "Unsqueeze":
-                return None
-            return (op.lower(), tuple(axes or ()))
-        if op == "Flatten":
-            return ("flatten", int(_attr(n, "axis", 1)))
-        if op == "DequantizeLinear":
-            scale = self.resolve(n.input[1]) if len(n.input) > 1 else None
-            zp = self.resolve(n.input[2]) if len(n.input) > 2 and n.input[2] else None
-            if scale is None or scale.steps or (zp is not None and zp.steps):
-                return None
-            return ("dequant", scale.root, zp.root if zp else None, int(_attr(n, "axis", 1)),
-                    int(_attr(n, "block_size", 0)))
-        return None
-
-    # -- params ---------------------------------------------------------------------------
-    def claim(self, src: _Source, name: str, node: str, op: str, kind: OpKind, role: ParamRole,
-              *, extra_steps: Iterable[tuple] = (), shape: tuple[int, ...] | None = None,
-              **kw) -> tuple[str, bool]:
-        """Param for ``src`` (made on first use): (name, made_now). A tensor used again the same
-        way is the same Param; used another way, it keeps its first role and the later use is
-        noted (tied weights appear once)."""
-        steps = [*src.steps, *extra_steps]
-        key = (src.root, tuple((s[0], repr(s[1:])) for s in steps), kind, role)
-        if key in self.claims:
-            existing = self.params[self.claims[key]]
-            if node != existing.layer:
-                existing.notes.append(f"also used by {node} ({op})")
-            return self.claims[key], False
-        if self.root_claims.get(src.root) and not any(
-                n.startswith(f"{src.root}[") for n in self.root_claims[src.root]):
-            first = self.params[self.root_claims[src.root][0]]
-            first.notes.append(f"also used by {node} ({op}) as {kind.value} {role.value}")
-            if node not in first.aliases:
-                first.aliases.append(node)
-            return first.name, False
-        st = self.store.protos[src.root]
-        p = Param(name=name, shape=tuple(shape if shape is not None else src.shape),
-                  dtype=_dtype_name(st.data_type), layer=node, op=op, kind=kind, role=role, **kw)
-        if steps:
-            what = ", ".join(dict.fromkeys(s[0] for s in steps))
-            p.notes.append(f"stored as {src.root} {list(self.store.shape(src.root))}; "
-                           f"analysed after {what}")
-        self.params[name] = p
-        self.sources[name] = _Source(src.root, steps, p.shape)
-        for step in steps:  # quantisation scales and zero points belong to this weight
-            if step[0] == "dequant":
-                for aux in step[1:3]:
-                    if aux:
-                        self.root_claims.setdefault(aux, [])
-        self.claims[key] = name
-        self.root_claims.setdefault(src.root, []).append(name)
-        return name, True
-
-    def hint(self, i: int) -> str | None:
-        """The PyTorch module an exporter recorded for a node (classic: the node name's scope;
-        dynamo: the name_scopes metadata)."""
-        n = self.nodes[i]
-        for prop in n.metadata_props:
-            if prop.key == "pkg.torch.onnx.name_scopes":
-                try:
-                    scopes = [s.strip().strip("'\"") for s in prop.value.strip("[]").split(",")]
-                except Exception:
-                    return None
-                scopes = [s for s in scopes if s]
-                return scopes[-2] if len(scopes) >= 2 else None
-        if n.name.startswith("/") and n.name.count("/") >= 2:
-            parts = n.name.strip("/").split("/")
-            return parts[-2] if len(parts) >= 2 else None
-        return None
-
-    def folded_norm(self, i: int, weight: str, bias: str | None) -> bool:
-        """True when the exporter folded a BatchNorm into this layer: the dynamo exporter keeps
-        the weight's name but records the BatchNorm as the node's origin; the classic one
-        renames both the weight and the bias it creates (onnx::Conv_N)."""
-        n = self.nodes[i]
-        for prop in n.metadata_props:
-            if prop.key in ("pkg.torch.onnx.class_hierarchy", "pkg.torch.onnx.fx_node") and \
-                    ("batchnorm" in prop.value.lower() or "batch_norm" in prop.value.lower()):
-                return True
-        if n.op_type == "MatMul" or bias is None:
-            return False
-        generated = "::" in weight and "::" in bias
-        return generated and n.name.startswith("/")
-
-    def _hint_note(self, pname: str, i: int) -> None:
-        p = self.params[pname]
-        h = self.hint(i)
-        generated = "::" in pname or pname.startswith(("val_", "_val_")) or pname.isdigit()
-        if h and generated:
-            p.notes.append(f"exported from PyTorch module '{h}' (initializer named {pname!r} by the exporter)")
-
-    # -- patterns -------------------------------------------------------------------------
-    def find_patterns(self) -> dict[int, _Pattern]:
-        found: dict[int, _Pattern] = {}
-        for i, n in enumerate(self.nodes):
-            if i in found or n.op_type not in ("Erf", "Tanh", "Sigmoid", "HardSigmoid", "ReduceMean"):
-                continue
-            pat = self._norm_pattern(i) if n.op_type == "ReduceMean" else self._act_pattern(i)
-            if pat is not None and not any(m in found for m in pat.members):
-                for m in pat.members:
-                    found[m] = pat
-        return found
-
-    def _cone(self, t: str, root: str, members: set[int], depth: int = 0) -> bool:
-        """True when ``t`` is an elementwise function of ``root`` and constants only; collects
-        the nodes in between."""
-        if t == root or self.is_const(t):
-            return True
-        i = self.producer.get(t)
-        if i is None or depth > 8 or self.nodes[i].op_type not in _ELEMENTWISE:
-            return False
-        if i in members:
-            return True
-        members.add(i)
-        return all(self._cone(x, root, members, depth + 1) for x in self.nodes[i].input if x)
-
-    def _internal_ok(self, members: set[int], output: str) -> bool:
-        """Every tensor made inside the pattern is used only inside it (except the output)."""
-        for m in members:
-            for o in self.nodes[m].output:
-                if not o or o == output:
-                    continue
-                if o in self.graph_outputs or any(u not in members for u in self.consumers.get(o, [])):
-                    return False
-        return True
-
-    def _act_pattern(self, ci: int) -> _Pattern | None:
-        core = self.nodes[ci]
-        if not core.input or not self.is_signal(core.input[0]):
-            return None
-        members = {ci}
-        cur = core.output[0]
-        added_one = False
-        u = self.sole_consumer(cur)
-        if u is not None and self.nodes[u].op_type == "Add" and core.op_type in ("Erf", "Tanh"):
-            other = [x for x in self.nodes[u].input if x != cur]
-            if len(other) == 1 and self.scalar(other[0]) is not None:
-                members.add(u)
-                cur = self.nodes[u].output[0]
-                added_one = True
-        root = None
-        steps = 0
-        while steps < 4:
-            u = self.sole_consumer(cur)
-            if u is None or self.nodes[u].op_type not in ("Mul", "Div"):
-                break
-            un = self.nodes[u]
-            other = [x for x in un.input if x != cur]
-            if len(other) != 1:
-                break
-            o = other[0]
-            if self.is_const(o):
-                pass
-            elif root is None and un.op_type == "Mul" and self.is_signal(o):
-                root, extra = self._multiplier_root(o, core.input[0])
-                if root is None:
-                    break
-                members |= extra
-            else:
-                break
-            members.add(u)
-            cur = un.output[0]
-            steps += 1
-        if root is None:
-            return None
-        cone: set[int] = set()
-        if not self._cone(core.input[0], root, cone):
-            return None
-        members |= cone
-        ops = {self.nodes[m].op_type for m in cone}
-        if core.op_type == "Erf":
-            if not added_one:
-                return None
-            act = Activation("gelu")
-        elif core.op_type == "Tanh":
-            if "Softplus" in ops:
-                act = Activation("mish")
-            elif added_one and ("Pow" in ops or "Mul" in ops):
-                act = Activation("gelu")
-            else:
-                return None
-        elif core.op_type == "Sigmoid":
-            scale = None
-            for m in cone:
-                if self.nodes[m].op_type == "Mul":
-                    vals = [self.scalar(x) for x in self.nodes[m].input]
-                    scale = next((v for v in vals if v is not None), scale)
-            act = Activation("gelu") if scale is not None and abs(scale - 1.702) < 0.01 else Activation("silu")
-        else:  # HardSigmoid
-            act = Activation("hardswish")
-        if not self._internal_ok(members, cur):
-            return None
-        return _Pattern("act", self.node_name(ci), root, cur, members, activation=act,
-                        op=f"{act.name}(decomposed)")
-
-    def _multiplier_root(self, o: str, core_in: str) -> tuple[str | None, set[int]]:
-        """The x in x * f(x): ``o`` itself, or the input of a x*0.5 / x/2 feeding the product."""
-        if self._cone(core_in, o, set()):
-            return o, set()
-        pi = self.producer.get(o)
-        if pi is not None and self.nodes[pi].op_type in ("Mul", "Div"):
-            pn = self.nodes[pi]
-            sig = [x for x in pn.input if self.is_signal(x)]
-            consts = [x for x in pn.input if self.is_const(x)]
-            if len(sig) == 1 and len(consts) == 1 and self.sole_consumer(o) is not None \
-                    and self._cone(core_in, sig[0], set()):
-                return sig[0], {pi}
-        return None, set()
-
-    def _square_of(self, t: str) -> str | None:
-        n = self.op(t)
-        if n is None:
-            return None
-        if n.op_type == "Pow" and len(n.input) > 1 and self.scalar(n.input[1]) == 2.0:
-            return n.input[0]
-        if n.op_type == "Mul" and len(n.input) == 2 and n.input[0] == n.input[1]:
-            return n.input[0]
-        return None
-
-    def _norm_pattern(self, ri: int) -> _Pattern | None:
-        r2 = self.nodes[ri]
-        d = self._square_of(r2.input[0]) if r2.input else None
-        if d is None or not self.is_signal(d):
-            return None
-        members = {ri, self.producer[r2.input[0]]}
-        # LayerNorm: d = x - mean(x); RMSNorm: d = x
-        dn = self.op(d)
-        root, op = d, "RMSNorm(decomposed)"
-        if dn is not None and dn.op_type == "Sub" and len(dn.input) == 2:
-            mn = self.op(dn.input[1])
-            if mn is not None and mn.op_type == "ReduceMean" and mn.input and mn.input[0] == dn.input[0]:
-                root, op = dn.input[0], "LayerNorm(decomposed)"
-                members |= {self.producer[d], self.producer[dn.input[1]]}
-        # mean(d^2) -> (+eps) -> sqrt / pow(-0.5) / reciprocal -> d / s  or  d * r
-        cur = r2.output[0]
-        for _ in range(5):
-            u = self.sole_consumer(cur)
-            if u is None:
-                return None
-            un = self.nodes[u]
-            if un.op_type in ("Add", "Sqrt", "Reciprocal", "Pow", "Cast") and (
-                    un.op_type in ("Sqrt", "Reciprocal", "Cast") or any(self.is_const(x) for x in un.input)):
-                members.add(u)
-                cur = un.output[0]
-                continue
-            if un.op_type in ("Div", "Mul") and d in un.input and cur in un.input:
-                members.add(u)
-                cur = un.output[0]
-                break
-            return None
-        else:
-            return None
-        scale = shift = None
-        for want in ("Mul", "Add"):
-            u = self.sole_consumer(cur)
-            if u is not None and self.nodes[u].op_type == "Cast":
-                members.add(u)
-                cur = self.nodes[u].output[0]
-                u = self.sole_consumer(cur)
-            if u is None or self.nodes[u].op_type != want:
-                continue
-            other = [x for x in self.nodes[u].input if x != cur]
-            if len(other) == 1 and self.resolve(other[0]) is not None:
-                members.add(u)
-                cur = self.nodes[u].output[0]
-                if want == "Mul":
-                    scale = other[0]
-                else:
-                    shift = other[0]
-        if not self._internal_ok(members, cur):
-            return None
-        name = self.node_name(max(m for m in members if self.nodes[m].op_type in ("Div", "Mul")
-                                  and d in self.nodes[m].input))
-        return _Pattern("norm", name, root, cur, members, op=op, scale=scale, shift=shift)
-
-    # -- the dataflow ---------------------------------------------------------------------
     def src_nodes(self, tensors: Iterable[str]) -> list[str]:
         out = []
         for t in tensors:
@@ -644,6 +185,8 @@ class _Builder:
 
     def emit(self, node: Node, outputs: Iterable[str], represents: str | None = None) -> Node:
         self.out_nodes.append(node)
+        first = self.roots.get(node.inputs[0], node.inputs[0]) if node.inputs else node.name
+        self.roots[node.name] = first if node.kind == "transparent" else node.name
         for o in outputs:
             if o:
                 self.tensor_node[o] = node.name
@@ -653,7 +196,7 @@ class _Builder:
 
     def build(self) -> list[Node]:
         self.classify()
-        patterns = self.find_patterns()
+        patterns = find_patterns(self.prim_view())
         for inp in self.g.input:
             if self.is_signal(inp.name):
                 self.emit(Node(self.unique(inp.name), "input"), [inp.name], inp.name)
@@ -673,11 +216,22 @@ class _Builder:
         self.emit(Node(self.unique("output"), "output", outs), [])
         return self.out_nodes
 
-    def emit_pattern(self, pat: _Pattern) -> None:
+    def prim_view(self) -> PrimView:
+        """The ONNX nodes as primitive ops for the shared recogniser (initaudit.patterns)."""
+        prims = [Prim(self.node_name(i), n.op_type.lower(), list(n.input), list(n.output), n.op_type)
+                 for i, n in enumerate(self.nodes)]
+        return PrimView(prims, self.is_const, self.is_signal, self.scalar, self.graph_outputs,
+                        is_weight=lambda t: self.resolve(t) is not None)
+
+    def emit_pattern(self, pat: Pattern) -> None:
         name = self.unique(pat.name)
         ins = self.src_nodes([pat.root])
         if pat.kind == "act":
-            self.emit(Node(name, "act", ins, activation=pat.activation), [pat.output], pat.output)
+            self.emit(Node(name, "act", ins, activation=pat.activation, op=pat.op), [pat.output], pat.output)
+            return
+        if pat.kind == "attention":
+            qkv = [self.tensor_node[t] for t in pat.inputs if t in self.tensor_node]
+            self.emit(Node(name, "attention", qkv, op=pat.op), [pat.output], pat.output)
             return
         self.unit_dims[name] = -1
         norm_params = []
@@ -687,7 +241,7 @@ class _Builder:
                 pname, _ = self.claim(src, src.root, name, pat.op, OpKind.NORM, role)
                 if self.params[pname].role is role:
                     norm_params.append(pname)
-        self.emit(Node(name, "norm", ins, norm_params=tuple(norm_params)), [pat.output], pat.output)
+        self.emit(Node(name, "norm", ins, norm_params=tuple(norm_params), op=pat.op), [pat.output], pat.output)
 
     def emit_node(self, i: int, n: onnx.NodeProto) -> None:
         op = n.op_type
@@ -716,15 +270,31 @@ class _Builder:
             if act is not None:
                 self.emit(Node(name, "act", self.src_nodes(n.input[:1]), activation=act), n.output, out)
                 return
+        elif op in ("Add", "Sum", "Mul", "Concat") and len([x for x in n.input if self.is_signal(x)]) >= 2:
+            # residual sums, gated products, concatenation; one signal through shape-only ops
+            # on both sides (rotary embeddings) is not a sum of branches
+            kind = op_kind(op.lower().replace("sum", "add"), [self.roots.get(x, x) for x in sig_in])
+            self.emit(Node(name, kind, sig_in if kind != "transparent" else sig_in[:1], op=op), n.output, out)
+            return
         elif op in ("Add", "Sum"):
             sig = [x for x in n.input if self.is_signal(x)]
-            if len(sig) >= 2:
-                self.emit(Node(name, "add", sig_in), n.output, out)
-                return
             if op == "Add" and len(sig) == 1:
                 self.attach_bias(n, sig[0])
                 self.emit(Node(name, "transparent", self.src_nodes(sig)), n.output, out)
                 return
+        elif op in ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"):
+            kernel = _attr(n, "kernel_shape")
+            shape = self.value_shapes.get(n.input[0], ())
+            window = math.prod(kernel) if kernel else (
+                math.prod(shape[2:]) if len(shape) > 2 and all(isinstance(d, int) and d for d in shape[2:]) else None)
+            kind = op_kind(op.lower().replace("global", ""), [])
+            self.emit(Node(name, kind, self.src_nodes(n.input[:1]), op=op,
+                           attrs={"window": window} if window else {}), n.output, out)
+            return
+        elif op == "Mul" and self.scalar(next((x for x in n.input if not self.is_signal(x)), "")) is not None:
+            scale = self.scalar(next(x for x in n.input if not self.is_signal(x)))
+            self.emit(Node(name, "mul", self.src_nodes(n.input), op=op, attrs={"scale": scale}), n.output, out)
+            return
         elif op in _TRANSPARENT_OPS:
             if op in _VIEW_OPS:
                 self.view_nodes.add(name)
@@ -740,359 +310,6 @@ class _Builder:
                 self.unplaced.setdefault(src.root, []).append(f"{name} ({op})")
 
     # -- op handlers ----------------------------------------------------------------------
-    def emit_matmul(self, i: int, n: onnx.NodeProto, name: str) -> bool:
-        op = n.op_type
-        a, b = (n.input[0], n.input[1]) if len(n.input) >= 2 else (None, None)
-        if a is None:
-            return False
-        sa, sb = self.resolve(a), self.resolve(b)
-        if (sa is None) == (sb is None):
-            return False  # no constant operand (attention scores) or both (a folded constant)
-        extra: list[tuple] = []
-        if op in ("Gemm", "FusedMatMul"):
-            alpha = float(_attr(n, "alpha", 1.0))
-            if alpha != 1.0:
-                extra.append(("scale", alpha))
-        if sb is not None:  # x @ W: W is (in, out) unless Gemm transposes it
-            src, signal = sb, a
-            trans = bool(_attr(n, "transB", 0)) if op in ("Gemm", "FusedMatMul") else False
-            if len(src.shape) < 2:
-                return False
-            out_first = trans  # stored (out, in)
-        else:  # W @ x
-            src, signal = sa, b
-            trans = bool(_attr(n, "transA", 0)) if op in ("Gemm", "FusedMatMul") else False
-            if len(src.shape) < 2:
-                return False
-            out_first = not trans
-        shape = src.shape
-        rank = len(shape)
-        if out_first:
-            units_dim, fan_in, fan_out = rank - 2, shape[-1], shape[-2]
-        else:
-            units_dim, fan_in, fan_out = rank - 1, shape[-2], shape[-1]
-        init_in, init_out = torch_shape_fans(shape)
-        pname, made = self.claim(src, src.root, name, op, OpKind.LINEAR, ParamRole.WEIGHT,
-                                 extra_steps=extra, fan_in=fan_in, fan_out=fan_out,
-                                 init_fan_in=init_in, init_fan_out=init_out, units_dim=units_dim)
-        if self.params[pname].kind is not OpKind.LINEAR:
-            return False  # the tensor already plays another role (a tied embedding): like torch
-        if made:
-            self._hint_note(pname, i)
-            if extra:
-                self.params[pname].notes.append(f"Gemm alpha={extra[0][1]:g} applied")
-        bias = None
-        if op == "Gemm" and len(n.input) > 2 and n.input[2]:
-            bias = self.bias_param(n.input[2], name, op, fan_out)
-        if made and self.folded_norm(i, pname, bias):
-            self.folded.add(pname)
-        node = Node(name, "layer", self.src_nodes([signal]), param=pname, bias=bias)
-        self.layer_units[name] = fan_out
-        self.unit_dims[name] = -1 if sb is not None else (0 if op == "Gemm" else -2)
-        self.emit(node, n.output, n.output[0])
-        return True
-
-    def emit_conv(self, i: int, n: onnx.NodeProto, name: str) -> bool:
-        op = n.op_type
-        src = self.resolve(n.input[1]) if len(n.input) > 1 else None
-        if src is None or len(src.shape) < 3:
-            return False
-        shape = src.shape
-        groups = int(_attr(n, "group", 1))
-        k = math.prod(shape[2:])
-        init_in, init_out = torch_shape_fans(shape)
-        if op == "Conv":
-            kind, units_dim = OpKind.CONV, 0
-            fan_in, fan_out = shape[1] * k, shape[0] * k  # DESIGN §5: in/groups via the stored dim
-            units = shape[0]
-        else:
-            strides = _attr(n, "strides") or [1] * (len(shape) - 2)
-            overlap = max(1, k // math.prod(strides))  # kernel taps that land on one output pixel
-            kind, units_dim = OpKind.CONV_TRANSPOSE, 1
-            fan_in, fan_out = (shape[0] // groups) * overlap, shape[1] * k
-            units = shape[1] * groups
-        pname, made = self.claim(src, src.root, name, op, kind, ParamRole.WEIGHT, fan_in=fan_in,
-                                 fan_out=fan_out, init_fan_in=init_in, init_fan_out=init_out,
-                                 units_dim=units_dim)
-        if self.params[pname].kind is not kind:
-            return False
-        if made:
-            self._hint_note(pname, i)
-            if groups > 1:
-                self.params[pname].notes.append(f"group={groups}")
-        bias = self.bias_param(n.input[2], name, op, units) if len(n.input) > 2 and n.input[2] else None
-        if made and self.folded_norm(i, pname, bias):
-            self.folded.add(pname)
-        self.layer_units[name] = units
-        self.unit_dims[name] = 1
-        self.emit(Node(name, "layer", self.src_nodes(n.input[:1]), param=pname, bias=bias),
-                  n.output, n.output[0])
-        return True
-
-    def bias_param(self, t: str, node: str, op: str, units: int) -> str | None:
-        src = self.resolve(t)
-        if src is None or math.prod(src.shape) not in (units, 1):
-            return None
-        pname, _ = self.claim(src, src.root, node, op, OpKind.OTHER, ParamRole.BIAS)
-        return pname if self.params[pname].role is ParamRole.BIAS else None
-
-    def attach_bias(self, n: onnx.NodeProto, signal: str) -> None:
-        """MatMul + Add(bias): the classic way exporters spell a Linear."""
-        layer = self.tensor_node.get(signal)
-        const = [x for x in n.input if x != signal]
-        if layer is None or len(const) != 1 or layer not in self.layer_units:
-            return
-        node = next((x for x in reversed(self.out_nodes) if x.name == layer), None)
-        if node is None or node.bias is not None or node.kind != "layer":
-            return
-        if self.node_tensor.get(layer) != signal:
-            return
-        p = self.params.get(node.param or "")
-        bias = self.bias_param(const[0], layer, p.op if p else "Add", self.layer_units[layer])
-        if bias is not None:
-            node.bias = bias
-            self.node_tensor[layer] = n.output[0]  # the pre-activation includes the bias
-
-    def emit_rnn(self, i: int, n: onnx.NodeProto, name: str) -> None:
-        op = n.op_type
-        hidden = int(_attr(n, "hidden_size", 0) or 0)
-        direction = _attr(n, "direction", b"forward")
-        direction = direction.decode() if isinstance(direction, bytes) else str(direction)
-        ndir = 2 if direction == "bidirectional" else 1
-        gates = _RNN_GATES[op]
-        acts = [a.decode() if isinstance(a, bytes) else str(a) for a in (_attr(n, "activations") or [])]
-        # the activation applied to the cell output (RNN: f; LSTM/GRU: g, the candidate)
-        act_name = "tanh"
-        if acts:
-            pick = acts[0] if op == "RNN" else acts[1] if len(acts) > 1 else acts[0]
-            act_name = _RNN_ACTS.get(pick, "tanh")
-        act = Activation(act_name)
-        g = max(1, len(gates))
-        for pos, kind, role in ((1, OpKind.RECURRENT_INPUT, ParamRole.WEIGHT),
-                                (2, OpKind.RECURRENT_HIDDEN, ParamRole.WEIGHT),
-                                (3, OpKind.RECURRENT_INPUT, ParamRole.BIAS)):
-            if len(n.input) <= pos or not n.input[pos]:
-                continue
-            src = self.resolve(n.input[pos])
-            if src is None or len(src.shape) < 2 or src.shape[0] != ndir:
-                continue
-            if not hidden:
-                hidden = src.shape[1] // g if role is ParamRole.WEIGHT else src.shape[1] // (2 * g)
-            for d in range(ndir):
-                pname = src.root if ndir == 1 else f"{src.root}[dir{d}]"
-                common: dict[str, Any] = {}
-                if role is ParamRole.WEIGHT:
-                    fan_in = src.shape[2]
-                    common = dict(fan_in=fan_in, fan_out=hidden, gates=gates, init_fan_in=fan_in,
-                                  init_fan_out=hidden, activation=act, activation_source="onnx")
-                made_name, made = self.claim(src, pname, name, op, kind, role,
-                                             extra_steps=[("index", d)], shape=src.shape[1:], **common)
-                if made and ndir == 2:
-                    self.params[made_name].notes.append(
-                        f"direction {d} ({'forward' if d == 0 else 'reverse'}) of {src.root}")
-                if made:
-                    self._hint_note(made_name, i)
-        for pos in (4, 5, 6, 7):
-            if len(n.input) > pos and n.input[pos]:
-                src = self.resolve(n.input[pos])
-                if src is not None and pos == 7:
-                    self.claim(src, src.root, name, op, OpKind.OTHER, ParamRole.OTHER)
-                elif src is not None:
-                    self.root_claims.setdefault(src.root, [])  # initial state / lengths: not a param
-        self.unit_dims[name] = -1
-        self.emit(Node(name, "other", self.src_nodes(n.input[:1])), n.output, n.output[0])
-
-    def emit_gather(self, i: int, n: onnx.NodeProto, name: str) -> bool:
-        src = self.resolve(n.input[0])
-        if src is None or len(src.shape) != 2 or int(_attr(n, "axis", 0)) != 0 \
-                or len(n.input) < 2 or not self.is_signal(n.input[1]):
-            return False
-        pname, made = self.claim(src, src.root, name, "Gather", OpKind.EMBEDDING, ParamRole.WEIGHT,
-                                 fan_in=src.shape[1], fan_out=src.shape[0],
-                                 init_fan_in=src.shape[1], init_fan_out=src.shape[0])
-        if self.params[pname].kind is not OpKind.EMBEDDING:
-            return False
-        if made:
-            self._hint_note(pname, i)
-        self.gather_indices.append((n.input[1], src.shape[0]))
-        self.unit_dims[name] = -1
-        self.emit(Node(name, "embedding", self.src_nodes(n.input[1:2]), param=pname), n.output, n.output[0])
-        return True
-
-    def emit_norm(self, i: int, n: onnx.NodeProto, name: str) -> None:
-        op = n.op_type
-        roles = (ParamRole.NORM_SCALE, ParamRole.NORM_SHIFT, ParamRole.RUNNING_MEAN, ParamRole.RUNNING_VAR)
-        norm_params = []
-        for pos, role in zip(_NORM_OPS[op], roles):
-            if pos is None or len(n.input) <= pos or not n.input[pos]:
-                continue
-            src = self.resolve(n.input[pos])
-            if src is None:
-                continue
-            pname, _ = self.claim(src, src.root, name, op, OpKind.NORM, role)
-            if self.params[pname].role is role and role in (ParamRole.NORM_SCALE, ParamRole.NORM_SHIFT):
-                norm_params.append(pname)
-        if op in ("BatchNormalization", "InstanceNormalization", "GroupNormalization"):
-            self.unit_dims[name] = 1
-        elif op in ("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization"):
-            self.unit_dims[name] = -1
-        self.emit(Node(name, "norm", self.src_nodes(n.input[:1]), norm_params=tuple(norm_params)),
-                  n.output, n.output[0])
-
-    def activation(self, n: onnx.NodeProto, name: str) -> Activation | None:
-        op = n.op_type
-        if op in _ACT_OPS:
-            return Activation(_ACT_OPS[op])
-        if op == "LeakyRelu":
-            alpha = float(_attr(n, "alpha", 0.01))
-            return Activation("leaky_relu", float(f"{alpha:.7g}"))  # attributes are float32
-        if op == "PRelu":
-            src = self.resolve(n.input[1]) if len(n.input) > 1 else None
-            slope = None
-            if src is not None:
-                self.claim(src, src.root, name, op, OpKind.OTHER, ParamRole.OTHER)
-                try:
-                    slope = float(self.store.tensor(src.root).float().mean())
-                except TargetError:
-                    raise
-                except Exception:
-                    slope = None
-            return Activation("prelu", slope)
-        if op == "Clip":
-            lo = _attr(n, "min")
-            hi = _attr(n, "max")
-            if len(n.input) > 1 and n.input[1]:
-                lo = self.scalar(n.input[1])
-            if len(n.input) > 2 and n.input[2]:
-                hi = self.scalar(n.input[2])
-            if lo == 0 and hi == 6:
-                return Activation("relu6")
-            if lo == 0 and hi is None:
-                return Activation("relu")
-            if lo == -1 and hi == 1:
-                return Activation("hardtanh")
-            return None
-        return None
-
-    # -- tied weights stored twice ---------------------------------------------------------
-    def tied_copies(self, nodes: list[Node]) -> None:
-        """An LM head tied to the embedding is stored twice by the exporters (the table and a
-        transposed copy for the MatMul): keep the table, drop the copy (tied weights appear
-        once), and treat the head as torch does for a tied Linear."""
-        tables = [p for p in self.params.values() if p.kind is OpKind.EMBEDDING and len(p.shape) == 2]
-        if not tables:
-            return
-        gen = np.random.default_rng(0)
-        for p in [p for p in self.params.values() if p.kind is OpKind.LINEAR and len(p.shape) == 2]:
-            src = self.sources[p.name]
-            if src.steps:
-                continue
-            for emb in tables:
-                esrc = self.sources[emb.name]
-                if esrc.steps or esrc.root == src.root or sorted(p.shape) != sorted(emb.shape):
-                    continue
-                try:
-                    a, b = self.store.view(src.root), self.store.view(esrc.root)
-                    rows = gen.integers(0, emb.shape[0], 64)
-                    cols = gen.integers(0, emb.shape[1], 64)
-                    be = np.asarray(b[rows, cols])
-                    same_t = p.shape == emb.shape[::-1] and np.array_equal(np.asarray(a[cols, rows]), be)
-                    same = p.shape == emb.shape and np.array_equal(np.asarray(a[rows, cols]), be)
-                except TargetError:
-                    raise
-                except Exception:
-                    continue
-                if not (same_t or same) or np.all(be == be.reshape(-1)[0]):
-                    continue
-                del self.params[p.name], self.sources[p.name]
-                emb.aliases.append(p.name)
-                emb.notes.append(f"also stored as {p.name} {list(p.shape)}"
-                                 f"{' (transposed)' if same_t else ''}, used by {p.layer}: tied "
-                                 "weights, analysed once")
-                self.notes.append(f"{p.name} is a copy of {emb.name} the exporter stored for the tied "
-                                  f"layer {p.layer}; analysed once, as {emb.name}")
-                for node in nodes:
-                    if node.param == p.name:
-                        node.kind, node.param = "other", None
-                break
-
-    # -- leftovers ------------------------------------------------------------------------
-    def subgraph_uses(self) -> set[str]:
-        """Outer-scope names read inside control-flow subgraphs."""
-        def walk(graphs) -> set[str]:
-            names: set[str] = set()
-            for sub in graphs:
-                local = {i.name for i in sub.input} | {t.name for t in sub.initializer} | \
-                    {o for n in sub.node for o in n.output}
-                for n in sub.node:
-                    names |= {i for i in n.input if i and i not in local}
-                    names |= {x for x in walk(_subgraphs(n)) if x not in local}
-            return names
-
-        return walk(g for n in self.nodes for g in _subgraphs(n))
-
-    def leftovers(self) -> None:
-        """Float initializers no op placed: kept (NaN is still found) with what uses them."""
-        qparams = {n.input[i] for n in self.nodes if n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                   for i in (1, 2) if len(n.input) > i}
-        for t in self.g.initializer:
-            if t.name in self.root_claims or t.data_type not in _FLOAT_TYPES or math.prod(t.dims) < 2 \
-                    or t.name in qparams:
-                continue
-            users = self.unplaced.get(t.name) or sorted({
-                self.node_name(u) + f" ({self.nodes[u].op_type})"
-                for u in self.consumers.get(t.name, [])})
-            if not users and t.name not in self.graph_outputs:
-                inner = t.name in self.subgraph_uses()
-                self.skipped.append((t.name, "used only inside a control-flow subgraph (If/Loop/Scan), "
-                                             "which is not analysed" if inner else "initializer used by no node"))
-                continue
-            p = Param(name=t.name, shape=tuple(int(d) for d in t.dims), dtype=_dtype_name(t.data_type),
-                      layer=users[0].split(" (")[0] if users else t.name,
-                      op=users[0].split(" (")[-1].rstrip(")") if users else "?",
-                      kind=OpKind.OTHER, role=ParamRole.OTHER)
-            used_by = ", ".join(users[:3]) or "the graph output"
-            p.notes.append(f"not a weight of an op initaudit knows; used by {used_by}")
-            self.params[t.name] = p
-            self.sources[t.name] = _Source(t.name, [], p.shape)
-
-
-def _all_tensors(model: onnx.ModelProto) -> Iterable[tuple[str, onnx.TensorProto]]:
-    """Every tensor stored anywhere in the model (graph and subgraph initializers, sparse
-    initializers, tensor attributes of nodes in graphs, subgraphs and local functions)."""
-    def nodes(ns: Iterable[onnx.NodeProto]):
-        for n in ns:
-            for a in n.attribute:
-                if a.type == onnx.AttributeProto.TENSOR:
-                    yield f"{n.name or n.op_type}.{a.name}", a.t
-                elif a.type == onnx.AttributeProto.TENSORS:
-                    yield from ((f"{n.name or n.op_type}.{a.name}", t) for t in a.tensors)
-            for sub in _subgraphs(n):
-                yield from graph(sub)
-
-    def graph(g: onnx.GraphProto):
-        yield from ((t.name, t) for t in g.initializer)
-        for sp in g.sparse_initializer:
-            yield sp.values.name, sp.values
-            yield sp.values.name + ".indices", sp.indices
-        yield from nodes(g.node)
-
-    yield from nodes(model.graph.node)
-    for sp in model.graph.sparse_initializer:
-        yield sp.values.name, sp.values
-        yield sp.values.name + ".indices", sp.indices
-    for f in model.functions:
-        yield from nodes(f.node)
-
-
-def _subgraphs(n: onnx.NodeProto) -> list[onnx.GraphProto]:
-    out: list[onnx.GraphProto] = []
-    for a in n.attribute:
-        if a.type == onnx.AttributeProto.GRAPH:
-            out.append(a.g)
-        elif a.type == onnx.AttributeProto.GRAPHS:
-            out.extend(a.graphs)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from initaudit.errors import ConfigError
-from initaudit.graph import Activation, ModelGraph, Node
+from initaudit.graph import PASS_THROUGH, Activation, ModelGraph, Node
 from initaudit.probe.result import ProbeResult, SiteStats
 
 _ORT_TYPES = {
@@ -202,7 +202,7 @@ def _act_after(node: Node, users: dict[str, list[Node]]) -> Activation | None:
             seen.add(u.name)
             if u.kind == "act":
                 return u.activation
-            if u.kind == "transparent":
+            if u.kind in PASS_THROUGH:
                 stack.append(u.name)
     return None
 
