@@ -228,3 +228,20 @@ def test_no_inputs_keeps_fx_and_says_why():
 def test_user_inputs_drive_the_capture():
     report = initaudit.audit(TwoInputs(), inputs=(torch.randn(4, 8), torch.randn(4, 8)))
     assert report.capture == "trace" and report.probe.ran
+
+
+def test_onnx_export_goes_through_the_same_recogniser(tmp_path):
+    pytest.importorskip("onnx")
+    from initaudit.loaders.onnx_loader import load_onnx
+
+    model = Written().eval()
+    path = tmp_path / "written.onnx"
+    torch.onnx.export(model, (torch.randn(2, 16),), str(path), dynamo=False)
+    g = load_onnx(path)
+    kinds = [n.kind for n in g.nodes]
+    acts = sorted(n.activation.name for n in g.nodes if n.kind == "act")
+    assert acts == sorted(["silu", "gelu", "mish", "gelu", "sigmoid"])  # sigmoid: GLU's gate
+    assert kinds.count("attention") == 1 and kinds.count("cat") == 1 and kinds.count("add") == 1
+    gated = [n for n in g.nodes if n.kind == "mul" and len(n.inputs) == 2]
+    assert len(gated) == 2  # GeGLU and GLU
+    assert kinds.count("pool-avg") == 1  # the mean over tokens

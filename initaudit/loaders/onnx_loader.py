@@ -216,6 +216,13 @@ class _Builder(WeightsMixin, OpsMixin):
         self.emit(Node(self.unique("output"), "output", outs), [])
         return self.out_nodes
 
+    def _reduced(self, src: str, out: str | None) -> int | None:
+        """Elements averaged into one (input size / output size) when both shapes are known."""
+        a, b = self.value_shapes.get(src, ()), self.value_shapes.get(out or "", ())
+        if not a or not b or not all(isinstance(d, int) and d for d in (*a, *b)):
+            return None
+        return max(1, math.prod(a) // math.prod(b))
+
     def prim_view(self) -> PrimView:
         """The ONNX nodes as primitive ops for the shared recogniser (initaudit.patterns)."""
         prims = [Prim(self.node_name(i), n.op_type.lower(), list(n.input), list(n.output), n.op_type)
@@ -282,11 +289,9 @@ class _Builder(WeightsMixin, OpsMixin):
                 self.attach_bias(n, sig[0])
                 self.emit(Node(name, "transparent", self.src_nodes(sig)), n.output, out)
                 return
-        elif op in ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"):
+        elif op in ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "ReduceMean"):
             kernel = _attr(n, "kernel_shape")
-            shape = self.value_shapes.get(n.input[0], ())
-            window = math.prod(kernel) if kernel else (
-                math.prod(shape[2:]) if len(shape) > 2 and all(isinstance(d, int) and d for d in shape[2:]) else None)
+            window = math.prod(kernel) if kernel else self._reduced(n.input[0], out)
             kind = op_kind(op.lower().replace("global", ""), [])
             self.emit(Node(name, kind, self.src_nodes(n.input[:1]), op=op,
                            attrs={"window": window} if window else {}), n.output, out)
