@@ -205,6 +205,10 @@ class _Recorder(TorchFunctionMode):
                 attrs["window"] = max(1, src.numel() // outs[0].numel())
         elif op == "sdpa" and len(values) >= 2 and isinstance(values[1], torch.Tensor):
             attrs["tokens"] = int(values[1].shape[-2])
+        elif op == "softmax" and outs and outs[0].dim():
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else -1)
+            if isinstance(dim, int):
+                attrs["tokens"] = int(outs[0].shape[dim])
         elif op == "leaky_relu":
             slope = kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01)
             attrs["slope"] = float(slope) if isinstance(slope, (int, float)) else None
@@ -319,7 +323,7 @@ class _Emitter:
                       [pat.output])
         else:
             ins = [self.tensor_node[t] for t in pat.inputs if t in self.tensor_node]
-            self.emit([Node(pat.name, "attention", ins, op=pat.op)], [pat.output])
+            self.emit([Node(pat.name, "attention", ins, op=pat.op, attrs=dict(pat.attrs))], [pat.output])
 
     def prim(self, p: Prim) -> None:
         kinds = self.rec.kind

@@ -118,6 +118,7 @@ class Pattern:
     scale: str | None = None  # tensor names of gamma / beta for a norm
     shift: str | None = None
     inputs: list[str] = field(default_factory=list)  # attention: q, k, v tensors
+    attrs: dict[str, Any] = field(default_factory=dict)  # attention: "tokens" averaged over
 
 
 def find_patterns(view: PrimView) -> dict[int, Pattern]:
@@ -350,7 +351,7 @@ def _attention_pattern(view: PrimView, si: int) -> Pattern | None:
                 return None
             q, k = (x for x in scores.inputs[:2])
             return Pattern("attention", sm.name, q, out, members, op="attention(decomposed)",
-                           inputs=[q, k, p.inputs[1]])
+                           inputs=[q, k, p.inputs[1]], attrs={k: v for k, v in sm.attrs.items() if k == "tokens"})
         if p.op not in ("dropout", "cast", "castlike", "identity"):
             return None
         members.add(u)

@@ -159,7 +159,7 @@ def test_written_out_patterns_are_recognised():
     for proj in ("q", "k", "v"):
         assert [n.kind for n in following(g, proj)] == ["attention"]
     att = following(g, "q")[0]
-    assert att.op == "attention(decomposed)"
+    assert att.op == "attention(decomposed)" and att.attrs["tokens"] == 4
     assert [n.kind for n in following(g, att.name)] == ["pool-avg"]
     assert following(g, att.name)[0].attrs["window"] == 4
     glu = following(g, "glu_in")

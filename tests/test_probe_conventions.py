@@ -174,3 +174,17 @@ def test_no_library_is_imported_to_detect_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)  # as if it were not installed
     monkeypatch.setitem(sys.modules, "transformers", None)
     assert conventions.from_convention(nn.Linear(4, 4), 2, torch.Generator()) is None
+
+
+def test_torchvision_detection_and_segmentation_conventions():
+    tv = pytest.importorskip("torchvision")
+    det = tv.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None,
+                                                                    num_classes=3)
+    inputs = probe_inputs(load_target(det)[0], ProbeOptions(batch_size=64), None)
+    assert inputs.convention == "torchvision detection: a list of 2 images 3x224x224"
+    images = inputs.args[0]
+    assert isinstance(images, list) and [list(t.shape) for t in images] == [[3, 224, 224]] * 2
+    seg = tv.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=3)
+    inputs = probe_inputs(load_target(seg)[0], ProbeOptions(batch_size=4), None)
+    assert inputs.convention == "torchvision segmentation: images 3x224x224"
+    assert list(inputs.args[0].shape) == [4, 3, 224, 224]

@@ -227,6 +227,11 @@ class _Builder(WeightsMixin, OpsMixin):
         """The ONNX nodes as primitive ops for the shared recogniser (initaudit.patterns)."""
         prims = [Prim(self.node_name(i), n.op_type.lower(), list(n.input), list(n.output), n.op_type)
                  for i, n in enumerate(self.nodes)]
+        for p, n in zip(prims, self.nodes):
+            shape = self.value_shapes.get(n.output[0], ()) if n.op_type == "Softmax" and n.output else ()
+            axis = int(_attr(n, "axis", -1))
+            if shape and -len(shape) <= axis < len(shape) and isinstance(shape[axis], int) and shape[axis]:
+                p.attrs["tokens"] = shape[axis]
         return PrimView(prims, self.is_const, self.is_signal, self.scalar, self.graph_outputs,
                         is_weight=lambda t: self.resolve(t) is not None)
 
