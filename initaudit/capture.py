@@ -291,6 +291,14 @@ class _Emitter:
         self.nodes: list[Node] = []
         self.tensor_node: dict[str, str] = {}
         self.root: dict[str, str] = {}  # node -> nearest non-shape-only node at or behind it
+        self.kinds: dict[str, str] = {}
+
+    def in_cell(self, node: Node) -> bool:
+        """Every branch is a weight layer's output and one of them is a layer applied again and
+        again (a recurrence, x W_ih + h W_hh): a cell's sum, not a residual one."""
+        roots = [self.root.get(n, n) for n in node.inputs]
+        return bool(roots) and all(self.kinds.get(r) == "layer" for r in roots) and any(
+            self.rec.calls.get(r.split("#")[0], 0) > 1 for r in roots)
 
     def sources(self, tensors: list[str]) -> list[str]:
         out = []
@@ -302,7 +310,10 @@ class _Emitter:
 
     def emit(self, made: list[Node], outputs: list[str]) -> None:
         for node in made:
+            if node.kind == "add" and self.in_cell(node):
+                node.attrs["residual"] = False
             self.nodes.append(node)
+            self.kinds[node.name] = node.kind
             first = self.root.get(node.inputs[0], node.inputs[0]) if node.inputs else node.name
             self.root[node.name] = first if node.kind == "transparent" else node.name
         if made:

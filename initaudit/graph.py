@@ -97,8 +97,9 @@ class Node:
     - ``input``, ``output``;
     - ``layer`` (applies ``param``, optional ``bias``), ``embedding``;
     - ``act`` (elementwise ``activation``), ``norm`` (``norm_params``);
-    - ``add``: a residual sum of signal branches (not the sum of two weight outputs inside one
-      cell, ``x W_ih + h W_hh``, nor ``x + 0.044715 x^3`` inside a written-out GELU);
+    - ``add``: a residual sum of signal branches (not ``x + 0.044715 x^3`` inside a written-out
+      GELU); the sum of weight outputs inside one recurrent cell, ``x W_ih + h W_hh``, is an
+      ``add`` with ``attrs["residual"] = False`` (:func:`is_cell_sum`);
     - ``mul``: an elementwise product of signal branches (gated units ``act(gate(x)) * up(x)``,
       GLU), or of the signal and a parameter (``param``: LayerScale, ``x * (1 + w)`` norms) or a
       constant (``attrs["scale"]``);
@@ -183,6 +184,12 @@ def _consumers(nodes: Iterable[Node]) -> dict[str, list[Node]]:
     return users
 
 
+def is_cell_sum(node: Node) -> bool:
+    """A sum of weight outputs inside one recurrent cell (``x W_ih + h W_hh``), not a residual:
+    the variances add, but no branch ends there, and what follows is seen through it."""
+    return node.kind == "add" and node.attrs.get("residual") is False
+
+
 def _following(start: str, users: dict[str, list[Node]], through: frozenset[str]) -> list[Node]:
     """First consumers reached from ``start`` whose kind is not in ``through``."""
     found, stack, seen = [], [start], {start}
@@ -191,7 +198,7 @@ def _following(start: str, users: dict[str, list[Node]], through: frozenset[str]
             if user.name in seen:
                 continue
             seen.add(user.name)
-            if user.kind in through:
+            if user.kind in through or is_cell_sum(user):
                 stack.append(user.name)
             else:
                 found.append(user)

@@ -245,3 +245,28 @@ def test_onnx_export_goes_through_the_same_recogniser(tmp_path):
     gated = [n for n in g.nodes if n.kind == "mul" and len(n.inputs) == 2]
     assert len(gated) == 2  # GeGLU and GLU
     assert kinds.count("pool-avg") == 1  # the mean over tokens
+
+
+class ElmanLM(nn.Module):
+    """A recurrent cell written out: h = tanh(x W_ih + h W_hh), unrolled over the sequence."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.ih, self.hh, self.head = nn.Embedding(40, 16), nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 40)
+
+    def forward(self, ids):
+        x = self.emb(ids)
+        h = torch.zeros(ids.shape[0], 32)
+        for t in range(x.shape[1]):
+            h = torch.tanh(self.ih(x[:, t]) + self.hh(h))
+        return self.head(h)
+
+
+def test_recurrent_cell_sum_is_not_a_residual_add():
+    g = captured(ElmanLM())
+    assert g.capture == "trace"
+    sums = [n for n in g.nodes if n.kind == "add"]
+    assert len(sums) == 16 and all(n.attrs.get("residual") is False for n in sums)  # SEQ_LEN steps
+    for name in ("ih.weight", "hh.weight"):
+        assert g.params[name].activation.name == "tanh" and not g.params[name].residual_end
