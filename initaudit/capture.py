@@ -61,6 +61,7 @@ _OPS = {
     "getitem": "slice", "narrow": "slice", "chunk": "slice", "split": "slice", "tensor_split": "slice",
     "split_with_sizes": "slice", "unbind": "slice", "select": "slice", "index_select": "slice",
     "pad": "pad", "roll": "roll", "flip": "flip", "where": "where", "masked_fill": "masked_fill",
+    "setitem": "masked_fill", "index_put": "masked_fill", "normalize": "l2norm",
     "interpolate": "upsample", "upsample": "upsample", "upsample_nearest": "upsample",
     "upsample_bilinear": "upsample", "pixel_shuffle": "pixelshuffle", "pixel_unshuffle": "pixelshuffle",
     "max_pool1d": "maxpool", "max_pool2d": "maxpool", "max_pool3d": "maxpool",
@@ -353,7 +354,7 @@ class _Emitter:
             weight = params[0] if params else None
             node.kind = "embedding" if p.op == "embedding" else "layer"
             node.param, node.bias = weight, params[1] if len(params) > 1 else None
-        elif p.op == "norm":
+        elif p.op in ("norm", "l2norm"):  # F.layer_norm ... F.normalize (no parameters)
             node.kind, node.norm_params = "norm", tuple(params)
         elif p.op == "sdpa":
             node.kind = "attention"
