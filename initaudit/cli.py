@@ -1,30 +1,31 @@
 """Command line: a thin layer over :func:`initaudit.audit`.
 
-Exit codes (DESIGN.md section 2): 0 no finding at or above --fail-on, 1 at least one,
-2 could not run (one line on stderr naming the file and the cause; a traceback only with --debug).
+Exit codes (docs/exit-codes in README): 0 no finding at or above --fail-on, 1 at least one,
+2 could not run (one line on stderr naming the file and the cause; a traceback too with
+--debug, still exit 2), 130 interrupted (Ctrl-C; no report file is left half-written).
+
+Options come in groups, one decorator each (settings, probe, output, run); a new option joins
+its group, and the command reads it from ``flags``. Commands that do not touch a model
+(``--version``, ``--help``, ``rules``, ``explain``, ``config``) do not import torch.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.markdown import Markdown
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
 from initaudit import __version__
 from initaudit.errors import InitAuditError, TargetError
-from initaudit.report import FAIL_ON, Report
+from initaudit.outputs import ALSO_WRITE, FORMATS, ProgressBar, render, stdout_console, write_atomic
 
-FORMATS = ("rich", "json", "sarif", "markdown")
-_PROGRESS_MIN_ELEMENTS = 20_000_000  # show a bar for reads that take a noticeable time
+FAIL_ON = ("error", "warning", "info", "never")  # initaudit.report.FAIL_ON (kept import-free)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell and Python report it
 
 
 def _split(values: tuple[str, ...]) -> list[str]:
@@ -32,26 +33,27 @@ def _split(values: tuple[str, ...]) -> list[str]:
     return [v.strip() for value in values for v in value.split(",") if v.strip()]
 
 
-def stdout_console() -> Console:
-    """Colour on a terminal; plain text when piped or with NO_COLOR (rich honours NO_COLOR)."""
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console = Console(highlight=False, width=int(os.environ.get("COLUMNS", "120")),
-                          no_color=True, force_terminal=False)
-    return console
-
-
-def stderr_console() -> Console:
-    return Console(stderr=True, highlight=False)
+def _apply(options: list[Callable], f: Callable) -> Callable:
+    for option in reversed(options):
+        f = option(f)
+    return f
 
 
 class DefaultGroup(click.Group):
-    """``initaudit TARGET`` means ``initaudit audit TARGET``; subcommands stay reachable."""
+    """``initaudit TARGET`` means ``initaudit audit TARGET``; subcommands stay reachable.
+    Ctrl-C exits 130 with one line, not click's "Aborted!" and exit 1 (the findings code)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
             args = ["audit", *args]
         return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("initaudit: interrupted; no report was written", err=True)
+            sys.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -65,16 +67,20 @@ def main() -> None:
     initaudit ckpt.safetensors --model pkg.mod:build_model
                                                  audit checkpoint weights in their architecture
     initaudit ckpt.pt --format json -o report.json --fail-on warning
+    initaudit model.onnx --format concise        one line per finding (CI logs)
     initaudit rules                              list every rule
     initaudit explain IA104                      what a rule checks, why, and how to fix it
 
-    Exit codes: 0 clean (nothing at or above --fail-on), 1 findings, 2 could not run.
+    Exit codes: 0 clean (nothing at or above --fail-on), 1 findings, 2 could not run,
+    130 interrupted.
     """
 
 
-def _settings_options(f):
+# --- option groups -------------------------------------------------------------------------------
+
+def _settings_options(f: Callable) -> Callable:
     """Flags that set Settings, shared by `audit`, `files` and `config`."""
-    options = [
+    return _apply([
         click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
                      help="Read settings from FILE (a pyproject.toml with [tool.initaudit], or a TOML "
                           "file with the same keys at the top level). Default: the first pyproject.toml "
@@ -98,15 +104,13 @@ def _settings_options(f):
         click.option("--no-plugins", is_flag=True, default=None,
                      help="Do not load rule plugins from installed packages (built-in rules and --rules "
                           "files still load)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    ], f)
 
 
-def _probe_options(f):
-    """The forward/backward probe's flags (initaudit.probe)."""
-    options = [
+def _probe_options(f: Callable) -> Callable:
+    """The forward/backward probe's flags (initaudit.probe). Given on the command line they are
+    requests: a probe that cannot honour one stops the run (exit 2) rather than skip silently."""
+    return _apply([
         click.option("--probe/--no-probe", "probe", default=None,
                      help="Push a batch through the model and back, and run the probe rules (IA2xx). "
                           "[default: on where the model can run: factories, --model, ONNX]"),
@@ -124,14 +128,71 @@ def _probe_options(f):
                           "same report.  [default: 0]"),
         click.option("--device", default=None, metavar="DEVICE",
                      help="cpu, cuda, cuda:N, or auto (cuda when available). A model elsewhere is probed "
-                          "as a copy.  [default: the "
-                          "model's own device]"),
+                          "as a copy.  [default: the model's own device]"),
         click.option("--histograms", is_flag=True, default=None,
                      help="Draw per-layer activation histograms in the terminal report."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    ], f)
+
+
+def _output_options(f: Callable) -> Callable:
+    """What the report looks like and where it goes (see :class:`OutputFlags`)."""
+    also = [click.option(f"--{fmt}", f"{fmt}_file", type=click.Path(dir_okay=False, path_type=Path),
+                         metavar="FILE", help=text) for fmt, text in ALSO_WRITE.items()]
+    return _apply([
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True,
+                     help="Format of the report on stdout (or in --output). rich: grouped findings, "
+                          "plain text when piped or with NO_COLOR; concise: one line per finding (CI "
+                          "logs); json: every layer (docs/json-output.md); sarif: code scanning; "
+                          "markdown: a pull-request comment."),
+        click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Write the --format report to FILE instead of stdout."),
+        *also,
+        click.option("--statistics", is_flag=True,
+                     help="Count findings by rule (rich and concise formats)."),
+        click.option("--layers/--no-layers", "layers", default=None,
+                     help="Show (or hide) the per-layer table and the full depth profile.  "
+                          "[default: shown for models up to 40 weight tensors]"),
+    ], f)
+
+
+class OutputFlags:
+    """The output group's values, taken out of a command's flags."""
+
+    def __init__(self, flags: dict[str, Any]):
+        self.fmt: str = flags.pop("fmt", "rich")
+        self.output: Path | None = flags.pop("output", None)
+        self.also: dict[str, Path] = {fmt: p for fmt in ALSO_WRITE
+                                      if (p := flags.pop(f"{fmt}_file", None)) is not None}
+        self.statistics: bool = flags.pop("statistics", False)
+        self.layers: bool | None = flags.pop("layers", None)
+
+    @property
+    def files(self) -> list[Path]:
+        return [p for p in (self.output, *self.also.values()) if p is not None]
+
+    def view(self):
+        from initaudit.reporters.rich_report import ViewOptions
+
+        return ViewOptions(layers=self.layers, statistics=self.statistics)
+
+    def check(self) -> None:
+        if self.statistics and self.fmt not in ("rich", "concise"):
+            raise click.UsageError(f"--statistics applies to --format rich or concise, not {self.fmt} "
+                                   "(the JSON summary and SARIF results carry the counts)")
+
+
+def _run_options(f: Callable) -> Callable:
+    return _apply([
+        click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False, path_type=Path),
+                     metavar="FILE", help="Report only findings not recorded in this baseline; the report "
+                                          "says how many were suppressed and how many baseline entries no "
+                                          "longer occur."),
+        click.option("--unsafe-pickle", is_flag=True,
+                     help="UNSAFE: unpickle full objects (e.g. a torch.save(model) file). This runs code "
+                          "from the file; use only on files you trust."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+        click.option("--debug", is_flag=True, help="Show the traceback of an error (still exit 2)."),
+    ], f)
 
 
 def _probe_values(probe: bool | None = None, inputs_file: str | None = None,
@@ -141,6 +202,14 @@ def _probe_values(probe: bool | None = None, inputs_file: str | None = None,
     return {"probe_enabled": probe, "probe_inputs": inputs_file,
             "probe_input_shape": list(input_shape) or None, "probe_batch_size": batch_size,
             "probe_seed": seed, "probe_device": device, "probe_histograms": histograms or None}
+
+
+_PROBE_FLAG_NAMES = ("probe", "inputs_file", "input_shape", "batch_size", "seed", "device", "histograms")
+_SETTINGS_FLAG_NAMES = ("select", "extend_select", "ignore", "fail_on", "stage", "rule_files", "no_plugins")
+
+
+def _pop(flags: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {n: flags.pop(n) for n in names if n in flags}
 
 
 def _cli_values(select: tuple[str, ...] = (), extend_select: tuple[str, ...] = (),
@@ -162,42 +231,42 @@ def resolve_settings(target: str | None, config_file: Path | None, isolated: boo
     return resolve(target, config_file=config_file, isolated=isolated, cli=cli)
 
 
+def _fail(message: str, debug: bool) -> None:
+    """One line on stderr and exit 2; with --debug the traceback first (still exit 2)."""
+    if debug and sys.exc_info()[0] is not None:
+        traceback.print_exc()
+    click.echo(f"initaudit: error: {message}", err=True)
+    sys.exit(2)
+
+
+def _guarded(target: str, debug: bool, work: Callable[[], Any]) -> Any:
+    """Run ``work``; any failure becomes one exit-2 line (Ctrl-C and exits pass through)."""
+    try:
+        return work()
+    except (KeyboardInterrupt, SystemExit, click.exceptions.Exit, click.UsageError):
+        raise
+    except InitAuditError as exc:
+        _fail(str(exc), debug)
+    except Exception as exc:  # an unexpected failure: still one line, traceback with --debug
+        _fail(f"{target}: internal error: {type(exc).__name__}: {exc}"
+              + ("" if debug else " (rerun with --debug for a traceback)"), debug)
+
+
+# --- audit ---------------------------------------------------------------------------------------
+
 @main.command("audit")
 @click.argument("target")
 @click.option("--model", "model_spec", metavar="SPEC",
               help="Architecture for a checkpoint: pkg.module:factory or path/to/file.py:factory.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True,
-              help="Format of the report on stdout (or in --output). rich is plain text when piped or "
-                   "with NO_COLOR; markdown suits a pull-request comment; sarif suits code scanning.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
-              help="Write the --format report to FILE instead of stdout.")
-@click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="Also write the JSON report to FILE.")
-@click.option("--sarif", "sarif_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="Also write a SARIF 2.1.0 log to FILE (for github/codeql-action/upload-sarif).")
-@click.option("--markdown", "markdown_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="Also write the Markdown report to FILE (a PR comment, or $GITHUB_STEP_SUMMARY).")
+@_output_options
 @_settings_options
-@click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="Report only findings not recorded in this baseline; the report says how many were "
-                   "suppressed and how many baseline entries no longer occur.")
 @click.option("--write-baseline", "write_baseline", type=click.Path(dir_okay=False, path_type=Path),
               metavar="FILE", help="Record every current finding in FILE (by rule, layer and kind, not "
                                    "by value) and exit 0: accept today's state, gate on new findings "
                                    "with --baseline FILE.")
-@click.option("--unsafe-pickle", is_flag=True,
-              help="UNSAFE: unpickle full objects (e.g. a torch.save(model) file). This runs code "
-                   "from the file; use only on files you trust.")
+@_run_options
 @_probe_options
-@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
-def audit_command(target: str, model_spec: str | None, fmt: str, output: Path | None,
-                  json_file: Path | None, sarif_file: Path | None, markdown_file: Path | None,
-                  config_file: Path | None, isolated: bool, fail_on: str | None, stage: str | None,
-                  select: tuple[str, ...], extend_select: tuple[str, ...], ignore: tuple[str, ...],
-                  rule_files: tuple[str, ...], no_plugins: bool | None, baseline_file: Path | None,
-                  write_baseline: Path | None, unsafe_pickle: bool, quiet: bool, debug: bool,
-                  **probe_flags: Any) -> None:
+def audit_command(target: str, model_spec: str | None, **flags: Any) -> None:
     """Audit TARGET: an ONNX file, a checkpoint (.pt/.pth/.bin/.ckpt, .safetensors, a sharded
     *.safetensors.index.json) or a module factory (pkg.module:factory, path/to/file.py:factory).
 
@@ -205,51 +274,46 @@ def audit_command(target: str, model_spec: str | None, fmt: str, output: Path | 
     Several reports from one run: --format picks the one on stdout (or in --output FILE);
     --json FILE, --sarif FILE and --markdown FILE write more, e.g.
       initaudit ckpt.safetensors --model pkg.mod:build --sarif initaudit.sarif --markdown pr.md
-    prints the rich report and writes SARIF and Markdown.
+    prints the rich report and writes SARIF and Markdown. Files are written whole or not at all.
 
     Settings come from [tool.initaudit] in pyproject.toml (see `initaudit config`); flags win.
+    `initaudit explain CODE` documents a rule.
     """
-    from initaudit.engine import audit
-
-    extra = {"json": json_file, "sarif": sarif_file, "markdown": markdown_file}
-    try:
-        settings = resolve_settings(target, config_file, isolated, _cli_values(
-            select, extend_select, ignore, fail_on, stage, rule_files, no_plugins,
-            baseline=str(baseline_file) if baseline_file else None, **_probe_values(**probe_flags)))
-        outputs = [p for p in (output, *extra.values(), write_baseline) if p is not None]
-        _refuse_overwrite(outputs, _named_inputs(target, model_spec, settings, config_file))
-        with _progress(quiet) as progress:
-            report = audit(target, model=model_spec, settings=settings, progress=progress,
-                           unsafe_pickle=unsafe_pickle)
-        _refuse_overwrite(outputs, report.files_read)  # shards, external data, factory sources
-        _emit(report, fmt, output)
-        for extra_fmt, path in extra.items():
-            if path is not None:
-                _write(path, render(report, extra_fmt, color=False))
-        if fmt != "rich" or output is not None:  # the rich report shows them in its header
-            for err in report.rule_errors:
-                click.echo(f"initaudit: warning: {err}", err=True)
-        if write_baseline is not None:
-            from initaudit import baseline
-
-            n = baseline.write(write_baseline, [*report.findings, *report.baselined])
-            click.echo(f"initaudit: wrote {n} finding(s) to the baseline {write_baseline}", err=True)
-            sys.exit(0)
-    except InitAuditError as exc:
-        _fail(str(exc), debug)
-    except (KeyboardInterrupt, click.exceptions.Exit):
-        raise
-    except Exception as exc:  # an unexpected failure: still one line, traceback with --debug
-        _fail(f"{target}: internal error: {type(exc).__name__}: {exc} (rerun with --debug for a traceback)",
-              debug)
+    out = OutputFlags(flags)
+    out.check()
+    debug, quiet, write_baseline = flags.pop("debug"), flags.pop("quiet"), flags.pop("write_baseline")
+    report = _guarded(target, debug, lambda: _run_audit(target, model_spec, out, quiet, write_baseline, flags))
+    if write_baseline is not None:
+        sys.exit(0)
     sys.exit(report.exit_code)
 
 
-def _fail(message: str, debug: bool) -> None:
-    if debug:
-        raise
-    click.echo(f"initaudit: error: {message}", err=True)
-    sys.exit(2)
+def _run_audit(target: str, model_spec: str | None, out: OutputFlags, quiet: bool,
+               write_baseline: Path | None, flags: dict[str, Any]):
+    from initaudit.engine import audit
+
+    baseline_file, config_file = flags.pop("baseline_file"), flags.pop("config_file")
+    settings = resolve_settings(target, config_file, flags.pop("isolated"), _cli_values(
+        **_pop(flags, _SETTINGS_FLAG_NAMES), baseline=str(baseline_file) if baseline_file else None,
+        **_probe_values(**_pop(flags, _PROBE_FLAG_NAMES))))
+    outputs = out.files + ([write_baseline] if write_baseline is not None else [])
+    _refuse_overwrite(outputs, _named_inputs(target, model_spec, settings, config_file))
+    with ProgressBar(quiet) as progress:
+        report = audit(target, model=model_spec, settings=settings, progress=progress,
+                       unsafe_pickle=flags.pop("unsafe_pickle"))
+    _refuse_overwrite(outputs, report.files_read)  # shards, external data, factory sources
+    _emit(report, out)
+    if out.fmt != "rich" or out.output is not None:  # the rich report shows them in its header
+        for err in report.rule_errors:
+            click.echo(f"initaudit: warning: {err}", err=True)
+    for warning in report.warnings:
+        click.echo(f"initaudit: warning: {warning}", err=True)
+    if write_baseline is not None:
+        from initaudit import baseline
+
+        n = baseline.write(write_baseline, [*report.findings, *report.baselined])
+        click.echo(f"initaudit: wrote {n} finding(s) to the baseline {write_baseline}", err=True)
+    return report
 
 
 def _named_inputs(target: str, model_spec: str | None, settings, config_file: Path | None) -> set[str]:
@@ -268,68 +332,24 @@ def _refuse_overwrite(outputs: list[Path], inputs: set[str]) -> None:
             raise TargetError(out, "refusing to overwrite a file this audit reads with a report")
 
 
-def _write(path: Path, text: str) -> None:
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise TargetError(path, f"cannot write the report: {exc.strerror or exc}") from exc
+def _emit(report, out: OutputFlags) -> None:
+    """Every report is rendered before any file is written, then each file atomically."""
+    texts = {path: render(report, fmt) for fmt, path in out.also.items()}
+    if out.fmt == "rich" and out.output is None:
+        from initaudit.reporters.rich_report import print_report
 
-
-class _progress:
-    """A transient progress bar on stderr for long reads (only on a terminal)."""
-
-    def __init__(self, quiet: bool):
-        self.enabled = not quiet and sys.stderr.isatty()
-        self.bar: Progress | None = None
-        self.task = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        self.bar = Progress(TextColumn("reading tensors"), BarColumn(), DownloadColumn(binary_units=False),
-                            TimeRemainingColumn(), console=stderr_console(), transient=True)
-        return self.update
-
-    def update(self, done: int, total: int) -> None:
-        if total < _PROGRESS_MIN_ELEMENTS:
-            return
-        if self.task is None:
-            self.bar.start()
-            self.task = self.bar.add_task("read", total=total)
-        self.bar.update(self.task, completed=done)
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.bar is not None and self.task is not None:
-            self.bar.stop()
-
-
-def render(report: Report, fmt: str, color: bool = False) -> str:
-    """The report as text in one of FORMATS (rich: plain text, 120 columns)."""
-    if fmt == "json":
-        return report.to_json_str() + "\n"
-    if fmt == "sarif":
-        from initaudit.reporters import sarif
-
-        return sarif.dumps(report)
-    if fmt == "markdown":
-        from initaudit.reporters import markdown
-
-        return markdown.render(report)
-    buffer = io.StringIO()
-    Console(file=buffer, width=120, no_color=not color, highlight=False).print(report)
-    return buffer.getvalue()
-
-
-def _emit(report: Report, fmt: str, output: Path | None) -> None:
-    if fmt == "rich" and output is None:
-        stdout_console().print(report)
-        return
-    text = render(report, fmt)
-    if output:
-        _write(output, text)
+        print_report(stdout_console(), report, out.view())
     else:
-        click.echo(text, nl=False)
+        text = render(report, out.fmt, out.view())
+        if out.output is not None:
+            texts = {out.output: text, **texts}
+        else:
+            click.echo(text, nl=False)
+    for path, text in texts.items():
+        write_atomic(path, text)
 
+
+# --- rules, explain, config ----------------------------------------------------------------------
 
 def _ruleset(rule_files: tuple[str, ...], no_plugins: bool | None, config_file: Path | None,
              isolated: bool, debug: bool = False):
@@ -348,21 +368,16 @@ def _ruleset(rule_files: tuple[str, ...], no_plugins: bool | None, config_file: 
     return ruleset
 
 
-_CONFIG_FLAGS = [
-    click.option("--rules", "rule_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
-                 help="Also load rules from this Python file (repeatable)."),
-    click.option("--no-plugins", is_flag=True, default=None,
-                 help="Do not load rule plugins from installed packages."),
-    click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-                 help="Config file to read rules/plugins from (default: found from the current folder)."),
-    click.option("--isolated", is_flag=True, help="Ignore every configuration file."),
-]
-
-
-def _rule_flags(f):
-    for option in reversed(_CONFIG_FLAGS):
-        f = option(f)
-    return f
+def _rule_flags(f: Callable) -> Callable:
+    return _apply([
+        click.option("--rules", "rule_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+                     help="Also load rules from this Python file (repeatable)."),
+        click.option("--no-plugins", is_flag=True, default=None,
+                     help="Do not load rule plugins from installed packages."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+                     help="Config file to read rules/plugins from (default: found from the current folder)."),
+        click.option("--isolated", is_flag=True, help="Ignore every configuration file."),
+    ], f)
 
 
 @main.command("rules")
@@ -377,12 +392,16 @@ def rules_command(fmt: str, rule_files: tuple[str, ...], no_plugins: bool | None
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False)
     for col in ("code", "name", "category", "severity", "origin", "summary"):
-        table.add_column(col, overflow="fold" if col == "summary" else None)
+        table.add_column(col, overflow="fold" if col == "summary" else None,
+                         no_wrap=col in ("code", "name"))
     for r in rows:
         table.add_row(*(r[k] for k in ("code", "name", "category", "severity", "origin", "summary")))
     stdout_console().print(table)
+    click.echo("`initaudit explain CODE` prints a rule's documentation.")
 
 
 @main.command("explain")
@@ -405,7 +424,9 @@ def explain_command(rule: str, rule_files: tuple[str, ...], no_plugins: bool | N
         sys.exit(2)
     header = f"{cls.code} {cls.name} [{cls.category}, default {cls.severity.value}, from {cls.origin}]"
     console = stdout_console()
-    if console.is_terminal:
+    if console.is_terminal and console.color_system is not None:
+        from rich.markdown import Markdown
+
         console.print(Markdown(f"# {header}\n\n{cls.doc()}"))
     else:
         click.echo(f"{header}\n\n{cls.doc()}")
@@ -415,11 +436,8 @@ def explain_command(rule: str, rule_files: tuple[str, ...], no_plugins: bool | N
 @click.argument("target", required=False)
 @_settings_options
 @click.option("--format", "fmt", type=click.Choice(["rich", "json"]), default="rich", show_default=True)
-@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
-def config_command(target: str | None, config_file: Path | None, isolated: bool, fail_on: str | None,
-                   stage: str | None, select: tuple[str, ...], extend_select: tuple[str, ...],
-                   ignore: tuple[str, ...], rule_files: tuple[str, ...], no_plugins: bool | None,
-                   fmt: str, debug: bool) -> None:
+@click.option("--debug", is_flag=True, help="Show the traceback of an error (still exit 2).")
+def config_command(target: str | None, fmt: str, debug: bool, **flags: Any) -> None:
     """Print the settings an audit of TARGET would use, and where each came from (default, the
     config file, the command line). Checks the config as an audit would: exit 2 on an error.
 
@@ -438,8 +456,8 @@ def config_command(target: str | None, config_file: Path | None, isolated: bool,
     from initaudit.registry import discover
 
     try:
-        settings = resolve_settings(target, config_file, isolated, _cli_values(
-            select, extend_select, ignore, fail_on, stage, rule_files, no_plugins))
+        settings = resolve_settings(target, flags.pop("config_file"), flags.pop("isolated"),
+                                    _cli_values(**_pop(flags, _SETTINGS_FLAG_NAMES)))
         ruleset = discover(settings.rule_files, plugins=settings.plugins)
         notes = check_rule_references(settings, ruleset)
     except InitAuditError as exc:
@@ -449,6 +467,8 @@ def config_command(target: str | None, config_file: Path | None, isolated: bool,
         click.echo(json.dumps({"config_file": settings.config_path, "settings": rows,
                                "rule_errors": ruleset.errors, "notes": notes}, indent=2, default=str))
         return
+    from rich.table import Table
+
     console = stdout_console()
     console.print(f"config file: {settings.config_path or '(none found; defaults and flags only)'}")
     table = Table(box=None, pad_edge=False)
@@ -463,43 +483,6 @@ def config_command(target: str | None, config_file: Path | None, isolated: bool,
         console.print(f"note: {line}")
 
 
-@main.command("files")
-@click.argument("paths", nargs=-1, required=True)
-@_settings_options
-@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
-def files_command(paths: tuple[str, ...], config_file: Path | None, isolated: bool, fail_on: str | None,
-                  stage: str | None, select: tuple[str, ...], extend_select: tuple[str, ...],
-                  ignore: tuple[str, ...], rule_files: tuple[str, ...], no_plugins: bool | None,
-                  debug: bool) -> None:
-    """Audit several model files, as pre-commit passes them: one verdict line per file with its
-    findings. Exit 2 if any file could not be audited, else 1 if any failed, else 0."""
-    from initaudit.engine import audit
+from initaudit.cli_files import files_command  # noqa: E402  (registers `initaudit files`)
 
-    worst = 0
-    for path in paths:
-        try:
-            settings = resolve_settings(path, config_file, isolated, _cli_values(
-                select, extend_select, ignore, fail_on, stage, rule_files, no_plugins))
-            report = audit(path, settings=settings)
-        except InitAuditError as exc:
-            if debug:
-                raise
-            click.echo(f"initaudit: error: {exc}", err=True)
-            worst = 2
-            continue
-        except Exception as exc:
-            if debug:
-                raise
-            click.echo(f"initaudit: error: {path}: internal error: {type(exc).__name__}: {exc}", err=True)
-            worst = 2
-            continue
-        s = report.summary()
-        verdict = "FAIL" if report.failed else "ok"
-        click.echo(f"{path}: {verdict} ({s['errors']} error(s), {s['warnings']} warning(s), {s['infos']} info; "
-                   f"fail-on {report.fail_on})")
-        for f in report.findings:
-            click.echo(f"  {f.severity.value:<7} {f.rule} {f.layer}: {f.message}")
-        for err in report.rule_errors:
-            click.echo(f"  rule error: {err}", err=True)
-        worst = max(worst, report.exit_code)
-    sys.exit(worst)
+main.add_command(files_command)

@@ -12,18 +12,18 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch.nn as nn
-
-from initaudit.context import Context
 from initaudit.errors import ConfigError, TargetError
 from initaudit.graph import ModelGraph, OpKind, ParamRole
-from initaudit.loaders.target import load_target
 from initaudit.registry import RuleSet, discover
 from initaudit.report import FAIL_ON, Report
 from initaudit.rule import Finding, Rule, Severity
-from initaudit.schemes import assess
+
+if TYPE_CHECKING:  # torch loads when an audit runs, not on import (Settings, `initaudit config`)
+    import torch.nn as nn
+
+    from initaudit.context import Context
 
 STAGES = ("auto", "init", "trained")
 Progress = Callable[[int, int], None]  # (bytes done, bytes total)
@@ -165,6 +165,8 @@ def _layer_ignored(finding: Finding, settings: Settings, rules: dict[str, type[R
 
 def layer_rows(ctx: Context) -> list[dict[str, Any]]:
     """The per-layer table: every weight and normalisation scale, with stats and schemes."""
+    from initaudit.schemes import assess
+
     g = ctx.graph
     signal = {s.param: s for s in ctx.signal} if g.has_architecture else {}
     rows = []
@@ -219,6 +221,17 @@ def probe_options(settings: Settings):
                         histograms=settings.probe_histograms)
 
 
+def probe_warnings(graph: ModelGraph, probe: Any, settings: Settings) -> list[str]:
+    """A probe that was not asked for and could not run, on a model that has an architecture:
+    a warning (stderr) and a note; the static audit's findings stand."""
+    if not settings.probe_enabled or getattr(probe, "ran", False):
+        return []
+    if graph.module is None and graph.format != "onnx":
+        return []  # a bare checkpoint: static by nature, the header says so
+    return [f"probe not run: {getattr(probe, 'skipped_reason', None) or 'unknown reason'}; "
+            "the static audit ran without it"]
+
+
 def signal_rows(ctx: Context) -> list[dict[str, Any]]:
     """The static depth profile, with the probe's measured std and ratio beside each entry."""
     from initaudit.probe.profile import measured_profile
@@ -232,6 +245,17 @@ def signal_rows(ctx: Context) -> list[dict[str, Any]]:
     return rows
 
 
+_ITEMSIZE = {"float64": 8, "double": 8, "int64": 8, "uint64": 8, "complex64": 8, "complex128": 16,
+             "float16": 2, "half": 2, "bfloat16": 2, "int16": 2, "uint16": 2, "int8": 1, "uint8": 1,
+             "bool": 1, "float8_e4m3fn": 1, "float8_e5m2": 1, "float8": 1}
+
+
+def stored_bytes(param: Any) -> int:
+    """Bytes of a tensor as stored (4 per element unless its dtype says otherwise)."""
+    dtype = str(getattr(param, "dtype", "") or "").removeprefix("torch.").lower()
+    return param.numel * _ITEMSIZE.get(dtype, 4)
+
+
 def _check_analysable(graph: ModelGraph) -> None:
     if not any(p.role is not ParamRole.OTHER or p.kind is not OpKind.OTHER for p in graph.params.values()):
         reasons = "; ".join(f"{n}: {r}" for n, r in graph.skipped[:3]) or "it holds no floating-point tensors"
@@ -240,7 +264,8 @@ def _check_analysable(graph: ModelGraph) -> None:
 
 def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = None,
           settings: Settings | None = None, progress: Progress | None = None,
-          unsafe_pickle: bool = False, inputs: Any = None, **overrides: Any) -> Report:
+          unsafe_pickle: bool = False, inputs: Any = None, config: bool | str | Path = True,
+          **overrides: Any) -> Report:
     """Audit a model and return its :class:`Report`.
 
     ``target`` is an ``nn.Module``, a factory spec (``pkg.mod:factory``, ``file.py:factory``), a
@@ -249,23 +274,45 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
     :class:`Settings` fields, e.g. ``audit(m, fail_on="warning", ignore=["IA104"])``.
     ``inputs`` are the probe's inputs: a path (``--inputs``), a tensor (one argument), a
     tuple/list (positional arguments) or a dict of tensors (keyword arguments).
+
+    Settings come from ``[tool.initaudit]`` as on the command line: the first ``pyproject.toml``
+    with that table walking up from the target (from the current folder for a live module or an
+    importable spec), then ``overrides`` on top (``ignore``, ``extend_select`` and ``rule_files``
+    add to the file's lists, the others replace). ``config=False`` ignores every config file
+    (the CLI's ``--isolated``); ``config="path/to/pyproject.toml"`` reads that file (``--config``).
+    A ``settings`` object is used as given, without reading any file.
     """
-    settings = settings or Settings()
-    for key, value in overrides.items():
-        if not hasattr(settings, key):
-            raise TypeError(f"audit() got an unexpected keyword argument {key!r}")
-        setattr(settings, key, value)
+    if settings is None:
+        from initaudit.config import resolve
+
+        unknown = sorted(k for k in overrides if k not in Settings.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"audit() got an unexpected keyword argument {unknown[0]!r}")
+        explicit = config if isinstance(config, (str, Path)) and not isinstance(config, bool) else None
+        settings = resolve(target if isinstance(target, (str, Path)) else None, config_file=explicit,
+                           isolated=config is False, cli=overrides)
+    else:
+        for key, value in overrides.items():
+            if not hasattr(settings, key):
+                raise TypeError(f"audit() got an unexpected keyword argument {key!r}")
+            setattr(settings, key, value)
     if inputs is not None:
         settings.probe_inputs = inputs
     settings.validate()
     from initaudit import baseline as baseline_mod
     from initaudit.config import check_rule_references
+    from initaudit.context import Context
+    from initaudit.loaders.target import load_target
 
     ruleset = discover(settings.rule_files, plugins=settings.plugins, classes=settings.rule_classes)
     config_notes = check_rule_references(settings, ruleset)
     baseline = baseline_mod.load(settings.baseline) if settings.baseline else None
     start_errors: list[str] = []
     rules = _instantiate_all(enabled_rules(ruleset, settings), settings, start_errors)
+    from initaudit.request import check_device, check_model_argument, check_probe_honoured
+
+    check_model_argument(target, model)
+    check_device(settings)
     graph, _factory = load_target(target, model=model, unsafe_pickle=unsafe_pickle)
     _check_analysable(graph)
     if graph.module is not None:  # the dataflow from one recorded forward pass (initaudit.capture)
@@ -274,18 +321,22 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
         capture_graph(graph, probe_options(settings), _factory)
     stage, why = resolve_stage(settings.stage, graph)
     ctx = Context(graph, stage)
-    if progress is not None:
-        total = sum(p.numel for p in graph.params.values())
+    if progress is not None:  # in bytes as stored (fp16 counts 2 per element), as the file's size
+        total = sum(stored_bytes(p) for p in graph.params.values())
         done = 0
 
         def on_tensor(param) -> None:
             nonlocal done
-            done += param.numel
+            done += stored_bytes(param)
             progress(done, total)
 
         ctx.on_tensor = on_tensor
     ctx.analyze_all()
+    if progress is not None and hasattr(progress, "phase"):
+        progress.phase("probe")  # forward and backward pass: the bar says so instead of sitting at 100%
     ctx.probe = run_probe(graph, _factory, settings)
+    check_probe_honoured(settings, ctx.probe, graph.target)
+    warnings = probe_warnings(graph, ctx.probe, settings)
     findings, rule_errors = run_rules(ctx, rules)
     by_code = {r.code: type(r) for r in rules}
     kept = [f for f in findings if not _layer_ignored(f, settings, by_code)]
@@ -300,6 +351,7 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
         baseline_info = applied.summary(baseline.path, len(baseline.entries))
         suppressed["baseline"] = len(baselined)
     notes = list(graph.notes) + config_notes + [f"probe: {n}" for n in getattr(ctx.probe, "notes", None) or []]
+    notes += warnings
     if stage == "trained":
         skipped_rules = [r.code for r in rules if not r.applies_when_trained]
         if skipped_rules:
@@ -320,4 +372,5 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
         baseline=baseline_info,
         baselined=baselined,
         capture=graph.capture,
+        warnings=warnings,
     )

@@ -31,3 +31,15 @@ class UnsafeCheckpointError(TargetError):
 
 class ConfigError(InitAuditError):
     """A bad configuration key or value."""
+
+
+class RequestError(InitAuditError):
+    """Something the user asked for explicitly (a flag, an ``audit()`` argument) that this run
+    cannot honour: ``--model`` with a target that has its own architecture, ``--device cuda``
+    without CUDA, probe inputs the model rejects. Never silently ignored (exit 2)."""
+
+
+class ProbeRequestError(RequestError):
+    """An explicit probe request (``--probe``, ``--inputs``, ``--input-shape``, ``--batch-size``,
+    ``--device``) that the probe cannot honour. A probe raises it for such a request; a probe
+    that was not asked for and cannot run returns ``ran=False`` instead (a warning and a note)."""

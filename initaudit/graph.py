@@ -12,9 +12,10 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads only when a model does: `initaudit --version` stays fast
+    import torch
 
 
 class OpKind(str, Enum):
@@ -127,7 +128,7 @@ class Node:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-TensorLoader = Callable[[str], torch.Tensor]
+TensorLoader = Callable[[str], "torch.Tensor"]
 
 
 def torch_shape_fans(shape: tuple[int, ...]) -> tuple[int | None, int | None]:

@@ -36,9 +36,12 @@ class Report:
     #: {"path", "entries", "suppressed", "no_longer_found"} when a baseline was applied
     baseline: dict[str, Any] | None = None
     baselined: list[Finding] = field(default_factory=list)  # findings the baseline suppressed
-    # How the dataflow was found: "trace" (recorded forward pass), "fx", "onnx", "module-order"
-    # (a guessed chain), or None (no architecture: a bare checkpoint).
+    #: How the graph's dataflow was found (ModelGraph.capture): "fx", "trace", "onnx",
+    #: "module-order", or None when there is no architecture.
     capture: str | None = None
+    #: Warnings for stderr (the CLI prints them): e.g. a probe that was not asked for and could
+    #: not run. Each is also in ``notes``.
+    warnings: list[str] = field(default_factory=list)
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity is severity)
@@ -59,7 +62,7 @@ class Report:
                 "infos": self.count(Severity.INFO), "fail_on": self.fail_on, "failed": self.failed}
 
     def to_json(self) -> dict[str, Any]:
-        """The public JSON document (DESIGN.md section 4)."""
+        """The public JSON document (docs/json-output.md)."""
         probe = self.probe.to_json() if self.probe is not None else {
             "ran": False, "batch_size": None, "seed": None, "inputs": None,
             "skipped_reason": "probe not run"}
@@ -68,6 +71,7 @@ class Report:
             "tool": {"name": "initaudit", "version": __version__},
             "target": self.target,
             "format": self.format,
+            "capture": self.capture,
             "stage": self.stage,
             "stage_reason": self.stage_reason,
             "parameter_count": self.parameter_count,

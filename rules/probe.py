@@ -12,12 +12,19 @@ so the measured and the predicted figures are compared on the same footing.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from initaudit.graph import OpKind, Param
-from initaudit.probe.profile import MeasuredLayer, measured_profile
 from initaudit.rule import Finding, Rule, Severity, fmt
 from initaudit.rules.structure import depth_severity
+from initaudit.lazy import lazy_function
 from initaudit.rules.weights import ConstantWeights, _init_fix
+
+if TYPE_CHECKING:
+    from initaudit.probe.profile import MeasuredLayer
+
+# the profile module imports torch: load it when a probe rule runs, not when rules are listed
+measured_profile = lazy_function("initaudit.probe.profile", "measured_profile")
 
 _REGION = {"tanh": "|x| > 2.65, |tanh| > 0.99, tanh' < 0.02",
            "sigmoid": "|x| > 4.6, sigmoid < 0.01 or > 0.99, sigmoid' < 0.01",

@@ -7,7 +7,11 @@ from dataclasses import replace
 
 from initaudit.graph import OpKind
 from initaudit.rule import Finding, Rule, Severity, fmt
-from initaudit.schemes import assess, candidate_stds
+from initaudit.lazy import lazy_function
+
+# initaudit.schemes imports torch: load it when a rule runs, not when the rules are listed.
+assess = lazy_function("initaudit.schemes", "assess")
+candidate_stds = lazy_function("initaudit.schemes", "candidate_stds")
 
 SCHEME_TITLES = {"xavier": "Xavier", "he": "He", "he-fan-out": "He (fan_out)", "lecun": "LeCun",
                  "torch-default": "PyTorch-default", "orthogonal": "orthogonal",

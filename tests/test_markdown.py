@@ -116,8 +116,10 @@ def test_cells_are_escaped():
 
 
 def test_size_is_bounded():
-    findings = [Finding("IA104", "scale", Severity.WARNING, f"layer{i}.weight", "x" * 300, {}, "fix", "init-scale")
-                for i in range(MAX_FINDINGS + 50)]
+    # distinct causes (words, not numbers, tell them apart): one group each
+    findings = [Finding("IA104", "scale", Severity.WARNING, f"layer{i}.weight",
+                        "x" * 300 + " kind " + "abcdefghij"[i % 10] + "abcdefghijklmnop"[i // 10], {}, "fix",
+                        "init-scale") for i in range(MAX_FINDINGS + 50)]
     layers = [{"name": f"layer{i}", "param": f"layer{i}.weight", "op": "Linear", "shape": [4, 4], "fan_in": 4,
                "fan_out": 4, "activation": "relu", "normalized_after": False, "is_output": False,
                "stats": {"std": 0.1}, "expected": {"std": 0.7}, "ratio": 0.14, "matched_schemes": ["none"]}
@@ -125,7 +127,25 @@ def test_size_is_bounded():
     report = Report("big", "torch-module", "init", "test", layers, findings)
     text = render(report)
     assert len(text) <= MAX_CHARS
-    assert "… and 50 more findings" in text and "more layers." in text
+    assert "… and 50 more findings in 50 more groups left out" in text and "more layers (see the JSON" in text
+
+
+def test_findings_of_one_cause_are_one_row_and_the_size_stays_under_githubs_limit():
+    findings = [Finding("IA104", "scale", Severity.WARNING, f"layer{i}.weight", f"std 0.0{i % 9 + 1} is small",
+                        {}, "torch.nn.init.xavier_normal_(w)", "init-scale") for i in range(745)]
+    layers = [{"name": f"layer{i}", "param": f"layer{i}.weight", "op": "Linear", "shape": [4, 4], "fan_in": 4,
+               "fan_out": 4, "activation": "relu", "normalized_after": False, "is_output": False,
+               "stats": {"std": 0.1}, "expected": {"std": 0.7}, "ratio": 0.14, "matched_schemes": ["none"]}
+              for i in range(745)]
+    notes = [f"note {i}: " + "n" * 500 for i in range(200)]
+    report = Report("big", "torch-module", "init", "test", layers, findings, notes=notes)
+    text = render(report)
+    assert len(text) <= MAX_CHARS < 65_536
+    rows = [line for line in text.splitlines() if line.startswith("| 🟡")]
+    assert len(rows) == 1 and "init-scale ×745" in rows[0] and "(+737 more)" in rows[0]
+    assert "745 findings in 1 group (same rule and cause)" in text
+    assert "more notes (see the JSON report)" in text or "more layers (see the JSON report)" in text
+    assert "`initaudit explain IA104`" in text
 
 
 def test_markdown_from_the_cli_and_a_subprocess(tmp_path):

@@ -129,12 +129,55 @@ def test_checkpoint_target_is_the_artifact(workdir):
         assert loc["region"]["startLine"] == 1
 
 
-def test_outside_the_working_tree_is_an_absolute_uri(tmp_path):
-    report = initaudit.audit(f"{DATA / 'ci_models.py'}:warn", ignore=["IA2"])
-    doc = to_sarif(report, cwd=tmp_path)
+def test_outside_any_repository_and_the_working_tree_is_an_absolute_uri(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(DATA / "ci_models.py", outside / "ci_models.py")
+    report = initaudit.audit(f"{outside / 'ci_models.py'}:warn", ignore=["IA2"], config=False)
+    doc = to_sarif(report, cwd=tmp_path / "cwd")
     assert_valid(doc)
     uri = doc["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
-    assert uri == (DATA / "ci_models.py").as_uri()
+    assert uri == (outside / "ci_models.py").as_uri()
+
+
+def test_uris_are_relative_to_the_git_top_level_from_any_folder(tmp_path):
+    """A job that runs from a sub-folder (or names the file by an absolute path) still gets
+    repository-relative URIs with %SRCROOT%, which code scanning resolves against the checkout."""
+    from safetensors.torch import save_file
+
+    repo = tmp_path / "repo"
+    (repo / "models").mkdir(parents=True)
+    (repo / "tools").mkdir()
+    (repo / ".git").mkdir()  # what `git init` leaves; a worktree has a .git file instead
+    sys.path.insert(0, str(DATA))
+    try:
+        import ci_models
+    finally:
+        sys.path.remove(str(DATA))
+    save_file({k: v.contiguous() for k, v in ci_models.broken().state_dict().items()},
+              str(repo / "models" / "ckpt.safetensors"))
+    for cwd, target in ((repo / "tools", "../models/ckpt.safetensors"),
+                        (tmp_path, str(repo / "models" / "ckpt.safetensors"))):
+        proc = subprocess.run([sys.executable, "-m", "initaudit", target, "--isolated", "-q", "--format", "sarif"],
+                              capture_output=True, text=True, timeout=300, cwd=cwd)
+        assert proc.returncode == 1, proc.stderr
+        doc = json.loads(proc.stdout)
+        assert_valid(doc)
+        run = doc["runs"][0]
+        for r in run["results"]:
+            loc = r["locations"][0]["physicalLocation"]["artifactLocation"]
+            assert loc == {"uri": "models/ckpt.safetensors", "index": 0, "uriBaseId": "%SRCROOT%"}
+        assert run["originalUriBaseIds"]["%SRCROOT%"]["uri"] == repo.resolve().as_uri() + "/"
+
+
+def test_information_uri_is_the_projects_url():
+    import tomllib
+
+    urls = tomllib.loads((DATA.parent.parent / "pyproject.toml").read_text())["project"]["urls"]
+    report = initaudit.audit(f"{DATA / 'ci_models.py'}:warn", ignore=["IA2"], config=False)
+    driver = to_sarif(report)["runs"][0]["tool"]["driver"]
+    assert driver["informationUri"] == urls["Repository"]
+    assert "pypi.org" not in json.dumps(driver)
 
 
 def test_live_module_and_levels_note(tmp_path):

@@ -10,13 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 from initaudit.report import Report
+from initaudit.reporters.grouping import explain_hint, group_findings
 from initaudit.rule import fmt
 
 MARKER = "<!-- initaudit-report -->"  # lets a CI script find and update its own comment
 BADGES = {"error": "🔴 error", "warning": "🟡 warning", "info": "🔵 info"}
-MAX_FINDINGS = 100
+MAX_FINDINGS = 100  # groups of findings (by rule and cause), one table row each
 MAX_LAYERS = 300
-MAX_CHARS = 60_000
+MAX_CHARS = 60_000  # GitHub caps a comment at 65,536 characters; room for a CI script's own text
+GROUP_LAYERS = 8  # layers named in a group's row
 
 
 def _text(s: Any) -> str:
@@ -58,17 +60,31 @@ def _verdict(report: Report) -> list[str]:
     return lines
 
 
-def _findings(report: Report) -> list[str]:
+def _findings(report: Report, limit: int = MAX_FINDINGS) -> list[str]:
     if not report.findings:
         return ["No findings."]
-    lines = ["| Severity | Rule | Layer | Finding |", "|---|---|---|---|"]
-    for f in report.findings[:MAX_FINDINGS]:
-        body = _text(f.message)
-        if f.fix:
-            body += f"<br>fix: {_code(f.fix)}"
-        lines.append(f"| {BADGES[f.severity.value]} | {_code(f.rule)} {_text(f.name)} | {_code(f.layer)} | {body} |")
-    if len(report.findings) > MAX_FINDINGS:
-        lines += ["", f"… and {len(report.findings) - MAX_FINDINGS} more findings (see the JSON or SARIF report)."]
+    groups = group_findings(report.findings)
+    lines = ["| Severity | Rule | Layers | Finding |", "|---|---|---|---|"]
+    for g in groups[:limit]:
+        body = _text(g.message())
+        if g.fix:
+            body += f"<br>fix: {_code(g.fix)}"
+        names = ", ".join(_code(n) for n in g.layers[:GROUP_LAYERS])
+        if len(g.layers) > GROUP_LAYERS:
+            names += f" … (+{len(g.layers) - GROUP_LAYERS} more)"
+        count = f" ×{len(g.findings)}" if len(g.findings) > 1 else ""
+        lines.append(f"| {BADGES[g.severity.value]} | {_code(g.rule)} {_text(g.name)}{count} | {names} | {body} |")
+    if len(groups) > limit:
+        rest = groups[limit:]
+        lines += ["", f"… and {_plural(sum(len(g.findings) for g in rest), 'more finding')} in "
+                      f"{_plural(len(rest), 'more group')} left out to stay under GitHub's comment limit "
+                      "(the JSON and SARIF reports have every finding)."]
+    if len(groups) < len(report.findings):
+        lines += ["", f"{_plural(len(report.findings), 'finding')} in {_plural(len(groups), 'group')} "
+                      "(same rule and cause); the JSON and SARIF reports list each layer."]
+    hint = explain_hint(report.findings, quote=lambda s: f"`{s}`")
+    if hint:
+        lines += ["", hint + "."]
     return lines
 
 
@@ -105,7 +121,7 @@ def _layer_rows(report: Report, limit: int) -> list[str]:
                      f"{fans} | {_text(nxt)} | {_text(', '.join(r.get('matched_schemes') or []) or '–')} | "
                      f"{_num(r['stats']['std'])} | {_num(exp['std']) if exp else '–'} | {ratio} |")
     if len(report.layers) > limit:
-        lines += ["", f"… and {len(report.layers) - limit} more layers."]
+        lines += ["", f"… and {len(report.layers) - limit} more layers (see the JSON report)."]
     return lines
 
 
@@ -114,21 +130,37 @@ def _details(summary: str, body: list[str]) -> list[str]:
 
 
 def render(report: Report) -> str:
-    """The Markdown document for ``report``."""
-    head = [MARKER, *_verdict(report), ""]
-    status = _status(report)
-    if status:
-        head += [*status, ""]
-    head += [*_findings(report), ""]
-    extra: list[str] = []
+    """The Markdown document for ``report``, at most MAX_CHARS characters; whatever is left out to
+    stay under that is named in the document."""
     notes = [*report.notes, *(f"not analysed: {n}: {r}" for n, r in report.skipped)]
-    if notes:
-        extra += _details(f"Notes ({len(notes)})", [f"- {_text(n)}" for n in notes]) + [""]
-    limit = MAX_LAYERS
+    finding_limit, layer_limit, note_limit = MAX_FINDINGS, MAX_LAYERS, len(notes)
     while True:
+        head = [MARKER, *_verdict(report), ""]
+        status = _status(report)
+        if status:
+            head += [*status, ""]
+        head += [*_findings(report, finding_limit), ""]
+        extra: list[str] = []
+        if notes:
+            shown = [f"- {_text(n)}" for n in notes[:note_limit]]
+            if note_limit < len(notes):
+                shown.append(f"- … and {len(notes) - note_limit} more notes (see the JSON report)")
+            extra += _details(f"Notes ({len(notes)})", shown) + [""]
         layers = _details(f"Per-layer details ({_plural(len(report.layers), 'layer')})",
-                          _layer_rows(report, limit)) + [""]
+                          _layer_rows(report, layer_limit)) + [""] if layer_limit else \
+            [f"Per-layer details ({_plural(len(report.layers), 'layer')}) left out to stay under GitHub's "
+             "comment limit; see the JSON report.", ""]
         text = "\n".join([*head, *layers, *extra]).rstrip() + "\n"
-        if len(text) <= MAX_CHARS or limit <= 10:
+        if len(text) <= MAX_CHARS:
             return text
-        limit //= 2
+        if layer_limit > 10:
+            layer_limit //= 2
+        elif layer_limit:
+            layer_limit = 0
+        elif note_limit > 5:
+            note_limit //= 2
+        elif finding_limit > 5:
+            finding_limit //= 2
+        else:  # pathological messages: cut, and say so
+            cut = "\n\n… (report cut at GitHub's comment limit; see the JSON report)\n"
+            return text[: MAX_CHARS - len(cut)] + cut

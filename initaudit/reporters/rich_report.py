@@ -1,45 +1,124 @@
-"""The terminal report: header, per-layer table, depth profile, findings, verdict.
+"""The terminal report: header, per-layer table (when it helps), depth profile, findings grouped
+by rule and cause, verdict.
 
-Rich renders colour on a terminal and plain text when piped or when NO_COLOR is set.
+Rich renders colour on a terminal and plain text when piped or when NO_COLOR is set. Layouts
+hold at 80 columns: a table leaves out its least useful columns rather than cut a cell, so
+parameter names and numbers are never split, and fix code is printed on a line of its own that
+is never wrapped (the terminal soft-wraps it, so copy-paste keeps it whole).
 """
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from initaudit.report import Report
+from initaudit.reporters.grouping import FindingGroup, explain_hint, group_findings, statistics
 from initaudit.rule import fmt
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
-_MAX_ROWS = 60  # larger models: the table shows flagged layers plus the first rows
+SMALL_MODEL_LAYERS = 40  # the per-layer table is shown by default up to this many rows
+SIGNAL_ROWS = 12  # rows of the depth profile by default (all sampled rows with --layers)
+_MAX_ROWS = 60
+_MAX_LISTED_LAYERS = 6  # layers named in a finding group's line
+_CODE = re.compile(r"^[A-Za-z_][\w.]*\(")  # a fix that is code, not prose
+
+CAPTURE = {"trace": "recorded from a forward pass", "fx": "torch.fx symbolic trace",
+           "onnx": "the ONNX graph",
+           "module-order": "module registration order (a guess: depth rules stay at info; see notes)"}
+
+
+@dataclass
+class ViewOptions:
+    """What the terminal report shows (CLI flags)."""
+
+    layers: bool | None = None  # None: the per-layer table for small models only
+    statistics: bool = False  # a count of findings by rule (--statistics)
 
 
 def _num(x: Any) -> str:
     return "-" if x is None else fmt(float(x))
 
 
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+# --- tables that fit the width ----------------------------------------------------------------
+
+@dataclass
+class Column:
+    header: str
+    priority: int  # lower is kept longer when the width is short
+    justify: str = "left"
+
+
+class FittedTable:
+    """A table that leaves out its lowest-priority columns until it fits the console width,
+    rather than cut or wrap a cell. Cells never wrap (names and numbers stay whole)."""
+
+    def __init__(self, title: str, columns: list[Column], rows: list[list[Any]], note: str = "",
+                 styles: list[str | None] | None = None):
+        self.title, self.columns, self.rows, self.note = title, columns, rows, note
+        self.styles = styles or [None] * len(rows)
+
+    def _table(self, keep: list[int], dropped: list[str]) -> Table:
+        title = self.title
+        if dropped:
+            title += f" (left out at this width: {', '.join(dropped)}; --format json has every value)"
+        t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
+                  collapse_padding=True)
+        for i in keep:
+            c = self.columns[i]
+            t.add_column(c.header, justify=c.justify, no_wrap=True, overflow="ignore")
+        for row, style in zip(self.rows, self.styles):
+            t.add_row(*(row[i] for i in keep), style=style)
+        return t
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        keep = list(range(len(self.columns)))
+        order = sorted(keep, key=lambda i: -self.columns[i].priority)
+        dropped: list[str] = []
+        table = self._table(keep, dropped)
+        for i in order:
+            if Measurement.get(console, options, table).maximum <= options.max_width or len(keep) == 1:
+                break
+            keep.remove(i)
+            dropped.append(self.columns[i].header)
+            table = self._table(keep, dropped)
+        yield table
+        if self.note:
+            yield Text(self.note, style="dim")
+
+
+# --- the parts of the report ------------------------------------------------------------------
+
 def _header(report: Report) -> Table:
     t = Table.grid(padding=(0, 2))
-    t.add_column(style="bold")
+    t.add_column(style="bold", no_wrap=True)
     t.add_column()
     t.add_row("target", report.target)
     t.add_row("format", report.format)
+    capture = getattr(report, "capture", None)
+    if capture:  # how the dataflow between layers was found (ModelGraph.capture)
+        t.add_row("dataflow", f"{capture}: {CAPTURE.get(capture, 'found by the loader')}")
     t.add_row("parameters", f"{report.parameter_count:,}")
     t.add_row("stage", f"{report.stage} ({report.stage_reason})")
-    if report.capture:
-        t.add_row("dataflow", CAPTURE_LABELS.get(report.capture, report.capture))
     probe = report.probe
     if probe is not None and getattr(probe, "ran", False):
-        convention = getattr(probe, "convention", None)
+        how = [x for x in (getattr(probe, "convention", None), getattr(probe, "inputs_source", None)) if x]
         t.add_row("probe", f"batch {probe.batch_size}, seed {probe.seed}, {probe.inputs} inputs"
-                  + (f" ({convention})" if convention else ""))
+                  + (f" ({'; '.join(how)})" if how else ""))
     elif probe is not None:
         t.add_row("probe", f"not run: {probe.skipped_reason}")
     for note in report.notes:
@@ -58,44 +137,57 @@ def _header(report: Report) -> Table:
     return t
 
 
-def _layer_table(report: Report) -> Table:
-    flagged = {f.layer for f in report.findings}
-    rows = report.layers
-    if len(rows) > _MAX_ROWS:
-        rows = [r for i, r in enumerate(rows) if i < _MAX_ROWS // 2 or r["param"] in flagged
-                or r["name"] in flagged]
-    probe = any(r.get("probe") for r in rows)
-    t = Table(title=f"Layers ({len(rows)} of {len(report.layers)} shown)" if len(rows) < len(report.layers)
-              else "Layers", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
-    for col, kw in [("param", {"overflow": "fold"}), ("op", {}), ("shape", {}), ("fan in→out", {}),
-                    ("next", {}), ("scheme", {}), ("std", {"justify": "right"}),
-                    ("expected", {"justify": "right"}), ("ratio", {"justify": "right"})]:
-        t.add_column(col, **kw)
-    if probe:
-        t.add_column("act std", justify="right")
-        t.add_column("dead", justify="right")
-        t.add_column("sat", justify="right")
-        t.add_column("|dW|/|W|", justify="right")
+_LAYER_COLUMNS = [Column("param", 0), Column("op", 12), Column("shape", 10), Column("fan in→out", 11),
+                  Column("next", 3), Column("scheme", 8), Column("std", 2, "right"),
+                  Column("expected", 6, "right"), Column("ratio", 1, "right")]
+_PROBE_COLUMNS = [Column("act std", 7, "right"), Column("dead", 4, "right"), Column("sat", 5, "right"),
+                  Column("|dW|/|W|", 9, "right")]
+
+
+def _ratio(r: dict[str, Any]) -> str:
+    ratio = r.get("ratio")
+    if ratio is None:
+        return "-"
+    return f"{ratio:.2f}x" if ratio >= 0.01 else f"{ratio:.2g}x"
+
+
+def _layer_rows(rows: list[dict[str, Any]], probe: bool) -> list[list[Any]]:
+    out = []
     for r in rows:
-        style = "red" if r["param"] in flagged else None
         nxt = r["activation"] or ("norm" if r["normalized_after"] else "output" if r["is_output"] else "-")
         if r["normalized_after"] and r["activation"]:
             nxt += "+norm"
         exp = r["expected"]
-        cells = [r["param"], r["op"], "×".join(map(str, r["shape"])),
-                 f"{r['fan_in']}→{r['fan_out']}" if r["fan_in"] else "-", nxt,
-                 ", ".join(r["matched_schemes"][:2]) or "-", _num(r["stats"]["std"]),
-                 _num(exp["std"]) if exp else "-", f"{r['ratio']:.2f}x" if r.get("ratio") else "-"]
+        cells: list[Any] = [r["param"], r["op"], "×".join(map(str, r["shape"])),
+                            f"{r['fan_in']}→{r['fan_out']}" if r["fan_in"] else "-", nxt,
+                            ", ".join(r["matched_schemes"][:2]) or "-", _num(r["stats"]["std"]),
+                            _num(exp["std"]) if exp else "-", _ratio(r)]
         if probe:
             p = r.get("probe") or {}
             cells += [_num(p.get("std")), _pct(p.get("dead_fraction")), _pct(p.get("saturated_fraction")),
                       _num(p.get("grad_to_weight"))]
-        t.add_row(*cells, style=style)
-    return t
+        out.append(cells)
+    return out
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{x:.0%}"
+def _layer_styles(report: Report, rows: list[dict[str, Any]]) -> list[str | None]:
+    flagged = {f.layer for f in report.findings}
+    return ["red" if r["param"] in flagged or r["name"] in flagged else None for r in rows]
+
+
+def _layer_table(report: Report, view: ViewOptions) -> RenderableType | None:
+    rows = report.layers
+    if not rows:
+        return None
+    show = view.layers if view.layers is not None else len(rows) <= SMALL_MODEL_LAYERS
+    if not show:
+        return Text(f"Per-layer table: {len(rows)} rows, not shown for a model this size "
+                    "(--layers shows it; --format json has every value).", style="dim")
+    probe = any(r.get("probe") for r in rows)
+    columns = _LAYER_COLUMNS + (_PROBE_COLUMNS if probe else [])
+    note = ("act std: the layer's output spread on the probe batch (bias included); "
+            "std, expected and ratio are the weight's" if probe else "")
+    return FittedTable("Layers", columns, _layer_rows(rows, probe), note, _layer_styles(report, rows))
 
 
 def _bar(ratio: float, width: int = 24) -> Text:
@@ -111,35 +203,40 @@ def _bar(ratio: float, width: int = 24) -> Text:
     return Text(" " * half + "│" + "█" * n, style=style)
 
 
-def _signal_table(report: Report) -> Table | None:
+def _sample(items: list[Any], limit: int) -> list[Any]:
+    """At most about ``limit`` evenly spaced items, always the last."""
+    if len(items) <= limit:
+        return items
+    step = math.ceil(len(items) / limit)
+    return items[::step] + ([items[-1]] if (len(items) - 1) % step else [])
+
+
+def _signal_table(report: Report, view: ViewOptions) -> RenderableType | None:
     if not report.signal:
         return None
     measured = any(s.get("measured_std") is not None for s in report.signal)  # the probe, per call site
-    t = Table(title="Signal through depth (predicted std of each layer's output, relative to where its "
-                    "segment starts)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
-    for col in ("layer", "depth", "predicted std", "ratio", "0.01x ← 1 → 100x"):
-        t.add_column(col, justify="right" if col in ("depth", "predicted std", "ratio") else "left")
+    columns = [Column("layer", 0), Column("depth", 3, "right"), Column("predicted std", 4, "right"),
+               Column("ratio", 1, "right"), Column("0.01x ← 1 → 100x", 6)]
     if measured:
-        t.add_column("measured std", justify="right")
-        t.add_column("measured ratio", justify="right")
-    signal = report.signal
-    if len(signal) > _MAX_ROWS:
-        step = math.ceil(len(signal) / _MAX_ROWS)
-        signal = signal[::step] + ([signal[-1]] if (len(signal) - 1) % step else [])
+        columns += [Column("measured std", 5, "right"), Column("measured ratio", 2, "right")]
+    signal = _sample(report.signal, _MAX_ROWS if view.layers else SIGNAL_ROWS)
+    rows = []
     for s in signal:
-        cells = [s["layer"], str(s["depth"]), _num(s["predicted_std"]), f"{s['ratio']:.3g}x",
-                 _bar(s["ratio"])]
+        cells: list[Any] = [s["layer"], str(s["depth"]), _num(s["predicted_std"]), f"{s['ratio']:.3g}x",
+                            _bar(s["ratio"])]
         if measured:
             ratio = s.get("measured_ratio")
             cells += [_num(s.get("measured_std")), f"{ratio:.3g}x" if ratio is not None else "-"]
-        t.add_row(*cells)
-    return t
+        rows.append(cells)
+    shown = f", {len(signal)} of {len(report.signal)} layers" if len(signal) < len(report.signal) else ""
+    return FittedTable(f"Signal through depth: each layer's predicted output std relative to its "
+                       f"segment's start{shown}", columns, rows)
 
 
 _SPARK = " ▁▂▃▄▅▆▇█"
 
 
-def _histograms(report: Report) -> Table | None:
+def _histograms(report: Report) -> RenderableType | None:
     """One line per site: the activation's output distribution (--histograms), so sigmoid
     piling at 0 and 1, tanh at -1 and 1, ReLU at 0 show at a glance."""
     probe = report.probe
@@ -147,36 +244,74 @@ def _histograms(report: Report) -> Table | None:
              and s.kind in ("layer", "norm", "act", "input")]
     if not sites:
         return None
-    t = Table(title="Activation histograms (layer and norm sites show the output of the activation "
-                    "that follows them)", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
-    for col, justify in (("site", "left"), ("activation", "left"), ("min", "right"),
-                         ("distribution", "left"), ("max", "right")):
-        t.add_column(col, justify=justify)
+    columns = [Column("site", 0), Column("activation", 3), Column("min", 2, "right"),
+               Column("distribution", 1), Column("max", 2, "right")]
+    rows = []
     for s in sites[:_MAX_ROWS]:
         edges, counts = s.histogram
         top = max(counts) or 1
         bars = "".join(_SPARK[0 if c == 0 else max(1, round(c / top * (len(_SPARK) - 1)))] for c in counts)
-        t.add_row(s.name, str(s.activation) if s.activation else "-", _num(edges[0]),
-                  Text(bars, style="cyan"), _num(edges[-1]))
-    return t
+        rows.append([s.name, str(s.activation) if s.activation else "-", _num(edges[0]),
+                     Text(bars, style="cyan"), _num(edges[-1])])
+    return FittedTable("Activation histograms (layer and norm sites show the output of the activation "
+                       "that follows them)", columns, rows)
 
 
-def _findings(report: Report) -> RenderableType:
+class _Indented:
+    """Text wrapped at spaces under a 4-column indent, with no trailing padding."""
+
+    def __init__(self, text: Text, indent: int = 4):
+        self.text, self.indent = text, indent
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        for line in self.text.wrap(console, max(options.max_width - self.indent, 20)):
+            line.rstrip()
+            yield Text(" " * self.indent) + line
+
+
+def _indented(text: Text) -> RenderableType:
+    return _Indented(text)
+
+
+def _fix_line(fix: str) -> tuple[RenderableType, bool]:
+    """(renderable, soft_wrap): code is never wrapped by rich (the terminal soft-wraps it, so
+    copy-paste keeps it whole); prose wraps at spaces under its indent."""
+    if _CODE.match(fix):
+        return Text("    fix: ", style="bold") + Text(fix, style="green"), True
+    return _indented(Text.assemble(Text("fix: ", style="bold"), Text(fix))), False
+
+
+def _group_parts(g: FindingGroup) -> Iterator[tuple[RenderableType, bool]]:
+    head = Text()
+    head.append(f"{g.severity.value:<7}", style=SEVERITY_STYLE[g.severity.value])
+    head.append(f" {g.rule} {g.name}".rstrip(), style="bold")
+    if len(g.findings) > 1:
+        head.append(f" ×{len(g.findings)}")
+    head.append(f": {g.layer_list(_MAX_LISTED_LAYERS)}")
+    yield head, False
+    yield _indented(Text(g.message())), False
+    if g.fix:
+        yield _fix_line(g.fix)
+
+
+def _findings(report: Report) -> Iterator[tuple[RenderableType, bool]]:
     if not report.findings:
-        return Text("No findings.", style="green")
-    t = Table(title="Findings", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False,
-              show_lines=False)
-    t.add_column("severity")
-    t.add_column("rule")
-    t.add_column("layer", overflow="fold")
-    t.add_column("message and fix", overflow="fold", ratio=1)
-    for f in report.findings:
-        body = Text(f.message)
-        if f.fix:
-            body.append("\nfix: ", style="bold").append(f.fix, style="green")
-        t.add_row(Text(f.severity.value, style=SEVERITY_STYLE[f.severity.value]),
-                  f"{f.rule} {f.name}".strip(), f.layer, body)
-    return t
+        yield Text("No findings.", style="green"), False
+        return
+    groups = group_findings(report.findings)
+    n = len(report.findings)
+    title = f"Findings: {n}" + (f" in {len(groups)} groups (by rule and cause)" if len(groups) < n else "")
+    yield Text(title, style="bold italic"), False
+    for g in groups:
+        yield from _group_parts(g)
+
+
+def statistics_table(report: Report) -> RenderableType:
+    """``--statistics``: findings counted by rule."""
+    columns = [Column("count", 0, "right"), Column("code", 0), Column("name", 1), Column("category", 3),
+               Column("severity", 2)]
+    rows = [[str(r.count), r.rule, r.name, r.category, r.severity_text()] for r in statistics(report.findings)]
+    return FittedTable("Findings by rule", columns, rows)
 
 
 def verdict(report: Report) -> Text:
@@ -187,18 +322,31 @@ def verdict(report: Report) -> Text:
     return Text(f"PASS: {counts} (fail-on {report.fail_on})", style="bold green")
 
 
-CAPTURE_LABELS = {"trace": "recorded from a forward pass", "fx": "torch.fx symbolic trace",
-                  "onnx": "ONNX graph", "module-order": "module registration order (a guess; see notes)"}
+def parts(report: Report, view: ViewOptions | None = None) -> Iterator[tuple[RenderableType, bool]]:
+    """The report as (renderable, soft_wrap) pairs, in order; print each with
+    ``console.print(part, soft_wrap=soft)`` so that fix code is never wrapped."""
+    view = view or ViewOptions()
+    yield Panel(_header(report), title="initaudit", title_align="left", box=box.ROUNDED), False
+    for part in (_layer_table(report, view), _signal_table(report, view), _histograms(report)):
+        if part is not None:
+            yield part, False
+    yield Text(""), False
+    yield from _findings(report)
+    if view.statistics and report.findings:
+        yield Text(""), False
+        yield statistics_table(report), False
+    hint = explain_hint(report.findings)
+    if hint:
+        yield Text(""), False
+        yield Text(hint, style="dim"), False
+    yield verdict(report), False
 
 
-def render(report: Report) -> RenderableType:
-    parts: list[RenderableType] = [Panel(_header(report), title="initaudit", title_align="left",
-                                         box=box.ROUNDED), _layer_table(report)]
-    signal = _signal_table(report)
-    if signal is not None:
-        parts.append(signal)
-    histograms = _histograms(report)
-    if histograms is not None:
-        parts.append(histograms)
-    parts += [_findings(report), verdict(report)]
-    return Group(*parts)
+def print_report(console: Console, report: Report, view: ViewOptions | None = None) -> None:
+    for part, soft in parts(report, view):
+        console.print(part, soft_wrap=soft)
+
+
+def render(report: Report, view: ViewOptions | None = None) -> RenderableType:
+    """The report as one renderable (``rich.print(report)``); the CLI uses :func:`print_report`."""
+    return Group(*(part for part, _ in parts(report, view)))

@@ -7,6 +7,10 @@ services need a region) and the layer as its logical location, and a stable fing
 (``partialFingerprints["initaudit/v1"]``, the same one baselines use) so that a service tracks the
 same finding across commits. A factory target (``file.py:build``) points at the factory's source
 file, at the line that defines the factory.
+
+Artifact URIs are relative to the git top level that holds the file, with ``uriBaseId``
+``%SRCROOT%`` (what GitHub code scanning resolves against the checkout), whatever folder the job
+runs from; ``informationUri`` is the project's URL from the package metadata.
 """
 
 from __future__ import annotations
@@ -23,13 +27,41 @@ from initaudit.rule import split_sections
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
-INFORMATION_URI = "https://pypi.org/project/initaudit/"
+#: The project's page when the installed metadata names none ([project.urls] in pyproject.toml).
+DEFAULT_INFORMATION_URI = "https://github.com/initaudit/initaudit"
 LEVELS = {"error": "error", "warning": "warning", "info": "note"}
 SRCROOT = "%SRCROOT%"
 
 
-def _artifact(report: Report, cwd: Path) -> tuple[str, str | None, int] | None:
-    """(uri, uriBaseId, startLine) of the file the findings are about, or None (a live module)."""
+def information_uri() -> str:
+    """The project's URL from the installed package metadata (Project-URL), else the default."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        urls = metadata("initaudit").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        urls = []
+    by_label = {label.strip().lower(): url.strip() for label, _, url in (u.partition(",") for u in urls)}
+    for label in ("repository", "source", "homepage", "documentation"):
+        if by_label.get(label):
+            return by_label[label]
+    return DEFAULT_INFORMATION_URI
+
+
+def repository_root(path: Path) -> Path | None:
+    """The git top level holding ``path`` (the nearest folder with a ``.git`` entry: a folder, or
+    a file in worktrees and submodules), or None outside any repository."""
+    for folder in (path if path.is_dir() else path.parent, *path.parents):
+        if (folder / ".git").exists():
+            return folder
+    return None
+
+
+def _artifact(report: Report, cwd: Path, root: Path | None = None) -> tuple[str, str | None, int, Path | None] | None:
+    """(uri, uriBaseId, startLine, root) of the file the findings are about, or None (a live
+    module). URIs are relative to ``root``, by default the file's git top level (code scanning
+    resolves %SRCROOT% to the repository's checkout, wherever the job ran from), else to
+    ``cwd``; a file outside both gets an absolute ``file://`` URI."""
     path_text = report.source_path
     if not path_text and Path(report.target).is_file():
         path_text = report.target
@@ -38,10 +70,14 @@ def _artifact(report: Report, cwd: Path) -> tuple[str, str | None, int] | None:
     path = Path(path_text)
     line = _factory_line(report.target, path)
     absolute = (path if path.is_absolute() else cwd / path).resolve()
-    try:
-        return absolute.relative_to(cwd.resolve()).as_posix(), SRCROOT, line
-    except ValueError:
-        return absolute.as_uri(), None, line
+    for base in (root, None if root else repository_root(absolute), None if root else cwd):
+        if base is None:
+            continue
+        try:
+            return absolute.relative_to(base.resolve()).as_posix(), SRCROOT, line, base.resolve()
+        except ValueError:
+            continue
+    return absolute.as_uri(), None, line, None
 
 
 def _factory_line(target: str, path: Path) -> int:
@@ -80,22 +116,21 @@ def _rule_descriptor(code: str, meta: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def to_sarif(report: Report, cwd: str | Path | None = None) -> dict[str, Any]:
-    """The SARIF log (a dict) of ``report``; URIs are relative to ``cwd`` (the repository root in CI)."""
-    cwd = Path(cwd) if cwd is not None else Path.cwd()
-    codes = sorted(set(report.rules_run) | {f.rule for f in report.findings})
-    meta = report.rule_meta
-    rules = [_rule_descriptor(c, meta.get(c, {})) for c in codes]
-    index = {c: i for i, c in enumerate(codes)}
-    artifact = _artifact(report, cwd)
+def to_sarif(report: Report, cwd: str | Path | None = None, root: str | Path | None = None) -> dict[str, Any]:
+    """The SARIF log (a dict) of ``report``. URIs are relative to ``root`` if given, else to the
+    git top level holding the file, else to ``cwd`` (default: the current folder)."""
+    return to_sarif_many([report], cwd, root)
+
+
+def _results(report: Report, index: dict[str, int], artifact: tuple | None, artifact_index: int) -> list:
     results = []
     for f in report.findings:
         text = f.message if not f.fix else f"{f.message}. Fix: {f.fix}"
         location: dict[str, Any] = {"logicalLocations": [
             {"name": f.layer, "fullyQualifiedName": f.layer, "kind": "member"}]}
         if artifact is not None:
-            uri, base, line = artifact
-            art_loc: dict[str, Any] = {"uri": uri, "index": 0}
+            uri, base, line, _ = artifact
+            art_loc: dict[str, Any] = {"uri": uri, "index": artifact_index}
             if base:
                 art_loc["uriBaseId"] = base
             location["physicalLocation"] = {"artifactLocation": art_loc, "region": {"startLine": line}}
@@ -109,26 +144,57 @@ def to_sarif(report: Report, cwd: str | Path | None = None) -> dict[str, Any]:
             "partialFingerprints": {FINGERPRINT_KEY: fingerprint(f)},
             "properties": {"category": f.category, "layer": f.layer, "evidence": f.evidence, "fix": f.fix},
         })
-    notifications = [{"level": "error", "message": {"text": err}} for err in report.rule_errors]
-    notifications += [{"level": "note", "message": {"text": note}} for note in report.notes]
+    return results
+
+
+def to_sarif_many(reports: list[Report], cwd: str | Path | None = None,
+                  root: str | Path | None = None) -> dict[str, Any]:
+    """One SARIF run for several audits (``initaudit files``): the rules of all, one artifact per
+    file, every result pointing at its file."""
+    cwd = Path(cwd) if cwd is not None else Path.cwd()
+    root_path = Path(root) if root is not None else None
+    codes = sorted({c for r in reports for c in r.rules_run} | {f.rule for r in reports for f in r.findings})
+    meta: dict[str, Any] = {}
+    for r in reports:
+        meta.update({k: v for k, v in r.rule_meta.items() if k not in meta})
+    rules = [_rule_descriptor(c, meta.get(c, {})) for c in codes]
+    index = {c: i for i, c in enumerate(codes)}
+    results, artifacts, notifications = [], [], []
+    roots: set[Path] = set()
+    for report in reports:
+        artifact = _artifact(report, cwd, root_path)
+        results += _results(report, index, artifact, len(artifacts))
+        if artifact is not None:
+            uri, base, _, base_root = artifact
+            loc: dict[str, Any] = {"uri": uri}
+            if base:
+                loc["uriBaseId"] = base
+                roots.add(base_root)
+            artifacts.append({"location": loc, "roles": ["analysisTarget"]})
+        notifications += [{"level": "error", "message": {"text": err}} for err in report.rule_errors]
+        notifications += [{"level": "note", "message": {"text": note}} for note in report.notes]
+    properties: dict[str, Any] = {}
+    if len(reports) == 1:
+        first = reports[0]
+        properties = {"target": first.target, "format": first.format, "stage": first.stage,
+                      "summary": first.summary(), "suppressed": first.suppressed, "baseline": first.baseline}
+    elif reports:
+        properties = {"targets": [{"target": r.target, "format": r.format, "stage": r.stage,
+                                   "summary": r.summary()} for r in reports]}
     run: dict[str, Any] = {
         "tool": {"driver": {"name": "initaudit", "version": __version__, "semanticVersion": __version__,
-                            "informationUri": INFORMATION_URI, "rules": rules}},
+                            "informationUri": information_uri(), "rules": rules}},
         "invocations": [{"executionSuccessful": True, "toolExecutionNotifications": notifications}],
         "results": results,
-        "properties": {"target": report.target, "format": report.format, "stage": report.stage,
-                       "summary": report.summary(), "suppressed": report.suppressed,
-                       "baseline": report.baseline},
+        "properties": properties,
     }
-    if artifact is not None:
-        uri, base, _ = artifact
-        loc: dict[str, Any] = {"uri": uri}
-        if base:
-            loc["uriBaseId"] = base
-            run["originalUriBaseIds"] = {SRCROOT: {"uri": cwd.resolve().as_uri() + "/"}}
-        run["artifacts"] = [{"location": loc, "roles": ["analysisTarget"]}]
+    if roots:  # one %SRCROOT% per run: files in several repositories keep their own (first) root
+        run["originalUriBaseIds"] = {SRCROOT: {"uri": sorted(roots)[0].as_uri() + "/"}}
+    if artifacts:
+        run["artifacts"] = artifacts
     return clean_json({"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]})
 
 
-def dumps(report: Report, cwd: str | Path | None = None) -> str:
-    return json.dumps(to_sarif(report, cwd), indent=2, allow_nan=False, default=_jsonable) + "\n"
+def dumps(report: Report | list[Report], cwd: str | Path | None = None) -> str:
+    doc = to_sarif_many(report if isinstance(report, list) else [report], cwd)
+    return json.dumps(doc, indent=2, allow_nan=False, default=_jsonable) + "\n"
