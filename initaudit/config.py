@@ -88,6 +88,18 @@ def _suggest(word: str, choices: list[str] | tuple[str, ...]) -> str:
     return f"; did you mean {match[0]!r}?" if match else f"; valid: {', '.join(choices)}"
 
 
+def _suggest_rule(word: str, choices: list[str]) -> str:
+    """A close rule code, name or category, else a pointer to `initaudit rules` (never the
+    whole list of every code and name)."""
+    unique = list(dict.fromkeys(choices))
+    match = difflib.get_close_matches(word, unique, n=1, cutoff=0.6) or \
+        difflib.get_close_matches(word.upper(), unique, n=1, cutoff=0.6) or \
+        difflib.get_close_matches(word.lower(), unique, n=1, cutoff=0.6)
+    if match:
+        return f"; did you mean {match[0]!r}?"
+    return "; `initaudit rules` lists the codes and names (a code prefix such as IA1 or a category also works)"
+
+
 # --- finding and reading the file ----------------------------------------------------------------
 
 def search_start(target: str | Path | None, cwd: Path | None = None) -> Path:
@@ -360,10 +372,14 @@ def check_rule_references(settings: Any, ruleset: Any) -> list[str]:
     failed = f" (note: {'; '.join(ruleset.errors)})" if ruleset.errors else ""
 
     def unknown(field: str, what: str, word: str, choices: list[str]) -> None:
-        if not settings.plugins:
+        # With plugins off, a config file may name a plugin's rules; a flag is a request (exit 2).
+        asked = settings.sources.get(field) == COMMAND_LINE and field in ("select", "extend_select")
+        if not settings.plugins and not asked:
             notes.append(f"{_origin(settings, field)}: {what} {word!r} matches no rule (plugins are off)")
             return
-        raise ConfigError(f"{_origin(settings, field)}: unknown {what} {word!r}{_suggest(word, choices)}{failed}")
+        off = " (plugins are off: --no-plugins)" if not settings.plugins else ""
+        raise ConfigError(f"{_origin(settings, field)}: unknown {what} {word!r}{off}"
+                          f"{_suggest_rule(word, choices)}{failed}")
 
     words = _rule_words(ruleset)
     for field in ("select", "extend_select", "ignore"):

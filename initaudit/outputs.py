@@ -151,8 +151,9 @@ class ProgressBar:
     """A transient bar on stderr (terminals only): bytes read, in the file's units (MB/GB), then
     the probe phase with a spinner, so a long forward/backward pass does not look stuck at 100%."""
 
-    def __init__(self, quiet: bool):
-        self.enabled = not quiet and sys.stderr.isatty()
+    def __init__(self, quiet: bool, console: Console | None = None):
+        self.enabled = not quiet and (console is not None or sys.stderr.isatty())
+        self.console = console
         self.bar: Any = None
         self.task: Any = None
 
@@ -165,7 +166,7 @@ class ProgressBar:
 
         self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                             DownloadColumn(binary_units=False), TimeElapsedColumn(),
-                            console=stderr_console(), transient=True)
+                            console=self.console or stderr_console(), transient=True)
         self.bar.start()
         self.task = self.bar.add_task("reading tensors", total=total)
 

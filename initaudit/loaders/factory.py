@@ -56,6 +56,19 @@ def _import_file(path: Path, spec: str) -> ModuleType:
     return module
 
 
+def _import_from_cwd(name: str) -> ModuleType:
+    """``importlib.import_module`` that also sees packages in the current folder, as
+    ``python -m`` does (the ``initaudit`` script's own folder is first on sys.path instead)."""
+    cwd = str(Path.cwd())
+    if cwd in sys.path or "" in sys.path:
+        return importlib.import_module(name)
+    sys.path.append(cwd)  # after installed packages: a folder named like one does not shadow it
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(cwd)
+
+
 def load_factory(spec: str) -> FactoryTarget:
     """Import and call the factory named by ``spec``."""
     left, _, attr = spec.rpartition(":")
@@ -64,7 +77,7 @@ def load_factory(spec: str) -> FactoryTarget:
             source = _import_file(Path(left), spec)
             path = str(Path(left))
         else:
-            source = importlib.import_module(left)
+            source = _import_from_cwd(left)
             path = getattr(source, "__file__", None)
     except TargetError:
         raise
