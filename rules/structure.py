@@ -165,6 +165,8 @@ class InitScale(Rule):
         sev = Severity.INFO if p.normalized_after else None
         tail = "; a normalisation follows, so only its backward scale is affected" if p.normalized_after else ""
         if res.expected is None:  # no architecture: outside every known scheme?
+            if any(m != "none" for m in res.matched):
+                return  # it matches one (the table's scheme column says which): not outside them all
             stds = [s for s, _ in candidate_stds(None, p.fan_in, p.fan_out, p.init_fan_in or p.fan_in,
                                                  p.init_fan_out or p.fan_out).values()]
             lo, hi = min(stds) / tol, max(stds) * tol

@@ -117,7 +117,7 @@ class ConstantWeights(Rule):
             why = ("every unit computes the same output, so training cannot tell them apart"
                    if s.max != 0 else "every unit outputs the same value")
             if s.max == 0 and p.activation and p.activation.name in ("relu", "relu6"):
-                why += "; with zero bias, relu'(0) = 0 blocks every gradient and the layer stays dead"
+                why += _relu_bias_clause(ctx, p)
             yield self.finding(
                 p.name, f"{what} in a {'embedding' if p.kind is OpKind.EMBEDDING else 'hidden layer'}"
                         f"{after}: {why}",
@@ -133,6 +133,18 @@ class ConstantWeights(Rule):
         if any(h in p.name.lower() for h in _MODULATION_HINTS):
             return "zero-initialised modulation layer (adaLN-zero style, legitimate)"
         return None
+
+
+def _relu_bias_clause(ctx, p) -> str:
+    """What a zero weight before ReLU does, by the layer's bias: zero or missing, every gradient
+    is blocked; otherwise each unit outputs relu(b_i) whatever its input."""
+    bias = next((q for q in ctx.graph.params.values() if q.layer == p.layer and q.role is ParamRole.BIAS), None)
+    if bias is None:
+        return "; with no bias, relu'(0) = 0 blocks every gradient and the layer stays dead"
+    if ctx.analysis(bias.name).stats.all_zero:
+        return "; with zero bias, relu'(0) = 0 blocks every gradient and the layer stays dead"
+    return ("; each unit outputs relu(b_i) whatever its input (the bias is not zero), so the layer "
+            "ignores its input and units with b_i <= 0 get no gradient")
 
 
 def _init_fix(p) -> str:

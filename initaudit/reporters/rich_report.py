@@ -90,8 +90,9 @@ class FittedTable:
         order = sorted(keep, key=lambda i: -self.columns[i].priority)
         dropped: list[str] = []
         table = self._table(keep, dropped)
+        wide = options.update_width(1_000_000)  # Measurement.get clamps to the width it is given
         for i in order:
-            if Measurement.get(console, options, table).maximum <= options.max_width or len(keep) == 1:
+            if Measurement.get(console, wide, table).maximum <= options.max_width or len(keep) == 1:
                 break
             keep.remove(i)
             dropped.append(self.columns[i].header)
@@ -140,7 +141,7 @@ def _header(report: Report) -> Table:
 _LAYER_COLUMNS = [Column("param", 0), Column("op", 12), Column("shape", 10), Column("fan in→out", 11),
                   Column("next", 3), Column("scheme", 8), Column("std", 2, "right"),
                   Column("expected", 6, "right"), Column("ratio", 1, "right")]
-_PROBE_COLUMNS = [Column("act std", 7, "right"), Column("dead", 4, "right"), Column("sat", 5, "right"),
+_PROBE_COLUMNS = [Column("out std", 7, "right"), Column("dead", 4, "right"), Column("sat", 5, "right"),
                   Column("|dW|/|W|", 9, "right")]
 
 
@@ -164,7 +165,8 @@ def _layer_rows(rows: list[dict[str, Any]], probe: bool) -> list[list[Any]]:
                             _num(exp["std"]) if exp else "-", _ratio(r)]
         if probe:
             p = r.get("probe") or {}
-            cells += [_num(p.get("std")), _pct(p.get("dead_fraction")), _pct(p.get("saturated_fraction")),
+            out_std = p.get("signal_std") if p.get("signal_std") is not None else p.get("std")
+            cells += [_num(out_std), _pct(p.get("dead_fraction")), _pct(p.get("saturated_fraction")),
                       _num(p.get("grad_to_weight"))]
         out.append(cells)
     return out
@@ -185,8 +187,8 @@ def _layer_table(report: Report, view: ViewOptions) -> RenderableType | None:
                     "(--layers shows it; --format json has every value).", style="dim")
     probe = any(r.get("probe") for r in rows)
     columns = _LAYER_COLUMNS + (_PROBE_COLUMNS if probe else [])
-    note = ("act std: the layer's output spread on the probe batch (bias included); "
-            "std, expected and ratio are the weight's" if probe else "")
+    note = ("out std: the layer's output spread on the probe batch, its own bias taken off (as the "
+            "depth profile); std, expected and ratio are the weight's" if probe else "")
     return FittedTable("Layers", columns, _layer_rows(rows, probe), note, _layer_styles(report, rows))
 
 
