@@ -9,14 +9,13 @@ from typing import Any
 
 import click
 
+from initaudit.cli_options import apply_options, cli_values, settings_options, resolve_settings
 from initaudit.errors import InitAuditError
 
 
 def _options(f):
-    from initaudit.cli import _apply, _settings_options
-
-    f = _settings_options(f)
-    return _apply([
+    f = settings_options(f)
+    return apply_options([
         click.option("--probe/--no-probe", "probe", default=None,
                      help="Run the forward probe where a file holds an architecture (ONNX). --no-probe "
                           "keeps a hook fast: the static checks only.  [default: the config's, else on]"),
@@ -47,14 +46,13 @@ def files_command(paths: tuple[str, ...], fmt: str, sarif_file: Path | None, bas
     failed, else 0. Every file is audited even after one fails."""
     import traceback
 
-    from initaudit.cli import _cli_values, resolve_settings
     from initaudit.engine import audit
     from initaudit.outputs import write_atomic
 
     worst, reports = 0, []
     for path in paths:
         try:
-            settings = resolve_settings(path, config_file, isolated, _cli_values(
+            settings = resolve_settings(path, config_file, isolated, cli_values(
                 **flags, probe_enabled=probe, baseline=str(baseline_file) if baseline_file else None))
             report = audit(path, settings=settings, unsafe_pickle=unsafe_pickle)
         except (KeyboardInterrupt, SystemExit):
