@@ -8,7 +8,7 @@ A rule is a subclass of :class:`Rule` with these class attributes:
 ``name``
     kebab-case (``init-scale``); selectable and explainable like the code.
 ``category``
-    exactly one of :data:`CATEGORIES` (DESIGN.md section 3).
+    exactly one of :data:`CATEGORIES` (docs/json-output.md lists them).
 ``severity``
     the default :class:`Severity`; users override it per rule (``[tool.initaudit.severity]``).
 ``options``

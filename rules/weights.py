@@ -66,9 +66,9 @@ class ConstantWeights(Rule):
     What it checks
     --------------
     Weight tensors whose elements are all equal (max |w - w_0| <= ``atol``). Graded by where the
-    tensor sits (DESIGN §6): a hidden layer or an embedding is an error; a zero-initialised
-    output head, the last layer of a residual branch, or an adaLN-zero style modulation layer
-    is legitimate and reported as info. Biases and normalisation parameters are not judged here.
+    tensor sits (docs/legitimate-patterns.md): a hidden layer or an embedding is an error; a
+    zero-initialised output head, the last layer of a residual branch, or an adaLN-zero style
+    modulation layer is legitimate and reported as info. Biases and normalisation parameters are not judged here.
 
     Why it matters
     --------------

@@ -5,6 +5,7 @@ rule-selector messages, progress in bytes."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import pty
 import select
@@ -321,3 +322,27 @@ def test_the_progress_bar_shows_megabytes_and_a_probe_phase():
         update.phase("probe")
         update.bar.refresh()
         assert "probe: forward and backward pass" in buffer.getvalue()
+
+
+# --- documentation users have ------------------------------------------------------------------
+
+ROOT = TESTS.parent
+
+
+def test_user_documentation_cites_docs_not_the_internal_design_notes():
+    from initaudit.registry import discover
+
+    texts = {"README.md": (ROOT / "README.md").read_text()}
+    texts.update({f"rule {c.code}": c.doc() for c in discover(plugins=False).sorted()})
+    texts["initaudit.rule"] = (ROOT / "initaudit" / "rule.py").read_text()
+    for where, text in texts.items():
+        assert "DESIGN" not in text, f"{where} cites DESIGN.md, which users do not have"
+    for doc in re.findall(r"\(?(docs/[\w.-]+\.md)", "\n".join(texts.values())):
+        assert (ROOT / doc).is_file(), f"{doc} is cited but missing"
+    json_doc = (ROOT / "docs" / "json-output.md").read_text()
+    for key in ("schema_version", "matched_schemes", "skipped_reason", "capture", "summary", "130"):
+        assert key in json_doc
+    from initaudit.rule import CATEGORIES
+
+    assert all(f"`{c}`" in json_doc for c in CATEGORIES)
+    assert "zero_init_residual" in (ROOT / "docs" / "legitimate-patterns.md").read_text()
