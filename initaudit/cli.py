@@ -230,13 +230,16 @@ def rules_command(fmt: str, rule_files: tuple[str, ...], no_plugins: bool | None
         return
     from rich.table import Table
 
+    console = stdout_console()
+    columns = ["code", "name", "category", "severity", "origin", "summary"]
+    if console.width < 120:  # keep the summary readable: category and origin are in --format json
+        columns = ["code", "name", "severity", "summary"]
     table = Table(box=None, pad_edge=False)
-    for col in ("code", "name", "category", "severity", "origin", "summary"):
-        table.add_column(col, overflow="fold" if col == "summary" else None,
-                         no_wrap=col in ("code", "name"))
+    for col in columns:
+        table.add_column(col, no_wrap=col != "summary", ratio=1 if col == "summary" else None)
     for r in rows:
-        table.add_row(*(r[k] for k in ("code", "name", "category", "severity", "origin", "summary")))
-    stdout_console().print(table)
+        table.add_row(*(r[k] for k in columns))
+    console.print(table)
     click.echo("`initaudit explain CODE` prints a rule's documentation.")
 
 
