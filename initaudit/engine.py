@@ -240,11 +240,12 @@ def signal_rows(ctx: Context) -> list[dict[str, Any]]:
     rows = []
     for s in ctx.signal:
         m = measured.get(id(s))
-        # the spread the ratio is computed from (the layer's own bias taken off where known), so
-        # that a zeroed layer does not show its bias's spread beside a ratio of 1e-8
-        rows.append({**vars(s), "measured_std": m.site.spread if m else None,
+        # measured_signal_std: the spread the ratio is computed from (the layer's own bias taken
+        # off where known), which the report shows, so that a zeroed layer does not show its
+        # bias's spread beside a ratio of 1e-8; measured_std keeps its meaning (bias included)
+        rows.append({**vars(s), "measured_std": m.site.std if m else None,
                      "measured_ratio": m.ratio if m else None,
-                     "measured_std_with_bias": m.site.std if m else None})
+                     "measured_signal_std": m.site.spread if m else None})
     return rows
 
 

@@ -257,8 +257,15 @@ def test_same_seed_same_json_bytes_and_seed_matters():
 def test_device_that_is_not_there_skips_the_probe():
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
-    report = initaudit.audit(nn.Linear(3, 3), probe_device="cuda")
+    from initaudit.engine import Settings
+    from initaudit.errors import ProbeRequestError
+
+    # a device from settings (a config file's default) skips the probe with a reason ...
+    report = initaudit.audit(nn.Linear(3, 3), settings=Settings(probe_device="cuda"))
     assert not report.probe.ran and "CUDA is not available" in report.probe.skipped_reason
+    # ... while an explicit request that cannot be honoured stops the audit (exit 2 on the CLI)
+    with pytest.raises(ProbeRequestError, match="CUDA is not available"):
+        initaudit.audit(nn.Linear(3, 3), probe_device="cuda")
 
 
 def test_run_probe_on_a_graph_without_module_says_static_only():

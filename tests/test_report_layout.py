@@ -135,8 +135,12 @@ def test_a_zeroed_layer_shows_a_measured_spread_consistent_with_its_ratio():
     report = initaudit.audit(report_models.long_names(), config=False)
     zeroed = next(s for s in report.signal if s["layer"] == "encoder_blocks.1.feed_forward_expansion")
     assert zeroed["measured_ratio"] < 1e-6
-    assert zeroed["measured_std"] < 1e-6  # the spread the ratio uses, not the bias's 0.14
-    assert zeroed["measured_std_with_bias"] > 0.05
+    assert zeroed["measured_signal_std"] < 1e-6  # the spread the ratio uses, not the bias's 0.14
+    assert zeroed["measured_std"] > 0.05  # the JSON key keeps its meaning: the output, bias included
+    row = next(line for line in rendered(report, 200).splitlines()
+               if line.strip().startswith("encoder_blocks.1.feed_forward_expansion ")
+               and "x" in line.split()[-1])
+    assert row.split()[-2] != "0.139" and float(row.split()[-2].rstrip("x")) < 1e-6
 
 
 def zero_before_relu(bias: float) -> nn.Sequential:

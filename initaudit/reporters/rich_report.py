@@ -228,7 +228,8 @@ def _signal_table(report: Report, view: ViewOptions) -> RenderableType | None:
                             _bar(s["ratio"])]
         if measured:
             ratio = s.get("measured_ratio")
-            cells += [_num(s.get("measured_std")), f"{ratio:.3g}x" if ratio is not None else "-"]
+            spread = s.get("measured_signal_std", s.get("measured_std"))  # what the ratio uses
+            cells += [_num(spread), f"{ratio:.3g}x" if ratio is not None else "-"]
         rows.append(cells)
     shown = f", {len(signal)} of {len(report.signal)} layers" if len(signal) < len(report.signal) else ""
     return FittedTable(f"Signal through depth: each layer's predicted output std relative to its "
