@@ -127,7 +127,7 @@ def test_layers_flag_shows_and_hides_the_table():
 def test_the_header_says_how_the_graph_was_captured():
     report = initaudit.audit(report_models.long_names(), config=False, probe_enabled=False)
     assert report.capture
-    assert re.search(rf"graph\s+{report.capture}: ", rendered(report, 120))
+    assert re.search(rf"dataflow\s+{report.capture}: ", rendered(report, 120))
     assert json.loads(report.to_json_str())["capture"] == report.capture
 
 
