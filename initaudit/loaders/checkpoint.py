@@ -8,8 +8,10 @@ undetermined.
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 
 from initaudit.errors import TargetError, first_line
 from initaudit.graph import ModelGraph, OpKind, Param, ParamRole, torch_shape_fans
-from initaudit.loaders.pickle_safety import scan_checkpoint
+from initaudit.loaders.pickle_safety import loadable_copy, scan_checkpoint
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 META_REASON = ("on the meta device: it holds no values (materialise it with to_empty() and call "
@@ -97,8 +99,8 @@ def read_pickle_checkpoint(path: Path, unsafe_pickle: bool = False) -> Checkpoin
     if unsafe_pickle:
         obj = _torch_load(path, weights_only=False)
     else:
-        scan_checkpoint(path)
-        obj = _torch_load(path, weights_only=True)
+        scan = scan_checkpoint(path)
+        obj = _torch_load(loadable_copy(scan) if scan.needs_rewrite else path, weights_only=True, name=path)
     if isinstance(obj, torch.nn.Module):  # only reachable with --unsafe-pickle
         obj = obj.state_dict()
     tensors, evidence = _unwrap(obj, path)
@@ -114,14 +116,21 @@ def read_pickle_checkpoint(path: Path, unsafe_pickle: bool = False) -> Checkpoin
     return ckpt
 
 
-def _torch_load(path: Path, weights_only: bool) -> object:
+def _torch_load(source: Path | io.BytesIO, weights_only: bool, name: Path | None = None) -> object:
+    """torch.load, memory-mapped where the source is a file; torch's own warnings (protocol,
+    sparse invariants, weights_only notices) are not printed: the one error line says it all."""
+    path = name or source
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=weights_only)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if isinstance(source, io.BytesIO):
+                return torch.load(source, map_location="cpu", weights_only=weights_only)
+            try:
+                return torch.load(source, map_location="cpu", weights_only=weights_only, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                return torch.load(source, map_location="cpu", weights_only=weights_only)
     except TargetError:
         raise
     except Exception as exc:
