@@ -59,6 +59,10 @@ class Settings:
     #: initaudit.config.resolve, used in error messages and by `initaudit config`.
     sources: dict[str, str] = field(default_factory=dict)
     config_path: str | None = None
+    #: Load rule files named by a config found next to the target, not in the current project.
+    trust_config_rules: bool = False
+    #: What resolving the config decided and the report should say (e.g. rules it ignored).
+    config_notes: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.fail_on not in FAIL_ON:
