@@ -22,6 +22,7 @@ from rich.table import Table
 from initaudit import __version__
 from initaudit.errors import InitAuditError, TargetError
 from initaudit.report import FAIL_ON, Report
+from initaudit.stdio import stdout_to_stderr
 
 FORMATS = ("rich", "json", "sarif", "markdown")
 _PROGRESS_MIN_ELEMENTS = 20_000_000  # show a bar for reads that take a noticeable time
@@ -235,7 +236,7 @@ def audit_command(target: str, model_spec: str | None, fmt: str, output: Path | 
             baseline=str(baseline_file) if baseline_file else None, **_probe_values(**probe_flags)))
         outputs = [p for p in (output, *extra.values(), write_baseline) if p is not None]
         _refuse_overwrite(outputs, _named_inputs(target, model_spec, settings, config_file))
-        with _progress(quiet) as progress:
+        with _progress(quiet) as progress, stdout_to_stderr():
             report = audit(target, model=model_spec, settings=settings, progress=progress,
                            unsafe_pickle=unsafe_pickle)
         _refuse_overwrite(outputs, report.files_read)  # shards, external data, factory sources
@@ -498,7 +499,8 @@ def files_command(paths: tuple[str, ...], config_file: Path | None, isolated: bo
         try:
             settings = resolve_settings(path, config_file, isolated, _cli_values(
                 select, extend_select, ignore, fail_on, stage, rule_files, no_plugins))
-            report = audit(path, settings=settings)
+            with stdout_to_stderr():
+                report = audit(path, settings=settings)
         except InitAuditError as exc:
             if debug:
                 raise

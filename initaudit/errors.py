@@ -31,3 +31,8 @@ class UnsafeCheckpointError(TargetError):
 
 class ConfigError(InitAuditError):
     """A bad configuration key or value."""
+
+
+class ProbeRequestError(InitAuditError):
+    """An explicit probe request the model cannot honour (--batch-size on a fixed-batch model,
+    --input-shape naming no input, --inputs of the wrong shape or type)."""

@@ -35,6 +35,7 @@ import torch
 
 from initaudit.errors import ConfigError
 from initaudit.graph import PASS_THROUGH, Activation, ModelGraph, Node
+from initaudit.probe.ort_process import IsolatedRuntime, RuntimeCrash, memory_limit
 from initaudit.probe.result import ProbeResult, SiteStats
 
 _ORT_TYPES = {
@@ -362,7 +363,6 @@ class _Weights:
     def __init__(self, model):
         import onnx
         from onnx import numpy_helper
-        from onnxruntime import OrtValue
 
         self.protos: dict[str, Any] = {}
         self.values: dict[str, Any] = {}
@@ -383,7 +383,7 @@ class _Weights:
                 e = stub.external_data.add()
                 e.key, e.value = key, value
             self.protos[t.name] = stub
-            self.values[t.name] = OrtValue.ortvalue_from_numpy(arr)
+            self.values[t.name] = arr  # handed to onnxruntime's process as an array
 
 
 def _opset(model) -> int:
@@ -501,11 +501,10 @@ def _segment_model(model, start: int, end: int, inputs: Mapping[str, np.ndarray]
 
 def _run_segments(model, segments: list[tuple[int, int]], feeds: Mapping[str, np.ndarray],
                   site_tensors: list[str], weights: _Weights, info, threads: int | None,
-                  on_site: Callable[[str, np.ndarray], None]) -> None:
+                  on_site: Callable[[str, np.ndarray], None], runtime) -> None:
     """Run the segments in order, handing on the tensors that cross each cut; ``on_site`` gets
-    every exposed site output (which is dropped afterwards unless a later segment reads it)."""
-    import onnxruntime as ort
-
+    every exposed site output (which is dropped afterwards unless a later segment reads it).
+    onnxruntime runs in ``runtime``'s isolated process (:mod:`initaudit.probe.ort_process`)."""
     nodes = model.graph.node
     site_set = set(site_tensors)
     needs = []  # tensors each segment reads from before it
@@ -524,15 +523,14 @@ def _run_segments(model, segments: list[tuple[int, int]], feeds: Mapping[str, np
             continue
         inputs = {t: held[t] for t in needs[k] if t in held}
         blob, in_memory = _segment_model(model, start, end, inputs, fetch, weights)
-        so = session_options(threads, info.base_dir if info.has_external else None)
-        if in_memory:
-            so.add_external_initializers(in_memory, [weights.values[n] for n in in_memory])
-        session = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+        outs = runtime.run(blob, fetch, inputs, {n: weights.values[n] for n in in_memory},
+                           threads or min(_cpu_count(), 16),
+                           info.base_dir if info.has_external else None)
         del blob
-        outs = session.run(fetch, inputs)
-        del session
         for i, name in enumerate(fetch):
             arr, outs[i] = outs[i], None
+            if arr is None:  # a non-numeric output (strings): nothing to summarise
+                continue
             if name in later:  # a copy: ORT's arrays keep the whole part's arena alive
                 held[name] = np.array(arr, copy=True)
             if name in site_set:
@@ -577,6 +575,26 @@ def _first_line(exc: BaseException) -> str:
     return (text[:240] + "...") if len(text) > 240 else (text or type(exc).__name__)
 
 
+def _model_bytes(graph: ModelGraph, weights: _Weights) -> int:
+    """Bytes of the model's files (external data included), for the worker's memory limit."""
+    total = 0
+    for f in getattr(graph, "files_read", ()) or ():
+        try:
+            total += os.path.getsize(f)
+        except OSError:
+            pass
+    return max(total, sum(int(a.nbytes) for a in weights.values.values()))
+
+
+def _runtime_failed(reason: str, graph: ModelGraph, batch_size: int, seed: int) -> ProbeResult:
+    """A probe onnxruntime could not run: skipped with the reason, and a warning on stderr (the
+    static audit still reports)."""
+    import sys
+
+    print(f"initaudit: warning: {graph.target}: probe skipped: {reason}", file=sys.stderr)
+    return _skip(reason, batch_size, seed)
+
+
 def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_size: int = 64,
                    seed: int = 0, inputs: Mapping[str, np.ndarray] | None = None,
                    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
@@ -602,9 +620,9 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
         from initaudit.probe.stats import site_stats as default_stats
 
         site_stats = default_stats
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:  # it runs in its own process
         return _skip("onnxruntime is not installed", batch_size, seed)
     info = getattr(graph, "onnx", None)
     if info is None:
@@ -661,23 +679,29 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
         weights = _Weights(info.model)
     except Exception as exc:
         return _skip(f"initializers could not be handed to onnxruntime: {_first_line(exc)}", batch_size, seed)
-    site_tensors = tensors
-    try:
-        _run_segments(model, segments, feeds, site_tensors, weights, info, threads, on_site)
-        if len(segments) > 1:
-            notes.append(f"graph run in {len(segments)} parts to keep at most about "
-                         f"{budget >> 20} MB of intermediate outputs alive")
-    except Exception as exc:
-        if len(segments) == 1:
-            return _skip(f"onnxruntime could not run the model: {_first_line(exc)}", batch_size, seed)
-        results[:] = [None] * len(sites)
-        try:  # a cut onnxruntime did not accept: run the whole graph at once
-            _run_segments(model, [(0, len(model.graph.node))], feeds, site_tensors, weights, info,
-                          threads, on_site)
-            notes.append(f"running the graph in parts failed ({_first_line(exc)}); ran it whole, "
-                         "beyond the memory budget")
-        except Exception as exc2:
-            return _skip(f"onnxruntime could not run the model: {_first_line(exc2)}", batch_size, seed)
+    with IsolatedRuntime(memory_limit(_model_bytes(graph, weights))) as runtime:
+        try:
+            _run_segments(model, segments, feeds, tensors, weights, info, threads, on_site, runtime)
+            if len(segments) > 1:
+                notes.append(f"graph run in {len(segments)} parts to keep at most about "
+                             f"{budget >> 20} MB of intermediate outputs alive")
+        except RuntimeCrash as exc:
+            return _runtime_failed(str(exc), graph, batch_size, seed)
+        except Exception as exc:
+            if len(segments) == 1:
+                return _runtime_failed(f"onnxruntime could not run the model: {_first_line(exc)}", graph,
+                                       batch_size, seed)
+            results[:] = [None] * len(sites)
+            try:  # a cut onnxruntime did not accept: run the whole graph at once
+                _run_segments(model, [(0, len(model.graph.node))], feeds, tensors, weights, info,
+                              threads, on_site, runtime)
+                notes.append(f"running the graph in parts failed ({_first_line(exc)}); ran it whole, "
+                             "beyond the memory budget")
+            except RuntimeCrash as exc2:
+                return _runtime_failed(str(exc2), graph, batch_size, seed)
+            except Exception as exc2:
+                return _runtime_failed(f"onnxruntime could not run the model: {_first_line(exc2)}", graph,
+                                       batch_size, seed)
     depth: dict[str, int] = {}
     for site in results:
         if site is None:
