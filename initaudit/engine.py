@@ -220,7 +220,8 @@ def probe_options(settings: Settings):
     return ProbeOptions(batch_size=settings.probe_batch_size, seed=settings.probe_seed,
                         device=settings.probe_device, inputs=settings.probe_inputs,
                         input_shapes=parse_input_shapes(settings.probe_input_shape),
-                        histograms=settings.probe_histograms)
+                        histograms=settings.probe_histograms,
+                        batch_size_given=settings.sources.get("probe_batch_size", "default") != "default")
 
 
 def signal_rows(ctx: Context) -> list[dict[str, Any]]:

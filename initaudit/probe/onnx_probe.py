@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from initaudit.errors import ConfigError
+from initaudit.errors import ConfigError, ProbeRequestError
 from initaudit.graph import PASS_THROUGH, Activation, ModelGraph, Node
+from initaudit.probe.onnx_requests import CannotSynthesise, check_batch_size, check_given, check_synthetic
 from initaudit.probe.ort_process import IsolatedRuntime, RuntimeCrash, memory_limit
 from initaudit.probe.result import ProbeResult, SiteStats
 
@@ -149,6 +150,7 @@ def synthetic_inputs(session, *, batch_size: int, seed: int,
     feeds: dict[str, np.ndarray] = {}
     notes: list[str] = []
     shapes = dict(input_shapes or {})
+    total = 0
     for inp in session.get_inputs():
         if given and inp.name in given:
             feeds[inp.name] = np.asarray(given[inp.name])
@@ -156,9 +158,10 @@ def synthetic_inputs(session, *, batch_size: int, seed: int,
             continue
         dtype = _ORT_TYPES.get(inp.type)
         if dtype is None:
-            raise ConfigError(f"input {inp.name!r} has type {inp.type}, which the probe cannot "
-                              "synthesise; pass real inputs")
+            raise CannotSynthesise(f"input {inp.name!r} has type {inp.type}, which the probe cannot "
+                                   "synthesise; pass real inputs with --inputs")
         declared = list(inp.shape or [])
+        requested = inp.name in shapes
         if inp.name in shapes:
             shape = tuple(shapes.pop(inp.name))
             if len(declared) == len(shape) and any(isinstance(d, int) and d > 0 and d != s
@@ -167,6 +170,7 @@ def synthetic_inputs(session, *, batch_size: int, seed: int,
                              f"declared shape {declared}")
         else:
             shape = tuple(d if isinstance(d, int) and d > 0 else batch_size for d in declared)
+        total = check_synthetic(inp.name, shape, requested, total)
         if dtype in (np.float32, np.float16, np.float64):
             feeds[inp.name] = gen.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
         elif dtype is np.bool_:
@@ -177,7 +181,7 @@ def synthetic_inputs(session, *, batch_size: int, seed: int,
             feeds[inp.name] = np.ones(shape, dtype=dtype)
             notes.append(f"integer input {inp.name!r} feeds no embedding: filled with ones")
     if shapes:
-        raise ConfigError(f"--input-shape names no model input: {', '.join(sorted(shapes))} "
+        raise ProbeRequestError(f"--input-shape names no model input: {', '.join(sorted(shapes))} "
                           f"(inputs: {', '.join(i.name for i in session.get_inputs())})")
     return feeds, notes
 
@@ -599,7 +603,8 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
                    seed: int = 0, inputs: Mapping[str, np.ndarray] | None = None,
                    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
                    site_stats: Callable[..., SiteStats] | None = None, threads: int | None = None,
-                   memory_budget: int | None = None, identical: bool | None = None) -> ProbeResult:
+                   memory_budget: int | None = None, identical: bool | None = None,
+                   batch_size_given: bool = False, inputs_source: str | None = None) -> ProbeResult:
     """Run ``graph`` (from :func:`initaudit.loaders.onnx_loader.load_onnx`) with onnxruntime
     and summarise every weight layer's, embedding's, activation's and normalisation's output.
 
@@ -613,8 +618,13 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
     False skips the identical-units search everywhere (default: on layer sites, as the torch
     probe does).
 
-    A model onnxruntime cannot load or run gives ``ran=False`` with the reason; bad
-    ``input_shapes`` or inputs the probe cannot synthesise raise ConfigError (exit 2).
+    ``batch_size_given``: the user asked for ``batch_size`` (an error on a fixed-batch model).
+    ``inputs_source``: how to name ``inputs`` in errors (the ``--inputs`` file).
+
+    onnxruntime runs in an isolated process; a model it cannot load or run, or that crashes it,
+    gives ``ran=False`` with the reason (and a warning on stderr), as do synthetic inputs beyond
+    the budget. Explicit requests the model cannot honour (``input_shapes`` naming no input,
+    ``batch_size_given`` on a fixed batch, wrong-shaped ``inputs``) raise ProbeRequestError.
     """
     if site_stats is None:
         from initaudit.probe.stats import site_stats as default_stats
@@ -636,9 +646,16 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
     sites = _sites(graph, info, notes)
     model = probe_graph(info.model, info.value_shapes, notes)
 
-    feeds, input_notes = synthetic_inputs(_Specs(model), batch_size=batch_size, seed=seed,
-                                          input_shapes=input_shapes, embedding_rows=info.embedding_inputs,
-                                          given=inputs)
+    specs = _Specs(model)
+    check_batch_size(specs.get_inputs(), batch_size, batch_size_given and not input_shapes)
+    if inputs:
+        inputs = check_given(specs.get_inputs(), inputs, inputs_source or "--inputs")
+    try:
+        feeds, input_notes = synthetic_inputs(specs, batch_size=batch_size, seed=seed,
+                                              input_shapes=input_shapes,
+                                              embedding_rows=info.embedding_inputs, given=inputs)
+    except CannotSynthesise as exc:
+        return _runtime_failed(f"no probe inputs: {exc}", graph, batch_size, seed)
     notes += input_notes
     lead = [a.shape[0] for a in feeds.values() if a.ndim]
     used_batch = lead[0] if lead else batch_size
