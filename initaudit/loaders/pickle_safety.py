@@ -543,5 +543,9 @@ def loadable_copy(scan: ScanResult) -> io.BytesIO:
     except Untranscodable as exc:
         raise TargetError(scan.path, f"a protocol-4 pickle torch's weights-only loader cannot read "
                                      f"({exc}); re-save it with torch.save(obj, f) (protocol 2)") from None
+    except ZipAmbiguous as exc:
+        raise TargetError(scan.path, f"corrupt zip checkpoint: {_one_line(exc)}") from None
+    except OSError as exc:
+        raise TargetError(scan.path, f"cannot read the file: {_one_line(exc.strerror or exc)}") from None
     buffer.seek(0)
     return buffer
