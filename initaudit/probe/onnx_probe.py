@@ -97,18 +97,13 @@ def default_memory_budget() -> int:
 
 def session_options(threads: int | None = None, external_dir: str | None = None):
     """onnxruntime SessionOptions for the probe: a thread per core (at most 16) and no spinning
-    worker threads (they slowed a following torch forward 2.4x in the same process)."""
+    worker threads (they slowed a following torch forward 2.4x in the same process). The probe
+    itself builds them in its worker process (:func:`initaudit.probe.ort_worker.session_options`)."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or min(_cpu_count(), 16)
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    so.log_severity_level = 3
-    if external_dir:
-        so.add_session_config_entry("session.model_external_initializers_file_folder_path", external_dir)
-    return so
+    from initaudit.probe.ort_worker import session_options as build
+
+    return build(ort, threads or min(_cpu_count(), 16), external_dir)
 
 
 class _InputSpec:

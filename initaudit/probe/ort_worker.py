@@ -82,7 +82,8 @@ def read_array(stream: IO[bytes]) -> np.ndarray:
     return np.frombuffer(buffer, dtype=dtype).reshape(shape)
 
 
-def _session_options(ort: Any, threads: int, external_dir: str | None) -> Any:
+def session_options(ort: Any, threads: int, external_dir: str | None) -> Any:
+    """SessionOptions: ``threads`` intra-op threads, no spinning, errors only in the log."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -95,7 +96,7 @@ def _session_options(ort: Any, threads: int, external_dir: str | None) -> Any:
 
 
 def _run(ort: Any, request: dict, blob: bytes, inputs: dict, inits: dict) -> list:
-    so = _session_options(ort, int(request.get("threads") or 1), request.get("external_dir"))
+    so = session_options(ort, int(request.get("threads") or 1), request.get("external_dir"))
     if inits:
         names = list(inits)
         so.add_external_initializers(names, [ort.OrtValue.ortvalue_from_numpy(inits[n]) for n in names])
