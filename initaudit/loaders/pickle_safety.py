@@ -476,7 +476,7 @@ def allocation_budget(size: int) -> int:
     return max(MIN_ALLOCATION_BUDGET, size)
 
 
-def _scan_stream(stream: IO[bytes], path: Path) -> ScanResult:
+def _scan_stream(stream: IO[bytes], path: Path | None = None) -> ScanResult:
     """Pick the container format the way torch.load does (start bytes, then tar, then pickle)."""
     stream.seek(0, 2)
     size = stream.tell()
@@ -487,13 +487,13 @@ def _scan_stream(stream: IO[bytes], path: Path) -> ScanResult:
         raise _Corrupt("empty file")
     budget = allocation_budget(size)
     if head == _ZIP_MAGIC:
-        result = ScanResult(path, zip=True)
+        result = ScanResult(path or Path("<stream>"), zip=True)
         _scan_zip(stream, result, budget)
         return result
     if _is_tar(stream):
         raise _Corrupt("torch's pre-0.4 .tar checkpoint format is not supported")
     bounded = _Bounded(stream, size)
-    return ScanResult(path, zip=False, pickles={"": _scan_pickles(bounded, "", True, budget)})
+    return ScanResult(path or Path("<stream>"), zip=False, pickles={"": _scan_pickles(bounded, "", True, budget)})
 
 
 def scan_checkpoint(path: Path) -> ScanResult:
