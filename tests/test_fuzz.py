@@ -16,8 +16,10 @@ import io
 import json
 import os
 import shutil
+import struct
 import tempfile
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,9 +54,22 @@ STATE = {"fc1.weight": torch.randn(6, 4, generator=torch.Generator().manual_seed
 
 
 def _torch_bytes(**kw) -> bytes:
+    """torch.save output with its random ``.data/serialization_id`` fixed, so the seed file (and
+    so every mutated input) is the same in every run."""
     buf = io.BytesIO()
     torch.save(STATE, buf, **kw)
-    return buf.getvalue()
+    data = bytearray(buf.getvalue())
+    if data[:4] != b"PK\x03\x04":
+        return bytes(data)
+    from initaudit.loaders.torch_zip import read_members
+
+    member = next(m for m in read_members(io.BytesIO(bytes(data))) if m.name.endswith("serialization_id"))
+    fixed = b"0" * member.size
+    old_crc, new_crc = struct.pack("<I", member.crc), struct.pack("<I", zlib.crc32(fixed))
+    data[member.data_start:member.data_start + member.size] = fixed
+    tail = member.data_start + member.size  # the data descriptor, then the central directory
+    data[tail:] = bytes(data[tail:]).replace(old_crc, new_crc)
+    return bytes(data)
 
 
 def _safetensors_bytes() -> bytes:

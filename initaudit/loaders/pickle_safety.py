@@ -458,6 +458,8 @@ def _scan_zip(stream: IO[bytes], result: ScanResult, budget: int) -> None:
             result.pickles[member.name] = _scan_pickles(io.BytesIO(data), member.name, False, budget)
     except ZipAmbiguous as exc:
         raise _Corrupt(f"refusing an ambiguous or corrupt zip checkpoint: {_one_line(exc)}") from None
+    except (OverflowError, ValueError, MemoryError) as exc:
+        raise _Corrupt(f"corrupt zip checkpoint: {_one_line(exc)}") from None
 
 
 def _is_tar(stream: IO[bytes]) -> bool:

@@ -61,8 +61,16 @@ def _unpack(fmt: str, data: bytes, offset: int = 0) -> tuple:
 
 
 def _read_at(stream: IO[bytes], offset: int, n: int) -> bytes:
-    stream.seek(offset)
-    data = stream.read(n)
+    if offset < 0 or n < 0 or offset > (1 << 62) or n > (1 << 62):
+        raise ZipAmbiguous(f"offset {offset} or length {n} out of range (corrupt archive)")
+    try:
+        end = stream.seek(0, 2)
+        if offset + n > end:
+            raise ZipAmbiguous(f"truncated: {n} bytes expected at byte {offset}, the file has {end}")
+        stream.seek(offset)
+        data = stream.read(n)
+    except (OverflowError, ValueError, MemoryError, OSError) as exc:
+        raise ZipAmbiguous(f"cannot read {n} bytes at byte {offset} ({exc})") from None
     if len(data) != n:
         raise ZipAmbiguous(f"truncated: {n} bytes expected at byte {offset}, {len(data)} present")
     return data
