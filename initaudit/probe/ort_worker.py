@@ -78,8 +78,14 @@ def read_array(stream: IO[bytes]) -> np.ndarray:
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize if shape else dtype.itemsize
     if n != expected or any(d < 0 for d in shape):
         raise ValueError("array size does not match its header")
-    buffer = bytearray(read_exact(stream, n))
-    return np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    arr = np.empty(shape, dtype=dtype)
+    view, got = memoryview(arr).cast("B") if n else memoryview(b""), 0
+    while got < n:  # straight into the array: no intermediate copies of large outputs
+        k = stream.readinto(view[got:got + (1 << 26)])
+        if not k:
+            raise EOFError("stream ended inside an array")
+        got += k
+    return arr
 
 
 def session_options(ort: Any, threads: int, external_dir: str | None) -> Any:
