@@ -129,6 +129,8 @@ def load(path: str | Path) -> Baseline:
         raise ConfigError(f"{p}: cannot read the baseline: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{p}: not a baseline file (invalid JSON: {exc.msg} at line {exc.lineno})") from exc
+    except RecursionError:
+        raise ConfigError(f"{p}: not a baseline file (JSON nested too deeply)") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("findings"), list):
         raise ConfigError(f"{p}: not a baseline file (expected an object with a 'findings' list)")
     if doc.get("baseline_version", BASELINE_VERSION) != BASELINE_VERSION:

@@ -23,9 +23,10 @@ import click
 from initaudit import __version__
 from initaudit.cli_options import (PROBE_FLAG_NAMES, SETTINGS_FLAG_NAMES, OutputFlags, apply_options,
                                    cli_values, output_options, pop_flags, probe_options, probe_values,
-                                   run_options, settings_options, resolve_settings)
+                                   run_options, settings_options, resolve_settings, TRUST_OPTION)
 from initaudit.errors import InitAuditError, TargetError
 from initaudit.outputs import ProgressBar, render, stdout_console, write_atomic
+from initaudit.stdio import stdout_to_stderr
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell and Python report it
 
@@ -134,7 +135,7 @@ def _run_audit(target: str, model_spec: str | None, out: OutputFlags, quiet: boo
         **probe_values(**pop_flags(flags, PROBE_FLAG_NAMES))))
     outputs = out.files + ([write_baseline] if write_baseline is not None else [])
     _refuse_overwrite(outputs, _named_inputs(target, model_spec, settings, config_file))
-    with ProgressBar(quiet) as progress:
+    with ProgressBar(quiet) as progress, stdout_to_stderr():
         report = audit(target, model=model_spec, settings=settings, progress=progress,
                        unsafe_pickle=flags.pop("unsafe_pickle"))
     _refuse_overwrite(outputs, report.files_read)  # shards, external data, factory sources
@@ -206,6 +207,7 @@ def _ruleset(rule_files: tuple[str, ...], no_plugins: bool | None, config_file: 
 
 def _rule_flags(f: Callable) -> Callable:
     return apply_options([
+        TRUST_OPTION,
         click.option("--rules", "rule_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
                      help="Also load rules from this Python file (repeatable)."),
         click.option("--no-plugins", is_flag=True, default=None,

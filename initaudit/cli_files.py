@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from initaudit.stdio import stdout_to_stderr
+
 from initaudit.cli_options import apply_options, cli_values, settings_options, resolve_settings
 from initaudit.errors import InitAuditError
 
@@ -54,7 +56,8 @@ def files_command(paths: tuple[str, ...], fmt: str, sarif_file: Path | None, bas
         try:
             settings = resolve_settings(path, config_file, isolated, cli_values(
                 **flags, probe_enabled=probe, baseline=str(baseline_file) if baseline_file else None))
-            report = audit(path, settings=settings, unsafe_pickle=unsafe_pickle)
+            with stdout_to_stderr():
+                report = audit(path, settings=settings, unsafe_pickle=unsafe_pickle)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:

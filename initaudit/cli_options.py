@@ -26,9 +26,23 @@ def apply_options(options: list[Callable], f: Callable) -> Callable:
     return f
 
 
+def _remember_trust(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    if value:
+        ctx.meta["initaudit.trust_config_rules"] = True
+    return value
+
+
+TRUST_OPTION = click.option(
+    "--trust-config-rules", is_flag=True, expose_value=False, callback=_remember_trust,
+    help="Load the rule files (Python code) a config found next to the target names. By default "
+         "only the current project's config (or --config FILE) may name rule files, so a "
+         "pyproject.toml that came with a downloaded model never runs code.")
+
+
 def settings_options(f: Callable) -> Callable:
     """Flags that set Settings, shared by `audit`, `files` and `config`."""
     return apply_options([
+        TRUST_OPTION,
         click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
                      help="Read settings from FILE (a pyproject.toml with [tool.initaudit], or a TOML "
                           "file with the same keys at the top level). Default: the first pyproject.toml "
@@ -176,6 +190,9 @@ def resolve_settings(target: str | None, config_file: Path | None, isolated: boo
     """Defaults < config file < command-line flags (initaudit.config.resolve)."""
     from initaudit.config import resolve
 
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get("initaudit.trust_config_rules"):
+        cli = {**cli, "trust_config_rules": True}
     return resolve(target, config_file=config_file, isolated=isolated, cli=cli)
 
 

@@ -128,6 +128,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from exc
 
@@ -140,6 +144,37 @@ def find_config(target: str | Path | None = None, cwd: Path | None = None) -> Pa
         if candidate.is_file() and "initaudit" in _read_toml(candidate).get("tool", {}):
             return candidate
     return None
+
+
+def project_config(cwd: Path | None = None) -> Path | None:
+    """The config of the project the user works in: the one found walking up from the
+    current folder."""
+    return find_config(None, cwd)
+
+
+def rules_trusted(path: Path, explicit: bool, trust: bool, cwd: Path | None = None) -> bool:
+    """Whether a config file may name rule files (Python code initaudit imports).
+
+    Only the project the user works in may: a file given with ``--config``, the config found
+    from the current folder, or any config with the explicit opt-in (``--trust-config-rules``).
+    A ``pyproject.toml`` found by walking up from the *target* may have come with a downloaded
+    model or been planted in a shared parent folder; importing the files it names would run
+    code from files that travel with a model."""
+    if explicit or trust:
+        return True
+    own = project_config(cwd)
+    return own is not None and own.resolve() == path.resolve()
+
+
+_NOT_LOADED = "not loaded: "
+
+
+def _untrusted_rules_note(path: Path, files: list[str], cwd: Path | None) -> str:
+    where = (cwd or Path.cwd()).resolve()
+    return (f"{path}: rules = {files!r} {_NOT_LOADED}this config was found next to the target, not "
+            f"in the project of the current folder ({where}), and a config that travels with a model "
+            "must not run code; run initaudit from that project, pass --config "
+            f"{path}, or --trust-config-rules to load them")
 
 
 def read_table(path: Path) -> tuple[dict[str, Any], str]:
@@ -295,6 +330,11 @@ def resolve(target: str | Path | None = None, *, config_file: str | Path | None 
     from_file: dict[str, Any] = {}
     if path is not None:
         table, section = read_table(path)
+        trust = bool(cli.get("trust_config_rules", False))
+        if "rules" in table and not rules_trusted(path, config_file is not None, trust, cwd):
+            files = _str_list(table["rules"], "rules", _Where(path, section))
+            table = {k: v for k, v in table.items() if k != "rules"}
+            settings.config_notes.append(_untrusted_rules_note(path, files, cwd))
         from_file = parse_table(table, path, section)
         label = str(path)
         for fld, value in from_file.items():
@@ -371,11 +411,15 @@ def check_rule_references(settings: Any, ruleset: Any) -> list[str]:
     notes: list[str] = []
     failed = f" (note: {'; '.join(ruleset.errors)})" if ruleset.errors else ""
 
+    notes.extend(getattr(settings, "config_notes", []))
+    rules_ignored = any(_NOT_LOADED in n for n in getattr(settings, "config_notes", []))
+
     def unknown(field: str, what: str, word: str, choices: list[str]) -> None:
         # With plugins off, a config file may name a plugin's rules; a flag is a request (exit 2).
         asked = settings.sources.get(field) == COMMAND_LINE and field in ("select", "extend_select")
-        if not settings.plugins and not asked:
-            notes.append(f"{_origin(settings, field)}: {what} {word!r} matches no rule (plugins are off)")
+        if (not settings.plugins and not asked) or rules_ignored:
+            why = "plugins are off" if not settings.plugins else "the config's rule files were not loaded"
+            notes.append(f"{_origin(settings, field)}: {what} {word!r} matches no rule ({why})")
             return
         off = " (plugins are off: --no-plugins)" if not settings.plugins else ""
         raise ConfigError(f"{_origin(settings, field)}: unknown {what} {word!r}{off}"

@@ -59,6 +59,10 @@ class Settings:
     #: initaudit.config.resolve, used in error messages and by `initaudit config`.
     sources: dict[str, str] = field(default_factory=dict)
     config_path: str | None = None
+    #: Load rule files named by a config found next to the target, not in the current project.
+    trust_config_rules: bool = False
+    #: What resolving the config decided and the report should say (e.g. rules it ignored).
+    config_notes: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
         if self.fail_on not in FAIL_ON:
@@ -218,7 +222,8 @@ def probe_options(settings: Settings):
     return ProbeOptions(batch_size=settings.probe_batch_size, seed=settings.probe_seed,
                         device=settings.probe_device, inputs=settings.probe_inputs,
                         input_shapes=parse_input_shapes(settings.probe_input_shape),
-                        histograms=settings.probe_histograms)
+                        histograms=settings.probe_histograms,
+                        batch_size_given=settings.sources.get("probe_batch_size", "default") != "default")
 
 
 def probe_warnings(graph: ModelGraph, probe: Any, settings: Settings) -> list[str]:

@@ -187,7 +187,8 @@ def test_rule_keys_in_any_spelling_apply():
     assert [(f.rule, f.severity.value) for f in report.findings] == [("IA109", "error")]
 
 
-def test_rule_files_from_the_config_are_relative_to_it(project):
+def test_rule_files_from_the_config_are_relative_to_it(project, monkeypatch):
+    monkeypatch.chdir(project)  # the project the user works in may name rule files
     (project / "tools").mkdir()
     (project / "tools" / "local_rules.py").write_text(textwrap.dedent('''
         from initaudit.rule import Rule, Severity
@@ -245,7 +246,8 @@ def test_probe_settings_are_read_and_stored(project):
     ('[tool.initaudit.options.IA777]\ntolerance = 2.0', "unknown rule 'IA777'"),
     ("select = [", "invalid TOML"),
 ])
-def test_bad_config_is_exit_2_naming_the_key(project, body, message):
+def test_bad_config_is_exit_2_naming_the_key(project, body, message, monkeypatch):
+    monkeypatch.chdir(project)
     cfg = project.write("[tool.initaudit]\n" + body + "\n")
     result = CliRunner().invoke(main, [f"{project / 'ci_models.py'}:warn", "-q"])
     assert result.exit_code == 2, result.output

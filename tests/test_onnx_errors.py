@@ -103,9 +103,8 @@ def test_tensor_data_shorter_than_its_shape(tmp_path):
     t = model.graph.initializer[0]
     t.raw_data = t.raw_data[: len(t.raw_data) // 2]
     onnx.save_model(model, str(path))
-    g = load_onnx(path)
-    with pytest.raises(TargetError) as info:
-        g.load_tensor(t.name)
+    with pytest.raises(TargetError) as info:  # onnx.checker finds it, or the read
+        load_onnx(path).load_tensor(t.name)
     assert t.name in _one_line(info.value)
 
 

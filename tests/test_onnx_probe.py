@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from initaudit.errors import ConfigError
+from initaudit.errors import ConfigError, ProbeRequestError
 from initaudit.loaders.onnx_loader import load_onnx
 from initaudit.probe import stats as shared_stats
 from initaudit.probe.onnx_probe import (parse_input_shape, parse_input_shapes, run_onnx_probe,
@@ -195,7 +195,7 @@ def test_input_shape_parsing():
 
 def test_unknown_input_shape_name(tmp_path):
     path = mlp_onnx(tmp_path / "m.onnx", depth=2, width=10)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ProbeRequestError):
         _probe(path, input_shapes={"nope": (1, 10)})
 
 

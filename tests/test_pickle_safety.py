@@ -89,7 +89,7 @@ def test_clean_checkpoint_passes_and_loads_weights_only(tmp_path: Path, case: st
     torch.save(obj, path, _use_new_zipfile_serialization=zip_format)
     assert zipfile.is_zipfile(path) is zip_format
 
-    assert scan_checkpoint(path) is None
+    assert scan_checkpoint(path).path == Path(path)
     loaded = torch.load(path, weights_only=True)
     assert loaded.keys() == obj.keys()
 

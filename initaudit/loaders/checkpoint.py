@@ -8,8 +8,10 @@ undetermined.
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 
 from initaudit.errors import TargetError, first_line
 from initaudit.graph import ModelGraph, OpKind, Param, ParamRole, torch_shape_fans
-from initaudit.loaders.pickle_safety import scan_checkpoint
+from initaudit.loaders.pickle_safety import loadable_copy, scan_checkpoint
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 META_REASON = ("on the meta device: it holds no values (materialise it with to_empty() and call "
@@ -97,31 +99,87 @@ def read_pickle_checkpoint(path: Path, unsafe_pickle: bool = False) -> Checkpoin
     if unsafe_pickle:
         obj = _torch_load(path, weights_only=False)
     else:
-        scan_checkpoint(path)
-        obj = _torch_load(path, weights_only=True)
+        scan = scan_checkpoint(path)
+        obj = _torch_load(loadable_copy(scan) if scan.needs_rewrite else path, weights_only=True, name=path)
     if isinstance(obj, torch.nn.Module):  # only reachable with --unsafe-pickle
         obj = obj.state_dict()
     tensors, evidence = _unwrap(obj, path)
     tensors = _strip_prefix(tensors, "module.")
-    meta = [k for k, v in tensors.items() if v.device.type == "meta"]
-    for k in meta:
-        del tensors[k]
+    tensors, skipped = admit_tensors(tensors, path)
     ckpt = Checkpoint(path, "state-dict", {k: tuple(v.shape) for k, v in tensors.items()},
                       {k: str(v.dtype).replace("torch.", "") for k, v in tensors.items()},
-                      tensors.__getitem__, evidence, files=[path],
-                      skipped=[(k, META_REASON) for k in meta])
+                      tensors.__getitem__, evidence, files=[path], skipped=skipped)
     ckpt.evidence += _bn_evidence(tensors)
     return ckpt
 
 
-def _torch_load(path: Path, weights_only: bool) -> object:
+def dense_budget(path: Path) -> int:
+    """Bytes a stored tensor may expand to when made dense (a sparse tensor's dense form): 16x
+    the file's size, at least 64 MiB. Dense tensors need no budget: their bytes are in the file."""
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=weights_only)
+        size = path.stat().st_size
+    except OSError:
+        size = 0
+    return max(64 << 20, 16 * size)
+
+
+def admit_tensors(tensors: dict[str, torch.Tensor], path: Path
+                  ) -> tuple[dict[str, torch.Tensor], list[tuple[str, str]]]:
+    """The tensors the analysis may read, as plain dense tensors, and (name, why) for the rest.
+
+    - Python attributes pickled with a tensor could shadow its methods (``t.reshape = 1``): each
+      tensor becomes a plain ``torch.Tensor`` sharing the same storage.
+    - Meta tensors hold no values.
+    - A stride-0 or overlapping view (``torch.zeros(1).expand(40000, 40000)``: 4 stored bytes,
+      6.4 GB as a view) is skipped: its statistics are those of the few stored values, and
+      expanding it would turn a 1.6 KB file into gigabytes.
+    - Sparse tensors are analysed in dense form within :func:`dense_budget`, else skipped.
+    """
+    budget = dense_budget(path)
+    kept: dict[str, torch.Tensor] = {}
+    skipped: list[tuple[str, str]] = []
+    for name, value in tensors.items():
+        t = torch.Tensor.detach(value)  # unbound: an instance attribute cannot shadow it
+        size = "x".join(map(str, t.shape))
+        if t.device.type == "meta":
+            skipped.append((name, META_REASON))
+            continue
+        if t.layout != torch.strided:
+            dense = t.numel() * t.element_size()
+            if dense > budget:
+                skipped.append((name, f"a {t.layout} tensor of shape {size} would take {dense:,} bytes "
+                                      f"dense, beyond the budget of {budget:,} for this file"))
+                continue
+            try:
+                t = t.to_dense()
+            except (RuntimeError, TypeError, ValueError) as exc:
+                skipped.append((name, f"a {t.layout} tensor that cannot be made dense ({first_line(exc)})"))
+                continue
+        elif t.numel() * t.element_size() > t.untyped_storage().nbytes():
+            skipped.append((name, f"a stride-0 or overlapping view (shape {size}, stride "
+                                  f"{list(t.stride())}) of {t.untyped_storage().nbytes():,} stored bytes: "
+                                  "its values are repeats of the stored ones; save it with .contiguous() "
+                                  "to audit it"))
+            continue
+        kept[name] = t
+    return kept, skipped
+
+
+def _torch_load(source: Path | io.BytesIO, weights_only: bool, name: Path | None = None) -> object:
+    """torch.load, memory-mapped where the source is a file; torch's own warnings (protocol,
+    sparse invariants, weights_only notices) are not printed: the one error line says it all."""
+    path = name or source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if isinstance(source, io.BytesIO):
+                return torch.load(source, map_location="cpu", weights_only=weights_only)
+            try:
+                return torch.load(source, map_location="cpu", weights_only=weights_only, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                return torch.load(source, map_location="cpu", weights_only=weights_only)
     except TargetError:
         raise
     except Exception as exc:
@@ -136,23 +194,56 @@ def _bn_evidence(tensors: Mapping[str, torch.Tensor]) -> list[str]:
     return []
 
 
+INDEX_MAX_BYTES = 64 << 20  # a weight_map of millions of tensors is still a few dozen MB
+
+
+def read_index(path: Path) -> dict[str, str]:
+    """The ``weight_map`` of a ``*.safetensors.index.json``, validated: a JSON object mapping
+    tensor names to shard file names; each shard a plain relative name (no NUL, not absolute, no
+    ``..``) that resolves inside the index's folder and exists."""
+    try:
+        if path.stat().st_size > INDEX_MAX_BYTES:
+            raise TargetError(path, f"safetensors index larger than {INDEX_MAX_BYTES >> 20} MB")
+        index = json.loads(path.read_bytes().decode("utf-8"))
+    except TargetError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise TargetError(path, f"not a safetensors index: not UTF-8 text (byte {exc.start})") from None
+    except RecursionError:
+        raise TargetError(path, "not a safetensors index: JSON nested too deeply") from None
+    except ValueError as exc:
+        raise TargetError(path, f"not a safetensors index: invalid JSON ({first_line(exc)})") from None
+    except OSError as exc:
+        raise TargetError(path, f"cannot read the index: {exc.strerror or exc}") from None
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        got = type(weight_map).__name__ if isinstance(index, dict) and "weight_map" in index else "none"
+        raise TargetError(path, f"not a safetensors index: needs a non-empty 'weight_map' object of "
+                                f"tensor name -> shard file (got {got})")
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise TargetError(path, f"weight_map[{name!r}] is a {type(shard).__name__}, not a shard file name")
+    base = path.parent.resolve()
+    for shard in sorted(set(weight_map.values())):
+        if not shard or "\x00" in shard or Path(shard).is_absolute() or shard.startswith(("/", "\\")) \
+                or ".." in Path(shard.replace("\\", "/")).parts:
+            raise TargetError(path, f"shard {shard!r} is not a plain file name: it points outside the "
+                                    "index's folder or holds NUL (absolute or traversing name); refused")
+        full = (path.parent / shard).resolve()
+        if base not in full.parents:
+            raise TargetError(path, f"shard {shard!r} resolves outside the index's folder")
+        if not full.is_file():
+            raise TargetError(path, f"shard {shard!r} listed in the index does not exist")
+    return weight_map
+
+
 def read_safetensors(path: Path) -> Checkpoint:
     """One ``.safetensors`` file or a sharded ``*.safetensors.index.json``, opened lazily."""
     from safetensors import safe_open
 
     if path.name.endswith(".json"):
-        try:
-            index = json.loads(path.read_text())
-            weight_map: dict[str, str] = index["weight_map"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise TargetError(path, f"not a safetensors index (needs a 'weight_map'): {exc}") from exc
+        weight_map = read_index(path)
         shards = sorted(set(weight_map.values()))
-        for shard in shards:
-            full = (path.parent / shard).resolve()
-            if path.parent.resolve() not in full.parents:
-                raise TargetError(path, f"shard {shard!r} resolves outside the index's folder")
-            if not full.is_file():
-                raise TargetError(path, f"shard {shard!r} listed in the index does not exist")
     else:
         weight_map, shards = {}, [path.name]
     handles = {}

@@ -31,7 +31,7 @@ from onnx import numpy_helper
 from initaudit.errors import TargetError
 from initaudit.graph import ModelGraph, Node, OpKind, Param, ParamRole, annotate
 from initaudit.loaders.onnx_ops import _ACT_OPS, _NORM_OPS, OpsMixin
-from initaudit.loaders.onnx_store import TensorStore, _one_line, _read_model, _skeleton
+from initaudit.loaders.onnx_store import TensorStore, _one_line, _read_model, _skeleton, check_graph
 from initaudit.loaders.onnx_weights import WeightsMixin, _all_tensors, _apply, _attr, _Source
 from initaudit.loaders.torch_module import detect_family
 from initaudit.patterns import Pattern, Prim, PrimView, find_patterns, op_kind
@@ -365,6 +365,7 @@ def load_onnx(path: str | Path) -> ModelGraph:
     for sparse in model.graph.sparse_initializer:
         notes.append(f"sparse initializer {sparse.values.name!r} is not analysed")
     sk = _skeleton(model)
+    check_graph(path, sk)  # onnx.checker: cycles, duplicate outputs (exit 2 with its cause)
     if model.functions:
         try:
             sk = onnx.inliner.inline_local_functions(sk)

@@ -9,6 +9,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
+from typing import Any
 
 import numpy as np
 import onnx
@@ -56,6 +57,20 @@ class _External:
     path: str  # resolved, inside the model folder
     offset: int
     length: int
+    identity: tuple[int, int] = (0, 0)  # (device, inode) checked when the file was admitted
+
+
+_KNOWN_DTYPES = frozenset(onnx.TensorProto.DataType.values()) - {onnx.TensorProto.UNDEFINED}
+
+
+def open_external(ext: _External, model_path: Path):
+    """Open external data, verifying it is still the single-link file that was checked."""
+    f = open(ext.path, "rb")
+    st = os.fstat(f.fileno())
+    if (st.st_dev, st.st_ino) != ext.identity or st.st_nlink != 1:
+        f.close()
+        raise TargetError(model_path, f"external data file {ext.path!r} changed after it was checked; refused")
+    return f
 
 
 class TensorStore:
@@ -70,6 +85,7 @@ class TensorStore:
 
     def add(self, t: onnx.TensorProto, name: str | None = None) -> None:
         name = name or t.name
+        check_tensor_header(self.model_path, name, t)
         self.protos[name] = t
         if t.data_location == onnx.TensorProto.EXTERNAL:
             self.external[name] = self._check_external(name, t)
@@ -103,23 +119,31 @@ class TensorStore:
                                                f"({loc!r}); refused (path traversal)")
         if not os.path.isfile(full):
             raise TargetError(self.model_path, f"{where}: file {loc!r} not found next to the model")
+        st = os.stat(full)
+        if st.st_nlink != 1:
+            raise TargetError(self.model_path, f"{where}: file {loc!r} has {st.st_nlink} hard links; "
+                                               "refused, since a hard link can expose a file from outside "
+                                               "the model's folder (copy the data file to break the link)")
         try:
             offset = int(info.get("offset", 0) or 0)
-            length = int(info["length"]) if info.get("length") else -1
+            length = int(info["length"]) if info.get("length") else None
         except ValueError:
             raise TargetError(self.model_path, f"{where}: offset/length are not integers") from None
-        size = os.path.getsize(full)
+        if offset < 0 or (length is not None and length < 0):
+            raise TargetError(self.model_path, f"{where}: negative offset or length "
+                                               f"(offset {offset}, length {length}); the file is corrupt")
+        size = st.st_size
         expected = self._nbytes(t)
-        if length < 0:
+        if length is None:
             length = expected if expected is not None else size - offset
-        if offset < 0 or offset + length > size:
+        if offset + length > size:
             raise TargetError(self.model_path, f"{where}: bytes {offset}..{offset + length} lie beyond "
                                                f"the end of {loc!r} ({size} bytes); the file is truncated")
         if expected is not None and length != expected:
             raise TargetError(self.model_path, f"{where}: {length} bytes stored for a "
                                                f"{list(t.dims)} {_dtype_name(t.data_type)} tensor "
                                                f"({expected} expected)")
-        return _External(full, offset, length)
+        return _External(full, offset, length, (st.st_dev, st.st_ino))
 
     @staticmethod
     def _nbytes(t: onnx.TensorProto) -> int | None:
@@ -146,7 +170,7 @@ class TensorStore:
 
     def _read_external(self, t: onnx.TensorProto, ext: _External) -> np.ndarray:
         np_type = _DIRECT_NP.get(t.data_type)
-        with open(ext.path, "rb") as f:
+        with open_external(ext, self.model_path) as f:
             f.seek(ext.offset)
             if np_type is not None:
                 arr = np.empty(ext.length // np.dtype(np_type).itemsize, dtype=np_type)
@@ -169,8 +193,8 @@ class TensorStore:
         ext = self.external.get(name)
         np_type = _DIRECT_NP.get(self.protos[name].data_type)
         if ext is not None and np_type is not None:
-            return np.memmap(ext.path, dtype=np_type, mode="r", offset=ext.offset,
-                             shape=self.shape(name))
+            with open_external(ext, self.model_path) as f:
+                return np.memmap(f, dtype=np_type, mode="r", offset=ext.offset, shape=self.shape(name))
         return self.array(name)
 
     def small(self, name: str) -> np.ndarray | None:
@@ -199,6 +223,63 @@ class TensorStore:
             return torch.from_numpy(arr) if arr.ndim else torch.from_numpy(arr.reshape(1))
 
 
+def check_tensor_header(path: Path, name: str, t: onnx.TensorProto) -> None:
+    """Dims and data type a tensor's values can be read with: no negative dims, a known type."""
+    if any(d < 0 for d in t.dims):
+        raise TargetError(path, f"tensor {name!r} has negative dimensions {list(t.dims)}; the file is corrupt")
+    if t.data_type not in _KNOWN_DTYPES:
+        raise TargetError(path, f"tensor {name!r} has unknown data type {t.data_type} (not an ONNX "
+                                "TensorProto.DataType); the file is corrupt or from a newer ONNX")
+
+
+def _non_utf8_field(model: onnx.ModelProto) -> str | None:
+    """The first string field that is not UTF-8 text (protobuf hands those back as bytes), as
+    'message.field'; None when every string is text. Iterative: no recursion limit."""
+    from google.protobuf.descriptor import FieldDescriptor
+
+    stack: list[Any] = [model]
+    while stack:
+        msg = stack.pop()
+        for fd, value in msg.ListFields():
+            repeated = getattr(fd, "is_repeated", None)
+            if repeated is None:  # protobuf before 5.x
+                repeated = fd.label == FieldDescriptor.LABEL_REPEATED
+            if fd.type == FieldDescriptor.TYPE_STRING:
+                values = value if repeated else [value]
+                if any(isinstance(v, bytes) for v in values):
+                    return f"{msg.DESCRIPTOR.name}.{fd.name}"
+            elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+                if repeated:
+                    stack.extend(value)
+                else:
+                    stack.append(value)
+    return None
+
+
+def check_structure(path: Path, model: onnx.ModelProto) -> None:
+    """Refuse protobuf content initaudit cannot read as ONNX: strings that are not UTF-8 (the
+    protobuf runtime hands them back as bytes), initializers with negative dims or unknown
+    types."""
+    field = _non_utf8_field(model)
+    if field is not None:
+        raise TargetError(path, f"not a valid ONNX model: a {field} string is not UTF-8 text; the file "
+                                "is corrupt")
+    for t in model.graph.initializer:
+        check_tensor_header(path, t.name, t)
+
+
+def check_graph(path: Path, skeleton: onnx.ModelProto) -> None:
+    """onnx.checker on the model without its large initializers (see :func:`_skeleton`): graph
+    cycles, duplicate outputs, unknown standard ops are exit 2 with the checker's cause. Run
+    after the external-data checks, whose causes are more precise."""
+    try:
+        onnx.checker.check_model(skeleton)
+    except onnx.checker.ValidationError as exc:
+        raise TargetError(path, f"not a valid ONNX model: onnx.checker: {_one_line(exc)}") from None
+    except (ValueError, RuntimeError) as exc:
+        raise TargetError(path, f"not a valid ONNX model: {_one_line(exc)}") from None
+
+
 def _read_model(path: Path) -> onnx.ModelProto:
     try:
         with open(path, "rb") as f:
@@ -219,6 +300,7 @@ def _read_model(path: Path) -> onnx.ModelProto:
                                 "another format)")
     if not model.opset_import:
         raise TargetError(path, "not a valid ONNX model: no opset_import (corrupt or truncated)")
+    check_structure(path, model)
     return model
 
 

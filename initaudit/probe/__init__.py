@@ -47,9 +47,19 @@ def run_probe(graph: ModelGraph, options: ProbeOptions, factory: Any = None) -> 
         return _probe_torch(graph, options, factory)
     if graph.format == "onnx":
         return _probe_onnx(graph, options)
-    return ProbeResult(ran=False, seed=options.seed, skipped_reason=(
-        f"static only: a {graph.format} file holds weights but no architecture to run "
-        "(give --model pkg.module:factory to probe it)"))
+    reason = (f"static only: a {graph.format} file holds weights but no architecture to run "
+              "(give --model pkg.module:factory to probe it)")
+    if isinstance(options.inputs, (str, Path)):  # still read and checked: a bad file is exit 2
+        from initaudit.probe.inputs import load_inputs_file
+
+        import sys
+
+        load_inputs_file(options.inputs)
+        print(f"initaudit: warning: --inputs {options.inputs} was checked but not used: the probe cannot "
+              f"run a {graph.format} file without an architecture (give --model pkg.module:factory)",
+              file=sys.stderr)
+        reason += f"; --inputs {options.inputs} was checked but not used"
+    return ProbeResult(ran=False, seed=options.seed, skipped_reason=reason)
 
 
 CAPTURE_BATCH = 2  # synthetic inputs for the dataflow capture: the dataflow does not depend on it
@@ -135,8 +145,10 @@ def _probe_onnx(graph: ModelGraph, options: ProbeOptions) -> ProbeResult:
     shapes = dict(options.input_shapes)
     if "" in shapes and len(names) == 1:
         shapes[names[0]] = shapes.pop("")
+    source = f"{options.inputs}: --inputs" if isinstance(options.inputs, (str, Path)) else None
     return run_onnx_probe(graph, batch_size=options.batch_size, seed=options.seed, inputs=feeds,
-                          input_shapes=shapes)
+                          input_shapes=shapes, batch_size_given=options.batch_size_given,
+                          inputs_source=source)
 
 
 def _onnx_input_names(graph: ModelGraph) -> list[str]:

@@ -115,27 +115,27 @@ def _guess_unit_dim(t: torch.Tensor | None) -> int:
     return 1 if t is not None and t.dim() >= 4 else -1
 
 
+INPUT_BYTES_BUDGET = 1 << 28  # an --inputs tensor stored as a view may expand to at most this
+
+
 def load_inputs_file(path: str | Path) -> ProbeInputs:
-    """Read ``--inputs``; an unreadable file is a bad argument (exit 2)."""
+    """Read ``--inputs``; an unreadable, hostile or malformed file is a bad argument (exit 2).
+
+    Nothing is unpickled beyond the allow-list (``.pt``: the checkpoint scan, then
+    ``torch.load(weights_only=True)``; ``.npy``/``.npz``: ``allow_pickle=False``). Every array
+    must be numeric; ``.npy`` headers are checked against the file's size before anything is
+    allocated; every ``.npz`` member must be an array; tensors stored as stride-0 or overlapping
+    views are made contiguous only within :data:`INPUT_BYTES_BUDGET`, sparse tensors refused."""
     p = Path(path)
     if not p.is_file():
         raise TargetError(p, "--inputs: no such file")
     try:
         if p.suffix.lower() == ".npy":
-            obj: Any = np.load(p, allow_pickle=False)
+            obj: Any = _load_npy(p)
         elif p.suffix.lower() == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            if arrays and all(k.startswith("arr_") and k[4:].isdigit() for k in arrays):
-                obj = tuple(arrays[k] for k in sorted(arrays, key=lambda k: int(k[4:])))
-            else:
-                obj = arrays
+            obj = _load_npz(p)
         else:
-            try:
-                scan_checkpoint(p)  # the allow-list gate, as for checkpoints: no code runs
-            except TargetError as exc:
-                raise TargetError(p, f"--inputs: {exc.cause}") from exc
-            obj = torch.load(p, map_location="cpu", weights_only=True)
+            obj = _load_pt(p)
     except TargetError:
         raise
     except Exception as exc:
@@ -148,7 +148,90 @@ def load_inputs_file(path: str | Path) -> ProbeInputs:
         raise TargetError(p, f"--inputs: {exc}") from exc
     if not inputs.tensors():
         raise TargetError(p, "--inputs: holds no tensor")
-    return inputs
+    return _checked(inputs, p)
+
+
+def _check_array(arr: Any, p: Path, name: str) -> np.ndarray:
+    if not isinstance(arr, np.ndarray):
+        raise TargetError(p, f"--inputs: {name} is not an array ({type(arr).__name__})")
+    if arr.dtype.kind not in "biuf":
+        raise TargetError(p, f"--inputs: {name} holds {arr.dtype} values, not numbers")
+    return arr
+
+
+def _npy_header_fits(fh: Any, size: int, p: Path, name: str) -> None:
+    """The .npy header's shape must fit in the bytes that follow it (no huge allocation)."""
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    else:
+        shape, _fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    need = math.prod(shape) * dtype.itemsize
+    if need > size - fh.tell():
+        raise TargetError(p, f"--inputs: {name} declares shape {list(shape)} ({need:,} bytes) but "
+                             f"{size - fh.tell():,} bytes follow its header (truncated or corrupt)")
+
+
+def _load_npy(p: Path) -> np.ndarray:
+    with p.open("rb") as fh:
+        _npy_header_fits(fh, p.stat().st_size, p, "the array")
+    return _check_array(np.load(p, allow_pickle=False), p, "the array")
+
+
+def _load_npz(p: Path) -> Any:
+    import zipfile
+
+    budget = max(INPUT_BYTES_BUDGET, 64 * p.stat().st_size)
+    with zipfile.ZipFile(p) as archive:
+        total = sum(i.file_size for i in archive.infolist())
+        if total > budget:
+            raise TargetError(p, f"--inputs: the archive expands to {total:,} bytes (at most {budget:,})")
+        for info in archive.infolist():
+            with archive.open(info) as fh:
+                if fh.read(6) != b"\x93NUMPY":
+                    raise TargetError(p, f"--inputs: member {info.filename!r} is not a .npy array")
+            with archive.open(info) as fh:
+                _npy_header_fits(fh, info.file_size, p, f"member {info.filename!r}")
+    with np.load(p, allow_pickle=False) as z:
+        arrays = {k: _check_array(z[k], p, f"member {k!r}") for k in z.files}
+    if arrays and all(k.startswith("arr_") and k[4:].isdigit() for k in arrays):
+        return tuple(arrays[k] for k in sorted(arrays, key=lambda k: int(k[4:])))
+    return arrays
+
+
+def _load_pt(p: Path) -> Any:
+    import warnings
+
+    from initaudit.loaders.pickle_safety import loadable_copy
+
+    try:
+        scan = scan_checkpoint(p)  # the allow-list gate, as for checkpoints: no code runs
+    except TargetError as exc:
+        raise TargetError(p, f"--inputs: {exc.cause}") from exc
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = loadable_copy(scan) if scan.needs_rewrite else p
+        return torch.load(source, map_location="cpu", weights_only=True)
+
+
+def _checked(inputs: ProbeInputs, p: Path) -> ProbeInputs:
+    """Every tensor dense, numeric and contiguous; views that expand past the budget refused."""
+    def fix(t: torch.Tensor) -> torch.Tensor:
+        t = torch.Tensor.detach(t)  # a plain tensor: no Python attributes shadowing its methods
+        if t.layout != torch.strided:
+            raise TargetError(p, f"--inputs: a {t.layout} tensor; probe inputs must be dense")
+        if t.is_complex() or t.dtype in (torch.qint8, torch.quint8, torch.qint32):
+            raise TargetError(p, f"--inputs: a {t.dtype} tensor; probe inputs must be real numbers")
+        stored = t.untyped_storage().nbytes()
+        expanded = t.numel() * t.element_size()
+        if expanded > stored and expanded > max(INPUT_BYTES_BUDGET, 4 * p.stat().st_size):
+            raise TargetError(p, f"--inputs: a {list(t.shape)} tensor stored as a stride-0 or overlapping "
+                                 f"view of {stored:,} bytes would expand to {expanded:,} bytes (at most "
+                                 f"{INPUT_BYTES_BUDGET:,})")
+        return t.contiguous()
+
+    return ProbeInputs(_map(inputs.args, fix), _map(inputs.kwargs, fix), inputs.kind, inputs.source,
+                       inputs.unit_dim)
 
 
 def _required_inputs(module: nn.Module) -> list[str]:

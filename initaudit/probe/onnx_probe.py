@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from initaudit.errors import ConfigError
+from initaudit.errors import ConfigError, ProbeRequestError
 from initaudit.graph import PASS_THROUGH, Activation, ModelGraph, Node
+from initaudit.probe.onnx_requests import CannotSynthesise, check_batch_size, check_given, check_synthetic
+from initaudit.probe.ort_process import IsolatedRuntime, RuntimeCrash, memory_limit
 from initaudit.probe.result import ProbeResult, SiteStats
 
 _ORT_TYPES = {
@@ -95,18 +97,13 @@ def default_memory_budget() -> int:
 
 def session_options(threads: int | None = None, external_dir: str | None = None):
     """onnxruntime SessionOptions for the probe: a thread per core (at most 16) and no spinning
-    worker threads (they slowed a following torch forward 2.4x in the same process)."""
+    worker threads (they slowed a following torch forward 2.4x in the same process). The probe
+    itself builds them in its worker process (:func:`initaudit.probe.ort_worker.session_options`)."""
     import onnxruntime as ort
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads or min(_cpu_count(), 16)
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    so.log_severity_level = 3
-    if external_dir:
-        so.add_session_config_entry("session.model_external_initializers_file_folder_path", external_dir)
-    return so
+    from initaudit.probe.ort_worker import session_options as build
+
+    return build(ort, threads or min(_cpu_count(), 16), external_dir)
 
 
 class _InputSpec:
@@ -148,6 +145,7 @@ def synthetic_inputs(session, *, batch_size: int, seed: int,
     feeds: dict[str, np.ndarray] = {}
     notes: list[str] = []
     shapes = dict(input_shapes or {})
+    total = 0
     for inp in session.get_inputs():
         if given and inp.name in given:
             feeds[inp.name] = np.asarray(given[inp.name])
@@ -155,9 +153,10 @@ def synthetic_inputs(session, *, batch_size: int, seed: int,
             continue
         dtype = _ORT_TYPES.get(inp.type)
         if dtype is None:
-            raise ConfigError(f"input {inp.name!r} has type {inp.type}, which the probe cannot "
-                              "synthesise; pass real inputs")
+            raise CannotSynthesise(f"input {inp.name!r} has type {inp.type}, which the probe cannot "
+                                   "synthesise; pass real inputs with --inputs")
         declared = list(inp.shape or [])
+        requested = inp.name in shapes
         if inp.name in shapes:
             shape = tuple(shapes.pop(inp.name))
             if len(declared) == len(shape) and any(isinstance(d, int) and d > 0 and d != s
@@ -166,6 +165,7 @@ def synthetic_inputs(session, *, batch_size: int, seed: int,
                              f"declared shape {declared}")
         else:
             shape = tuple(d if isinstance(d, int) and d > 0 else batch_size for d in declared)
+        total = check_synthetic(inp.name, shape, requested, total)
         if dtype in (np.float32, np.float16, np.float64):
             feeds[inp.name] = gen.standard_normal(shape, dtype=np.float32).astype(dtype, copy=False)
         elif dtype is np.bool_:
@@ -176,7 +176,7 @@ def synthetic_inputs(session, *, batch_size: int, seed: int,
             feeds[inp.name] = np.ones(shape, dtype=dtype)
             notes.append(f"integer input {inp.name!r} feeds no embedding: filled with ones")
     if shapes:
-        raise ConfigError(f"--input-shape names no model input: {', '.join(sorted(shapes))} "
+        raise ProbeRequestError(f"--input-shape names no model input: {', '.join(sorted(shapes))} "
                           f"(inputs: {', '.join(i.name for i in session.get_inputs())})")
     return feeds, notes
 
@@ -362,7 +362,6 @@ class _Weights:
     def __init__(self, model):
         import onnx
         from onnx import numpy_helper
-        from onnxruntime import OrtValue
 
         self.protos: dict[str, Any] = {}
         self.values: dict[str, Any] = {}
@@ -383,7 +382,7 @@ class _Weights:
                 e = stub.external_data.add()
                 e.key, e.value = key, value
             self.protos[t.name] = stub
-            self.values[t.name] = OrtValue.ortvalue_from_numpy(arr)
+            self.values[t.name] = arr  # handed to onnxruntime's process as an array
 
 
 def _opset(model) -> int:
@@ -501,11 +500,10 @@ def _segment_model(model, start: int, end: int, inputs: Mapping[str, np.ndarray]
 
 def _run_segments(model, segments: list[tuple[int, int]], feeds: Mapping[str, np.ndarray],
                   site_tensors: list[str], weights: _Weights, info, threads: int | None,
-                  on_site: Callable[[str, np.ndarray], None]) -> None:
+                  on_site: Callable[[str, np.ndarray], None], runtime) -> None:
     """Run the segments in order, handing on the tensors that cross each cut; ``on_site`` gets
-    every exposed site output (which is dropped afterwards unless a later segment reads it)."""
-    import onnxruntime as ort
-
+    every exposed site output (which is dropped afterwards unless a later segment reads it).
+    onnxruntime runs in ``runtime``'s isolated process (:mod:`initaudit.probe.ort_process`)."""
     nodes = model.graph.node
     site_set = set(site_tensors)
     needs = []  # tensors each segment reads from before it
@@ -524,15 +522,14 @@ def _run_segments(model, segments: list[tuple[int, int]], feeds: Mapping[str, np
             continue
         inputs = {t: held[t] for t in needs[k] if t in held}
         blob, in_memory = _segment_model(model, start, end, inputs, fetch, weights)
-        so = session_options(threads, info.base_dir if info.has_external else None)
-        if in_memory:
-            so.add_external_initializers(in_memory, [weights.values[n] for n in in_memory])
-        session = ort.InferenceSession(blob, so, providers=["CPUExecutionProvider"])
+        outs = runtime.run(blob, fetch, inputs, {n: weights.values[n] for n in in_memory},
+                           threads or min(_cpu_count(), 16),
+                           info.base_dir if info.has_external else None)
         del blob
-        outs = session.run(fetch, inputs)
-        del session
         for i, name in enumerate(fetch):
             arr, outs[i] = outs[i], None
+            if arr is None:  # a non-numeric output (strings): nothing to summarise
+                continue
             if name in later:  # a copy: ORT's arrays keep the whole part's arena alive
                 held[name] = np.array(arr, copy=True)
             if name in site_set:
@@ -577,11 +574,32 @@ def _first_line(exc: BaseException) -> str:
     return (text[:240] + "...") if len(text) > 240 else (text or type(exc).__name__)
 
 
+def _model_bytes(graph: ModelGraph, weights: _Weights) -> int:
+    """Bytes of the model's files (external data included), for the worker's memory limit."""
+    total = 0
+    for f in getattr(graph, "files_read", ()) or ():
+        try:
+            total += os.path.getsize(f)
+        except OSError:
+            pass
+    return max(total, sum(int(a.nbytes) for a in weights.values.values()))
+
+
+def _runtime_failed(reason: str, graph: ModelGraph, batch_size: int, seed: int) -> ProbeResult:
+    """A probe onnxruntime could not run: skipped with the reason, and a warning on stderr (the
+    static audit still reports)."""
+    import sys
+
+    print(f"initaudit: warning: {graph.target}: probe skipped: {reason}", file=sys.stderr)
+    return _skip(reason, batch_size, seed)
+
+
 def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_size: int = 64,
                    seed: int = 0, inputs: Mapping[str, np.ndarray] | None = None,
                    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
                    site_stats: Callable[..., SiteStats] | None = None, threads: int | None = None,
-                   memory_budget: int | None = None, identical: bool | None = None) -> ProbeResult:
+                   memory_budget: int | None = None, identical: bool | None = None,
+                   batch_size_given: bool = False, inputs_source: str | None = None) -> ProbeResult:
     """Run ``graph`` (from :func:`initaudit.loaders.onnx_loader.load_onnx`) with onnxruntime
     and summarise every weight layer's, embedding's, activation's and normalisation's output.
 
@@ -595,16 +613,21 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
     False skips the identical-units search everywhere (default: on layer sites, as the torch
     probe does).
 
-    A model onnxruntime cannot load or run gives ``ran=False`` with the reason; bad
-    ``input_shapes`` or inputs the probe cannot synthesise raise ConfigError (exit 2).
+    ``batch_size_given``: the user asked for ``batch_size`` (an error on a fixed-batch model).
+    ``inputs_source``: how to name ``inputs`` in errors (the ``--inputs`` file).
+
+    onnxruntime runs in an isolated process; a model it cannot load or run, or that crashes it,
+    gives ``ran=False`` with the reason (and a warning on stderr), as do synthetic inputs beyond
+    the budget. Explicit requests the model cannot honour (``input_shapes`` naming no input,
+    ``batch_size_given`` on a fixed batch, wrong-shaped ``inputs``) raise ProbeRequestError.
     """
     if site_stats is None:
         from initaudit.probe.stats import site_stats as default_stats
 
         site_stats = default_stats
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:  # it runs in its own process
         return _skip("onnxruntime is not installed", batch_size, seed)
     info = getattr(graph, "onnx", None)
     if info is None:
@@ -618,9 +641,16 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
     sites = _sites(graph, info, notes)
     model = probe_graph(info.model, info.value_shapes, notes)
 
-    feeds, input_notes = synthetic_inputs(_Specs(model), batch_size=batch_size, seed=seed,
-                                          input_shapes=input_shapes, embedding_rows=info.embedding_inputs,
-                                          given=inputs)
+    specs = _Specs(model)
+    check_batch_size(specs.get_inputs(), batch_size, batch_size_given and not input_shapes)
+    if inputs:
+        inputs = check_given(specs.get_inputs(), inputs, inputs_source or "--inputs")
+    try:
+        feeds, input_notes = synthetic_inputs(specs, batch_size=batch_size, seed=seed,
+                                              input_shapes=input_shapes,
+                                              embedding_rows=info.embedding_inputs, given=inputs)
+    except CannotSynthesise as exc:
+        return _runtime_failed(f"no probe inputs: {exc}", graph, batch_size, seed)
     notes += input_notes
     lead = [a.shape[0] for a in feeds.values() if a.ndim]
     used_batch = lead[0] if lead else batch_size
@@ -661,23 +691,29 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
         weights = _Weights(info.model)
     except Exception as exc:
         return _skip(f"initializers could not be handed to onnxruntime: {_first_line(exc)}", batch_size, seed)
-    site_tensors = tensors
-    try:
-        _run_segments(model, segments, feeds, site_tensors, weights, info, threads, on_site)
-        if len(segments) > 1:
-            notes.append(f"graph run in {len(segments)} parts to keep at most about "
-                         f"{budget >> 20} MB of intermediate outputs alive")
-    except Exception as exc:
-        if len(segments) == 1:
-            return _skip(f"onnxruntime could not run the model: {_first_line(exc)}", batch_size, seed)
-        results[:] = [None] * len(sites)
-        try:  # a cut onnxruntime did not accept: run the whole graph at once
-            _run_segments(model, [(0, len(model.graph.node))], feeds, site_tensors, weights, info,
-                          threads, on_site)
-            notes.append(f"running the graph in parts failed ({_first_line(exc)}); ran it whole, "
-                         "beyond the memory budget")
-        except Exception as exc2:
-            return _skip(f"onnxruntime could not run the model: {_first_line(exc2)}", batch_size, seed)
+    with IsolatedRuntime(memory_limit(_model_bytes(graph, weights))) as runtime:
+        try:
+            _run_segments(model, segments, feeds, tensors, weights, info, threads, on_site, runtime)
+            if len(segments) > 1:
+                notes.append(f"graph run in {len(segments)} parts to keep at most about "
+                             f"{budget >> 20} MB of intermediate outputs alive")
+        except RuntimeCrash as exc:
+            return _runtime_failed(str(exc), graph, batch_size, seed)
+        except Exception as exc:
+            if len(segments) == 1:
+                return _runtime_failed(f"onnxruntime could not run the model: {_first_line(exc)}", graph,
+                                       batch_size, seed)
+            results[:] = [None] * len(sites)
+            try:  # a cut onnxruntime did not accept: run the whole graph at once
+                _run_segments(model, [(0, len(model.graph.node))], feeds, tensors, weights, info,
+                              threads, on_site, runtime)
+                notes.append(f"running the graph in parts failed ({_first_line(exc)}); ran it whole, "
+                             "beyond the memory budget")
+            except RuntimeCrash as exc2:
+                return _runtime_failed(str(exc2), graph, batch_size, seed)
+            except Exception as exc2:
+                return _runtime_failed(f"onnxruntime could not run the model: {_first_line(exc2)}", graph,
+                                       batch_size, seed)
     depth: dict[str, int] = {}
     for site in results:
         if site is None:

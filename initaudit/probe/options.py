@@ -23,6 +23,7 @@ class ProbeOptions:
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     backward: bool = True  # False: forward statistics only (no gradients)
     histograms: bool = False  # keep per-site activation histograms (HISTOGRAM_BINS bins)
+    batch_size_given: bool = False  # the user asked for batch_size (--batch-size, probe.batch-size)
 
     @property
     def histogram_bins(self) -> int:
