@@ -11,6 +11,10 @@ so the measured and the predicted figures are compared on the same footing.
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
+import textwrap
 from collections.abc import Iterator
 
 from initaudit.graph import OpKind, Param
@@ -415,22 +419,55 @@ class ActivationExploding(_ActivationDepthRule):
     direction = "exploding"
 
 
+def _small_by_design(graph) -> set[str]:
+    """Weights whose gradients are small at init by design, read from the dataflow: attention
+    query/key projections (their error passes through softmax(Q K^T / sqrt(d)), nearly
+    uniform at init, whose derivative is near zero) and branches scaled by a parameter before
+    they join the stream (LayerScale: y = x + gamma * f(x), gamma ~ 1e-6..0.1)."""
+    if not graph.has_architecture:
+        return set()
+    users: dict[str, list] = {}
+    for n in graph.nodes:
+        for i, inp in enumerate(n.inputs):
+            users.setdefault(inp, []).append((n, i))
+    small = set()
+    for node in graph.nodes:
+        if node.kind != "layer" or not node.param:
+            continue
+        stack, seen = [node.name], {node.name}
+        while stack:
+            for user, slot in users.get(stack.pop(), []):
+                if user.name in seen:
+                    continue
+                seen.add(user.name)
+                if user.kind == "transparent":
+                    stack.append(user.name)
+                elif (user.kind == "attention" and slot < 2) or (user.kind == "mul" and user.param):
+                    small.add(node.param)
+    return small
+
+
 def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
     """(param, position, gradient-to-weight ratio) of weight layers in forward order.
 
     Position = order of the layer's first call in the forward pass. Left out: embeddings (only
     the rows of tokens seen get a gradient), normalisation, parameters with no, zero or
-    non-finite gradient (blocked below a zero-initialised layer: IA203/IA208's subject) and
-    all-zero weights (ratio undefined).
+    non-finite gradient (blocked below a zero-initialised layer: IA203/IA208's subject),
+    all-zero weights (ratio undefined), weights small by design (attention query/key,
+    LayerScale branches, where the dataflow shows them) and weights a normalisation follows
+    (BatchNorm divides their gradient by their output's batch std, so |dW|/|W| scales as
+    1/|W|^2, their own scale, not the depth).
     """
     first_call: dict[str, int] = {}
     for s in probe.sites:
         if s.kind == "layer" and s.module is not None and s.module not in first_call:
             first_call[s.module] = len(first_call)
+    small = _small_by_design(ctx.graph)
     out = []
     for name, g in (probe.grads or {}).items():
         p = ctx.graph.params.get(name)
-        if p is None or not p.is_weight or p.kind in (OpKind.EMBEDDING, OpKind.NORM):
+        if p is None or not p.is_weight or p.kind in (OpKind.EMBEDDING, OpKind.NORM) or name in small \
+                or p.normalized_after:
             continue
         owners = [p.layer, *(a.rpartition(".")[0] for a in p.aliases)]
         pos = min((first_call[o] for o in owners if o in first_call), default=None)
@@ -439,6 +476,19 @@ def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
         out.append((p, pos, g.ratio))
     out.sort(key=lambda t: t[1])
     return out
+
+
+def _median(values: list[float], upper: bool) -> float:
+    """The upper (lower) median: robust to up to half the window being low (high) outliers."""
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if upper else ordered[(len(ordered) - 1) // 2]
+
+
+def window_size(n: int) -> int:
+    """Layers per window: 4 (longer than the two adjacent query/key projections of an attention
+    block, so one block's small-by-design pair cannot make a window's median), 1 in very
+    shallow models, n / 8 in deep ones."""
+    return min(max(1, n // 2), max(4, n // 8))
 
 
 class _GradientDepthRule(Rule):
@@ -451,30 +501,49 @@ class _GradientDepthRule(Rule):
         if probe is None or not probe.grads:
             return
         profile = _gradient_profile(ctx, probe)
-        if len(profile) < 2:
+        # The layers closest to the output (output heads: a head takes the loss's error
+        # directly, and a zero or small head scales everything below it) are not the
+        # reference for the body: compare the body's own ends.
+        body = [t for t in profile if not t[0].is_output]
+        if len(body) == len(profile):  # the dataflow does not say which layer is the head
+            body = body[:-1]
+        if len(body) < 2:
             return
-        top_p, _, top_ratio = profile[-1]
-        # Distance in layers; weights sharing a module (an LSTM's) count as one layer.
-        index = {layer: i for i, layer in enumerate(dict.fromkeys(p.layer for p, _, _ in profile))}
-        last = len(index) - 1
-        judged = [(p, r / top_ratio, last - index[p.layer]) for p, _, r in profile
-                  if last - index[p.layer] >= self.opts["min_depth"]]
+        # Weights sharing a module (an LSTM's) count as one layer.
+        index = {layer: i for i, layer in enumerate(dict.fromkeys(p.layer for p, _, _ in body))}
+        w = window_size(len(body))
+        vanishing = self.direction == "vanishing"
+        medians = [(i, _median([r for _, _, r in body[i:i + w]], vanishing)) for i in range(len(body) - w + 1)]
+        ref_start = len(body) - w
+        ref = medians[-1][1]
+        top = body[ref_start:]
+        # Window medians sit at window centres; the trend between them is carried over the
+        # layers the two windows span: (m_i / m_ref) ** ((n - 1 - i) / (ref_start - i)).
+        judged = [(i, (m / ref) ** ((len(body) - 1 - i) / (ref_start - i))) for i, m in medians
+                  if i < ref_start and index[top[0][0].layer] - index[body[i][0].layer] >= self.opts["min_depth"]]
         if not judged:
             return
-        vanishing = self.direction == "vanishing"
-        p, rel, distance = (min if vanishing else max)(judged, key=lambda t: t[1])
+        i, rel = (min if vanishing else max)(judged, key=lambda t: t[1])
         severity = depth_severity(rel, vanishing, self.opts)
         if severity is None:
             return
-        g = probe.grads[p.name]
+        window = body[i:i + w]
+        p = window[0][0]
+        distance = index[top[-1][0].layer] - index[p.layer]
+        span = p.name if w == 1 else f"{p.name} .. {window[-1][0].name} ({w} layers)"
+        ref_span = top[0][0].name if w == 1 else f"{top[0][0].name} .. {top[-1][0].name}"
         effect = "early layers barely learn" if vanishing else "early layers take far larger steps"
+        g = probe.grads[p.name]
         yield self.finding(
-            p.name, f"gradient-to-weight ratio |dL/dW|/|W| = {fmt(g.ratio)} is {fmt(rel)}x that of "
-                    f"{top_p.name} ({fmt(top_ratio)}), {distance} layers closer to the output: {effect}",
+            p.name, f"gradient-to-weight ratio |dL/dW|/|W| (median of {span}) = {fmt(medians[i][1])} "
+                    f"against {fmt(ref)} at {ref_span}, {distance} layers closer to the output: "
+                    f"{fmt(rel)}x over that depth; {effect}",
             severity=severity,
             evidence={"ratio": rel, "grad_norm": g.norm, "weight_norm": g.weight_norm,
-                      "reference": top_p.name, "reference_ratio": top_ratio, "loss": probe.loss,
-                      "profile": [[q.name, r / top_ratio] for q, _, r in profile][:64]},
+                      "window": [q.name for q, _, _ in window], "reference": top[-1][0].name,
+                      "reference_window": [q.name for q, _, _ in top], "reference_ratio": ref,
+                      "loss": probe.loss,
+                      "profile": [[q.name, r / ref] for q, _, r in profile][:64]},
             fix="initialise each layer for the activation that follows it; prefer ReLU-family or "
                 "tanh with Xavier gain over deep sigmoid stacks; add normalisation or residual paths")
 
@@ -488,9 +557,18 @@ class GradientVanishing(_GradientDepthRule):
     model's outputs y_o with r_o ~ N(0, 1) fixed by the seed (its gradient at every output is
     r_o / batch, whatever the output's value). For every weight layer, in forward order, the
     gradient-to-weight ratio |dL/dW| / |W| (the relative step a gradient update takes),
-    divided by that of the layer closest to the output. Reports the smallest, for layers at
-    least ``min_depth`` layers below it. Embeddings, normalisation and parameters with no or
-    exactly zero gradient (see IA203, IA208) are not judged.
+    compared along depth by the median over windows of consecutive layers (4, or n/8 in deep
+    models): the smallest window median against that of the window closest to the output,
+    for windows at least ``min_depth`` layers below it. The output head is not the reference
+    (it takes the loss's error directly), and a window's median is not moved by the small
+    gradients of an attention block's query/key pair or of a LayerScale branch (the upper
+    median of a window for IA206, the lower one for IA207); where the
+    dataflow shows those, they are left out. Embeddings, normalisation and parameters with no
+    or exactly zero gradient (see IA203, IA208) are not judged, nor layers a normalisation
+    follows (BatchNorm divides their gradient by their output's batch std, so their
+    |dW|/|W| ~ 1/|W|^2 reflects their own scale, not the depth). The ratio between two window
+    medians is carried over the layers both windows span: (m_i / m_ref)^((n - 1 - i) /
+    (ref_start - i)), so a steady decay per layer reads the same as with single layers.
 
     Why it matters
     --------------
@@ -543,9 +621,9 @@ class GradientExploding(_GradientDepthRule):
 
     What it checks
     --------------
-    The same backward pass and gradient-to-weight ratio |dL/dW| / |W| as IA206, relative to the
-    layer closest to the output; reports the largest, for layers at least ``min_depth`` layers
-    below it.
+    The same backward pass, gradient-to-weight ratio |dL/dW| / |W| and window medians as
+    IA206, relative to the window closest to the output (the head left out); reports the
+    largest, for windows at least ``min_depth`` layers below it.
 
     Why it matters
     --------------
@@ -702,7 +780,8 @@ class UnusedParameters(Rule):
     DistributedDataParallel fails on them unless ``find_unused_parameters=True`` (which costs
     an extra graph traversal every step). Often the sign of a wiring bug: a layer built but
     forgotten in ``forward``. Layers used only in some modes (an auxiliary head used in
-    training only, an MoE expert not routed for this batch) also show up here.
+    training only, an MoE expert not routed for this batch) also show up here; parameters the
+    owner's code uses only under ``if self.training`` (read from its source) are info.
 
     Example
     -------
@@ -739,14 +818,61 @@ class UnusedParameters(Rule):
                 by_module.setdefault(p.layer if p is not None else name.rpartition(".")[0], []).append(name)
         for module, names in by_module.items():
             count = sum(ctx.graph.params[n].numel for n in names if n in ctx.graph.params)
+            where = training_only(ctx.graph.module, names[0]) if ctx.graph.module is not None else None
+            listed = (f"{len(names)} parameter(s) ({count:,} values: "
+                      f"{', '.join(n.rpartition('.')[2] for n in names[:4])}{', ...' if len(names) > 4 else ''})")
+            if where:
+                yield self.finding(
+                    module or names[0], f"{listed} used only in training mode ({where}): the probe's "
+                                        "eval-mode forward pass does not reach them",
+                    severity=Severity.INFO, evidence={"params": names, "values": count, "training_only": where})
+                continue
             yield self.finding(
-                module or names[0], f"{len(names)} parameter(s) ({count:,} values: "
-                                    f"{', '.join(n.rpartition('.')[2] for n in names[:4])}"
-                                    f"{', ...' if len(names) > 4 else ''}) receive no gradient: "
-                                    "not reached from the model's outputs in this forward pass",
+                module or names[0], f"{listed} receive no gradient: not reached from the model's outputs "
+                                    "in this forward pass",
                 evidence={"params": names, "values": count},
                 fix="call the module in forward(), or remove it (or set requires_grad_(False) if it "
                     "is meant to be frozen)")
+
+
+def _mentions_training(test: ast.AST) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr == "training" and isinstance(n.value, ast.Name)
+               and n.value.id == "self" for n in ast.walk(test))
+
+
+@functools.lru_cache(maxsize=256)
+def _training_guarded(cls: type, attr: str) -> str | None:
+    """The method of ``cls`` that uses ``self.<attr>`` under an ``if`` testing ``self.training``."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for branch in ast.walk(fn):
+            if isinstance(branch, ast.If) and _mentions_training(branch.test):
+                if any(isinstance(n, ast.Attribute) and n.attr == attr and isinstance(n.value, ast.Name)
+                       and n.value.id == "self" for stmt in branch.body for n in ast.walk(stmt)):
+                    return f"{cls.__name__}.{fn.name}"
+    return None
+
+
+def training_only(root, path: str) -> str | None:
+    """Where the module or parameter at ``path`` is used only under ``if self.training`` in its
+    owner's code (an auxiliary classifier, a SpecAugment mask embedding), read from the
+    owner's source: the branch is there, the eval-mode probe just does not take it."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        owner = ".".join(parts[:i])
+        try:
+            mod = root.get_submodule(owner) if owner else root
+        except AttributeError:
+            continue
+        found = _training_guarded(type(mod), parts[i])
+        if found:
+            return f"{'.'.join(parts[:i + 1])} under `if self.training` in {found}"
+    return None
 
 
 PROBE_RULES = [NonFiniteActivations, Saturation, DeadUnits, ActivationVanishing, ActivationExploding,

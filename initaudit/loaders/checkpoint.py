@@ -219,6 +219,7 @@ def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
             params[name] = Param(op="unknown", kind=OpKind.OTHER, role=role, **common)
         else:
             params[name] = _bare_weight(name, shape, ckpt.shapes, common)
+    pair_norms(params)
     graph = ModelGraph(target=target, format=ckpt.format, params=params, load_tensor=ckpt.load,
                        skipped=skipped + ckpt.skipped,
                        stage_evidence=list(ckpt.evidence), source_path=str(ckpt.path),
@@ -252,9 +253,44 @@ def _bare_weight(name: str, shape: tuple[int, ...], shapes: dict, common: dict) 
         return Param(op="embedding", kind=OpKind.EMBEDDING, fan_in=shape[1], fan_out=shape[0], **base)
     if len(shape) == 2 and _HF_CONV1D.search(name):
         return Param(op="Conv1D", kind=OpKind.LINEAR, fan_in=shape[0], fan_out=shape[1], units_dim=1, **base)
+    if _broadcast_shape(shape):
+        return Param(op="parameter", kind=OpKind.OTHER, **base)
     if len(shape) == 2:
         return Param(op="linear", kind=OpKind.LINEAR, fan_in=shape[1], fan_out=shape[0], **base)
     # ConvTranspose stores (in, out/groups, *k) and cannot be told apart by shape; groups neither.
     p = Param(op="conv", kind=OpKind.CONV, fan_in=init_in, fan_out=init_out, **base)
     p.notes.append("read as a convolution (out, in/groups, *kernel) from its shape")
     return p
+
+
+def _broadcast_shape(shape: tuple[int, ...]) -> bool:
+    """(1, N, D): a class token or position table added to a (B, N, D) signal, not a Conv1d
+    with a single output channel."""
+    return len(shape) == 3 and shape[0] == 1
+
+
+def _digits(local: str) -> str:
+    return "".join(ch for ch in local if ch.isdigit())
+
+
+def pair_norms(params: dict[str, Param]) -> None:
+    """Mark each weight that a BatchNorm in the same file normalises (``normalized_after``),
+    paired from names and shapes: the norm's running statistics give its channel count C; its
+    layer is the weight with C output units beside it - under the same parent with the same
+    index (``conv1``/``bn1``, ``conv.weight``/``bn.weight``, ``convolution``/``normalization``)
+    or one position before it in a Sequential (``features.0``/``features.1``)."""
+    weights = [p for p in params.values() if p.is_weight and p.kind in (OpKind.CONV, OpKind.LINEAR)]
+    for stat in [p for p in params.values() if p.role is ParamRole.RUNNING_VAR]:
+        channels, layer = stat.shape[0] if stat.shape else None, stat.layer
+        parent, _, local = layer.rpartition(".")
+        if not channels:
+            continue
+        before = f"{parent}.{int(local) - 1}" if local.isdigit() else None
+        near = [w for w in weights if w.shape[0] == channels and (
+            w.layer.rpartition(".")[0] == parent or w.layer == before or w.layer.startswith(f"{before}."))]
+        if len(near) > 1:
+            near = [w for w in near if w.layer == before or _digits(w.layer.rpartition(".")[2]) == _digits(local)]
+        if len(near) == 1 and not near[0].normalized_after:
+            near[0].normalized_after = True
+            near[0].notes.append(f"normalised by {layer} (paired from names and shapes: its running "
+                                 f"statistics hold {channels} channels)")
