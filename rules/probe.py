@@ -478,17 +478,18 @@ def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
     return out
 
 
-def _median(values: list[float], upper: bool) -> float:
-    """The upper (lower) median: robust to up to half the window being low (high) outliers."""
+def _robust(values: list[float], against_low: bool) -> float:
+    """A window's value that two outliers cannot move (the query/key pair of one attention
+    block): the third smallest against low outliers, the third largest against high ones
+    (the upper / lower median of a 4-layer window)."""
     ordered = sorted(values)
-    return ordered[len(ordered) // 2] if upper else ordered[(len(ordered) - 1) // 2]
+    k = min(2, len(ordered) - 1)
+    return ordered[k] if against_low else ordered[len(ordered) - 1 - k]
 
 
 def window_size(n: int) -> int:
-    """Layers per window: 4 (longer than the two adjacent query/key projections of an attention
-    block, so one block's small-by-design pair cannot make a window's median), 1 in very
-    shallow models, n / 8 in deep ones."""
-    return min(max(1, n // 2), max(4, n // 8))
+    """Layers per window: 4 (or n/8 in deep models), never more than half the profile."""
+    return max(1, min(n // 2, max(4, n // 8)))
 
 
 class _GradientDepthRule(Rule):
@@ -513,17 +514,23 @@ class _GradientDepthRule(Rule):
         index = {layer: i for i, layer in enumerate(dict.fromkeys(p.layer for p, _, _ in body))}
         w = window_size(len(body))
         vanishing = self.direction == "vanishing"
-        medians = [(i, _median([r for _, _, r in body[i:i + w]], vanishing)) for i in range(len(body) - w + 1)]
+        # Each side robust against what would fake a finding: for vanishing, low outliers in
+        # the judged window and high ones in the reference; the other way round for exploding.
         ref_start = len(body) - w
-        ref = medians[-1][1]
         top = body[ref_start:]
-        # Window medians sit at window centres; the trend between them is carried over the
-        # layers the two windows span: (m_i / m_ref) ** ((n - 1 - i) / (ref_start - i)).
-        judged = [(i, (m / ref) ** ((len(body) - 1 - i) / (ref_start - i))) for i, m in medians
-                  if i < ref_start and index[top[0][0].layer] - index[body[i][0].layer] >= self.opts["min_depth"]]
+        ref = _robust([r for _, _, r in top], not vanishing)
+        # Windows that do not overlap the reference; the ratio of the two window values is
+        # carried from window centre to window centre over the layers from the window's start
+        # to the last: exponent (n - 1 - i) / (ref_start - i), below 2.
+        judged = []
+        for i in range(ref_start - w + 1):
+            if index[top[0][0].layer] - index[body[i][0].layer] < self.opts["min_depth"]:
+                continue
+            m = _robust([r for _, _, r in body[i:i + w]], vanishing)
+            judged.append((i, m, (m / ref) ** ((len(body) - 1 - i) / (ref_start - i))))
         if not judged:
             return
-        i, rel = (min if vanishing else max)(judged, key=lambda t: t[1])
+        i, value, rel = (min if vanishing else max)(judged, key=lambda t: t[2])
         severity = depth_severity(rel, vanishing, self.opts)
         if severity is None:
             return
@@ -535,7 +542,7 @@ class _GradientDepthRule(Rule):
         effect = "early layers barely learn" if vanishing else "early layers take far larger steps"
         g = probe.grads[p.name]
         yield self.finding(
-            p.name, f"gradient-to-weight ratio |dL/dW|/|W| (median of {span}) = {fmt(medians[i][1])} "
+            p.name, f"gradient-to-weight ratio |dL/dW|/|W| (robust median of {span}) = {fmt(value)} "
                     f"against {fmt(ref)} at {ref_span}, {distance} layers closer to the output: "
                     f"{fmt(rel)}x over that depth; {effect}",
             severity=severity,
@@ -557,18 +564,20 @@ class GradientVanishing(_GradientDepthRule):
     model's outputs y_o with r_o ~ N(0, 1) fixed by the seed (its gradient at every output is
     r_o / batch, whatever the output's value). For every weight layer, in forward order, the
     gradient-to-weight ratio |dL/dW| / |W| (the relative step a gradient update takes),
-    compared along depth by the median over windows of consecutive layers (4, or n/8 in deep
-    models): the smallest window median against that of the window closest to the output,
-    for windows at least ``min_depth`` layers below it. The output head is not the reference
-    (it takes the loss's error directly), and a window's median is not moved by the small
-    gradients of an attention block's query/key pair or of a LayerScale branch (the upper
-    median of a window for IA206, the lower one for IA207); where the
-    dataflow shows those, they are left out. Embeddings, normalisation and parameters with no
-    or exactly zero gradient (see IA203, IA208) are not judged, nor layers a normalisation
-    follows (BatchNorm divides their gradient by their output's batch std, so their
-    |dW|/|W| ~ 1/|W|^2 reflects their own scale, not the depth). The ratio between two window
-    medians is carried over the layers both windows span: (m_i / m_ref)^((n - 1 - i) /
-    (ref_start - i)), so a steady decay per layer reads the same as with single layers.
+    compared along depth over windows of w consecutive layers (4, n/8 in deep models, at most
+    half the profile): each window's value is robust to two outliers (the third smallest
+    ratio; against the reference, the third largest), so the small-by-design gradients of an
+    attention block's query/key pair or of a LayerScale branch cannot make a finding. The
+    reference is the window closest to the output with the output head left out (the head
+    takes the loss's error directly). The ratio of a window starting at layer i to the
+    reference (starting at r) is carried over the layers from i to the last (n - 1):
+    (m_i / m_ref)^((n - 1 - i) / (r - i)), an exponent below 2, so a steady decay per layer
+    reads about as it does layer by layer. Windows must not overlap the reference and start
+    ``min_depth`` layers or more below it. Left out where the dataflow shows them: attention
+    query/key projections and LayerScale branches. Also left out: embeddings, normalisation,
+    parameters with no or exactly zero gradient (see IA203, IA208), and layers a
+    normalisation follows (BatchNorm divides their gradient by their output's batch std, so
+    their |dW| / |W| ~ 1 / |W|^2 reflects their own scale, not the depth).
 
     Why it matters
     --------------
@@ -621,9 +630,10 @@ class GradientExploding(_GradientDepthRule):
 
     What it checks
     --------------
-    The same backward pass, gradient-to-weight ratio |dL/dW| / |W| and window medians as
-    IA206, relative to the window closest to the output (the head left out); reports the
-    largest, for windows at least ``min_depth`` layers below it.
+    The same backward pass, gradient-to-weight ratio |dL/dW| / |W| and robust window values
+    as IA206 (here robust to two high outliers in the judged window and two low ones in the
+    reference), relative to the window closest to the output with the head left out; reports
+    the largest growth.
 
     Why it matters
     --------------
