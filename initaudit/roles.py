@@ -60,3 +60,24 @@ def refine_roles(graph: ModelGraph) -> None:
             p.kind = OpKind.OTHER
             p.notes.append("broadcast additive parameter (a class token or position table, shape "
                            f"{list(p.shape)}): added to the signal, so zeros are a neutral start")
+
+
+def renormalised_params(graph: ModelGraph) -> set[str]:
+    """Weights whose signal segment (from the input, an embedding or a normalisation node)
+    passes a layer the graph marks ``normalized_after`` with no normalisation node after it:
+    a BatchNorm the exporter folded into the layer (eval-mode ONNX export). In training the
+    batch statistics renormalise the signal there, so depth measured or predicted across it
+    on fresh running statistics (var 1, mean 0: identity) says nothing about training."""
+    params = graph.params
+    flagged: dict[str, bool] = {}
+    out: set[str] = set()
+    for node in graph.nodes:  # topological order
+        if node.kind in ("input", "embedding", "norm"):
+            flagged[node.name] = False
+            continue
+        upstream = any(flagged.get(i, False) for i in node.inputs)
+        own = node.kind == "layer" and node.param in params and params[node.param].normalized_after
+        if node.kind == "layer" and node.param and (upstream or own):
+            out.add(node.param)
+        flagged[node.name] = upstream or own
+    return out

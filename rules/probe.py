@@ -19,6 +19,7 @@ from collections.abc import Iterator
 
 from initaudit.graph import OpKind, Param
 from initaudit.probe.profile import MeasuredLayer, measured_profile
+from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 from initaudit.rules.structure import depth_severity
 from initaudit.rules.weights import ConstantWeights, _init_fix
@@ -291,8 +292,10 @@ class _ActivationDepthRule(Rule):
         # Zero weights are IA102's subject; a residual branch's last layer is small by design,
         # and so may an output head be (small logits are a uniform start, like a zero head).
         params = ctx.graph.params
+        folded = renormalised_params(ctx.graph)  # segments across a BatchNorm folded by an exporter
         profile = [m for m in _activation_profile(ctx, probe)
                    if m.signal.depth >= self.opts["min_depth"] and not _is_zero(ctx, params[m.signal.param])
+                   and m.signal.param not in folded
                    and not (vanishing and (params[m.signal.param].residual_end
                                            or params[m.signal.param].is_output))]
         if not profile:
@@ -327,6 +330,9 @@ class ActivationVanishing(_ActivationDepthRule):
     once the segment spans ``min_depth`` layers. Reports the deepest collapse. Residual branch
     ends and output heads (small by design: a small or zero head starts from uniform logits)
     and all-zero layers (IA102) are not judged.
+    Layers whose segment crosses a BatchNorm an exporter folded into a layer (an eval-mode
+    ONNX export with fresh running statistics, where it computes the identity) are not judged:
+    in training the batch statistics renormalise the signal there.
 
     Why it matters
     --------------
@@ -733,6 +739,7 @@ class IdenticalActivations(Rule):
         if probe is None:
             return
         reported = set()
+        folded = renormalised_params(ctx.graph) if probe.grads is None else set()
         for s in probe.sites:
             if s.kind != "layer" or not s.identical_units or s.param in reported:
                 continue
@@ -748,6 +755,9 @@ class IdenticalActivations(Rule):
                         "groups": len(s.identical_groups), "example": s.identical_groups[0][:4]}
             fix = _init_fix(p) if p is not None else "re-initialise the layer with independent random rows"
             legit = ConstantWeights._legitimate(p) if p is not None and _is_zero(ctx, p) else None
+            if legit is None and s.param in folded:
+                legit = ("measured in an eval-mode export whose BatchNorm statistics are fresh (folded "
+                         "into the layers): in training, batch statistics renormalise the signal")
             if g is None or not g.group_count:  # e.g. ONNX: forward only
                 yield self.finding(s.name, head + "; no gradient information to tell whether training "
                                    "separates them" + (f" ({legit})" if legit else ""), evidence=evidence,
