@@ -210,6 +210,9 @@ def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
         if local in ("running_mean", "running_var"):
             role = ParamRole.RUNNING_MEAN if local == "running_mean" else ParamRole.RUNNING_VAR
             params[name] = Param(op="norm", kind=OpKind.NORM, role=role, **common)
+        elif len(shape) == 1 and _layer_scale(name, ckpt.shapes) and prefix not in norm_prefixes:
+            params[name] = Param(op="layer-scale", kind=OpKind.OTHER, role=ParamRole.OTHER, **common)
+            params[name].notes.append("read as a LayerScale gain (a lone 'gamma' with no shift beside it)")
         elif len(shape) == 1 and (prefix in norm_prefixes or _NORM_NAME.search(name) or (
                 local in ("weight", "bias", "gamma", "beta") and prefix not in matrix_prefixes)):
             role = ParamRole.NORM_SHIFT if local in ("bias", "beta") else ParamRole.NORM_SCALE
@@ -294,3 +297,12 @@ def pair_norms(params: dict[str, Param]) -> None:
             near[0].normalized_after = True
             near[0].notes.append(f"normalised by {layer} (paired from names and shapes: its running "
                                  f"statistics hold {channels} channels)")
+
+
+def _layer_scale(name: str, shapes: dict) -> bool:
+    """A 1-D ``gamma`` with no ``beta``/``bias`` beside it and no norm in its name: a LayerScale
+    gain (y = x + gamma * f(x), timm/ConvNeXt ``gamma``, ``ls1.gamma``), not a norm scale."""
+    prefix, _, local = name.rpartition(".")
+    if local != "gamma" or _NORM_NAME.search(name):
+        return False
+    return not any(f"{prefix}.{s}" in shapes for s in ("beta", "bias"))
