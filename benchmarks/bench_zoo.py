@@ -27,9 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import initaudit  # noqa: E402
-from zoo.forms import call  # noqa: E402
-from zoo.registry import ZOO  # noqa: E402
+from zoo.forms import call
+from zoo.registry import ZOO
+
+import initaudit
 
 
 def _tensors(out):

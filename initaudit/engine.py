@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch.nn as nn
+from torch import nn
 
 from initaudit.context import Context
 from initaudit.errors import ConfigError, TargetError

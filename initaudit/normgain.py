@@ -15,9 +15,10 @@ std (fresh statistics: 1).
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 def _checkerboard(shape: tuple[int, ...]) -> torch.Tensor:
@@ -48,5 +49,5 @@ def measured_gain(module: nn.Module, layer: str, channels: int) -> float | None:
         if not isinstance(pos, torch.Tensor) or pos.shape != x.shape:
             continue
         gain = ((pos - neg) * x / 2).pow(2).mean().sqrt().item()
-        return gain if gain == gain else None
+        return None if math.isnan(gain) else gain
     return None

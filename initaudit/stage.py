@@ -100,8 +100,8 @@ def module_evidence(module: torch.nn.Module) -> list[str]:
     """BatchNorm layers of a live module whose running statistics were updated."""
     steps = [int(b) for n, b in module.named_buffers() if n.endswith("num_batches_tracked") and b.numel() == 1]
     if steps and max(steps) > 0:
-        return [f"BatchNorm num_batches_tracked = {max(steps)} in the module (running statistics "
-                "were updated by training-mode forward passes)"]
+        return [(f"BatchNorm num_batches_tracked = {max(steps)} in the module (running statistics "
+                 "were updated by training-mode forward passes)")]
     return []
 
 

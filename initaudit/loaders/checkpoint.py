@@ -181,9 +181,9 @@ def read_safetensors(path: Path) -> Checkpoint:
 
 # --- bare checkpoints: what names and shapes honestly allow -----------------------------------
 
-_NORM_NAME = re.compile(r"(^|[._])(ln|norm|bn|layernorm|layer_norm|batchnorm|rmsnorm|gn)([._\d]|$)", re.I)
+_NORM_NAME = re.compile(r"(^|[._])(ln|norm|bn|layernorm|layer_norm|batchnorm|rmsnorm|gn)([._\d]|$)", re.IGNORECASE)
 _EMBED_NAME = re.compile(r"(embed|wte|wpe|tok_emb|pos_emb|word_embeddings|position_embeddings|"
-                         r"token_type_embeddings|shared)", re.I)
+                         r"token_type_embeddings|shared)", re.IGNORECASE)
 # GPT-2 style Conv1D modules store (in, out).
 _HF_CONV1D = re.compile(r"(^|\.)(c_attn|c_fc|c_proj|c_attn_q)\.weight$")
 

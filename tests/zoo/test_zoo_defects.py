@@ -9,11 +9,11 @@ import warnings
 
 import pytest
 import torch
-import torch.nn as nn
+from torch import nn
 
 from zoo.conftest import build
 from zoo.forms import audit_form, call
-from zoo.registry import BATCH, SEQ, VOCAB, ZOO, _gen
+from zoo.registry import VOCAB, ZOO
 
 FORMS = ("module", "safetensors-model", "safetensors-bare")
 
