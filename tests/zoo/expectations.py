@@ -38,7 +38,7 @@ class Explained:
     why: str
 
 
-def _mobilevit_collapse(model, inputs, finding) -> bool:
+def mobilevit_collapse(model, inputs, finding) -> bool:
     """Training-mode forward (batch statistics): every encoder stage's output keeps < 2% of the
     input's spread, because each BatchNorm multiplies it by its gamma ~ N(0, 0.02)."""
     stds = []
@@ -58,7 +58,7 @@ def _mobilevit_collapse(model, inputs, finding) -> bool:
 
 EXPLAINED: dict[str, list[Explained]] = {
     "mobilevit": [Explained("IA108", r"mobilevit\..*normalization\.weight",
-                            ("module", "safetensors-model", "safetensors-bare"), _mobilevit_collapse,
+                            ("module", "safetensors-model", "safetensors-bare"), mobilevit_collapse,
                             "transformers 5.x draws MobileViT's BatchNorm gammas from N(0, 0.02)")],
 }
 
