@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from initaudit.distributed import full_value
 from initaudit.graph import ModelGraph, OpKind, Param
 
 OUTLIER_RHO = 1.25  # sampled i.i.d. inits measured 0.87-1.05 (48 zoo models); trained MiniLM 1.0-2.4
@@ -69,7 +70,7 @@ def spectra(params: Iterable[Param], load: Callable[[str], torch.Tensor]) -> lis
     step = max(1, math.ceil(len(chosen) / MAX_MATRICES))
     out = []
     for p in chosen[::step]:
-        rho = edge_ratio(load(p.name))
+        rho = edge_ratio(full_value(load(p.name)))  # a DTensor shard: the whole tensor
         if rho is not None:
             out.append(Spectrum(p.name, rho))
     return out
