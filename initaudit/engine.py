@@ -18,6 +18,7 @@ from initaudit.errors import ConfigError, TargetError
 from initaudit.graph import ModelGraph, OpKind, ParamRole
 from initaudit.registry import RuleSet, discover
 from initaudit.report import FAIL_ON, Report
+from initaudit.roles import refine_roles
 from initaudit.rule import Finding, Rule, Severity
 
 if TYPE_CHECKING:  # torch loads when an audit runs, not on import (Settings, `initaudit config`)
@@ -123,15 +124,22 @@ def _instantiate_all(classes: list[type[Rule]], settings: Settings, errors: list
 
 
 def resolve_stage(requested: str, graph: ModelGraph) -> tuple[str, str]:
-    """(stage, why). ``auto`` never treats "matches no known scheme" as evidence of training."""
+    """(stage, why). ``auto`` never treats "matches no known scheme" as evidence of training;
+    it reads the checkpoint's counters, a live module's BatchNorm counters and the weights'
+    spectra (initaudit.stage)."""
     if requested != "auto":
         return requested, f"set by the user (--stage {requested})"
+    from initaudit import stage as stage_evidence
+
+    found = stage_evidence.collect(graph)
     if graph.stage_evidence:
         return "trained", "; ".join(graph.stage_evidence)
+    spectra = stage_evidence.init_summary(found)
     if graph.format == "torch-module":
-        return "init", "a freshly built module from its factory"
+        return "init", "a freshly built module from its factory" + spectra
     return "init", ("no evidence of training in the file (no optimizer state, step counter or "
-                    "updated BatchNorm statistics); pass --stage trained if these are trained weights")
+                    "updated BatchNorm statistics" + spectra + "); pass --stage trained if these "
+                    "are trained weights")
 
 
 def run_rules(ctx: Context, rules: list[Rule]) -> tuple[list[Finding], list[str]]:
@@ -323,6 +331,7 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
     check_model_argument(target, model)
     check_device(settings)
     graph, _factory = load_target(target, model=model, unsafe_pickle=unsafe_pickle)
+    refine_roles(graph)
     _check_analysable(graph)
     if graph.module is not None:  # the dataflow from one recorded forward pass (initaudit.capture)
         from initaudit.probe import capture_graph

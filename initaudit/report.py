@@ -75,7 +75,6 @@ class Report:
             "stage": self.stage,
             "stage_reason": self.stage_reason,
             "parameter_count": self.parameter_count,
-            "capture": self.capture,
             "probe": probe,
             "layers": self.layers,
             "findings": [f.to_json() for f in self.findings],

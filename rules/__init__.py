@@ -2,10 +2,20 @@
 engine through the ``initaudit.rules`` entry point, exactly as third-party plugins do."""
 
 from initaudit.rules.probe import PROBE_RULES
-from initaudit.rules.structure import (DuplicateUnits, InitScale, PredictedExploding,
-                                       PredictedVanishing, RecurrentSpectrum)
-from initaudit.rules.weights import (ConstantWeights, DegenerateNormalization, MeanShift,
-                                     NonFiniteValues, UninitializedMemory)
+from initaudit.rules.structure import (
+                                       DuplicateUnits,
+                                       InitScale,
+                                       PredictedExploding,
+                                       PredictedVanishing,
+                                       RecurrentSpectrum,
+)
+from initaudit.rules.weights import (
+                                       ConstantWeights,
+                                       DegenerateNormalization,
+                                       MeanShift,
+                                       NonFiniteValues,
+                                       UninitializedMemory,
+)
 
 BUILTIN_RULES = [
     NonFiniteValues, ConstantWeights, DuplicateUnits, InitScale, MeanShift, UninitializedMemory,

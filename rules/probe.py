@@ -14,11 +14,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from initaudit.graph import OpKind, Param
-from initaudit.rule import Finding, Rule, Severity, fmt
+from initaudit.rules.backward import (
+    GradientExploding,
+    GradientVanishing,
+    IdenticalActivations,
+    UnusedParameters,
+)
+from initaudit.rules.probe_common import _is_zero, _param, _pct, _probe, _where
 from initaudit.rules.structure import depth_severity
+from initaudit.rules.weights import _init_fix
+
+from initaudit.graph import OpKind
 from initaudit.lazy import lazy_function
-from initaudit.rules.weights import ConstantWeights, _init_fix
+from initaudit.roles import renormalised_params
+from initaudit.rule import Finding, Rule, Severity, fmt
 
 if TYPE_CHECKING:
     from initaudit.probe.profile import MeasuredLayer
@@ -30,28 +39,6 @@ _REGION = {"tanh": "|x| > 2.65, |tanh| > 0.99, tanh' < 0.02",
            "sigmoid": "|x| > 4.6, sigmoid < 0.01 or > 0.99, sigmoid' < 0.01",
            "hardtanh": "|x| >= 1, derivative exactly 0", "hardsigmoid": "|x| >= 3, derivative exactly 0",
            "softsign": "|x| > 99, |softsign| > 0.99"}
-
-
-def _probe(ctx):
-    probe = ctx.probe
-    return probe if probe is not None and getattr(probe, "ran", False) else None
-
-
-def _param(ctx, site) -> Param | None:
-    return ctx.graph.params.get(site.param) if site.param else None
-
-
-def _is_zero(ctx, p: Param | None) -> bool:
-    return p is not None and ctx.analysis(p.name).stats.all_zero
-
-
-def _pct(x: float) -> str:
-    return f"{x:.0%}" if x >= 0.01 or x == 0 else f"{x:.2%}"
-
-
-def _where(site) -> str:
-    return f" before {site.activation}" if site.kind in ("layer", "norm") and site.activation else (
-        f" ({site.activation} output)" if site.kind == "act" and site.activation else "")
 
 
 class NonFiniteActivations(Rule):
@@ -294,8 +281,10 @@ class _ActivationDepthRule(Rule):
         # Zero weights are IA102's subject; a residual branch's last layer is small by design,
         # and so may an output head be (small logits are a uniform start, like a zero head).
         params = ctx.graph.params
+        folded = renormalised_params(ctx.graph)  # segments across a BatchNorm folded by an exporter
         profile = [m for m in _activation_profile(ctx, probe)
                    if m.signal.depth >= self.opts["min_depth"] and not _is_zero(ctx, params[m.signal.param])
+                   and m.signal.param not in folded
                    and not (vanishing and (params[m.signal.param].residual_end
                                            or params[m.signal.param].is_output))]
         if not profile:
@@ -330,6 +319,9 @@ class ActivationVanishing(_ActivationDepthRule):
     once the segment spans ``min_depth`` layers. Reports the deepest collapse. Residual branch
     ends and output heads (small by design: a small or zero head starts from uniform logits)
     and all-zero layers (IA102) are not judged.
+    Layers whose segment crosses a BatchNorm an exporter folded into a layer (an eval-mode
+    ONNX export with fresh running statistics, where it computes the identity) are not judged:
+    in training the batch statistics renormalise the signal there.
 
     Why it matters
     --------------
@@ -420,376 +412,6 @@ class ActivationExploding(_ActivationDepthRule):
     severity = Severity.WARNING
     options = {"warn_ratio": 5.0, "error_ratio": 100.0, "min_depth": 2}
     direction = "exploding"
-
-
-def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
-    """(param, position, gradient-to-weight ratio) of weight layers in forward order.
-
-    Position = order of the layer's first call in the forward pass. Left out: embeddings (only
-    the rows of tokens seen get a gradient), normalisation, parameters with no, zero or
-    non-finite gradient (blocked below a zero-initialised layer: IA203/IA208's subject) and
-    all-zero weights (ratio undefined).
-    """
-    first_call: dict[str, int] = {}
-    for s in probe.sites:
-        if s.kind == "layer" and s.module is not None and s.module not in first_call:
-            first_call[s.module] = len(first_call)
-    out = []
-    for name, g in (probe.grads or {}).items():
-        p = ctx.graph.params.get(name)
-        if p is None or not p.is_weight or p.kind in (OpKind.EMBEDDING, OpKind.NORM):
-            continue
-        owners = [p.layer, *(a.rpartition(".")[0] for a in p.aliases)]
-        pos = min((first_call[o] for o in owners if o in first_call), default=None)
-        if pos is None or not g.received or g.nonfinite or not g.norm > 0 or not g.weight_norm > 0:
-            continue
-        out.append((p, pos, g.ratio))
-    out.sort(key=lambda t: t[1])
-    return out
-
-
-class _GradientDepthRule(Rule):
-    direction = ""
-    applies_when_trained = False
-    needs_probe = True
-
-    def check(self, ctx) -> Iterator[Finding]:
-        probe = _probe(ctx)
-        if probe is None or not probe.grads:
-            return
-        profile = _gradient_profile(ctx, probe)
-        if len(profile) < 2:
-            return
-        top_p, _, top_ratio = profile[-1]
-        # Distance in layers; weights sharing a module (an LSTM's) count as one layer.
-        index = {layer: i for i, layer in enumerate(dict.fromkeys(p.layer for p, _, _ in profile))}
-        last = len(index) - 1
-        judged = [(p, r / top_ratio, last - index[p.layer]) for p, _, r in profile
-                  if last - index[p.layer] >= self.opts["min_depth"]]
-        if not judged:
-            return
-        vanishing = self.direction == "vanishing"
-        p, rel, distance = (min if vanishing else max)(judged, key=lambda t: t[1])
-        severity = depth_severity(rel, vanishing, self.opts)
-        if severity is None:
-            return
-        g = probe.grads[p.name]
-        effect = "early layers barely learn" if vanishing else "early layers take far larger steps"
-        yield self.finding(
-            p.name, f"gradient-to-weight ratio |dL/dW|/|W| = {fmt(g.ratio)} is {fmt(rel)}x that of "
-                    f"{top_p.name} ({fmt(top_ratio)}), {distance} layers closer to the output: {effect}",
-            severity=severity,
-            evidence={"ratio": rel, "grad_norm": g.norm, "weight_norm": g.weight_norm,
-                      "reference": top_p.name, "reference_ratio": top_ratio, "loss": probe.loss,
-                      "profile": [[q.name, r / top_ratio] for q, _, r in profile][:64]},
-            fix="initialise each layer for the activation that follows it; prefer ReLU-family or "
-                "tanh with Xavier gain over deep sigmoid stacks; add normalisation or residual paths")
-
-
-class GradientVanishing(_GradientDepthRule):
-    """Gradients collapsing towards the input.
-
-    What it checks
-    --------------
-    One backward pass of the probe's synthetic loss, L = sum_o <r_o, y_o> / batch over the
-    model's outputs y_o with r_o ~ N(0, 1) fixed by the seed (its gradient at every output is
-    r_o / batch, whatever the output's value). For every weight layer, in forward order, the
-    gradient-to-weight ratio |dL/dW| / |W| (the relative step a gradient update takes),
-    divided by that of the layer closest to the output. Reports the smallest, for layers at
-    least ``min_depth`` layers below it. Embeddings, normalisation and parameters with no or
-    exactly zero gradient (see IA203, IA208) are not judged by the ratio; a weight layer whose
-    gradient is exactly zero while its own weights are not, below an all-zero layer that gets no
-    gradient either (a zero-initialised layer before ReLU with zero bias), is an error of its
-    own: neither ever changes, so it never learns. (A zero head or a zero layer before tanh
-    gets a gradient and unblocks the layers below after the first step: not reported.)
-
-    Why it matters
-    --------------
-    Backpropagation multiplies the error by W^T and by phi'(x) at every layer; sigmoid' <= 0.25,
-    so a 10-layer sigmoid stack at Xavier scale hands its first layer about 1e-5 of the last
-    layer's relative gradient (Hochreiter, 1991): the first layers do not learn. The ratio
-    |dW| / |W| stays flat through depth in healthy networks (He-initialised ReLU, Xavier tanh,
-    GPT-2 and ResNet conventions: within about 10x).
-
-    Example
-    -------
-    ```python
-    layers = []
-    for _ in range(10):
-        layers += [nn.Linear(100, 100), nn.Sigmoid()]
-    model = nn.Sequential(*layers)
-    for m in model:
-        if isinstance(m, nn.Linear):
-            torch.nn.init.xavier_normal_(m.weight)
-            torch.nn.init.zeros_(m.bias)
-    ```
-
-    Fix
-    ---
-    ```python
-    for i in range(1, len(model), 2):
-        model[i] = nn.ReLU()
-    for m in model:
-        if isinstance(m, nn.Linear):
-            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    ```
-
-    Options
-    -------
-    warn_ratio (float, default 0.01): relative gradient-to-weight ratio below which to warn.
-    error_ratio (float, default 1e-4): ratio below which the finding is an error.
-    min_depth (int, default 2): layers between the judged layer and the reference.
-    """
-
-    code = "IA206"
-    name = "gradient-vanishing"
-    category = "vanishing"
-    severity = Severity.WARNING
-    options = {"warn_ratio": 0.01, "error_ratio": 1e-4, "min_depth": 2}
-    direction = "vanishing"
-
-    def check(self, ctx) -> Iterator[Finding]:
-        yield from super().check(ctx)
-        probe = _probe(ctx)
-        if probe is not None and probe.grads:
-            yield from self._blocked(ctx, probe)
-
-    def _blocked(self, ctx, probe) -> Iterator[Finding]:
-        """Weights with exactly zero gradient below a layer whose weights are all zero."""
-        order = [s.param for s in probe.sites if s.kind == "layer" and s.param]
-        order = list(dict.fromkeys(order))
-        # all-zero layers that get no gradient themselves stay zero: what they block stays blocked
-        # (a zero head or a zero layer before tanh gets a gradient, changes at the first step and
-        # unblocks the layers below: legitimate, not reported)
-        zero = [n for n in order if n in ctx.graph.params and ctx.analysis(n).stats.all_zero
-                and (g := probe.grads.get(n)) is not None and g.received and g.norm == 0]
-        for i, name in enumerate(order):
-            g, p = probe.grads.get(name), ctx.graph.params.get(name)
-            if g is None or p is None or p.kind in (OpKind.EMBEDDING, OpKind.NORM) or name in zero:
-                continue
-            if not g.received or g.nonfinite or g.norm != 0 or not g.weight_norm > 0:
-                continue
-            above = next((z for z in zero if order.index(z) > i), None)
-            if above is None:  # e.g. a zero input from the layer below: not a blocked backward pass
-                continue
-            yield self.finding(
-                name, f"receives exactly zero gradient: the backward pass is blocked at {above} (all "
-                      "zeros, and no gradient of its own), so this layer never learns",
-                severity=Severity.ERROR, key="blocked",
-                evidence={"grad_norm": 0.0, "weight_norm": g.weight_norm, "blocked_at": above,
-                          "loss": probe.loss},
-                fix=f"initialise {above} (see IA102's fix)")
-
-
-class GradientExploding(_GradientDepthRule):
-    """Gradients growing towards the input.
-
-    What it checks
-    --------------
-    The same backward pass and gradient-to-weight ratio |dL/dW| / |W| as IA206, relative to the
-    layer closest to the output; reports the largest, for layers at least ``min_depth`` layers
-    below it.
-
-    Why it matters
-    --------------
-    Each layer multiplies the backpropagated error by W^T and phi'(x). With N(0, 1) weights in
-    a 100-wide tanh stack the units saturate, but the ones that do not pass the error on
-    multiplied by |W| ~ 10: the error grows about 2.5x per layer towards the input, so the first
-    layers take steps thousands of times larger (relative to their weights) than the last
-    ones, and any learning rate is wrong for one end of the network.
-
-    Example
-    -------
-    ```python
-    layers = []
-    for _ in range(10):
-        layers += [nn.Linear(100, 100), nn.Tanh()]
-    model = nn.Sequential(*layers)
-    for m in model:
-        if isinstance(m, nn.Linear):
-            torch.nn.init.normal_(m.weight, std=1.0)
-            torch.nn.init.zeros_(m.bias)
-    ```
-
-    Fix
-    ---
-    ```python
-    for m in model:
-        if isinstance(m, nn.Linear):
-            torch.nn.init.xavier_normal_(m.weight, gain=torch.nn.init.calculate_gain("tanh"))
-    ```
-
-    Options
-    -------
-    warn_ratio (float, default 100.0): relative gradient-to-weight ratio above which to warn.
-    error_ratio (float, default 1e4): ratio above which the finding is an error.
-    min_depth (int, default 2): layers between the judged layer and the reference.
-    """
-
-    code = "IA207"
-    name = "gradient-exploding"
-    category = "exploding"
-    severity = Severity.WARNING
-    options = {"warn_ratio": 100.0, "error_ratio": 1e4, "min_depth": 2}
-    direction = "exploding"
-
-
-class IdenticalActivations(Rule):
-    """Units that produce identical activations, and whether training can separate them.
-
-    What it checks
-    --------------
-    At every weight layer's output, units whose values on all probe samples are copies of each
-    other (within a relative 1e-5, found by random-projection fingerprints and then checked),
-    and, from the probe's backward pass, the gradient rows their weights receive:
-
-    - no gradient at all (every row exactly zero): nothing can ever separate them, an error.
-      A zero-initialised hidden layer with zero bias before ReLU: relu'(0) = 0 blocks it;
-    - identical gradient rows: every update keeps them copies, an error;
-    - distinct gradient rows: the first update breaks the symmetry (a zero-initialised layer
-      before tanh: the layer above sends each unit its own error), a warning; info where a
-      zero initialisation is legitimate (output head, residual branch end, adaLN-zero).
-
-    Why it matters
-    --------------
-    Copies add nothing: a layer of k identical units has the capacity of one. Whether it stays
-    that way depends on the gradient: tanh'(0) = 1 lets the layer above break the tie, relu'(0)
-    = 0 does not, and identical units below identical weights above get identical gradients.
-
-    Example
-    -------
-    ```python
-    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
-    torch.nn.init.zeros_(model[0].weight)
-    torch.nn.init.zeros_(model[0].bias)
-    ```
-
-    Fix
-    ---
-    ```python
-    torch.nn.init.kaiming_normal_(model[0].weight, nonlinearity="relu")
-    ```
-
-    Options
-    -------
-    min_fraction (float, default 0.0): fraction of a layer's units that must be copies before
-    it is reported.
-    """
-
-    code = "IA208"
-    name = "identical-activations"
-    category = "symmetry"
-    severity = Severity.ERROR
-    options = {"min_fraction": 0.0}
-    needs_probe = True
-
-    def check(self, ctx) -> Iterator[Finding]:
-        probe = _probe(ctx)
-        if probe is None:
-            return
-        reported = set()
-        for s in probe.sites:
-            if s.kind != "layer" or not s.identical_units or s.param in reported:
-                continue
-            if s.identical_units / max(1, s.units) <= self.opts["min_fraction"]:
-                continue
-            reported.add(s.param)
-            p = _param(ctx, s)
-            head = (f"{s.identical_units} of {s.units} units{_where(s)} copy another unit's "
-                    f"activations on all {s.samples} probe samples ({len(s.identical_groups)} group(s)"
-                    + (", constant over the batch" if s.constant_units == s.units else "") + ")")
-            g = (probe.grads or {}).get(s.param) if s.param else None
-            evidence = {"identical_units": s.identical_units, "units": s.units,
-                        "groups": len(s.identical_groups), "example": s.identical_groups[0][:4]}
-            fix = _init_fix(p) if p is not None else "re-initialise the layer with independent random rows"
-            legit = ConstantWeights._legitimate(p) if p is not None and _is_zero(ctx, p) else None
-            if g is None or not g.group_count:  # e.g. ONNX: forward only
-                yield self.finding(s.name, head + "; no gradient information to tell whether training "
-                                   "separates them" + (f" ({legit})" if legit else ""), evidence=evidence,
-                                   fix=None if legit else fix,
-                                   severity=Severity.INFO if legit else Severity.WARNING)
-                continue
-            evidence.update(group_rows=g.group_rows, zero_gradient_rows=g.group_zero_rows,
-                            distinct_gradient_rows=g.distinct_rows)
-            if g.group_zero_rows == g.group_rows:
-                why = (f"; their weights receive no gradient at all (all {g.group_rows} rows exactly 0"
-                       + (f": {s.activation}'(x) = 0 where they sit" if s.activation else "")
-                       + "), so training can never separate them")
-                yield self.finding(s.name, head + why, evidence=evidence, fix=fix)
-            elif g.distinct_rows is not None and g.distinct_rows <= g.group_count:
-                yield self.finding(s.name, head + "; their weights receive identical gradients, so "
-                                   "every update keeps them copies", evidence=evidence, fix=fix)
-            else:
-                yield self.finding(
-                    s.name, head + f"; their gradients differ ({g.distinct_rows} distinct rows among "
-                                   f"{g.group_rows}), so the first update breaks the symmetry"
-                            + (f" ({legit})" if legit else ""),
-                    evidence=evidence, fix=None if legit else fix,
-                    severity=Severity.INFO if legit else Severity.WARNING)
-
-
-class UnusedParameters(Rule):
-    """Parameters that receive no gradient from the probe loss.
-
-    What it checks
-    --------------
-    After the probe's backward pass, every trainable parameter (``requires_grad=True``) whose
-    gradient is ``None``: autograd never reached it from the model's outputs - a module that
-    is registered but not called in ``forward``, or whose output does not reach the outputs.
-    Reported once per owning module. Frozen parameters and parameters that got an exactly zero
-    gradient (blocked, not unused: IA203/IA208) are not reported.
-
-    Why it matters
-    --------------
-    The optimizer will never update them; they cost memory and checkpoint space, and
-    DistributedDataParallel fails on them unless ``find_unused_parameters=True`` (which costs
-    an extra graph traversal every step). Often the sign of a wiring bug: a layer built but
-    forgotten in ``forward``. Layers used only in some modes (an auxiliary head used in
-    training only, an MoE expert not routed for this batch) also show up here.
-
-    Example
-    -------
-    ```python
-    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
-    model[2].projection = nn.Linear(32, 32)  # registered, never called in forward
-    ```
-
-    Fix
-    ---
-    ```python
-    del model[2].projection
-    ```
-
-    Options
-    -------
-    None.
-    """
-
-    code = "IA209"
-    name = "unused-parameters"
-    category = "unused"
-    severity = Severity.WARNING
-    needs_probe = True
-
-    def check(self, ctx) -> Iterator[Finding]:
-        probe = _probe(ctx)
-        if probe is None or probe.grads is None:
-            return
-        by_module: dict[str, list[str]] = {}
-        for name, g in probe.grads.items():
-            if not g.received:
-                p = ctx.graph.params.get(name)
-                by_module.setdefault(p.layer if p is not None else name.rpartition(".")[0], []).append(name)
-        for module, names in by_module.items():
-            count = sum(ctx.graph.params[n].numel for n in names if n in ctx.graph.params)
-            yield self.finding(
-                module or names[0], f"{len(names)} parameter(s) ({count:,} values: "
-                                    f"{', '.join(n.rpartition('.')[2] for n in names[:4])}"
-                                    f"{', ...' if len(names) > 4 else ''}) receive no gradient: "
-                                    "not reached from the model's outputs in this forward pass",
-                evidence={"params": names, "values": count},
-                fix="call the module in forward(), or remove it (or set requires_grad_(False) if it "
-                    "is meant to be frozen)")
 
 
 PROBE_RULES = [NonFiniteActivations, Saturation, DeadUnits, ActivationVanishing, ActivationExploding,

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from initaudit.graph import OpKind
+from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 from initaudit.lazy import lazy_function
 
@@ -282,7 +283,8 @@ class _SignalRule(Rule):
         # A residual branch's last layer is small by design (GPT-2's scaled projections,
         # Fixup, zero-init): the stream it adds to carries the signal, so it is not judged.
         # An all-zero layer is IA102's to judge (a zero head is legitimate).
-        profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"]
+        folded = renormalised_params(ctx.graph)  # segments across a folded BatchNorm
+        profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"] and s.param not in folded
                    and not (self.direction == "vanishing" and (
                        ctx.graph.params[s.param].residual_end or ctx.analysis(s.param).stats.all_zero))]
         if not profile:

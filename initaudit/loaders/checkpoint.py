@@ -272,9 +272,9 @@ def read_safetensors(path: Path) -> Checkpoint:
 
 # --- bare checkpoints: what names and shapes honestly allow -----------------------------------
 
-_NORM_NAME = re.compile(r"(^|[._])(ln|norm|bn|layernorm|layer_norm|batchnorm|rmsnorm|gn)([._\d]|$)", re.I)
+_NORM_NAME = re.compile(r"(^|[._])(ln|norm|bn|layernorm|layer_norm|batchnorm|rmsnorm|gn)([._\d]|$)", re.IGNORECASE)
 _EMBED_NAME = re.compile(r"(embed|wte|wpe|tok_emb|pos_emb|word_embeddings|position_embeddings|"
-                         r"token_type_embeddings|shared)", re.I)
+                         r"token_type_embeddings|shared)", re.IGNORECASE)
 # GPT-2 style Conv1D modules store (in, out).
 _HF_CONV1D = re.compile(r"(^|\.)(c_attn|c_fc|c_proj|c_attn_q)\.weight$")
 
@@ -301,6 +301,9 @@ def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
         if local in ("running_mean", "running_var"):
             role = ParamRole.RUNNING_MEAN if local == "running_mean" else ParamRole.RUNNING_VAR
             params[name] = Param(op="norm", kind=OpKind.NORM, role=role, **common)
+        elif len(shape) == 1 and _layer_scale(name, ckpt.shapes) and prefix not in norm_prefixes:
+            params[name] = Param(op="layer-scale", kind=OpKind.OTHER, role=ParamRole.OTHER, **common)
+            params[name].notes.append("read as a LayerScale gain (a lone 'gamma' with no shift beside it)")
         elif len(shape) == 1 and (prefix in norm_prefixes or _NORM_NAME.search(name) or (
                 local in ("weight", "bias", "gamma", "beta") and prefix not in matrix_prefixes)):
             role = ParamRole.NORM_SHIFT if local in ("bias", "beta") else ParamRole.NORM_SCALE
@@ -310,6 +313,7 @@ def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
             params[name] = Param(op="unknown", kind=OpKind.OTHER, role=role, **common)
         else:
             params[name] = _bare_weight(name, shape, ckpt.shapes, common)
+    pair_norms(params)
     graph = ModelGraph(target=target, format=ckpt.format, params=params, load_tensor=ckpt.load,
                        skipped=skipped + ckpt.skipped,
                        stage_evidence=list(ckpt.evidence), source_path=str(ckpt.path),
@@ -343,9 +347,53 @@ def _bare_weight(name: str, shape: tuple[int, ...], shapes: dict, common: dict) 
         return Param(op="embedding", kind=OpKind.EMBEDDING, fan_in=shape[1], fan_out=shape[0], **base)
     if len(shape) == 2 and _HF_CONV1D.search(name):
         return Param(op="Conv1D", kind=OpKind.LINEAR, fan_in=shape[0], fan_out=shape[1], units_dim=1, **base)
+    if _broadcast_shape(shape):
+        return Param(op="parameter", kind=OpKind.OTHER, **base)
     if len(shape) == 2:
         return Param(op="linear", kind=OpKind.LINEAR, fan_in=shape[1], fan_out=shape[0], **base)
     # ConvTranspose stores (in, out/groups, *k) and cannot be told apart by shape; groups neither.
     p = Param(op="conv", kind=OpKind.CONV, fan_in=init_in, fan_out=init_out, **base)
     p.notes.append("read as a convolution (out, in/groups, *kernel) from its shape")
     return p
+
+
+def _broadcast_shape(shape: tuple[int, ...]) -> bool:
+    """(1, N, D): a class token or position table added to a (B, N, D) signal, not a Conv1d
+    with a single output channel."""
+    return len(shape) == 3 and shape[0] == 1
+
+
+def _digits(local: str) -> str:
+    return "".join(ch for ch in local if ch.isdigit())
+
+
+def pair_norms(params: dict[str, Param]) -> None:
+    """Mark each weight that a BatchNorm in the same file normalises (``normalized_after``),
+    paired from names and shapes: the norm's running statistics give its channel count C; its
+    layer is the weight with C output units beside it - under the same parent with the same
+    index (``conv1``/``bn1``, ``conv.weight``/``bn.weight``, ``convolution``/``normalization``)
+    or one position before it in a Sequential (``features.0``/``features.1``)."""
+    weights = [p for p in params.values() if p.is_weight and p.kind in (OpKind.CONV, OpKind.LINEAR)]
+    for stat in [p for p in params.values() if p.role is ParamRole.RUNNING_VAR]:
+        channels, layer = stat.shape[0] if stat.shape else None, stat.layer
+        parent, _, local = layer.rpartition(".")
+        if not channels:
+            continue
+        before = f"{parent}.{int(local) - 1}" if local.isdigit() else None
+        near = [w for w in weights if w.shape[0] == channels and (
+            w.layer.rpartition(".")[0] == parent or w.layer == before or w.layer.startswith(f"{before}."))]
+        if len(near) > 1:
+            near = [w for w in near if w.layer == before or _digits(w.layer.rpartition(".")[2]) == _digits(local)]
+        if len(near) == 1 and not near[0].normalized_after:
+            near[0].normalized_after = True
+            near[0].notes.append(f"normalised by {layer} (paired from names and shapes: its running "
+                                 f"statistics hold {channels} channels)")
+
+
+def _layer_scale(name: str, shapes: dict) -> bool:
+    """A 1-D ``gamma`` with no ``beta``/``bias`` beside it and no norm in its name: a LayerScale
+    gain (y = x + gamma * f(x), timm/ConvNeXt ``gamma``, ``ls1.gamma``), not a norm scale."""
+    prefix, _, local = name.rpartition(".")
+    if local != "gamma" or _NORM_NAME.search(name):
+        return False
+    return not any(f"{prefix}.{s}" in shapes for s in ("beta", "bias"))

@@ -1,0 +1,83 @@
+"""Tensors a loader placed as weights that are not weights of a layer, told apart by what they
+are (format-neutral, after loading): buffers, weight-norm magnitudes and directions, and
+broadcast additive parameters (class/distillation tokens, learned position tables).
+
+Rules judge ``Param.is_weight`` tensors as a layer's weights (init scale, mean shift,
+constant values); these are not: a buffer is never trained, a weight-norm magnitude is one
+positive scale per unit (w = g * v / |v|), and a token or position table is *added* to the
+signal, so zeros there are a neutral start that receives its own gradient, not a dead layer.
+"""
+
+from __future__ import annotations
+
+import re
+
+from initaudit.graph import ModelGraph, OpKind, Param, ParamRole
+
+# torch.nn.utils.parametrizations.weight_norm stores g as original0 and v as original1;
+# the older torch.nn.utils.weight_norm as weight_g / weight_v.
+_WN_MAGNITUDE = re.compile(r"(\.parametrizations\.[^.]+\.original0|_g)$")
+_WN_DIRECTION = re.compile(r"(\.parametrizations\.[^.]+\.original1|_v)$")
+
+
+def _partner(name: str, graph: ModelGraph) -> str | None:
+    if name.endswith("original0"):
+        return name[: -len("0")] + "1"
+    if name.endswith("_g"):
+        return name[: -len("_g")] + "_v"
+    return None
+
+
+def is_broadcast_additive(p: Param) -> bool:
+    """A parameter of no known layer type shaped (1, ..., D) with >= 3 dims: a class or
+    distillation token (1, 1, D), a position table (1, N, D). No layer stores a weight with
+    one output unit and a third dimension of that size by accident."""
+    return p.kind is OpKind.OTHER and len(p.shape) >= 3 and p.shape[0] == 1
+
+
+def refine_roles(graph: ModelGraph) -> None:
+    """Re-role the tensors above (each gets a note saying why)."""
+    buffers: set[str] = set()
+    if graph.module is not None:
+        buffers = {n for n, _ in graph.module.named_buffers()}
+    for p in graph.params.values():
+        if not p.is_weight:
+            continue
+        if p.name in buffers:
+            p.role = ParamRole.OTHER
+            p.notes.append("a buffer (a mask, a fixed position table or other state): never trained, "
+                           "not judged as a weight")
+        elif _WN_MAGNITUDE.search(p.name) and _partner(p.name, graph) in graph.params:
+            p.role = ParamRole.OTHER
+            p.notes.append("weight-norm magnitude g (w = g * v / |v|): one positive scale per unit, "
+                           "not judged as a weight")
+        elif _WN_DIRECTION.search(p.name) and any(
+                _partner(q, graph) == p.name for q in graph.params):
+            p.normalized_after = True
+            p.notes.append("weight-norm direction v (w = g * v / |v|): its scale is divided away")
+        elif is_broadcast_additive(p):
+            p.role = ParamRole.OTHER
+            p.kind = OpKind.OTHER
+            p.notes.append("broadcast additive parameter (a class token or position table, shape "
+                           f"{list(p.shape)}): added to the signal, so zeros are a neutral start")
+
+
+def renormalised_params(graph: ModelGraph) -> set[str]:
+    """Weights whose signal segment (from the input, an embedding or a normalisation node)
+    passes a layer the graph marks ``normalized_after`` with no normalisation node after it:
+    a BatchNorm the exporter folded into the layer (eval-mode ONNX export). In training the
+    batch statistics renormalise the signal there, so depth measured or predicted across it
+    on fresh running statistics (var 1, mean 0: identity) says nothing about training."""
+    params = graph.params
+    flagged: dict[str, bool] = {}
+    out: set[str] = set()
+    for node in graph.nodes:  # topological order
+        if node.kind in ("input", "embedding", "norm"):
+            flagged[node.name] = False
+            continue
+        upstream = any(flagged.get(i, False) for i in node.inputs)
+        own = node.kind == "layer" and node.param in params and params[node.param].normalized_after
+        if node.kind == "layer" and node.param and (upstream or own):
+            out.add(node.param)
+        flagged[node.name] = upstream or own
+    return out

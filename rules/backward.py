@@ -1,0 +1,488 @@
+"""Probe rules on the backward pass: gradient depth (IA206/IA207), units that copy each other
+and whether training separates them (IA208), parameters no gradient reaches (IA209)."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import textwrap
+from collections.abc import Iterator
+
+from initaudit.rules.probe_common import _is_zero, _param, _probe, _where
+from initaudit.rules.structure import depth_severity
+from initaudit.rules.weights import ConstantWeights, _init_fix
+
+from initaudit.graph import OpKind, Param
+from initaudit.roles import renormalised_params
+from initaudit.rule import Finding, Rule, Severity, fmt
+
+
+def _small_by_design(graph) -> set[str]:
+    """Weights whose gradients are small at init by design, read from the dataflow: attention
+    query/key projections (their error passes through softmax(Q K^T / sqrt(d)), nearly
+    uniform at init, whose derivative is near zero) and branches scaled by a parameter before
+    they join the stream (LayerScale: y = x + gamma * f(x), gamma ~ 1e-6..0.1)."""
+    if not graph.has_architecture:
+        return set()
+    users: dict[str, list] = {}
+    for n in graph.nodes:
+        for i, inp in enumerate(n.inputs):
+            users.setdefault(inp, []).append((n, i))
+    small = set()
+    for node in graph.nodes:
+        if node.kind != "layer" or not node.param:
+            continue
+        stack, seen = [node.name], {node.name}
+        while stack:
+            for user, slot in users.get(stack.pop(), []):
+                if user.name in seen:
+                    continue
+                seen.add(user.name)
+                if user.kind == "transparent":
+                    stack.append(user.name)
+                elif (user.kind == "attention" and slot < 2) or (user.kind == "mul" and user.param):
+                    small.add(node.param)
+    return small
+
+
+def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
+    """(param, position, gradient-to-weight ratio) of weight layers in forward order.
+
+    Position = order of the layer's first call in the forward pass. Left out: embeddings (only
+    the rows of tokens seen get a gradient), normalisation, parameters with no, zero or
+    non-finite gradient (blocked below a zero-initialised layer: IA203/IA208's subject),
+    all-zero weights (ratio undefined), weights small by design (attention query/key,
+    LayerScale branches, where the dataflow shows them) and weights a normalisation follows
+    (BatchNorm divides their gradient by their output's batch std, so |dW|/|W| scales as
+    1/|W|^2, their own scale, not the depth).
+    """
+    first_call: dict[str, int] = {}
+    for s in probe.sites:
+        if s.kind == "layer" and s.module is not None and s.module not in first_call:
+            first_call[s.module] = len(first_call)
+    small = _small_by_design(ctx.graph)
+    out = []
+    for name, g in (probe.grads or {}).items():
+        p = ctx.graph.params.get(name)
+        if p is None or not p.is_weight or p.kind in (OpKind.EMBEDDING, OpKind.NORM) or name in small \
+                or p.normalized_after:
+            continue
+        owners = [p.layer, *(a.rpartition(".")[0] for a in p.aliases)]
+        pos = min((first_call[o] for o in owners if o in first_call), default=None)
+        if pos is None or not g.received or g.nonfinite or not g.norm > 0 or not g.weight_norm > 0:
+            continue
+        out.append((p, pos, g.ratio))
+    out.sort(key=lambda t: t[1])
+    return out
+
+
+def _robust(values: list[float], against_low: bool) -> float:
+    """A window's value that two outliers cannot move (the query/key pair of one attention
+    block): the third smallest against low outliers, the third largest against high ones
+    (the upper / lower median of a 4-layer window)."""
+    ordered = sorted(values)
+    k = min(2, len(ordered) - 1)
+    return ordered[k] if against_low else ordered[len(ordered) - 1 - k]
+
+
+def window_size(n: int) -> int:
+    """Layers per window: 4 (or n/8 in deep models), never more than half the profile."""
+    return max(1, min(n // 2, max(4, n // 8)))
+
+
+class _GradientDepthRule(Rule):
+    direction = ""
+    applies_when_trained = False
+    needs_probe = True
+
+    def check(self, ctx) -> Iterator[Finding]:
+        probe = _probe(ctx)
+        if probe is None or not probe.grads:
+            return
+        profile = _gradient_profile(ctx, probe)
+        # The layers closest to the output (output heads: a head takes the loss's error
+        # directly, and a zero or small head scales everything below it) are not the
+        # reference for the body: compare the body's own ends.
+        body = [t for t in profile if not t[0].is_output]
+        if len(body) == len(profile):  # the dataflow does not say which layer is the head
+            body = body[:-1]
+        if len(body) < 2:
+            return
+        # Weights sharing a module (an LSTM's) count as one layer.
+        index = {layer: i for i, layer in enumerate(dict.fromkeys(p.layer for p, _, _ in body))}
+        w = window_size(len(body))
+        vanishing = self.direction == "vanishing"
+        # Each side robust against what would fake a finding: for vanishing, low outliers in
+        # the judged window and high ones in the reference; the other way round for exploding.
+        ref_start = len(body) - w
+        top = body[ref_start:]
+        ref = _robust([r for _, _, r in top], not vanishing)
+        # Windows that do not overlap the reference; the ratio of the two window values is
+        # carried from window centre to window centre over the layers from the window's start
+        # to the last: exponent (n - 1 - i) / (ref_start - i), below 2.
+        judged = []
+        for i in range(ref_start - w + 1):
+            if index[top[0][0].layer] - index[body[i][0].layer] < self.opts["min_depth"]:
+                continue
+            m = _robust([r for _, _, r in body[i:i + w]], vanishing)
+            judged.append((i, m, (m / ref) ** ((len(body) - 1 - i) / (ref_start - i))))
+        if not judged:
+            return
+        i, value, rel = (min if vanishing else max)(judged, key=lambda t: t[2])
+        severity = depth_severity(rel, vanishing, self.opts)
+        if severity is None:
+            return
+        window = body[i:i + w]
+        p = window[0][0]
+        distance = index[top[-1][0].layer] - index[p.layer]
+        span = p.name if w == 1 else f"{p.name} .. {window[-1][0].name} ({w} layers)"
+        ref_span = top[0][0].name if w == 1 else f"{top[0][0].name} .. {top[-1][0].name}"
+        effect = "early layers barely learn" if vanishing else "early layers take far larger steps"
+        g = probe.grads[p.name]
+        yield self.finding(
+            p.name, f"gradient-to-weight ratio |dL/dW|/|W| (robust median of {span}) = {fmt(value)} "
+                    f"against {fmt(ref)} at {ref_span}, {distance} layers closer to the output: "
+                    f"{fmt(rel)}x over that depth; {effect}",
+            severity=severity,
+            evidence={"ratio": rel, "grad_norm": g.norm, "weight_norm": g.weight_norm,
+                      "window": [q.name for q, _, _ in window], "reference": top[-1][0].name,
+                      "reference_window": [q.name for q, _, _ in top], "reference_ratio": ref,
+                      "loss": probe.loss,
+                      "profile": [[q.name, r / ref] for q, _, r in profile][:64]},
+            fix="initialise each layer for the activation that follows it; prefer ReLU-family or "
+                "tanh with Xavier gain over deep sigmoid stacks; add normalisation or residual paths")
+
+
+class GradientVanishing(_GradientDepthRule):
+    """Gradients collapsing towards the input.
+
+    What it checks
+    --------------
+    One backward pass of the probe's synthetic loss, L = sum_o <r_o, y_o> / batch over the
+    model's outputs y_o with r_o ~ N(0, 1) fixed by the seed (its gradient at every output is
+    r_o / batch, whatever the output's value). For every weight layer, in forward order, the
+    gradient-to-weight ratio |dL/dW| / |W| (the relative step a gradient update takes),
+    compared along depth over windows of w consecutive layers (4, n/8 in deep models, at most
+    half the profile): each window's value is robust to two outliers (the third smallest
+    ratio; against the reference, the third largest), so the small-by-design gradients of an
+    attention block's query/key pair or of a LayerScale branch cannot make a finding. The
+    reference is the window closest to the output with the output head left out (the head
+    takes the loss's error directly). The ratio of a window starting at layer i to the
+    reference (starting at r) is carried over the layers from i to the last (n - 1):
+    (m_i / m_ref)^((n - 1 - i) / (r - i)), an exponent below 2, so a steady decay per layer
+    reads about as it does layer by layer. Windows must not overlap the reference and start
+    ``min_depth`` layers or more below it. Left out where the dataflow shows them: attention
+    query/key projections and LayerScale branches. Also left out: embeddings, normalisation,
+    parameters with no or exactly zero gradient (see IA203, IA208), and layers a
+    normalisation follows (BatchNorm divides their gradient by their output's batch std, so
+    their |dW| / |W| ~ 1 / |W|^2 reflects their own scale, not the depth).
+
+    Why it matters
+    --------------
+    Backpropagation multiplies the error by W^T and by phi'(x) at every layer; sigmoid' <= 0.25,
+    so a 10-layer sigmoid stack at Xavier scale hands its first layer about 1e-5 of the last
+    layer's relative gradient (Hochreiter, 1991): the first layers do not learn. The ratio
+    |dW| / |W| stays flat through depth in healthy networks (He-initialised ReLU, Xavier tanh,
+    GPT-2 and ResNet conventions: within about 10x).
+
+    Example
+    -------
+    ```python
+    layers = []
+    for _ in range(10):
+        layers += [nn.Linear(100, 100), nn.Sigmoid()]
+    model = nn.Sequential(*layers)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            torch.nn.init.xavier_normal_(m.weight)
+            torch.nn.init.zeros_(m.bias)
+    ```
+
+    Fix
+    ---
+    ```python
+    for i in range(1, len(model), 2):
+        model[i] = nn.ReLU()
+    for m in model:
+        if isinstance(m, nn.Linear):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    ```
+
+    Options
+    -------
+    warn_ratio (float, default 0.01): relative gradient-to-weight ratio below which to warn.
+    error_ratio (float, default 1e-4): ratio below which the finding is an error.
+    min_depth (int, default 2): layers between the judged layer and the reference.
+    """
+
+    code = "IA206"
+    name = "gradient-vanishing"
+    category = "vanishing"
+    severity = Severity.WARNING
+    options = {"warn_ratio": 0.01, "error_ratio": 1e-4, "min_depth": 2}
+    direction = "vanishing"
+
+
+class GradientExploding(_GradientDepthRule):
+    """Gradients growing towards the input.
+
+    What it checks
+    --------------
+    The same backward pass, gradient-to-weight ratio |dL/dW| / |W| and robust window values
+    as IA206 (here robust to two high outliers in the judged window and two low ones in the
+    reference), relative to the window closest to the output with the head left out; reports
+    the largest growth.
+
+    Why it matters
+    --------------
+    Each layer multiplies the backpropagated error by W^T and phi'(x). With N(0, 1) weights in
+    a 100-wide tanh stack the units saturate, but the ones that do not pass the error on
+    multiplied by |W| ~ 10: the error grows about 2.5x per layer towards the input, so the first
+    layers take steps thousands of times larger (relative to their weights) than the last
+    ones, and any learning rate is wrong for one end of the network.
+
+    Example
+    -------
+    ```python
+    layers = []
+    for _ in range(10):
+        layers += [nn.Linear(100, 100), nn.Tanh()]
+    model = nn.Sequential(*layers)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            torch.nn.init.normal_(m.weight, std=1.0)
+            torch.nn.init.zeros_(m.bias)
+    ```
+
+    Fix
+    ---
+    ```python
+    for m in model:
+        if isinstance(m, nn.Linear):
+            torch.nn.init.xavier_normal_(m.weight, gain=torch.nn.init.calculate_gain("tanh"))
+    ```
+
+    Options
+    -------
+    warn_ratio (float, default 100.0): relative gradient-to-weight ratio above which to warn.
+    error_ratio (float, default 1e4): ratio above which the finding is an error.
+    min_depth (int, default 2): layers between the judged layer and the reference.
+    """
+
+    code = "IA207"
+    name = "gradient-exploding"
+    category = "exploding"
+    severity = Severity.WARNING
+    options = {"warn_ratio": 100.0, "error_ratio": 1e4, "min_depth": 2}
+    direction = "exploding"
+
+
+class IdenticalActivations(Rule):
+    """Units that produce identical activations, and whether training can separate them.
+
+    What it checks
+    --------------
+    At every weight layer's output, units whose values on all probe samples are copies of each
+    other (within a relative 1e-5, found by random-projection fingerprints and then checked),
+    and, from the probe's backward pass, the gradient rows their weights receive:
+
+    - no gradient at all (every row exactly zero): nothing can ever separate them, an error.
+      A zero-initialised hidden layer with zero bias before ReLU: relu'(0) = 0 blocks it;
+    - identical gradient rows: every update keeps them copies, an error;
+    - distinct gradient rows: the first update breaks the symmetry (a zero-initialised layer
+      before tanh: the layer above sends each unit its own error), a warning; info where a
+      zero initialisation is legitimate (output head, residual branch end, adaLN-zero).
+
+    Why it matters
+    --------------
+    Copies add nothing: a layer of k identical units has the capacity of one. Whether it stays
+    that way depends on the gradient: tanh'(0) = 1 lets the layer above break the tie, relu'(0)
+    = 0 does not, and identical units below identical weights above get identical gradients.
+
+    Example
+    -------
+    ```python
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 10))
+    torch.nn.init.zeros_(model[0].weight)
+    torch.nn.init.zeros_(model[0].bias)
+    ```
+
+    Fix
+    ---
+    ```python
+    torch.nn.init.kaiming_normal_(model[0].weight, nonlinearity="relu")
+    ```
+
+    Options
+    -------
+    min_fraction (float, default 0.0): fraction of a layer's units that must be copies before
+    it is reported.
+    """
+
+    code = "IA208"
+    name = "identical-activations"
+    category = "symmetry"
+    severity = Severity.ERROR
+    options = {"min_fraction": 0.0}
+    needs_probe = True
+
+    def check(self, ctx) -> Iterator[Finding]:
+        probe = _probe(ctx)
+        if probe is None:
+            return
+        reported = set()
+        folded = renormalised_params(ctx.graph) if probe.grads is None else set()
+        for s in probe.sites:
+            if s.kind != "layer" or not s.identical_units or s.param in reported:
+                continue
+            if s.identical_units / max(1, s.units) <= self.opts["min_fraction"]:
+                continue
+            reported.add(s.param)
+            p = _param(ctx, s)
+            head = (f"{s.identical_units} of {s.units} units{_where(s)} copy another unit's "
+                    f"activations on all {s.samples} probe samples ({len(s.identical_groups)} group(s)"
+                    + (", constant over the batch" if s.constant_units == s.units else "") + ")")
+            g = (probe.grads or {}).get(s.param) if s.param else None
+            evidence = {"identical_units": s.identical_units, "units": s.units,
+                        "groups": len(s.identical_groups), "example": s.identical_groups[0][:4]}
+            fix = _init_fix(p) if p is not None else "re-initialise the layer with independent random rows"
+            legit = ConstantWeights._legitimate(p) if p is not None and _is_zero(ctx, p) else None
+            if legit is None and s.param in folded:
+                legit = ("measured in an eval-mode export whose BatchNorm statistics are fresh (folded "
+                         "into the layers): in training, batch statistics renormalise the signal")
+            if g is None or not g.group_count:  # e.g. ONNX: forward only
+                yield self.finding(s.name, head + "; no gradient information to tell whether training "
+                                   "separates them" + (f" ({legit})" if legit else ""), evidence=evidence,
+                                   fix=None if legit else fix,
+                                   severity=Severity.INFO if legit else Severity.WARNING)
+                continue
+            evidence.update(group_rows=g.group_rows, zero_gradient_rows=g.group_zero_rows,
+                            distinct_gradient_rows=g.distinct_rows)
+            if g.group_zero_rows == g.group_rows:
+                why = (f"; their weights receive no gradient at all (all {g.group_rows} rows exactly 0"
+                       + (f": {s.activation}'(x) = 0 where they sit" if s.activation else "")
+                       + "), so training can never separate them")
+                yield self.finding(s.name, head + why, evidence=evidence, fix=fix)
+            elif g.distinct_rows is not None and g.distinct_rows <= g.group_count:
+                yield self.finding(s.name, head + "; their weights receive identical gradients, so "
+                                   "every update keeps them copies", evidence=evidence, fix=fix)
+            else:
+                yield self.finding(
+                    s.name, head + f"; their gradients differ ({g.distinct_rows} distinct rows among "
+                                   f"{g.group_rows}), so the first update breaks the symmetry"
+                            + (f" ({legit})" if legit else ""),
+                    evidence=evidence, fix=None if legit else fix,
+                    severity=Severity.INFO if legit else Severity.WARNING)
+
+
+class UnusedParameters(Rule):
+    """Parameters that receive no gradient from the probe loss.
+
+    What it checks
+    --------------
+    After the probe's backward pass, every trainable parameter (``requires_grad=True``) whose
+    gradient is ``None``: autograd never reached it from the model's outputs - a module that
+    is registered but not called in ``forward``, or whose output does not reach the outputs.
+    Reported once per owning module. Frozen parameters and parameters that got an exactly zero
+    gradient (blocked, not unused: IA203/IA208) are not reported.
+
+    Why it matters
+    --------------
+    The optimizer will never update them; they cost memory and checkpoint space, and
+    DistributedDataParallel fails on them unless ``find_unused_parameters=True`` (which costs
+    an extra graph traversal every step). Often the sign of a wiring bug: a layer built but
+    forgotten in ``forward``. Layers used only in some modes (an auxiliary head used in
+    training only, an MoE expert not routed for this batch) also show up here; parameters the
+    owner's code uses only under ``if self.training`` (read from its source) are info.
+
+    Example
+    -------
+    ```python
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    model[2].projection = nn.Linear(32, 32)  # registered, never called in forward
+    ```
+
+    Fix
+    ---
+    ```python
+    del model[2].projection
+    ```
+
+    Options
+    -------
+    None.
+    """
+
+    code = "IA209"
+    name = "unused-parameters"
+    category = "unused"
+    severity = Severity.WARNING
+    needs_probe = True
+
+    def check(self, ctx) -> Iterator[Finding]:
+        probe = _probe(ctx)
+        if probe is None or probe.grads is None:
+            return
+        by_module: dict[str, list[str]] = {}
+        for name, g in probe.grads.items():
+            if not g.received:
+                p = ctx.graph.params.get(name)
+                by_module.setdefault(p.layer if p is not None else name.rpartition(".")[0], []).append(name)
+        for module, names in by_module.items():
+            count = sum(ctx.graph.params[n].numel for n in names if n in ctx.graph.params)
+            where = training_only(ctx.graph.module, names[0]) if ctx.graph.module is not None else None
+            listed = (f"{len(names)} parameter(s) ({count:,} values: "
+                      f"{', '.join(n.rpartition('.')[2] for n in names[:4])}{', ...' if len(names) > 4 else ''})")
+            if where:
+                yield self.finding(
+                    module or names[0], f"{listed} used only in training mode ({where}): the probe's "
+                                        "eval-mode forward pass does not reach them",
+                    severity=Severity.INFO, evidence={"params": names, "values": count, "training_only": where})
+                continue
+            yield self.finding(
+                module or names[0], f"{listed} receive no gradient: not reached from the model's outputs "
+                                    "in this forward pass",
+                evidence={"params": names, "values": count},
+                fix="call the module in forward(), or remove it (or set requires_grad_(False) if it "
+                    "is meant to be frozen)")
+
+
+def _mentions_training(test: ast.AST) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr == "training" and isinstance(n.value, ast.Name)
+               and n.value.id == "self" for n in ast.walk(test))
+
+
+@functools.lru_cache(maxsize=256)
+def _training_guarded(cls: type, attr: str) -> str | None:
+    """The method of ``cls`` that uses ``self.<attr>`` under an ``if`` testing ``self.training``."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for branch in ast.walk(fn):
+            if isinstance(branch, ast.If) and _mentions_training(branch.test) and any(
+                    isinstance(n, ast.Attribute) and n.attr == attr and isinstance(n.value, ast.Name)
+                    and n.value.id == "self" for stmt in branch.body for n in ast.walk(stmt)):
+                return f"{cls.__name__}.{fn.name}"
+    return None
+
+
+def training_only(root, path: str) -> str | None:
+    """Where the module or parameter at ``path`` is used only under ``if self.training`` in its
+    owner's code (an auxiliary classifier, a SpecAugment mask embedding), read from the
+    owner's source: the branch is there, the eval-mode probe just does not take it."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        owner = ".".join(parts[:i])
+        try:
+            mod = root.get_submodule(owner) if owner else root
+        except AttributeError:
+            continue
+        found = _training_guarded(type(mod), parts[i])
+        if found:
+            return f"{'.'.join(parts[:i + 1])} under `if self.training` in {found}"
+    return None

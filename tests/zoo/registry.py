@@ -1,0 +1,346 @@
+"""The real-model zoo: architectures people train, built offline from their own libraries'
+configs with the libraries' default initialisation (no weights downloaded).
+
+Each entry builds the model (small widths, realistic depth only where depth is the point) and
+gives example inputs in the library's own convention. ``ZOO`` maps a name to its entry; a
+library that is not installed makes its entries skip with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+BATCH = 4
+SEQ = 8
+VOCAB = 96
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    name: str
+    library: str  # "transformers" | "timm" | "torchvision" | "diffusers" | "torch"
+    build: Callable[[], nn.Module]
+    inputs: Callable[[], Any]  # a tensor, a tuple (positional) or a dict (keyword) of tensors
+    onnx: bool = False  # exported to ONNX in the zoo tests (cheap and supported by the exporter)
+    tags: frozenset[str] = field(default_factory=frozenset)
+
+    def available(self) -> str | None:
+        """None when the library imports, else why the entry is skipped."""
+        if self.library == "torch":
+            return None
+        if importlib.util.find_spec(self.library) is None:
+            return f"{self.library} is not installed (pip install -e '.[test]')"
+        return None
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def tokens(vocab: int = VOCAB, seq: int = SEQ) -> Callable[[], dict]:
+    def make() -> dict:
+        ids = torch.randint(0, vocab, (BATCH, seq), generator=_gen())
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    return make
+
+
+def seq2seq(vocab: int = VOCAB) -> Callable[[], dict]:
+    def make() -> dict:
+        g = _gen()
+        ids = torch.randint(0, vocab, (BATCH, SEQ), generator=g)
+        dec = torch.randint(0, vocab, (BATCH, SEQ), generator=g)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "decoder_input_ids": dec}
+    return make
+
+
+def images(size: int = 32, channels: int = 3, key: str | None = "pixel_values") -> Callable[[], Any]:
+    def make() -> Any:
+        x = torch.randn(BATCH, channels, size, size, generator=_gen())
+        return {key: x} if key else x
+    return make
+
+
+def _seeded(fn: Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        torch.manual_seed(0)
+        return fn().eval()
+    build.__name__ = getattr(fn, "__name__", "build")
+    return build
+
+
+# --- transformers ------------------------------------------------------------------------------
+
+_DEC = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, max_position_embeddings=64)
+
+
+def _hf(config_cls: str, model_cls: str, **kw) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import transformers
+
+        config = getattr(transformers, config_cls)(**kw)
+        config._attn_implementation = "eager"
+        return getattr(transformers, model_cls)(config)
+    build.__name__ = model_cls
+    return build
+
+
+def _hf_vision(config_cls: str, model_cls: str, **kw) -> Callable[[], nn.Module]:
+    return _hf(config_cls, model_cls, **kw)
+
+
+# --- torch.nn programs as people write them ------------------------------------------------------
+
+class WordLM(nn.Module):
+    """The classic word-level LSTM language model (PyTorch examples/word_language_model)."""
+
+    def __init__(self, ntoken: int = VOCAB, ninp: int = 32, nhid: int = 32, nlayers: int = 2,
+                 tie_weights: bool = True):
+        super().__init__()
+        self.drop = nn.Dropout(0.2)
+        self.encoder = nn.Embedding(ntoken, ninp)
+        self.rnn = nn.LSTM(ninp, nhid, nlayers, dropout=0.2)
+        self.decoder = nn.Linear(nhid, ntoken)
+        if tie_weights:
+            self.decoder.weight = self.encoder.weight
+        initrange = 0.1
+        nn.init.uniform_(self.encoder.weight, -initrange, initrange)
+        nn.init.zeros_(self.decoder.bias)
+        if not tie_weights:
+            nn.init.uniform_(self.decoder.weight, -initrange, initrange)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        emb = self.drop(self.encoder(tokens))
+        output, _ = self.rnn(emb)
+        return self.decoder(self.drop(output))
+
+
+class TransformerEncoderClassifier(nn.Module):
+    """nn.TransformerEncoder over embeddings with a linear head, as tutorials write it."""
+
+    def __init__(self, vocab: int = VOCAB, d_model: int = 32, layers: int = 4):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d_model)
+        layer = nn.TransformerEncoderLayer(d_model, 4, 64, dropout=0.1, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d_model, 4)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(tokens)).mean(dim=1))
+
+
+def _word_lm_inputs() -> torch.Tensor:
+    return torch.randint(0, VOCAB, (SEQ, BATCH), generator=_gen())  # (seq, batch): not batch_first
+
+
+def _token_tensor() -> torch.Tensor:
+    return torch.randint(0, VOCAB, (BATCH, SEQ), generator=_gen())
+
+
+# --- timm / torchvision / diffusers ----------------------------------------------------------------
+
+def _timm(name: str, **kw) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import timm
+
+        return timm.create_model(name, pretrained=False, **kw)
+    build.__name__ = name
+    return build
+
+
+def _tv(name: str, **kw) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        import torchvision
+
+        return getattr(torchvision.models, name)(weights=None, **kw)
+    build.__name__ = name
+    return build
+
+
+def _tv_resnet() -> nn.Module:
+    """torchvision's ResNet class and init (kaiming fan_out convs, zero_init_residual=True as
+    in the reference training recipes) with one BasicBlock per stage: ResNet-18's widths."""
+    from torchvision.models.resnet import BasicBlock, ResNet
+
+    return ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10, zero_init_residual=True)
+
+
+def _vgg11() -> nn.Module:
+    """torchvision's VGG-11 features and init (kaiming fan_out convs, N(0, 0.01) linears) with
+    the classifier fed by a 1x1 average pool and 1024-unit hidden layers (512 -> 1024 -> 1024
+    -> 10): 10.8M parameters instead of 129M."""
+    import torchvision
+
+    model = torchvision.models.vgg11(weights=None, num_classes=10)
+    model.avgpool = nn.AdaptiveAvgPool2d(1)
+    model.classifier[0] = nn.Linear(512, 1024)
+    model.classifier[3] = nn.Linear(1024, 1024)
+    model.classifier[6] = nn.Linear(1024, 10)
+    for i in (0, 3, 6):
+        nn.init.normal_(model.classifier[i].weight, 0, 0.01)
+        nn.init.zeros_(model.classifier[i].bias)
+    return model
+
+
+def _unet2d() -> nn.Module:
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1,
+                       block_out_channels=(32, 64), norm_num_groups=8,
+                       down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                       up_block_types=("AttnUpBlock2D", "UpBlock2D"))
+
+
+def _unet_inputs() -> dict:
+    g = _gen()
+    return {"sample": torch.randn(BATCH, 3, 16, 16, generator=g), "timestep": torch.tensor([10] * BATCH)}
+
+
+def _vae() -> nn.Module:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(32, 64),
+                         down_block_types=("DownEncoderBlock2D",) * 2,
+                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
+                         norm_num_groups=8, layers_per_block=1, sample_size=16)
+
+
+def _clip_inputs() -> dict:
+    d = tokens()()
+    d["pixel_values"] = torch.randn(BATCH, 3, 32, 32, generator=_gen(1))
+    return d
+
+
+def _speech_inputs() -> dict:
+    return {"input_values": torch.randn(BATCH, 1600, generator=_gen())}
+
+
+def _whisper_inputs() -> dict:
+    return {"input_features": torch.randn(BATCH, 16, 64, generator=_gen()),
+            "decoder_input_ids": torch.randint(0, VOCAB, (BATCH, 4), generator=_gen(1))}
+
+
+def _entries() -> list[ZooModel]:
+    dec, E = _DEC, []
+
+    def add(name, library, build, inputs, onnx=False, tags=()):
+        E.append(ZooModel(name, library, _seeded(build), inputs, onnx, frozenset(tags)))
+
+    tf = "transformers"
+    # decoder-only
+    add("llama", tf, _hf("LlamaConfig", "LlamaForCausalLM", **dec), tokens(), tags={"decoder"})
+    add("mistral", tf, _hf("MistralConfig", "MistralForCausalLM", **dec, num_key_value_heads=2),
+        tokens(), tags={"decoder"})
+    add("qwen2", tf, _hf("Qwen2Config", "Qwen2ForCausalLM", **dec, num_key_value_heads=2), tokens(),
+        tags={"decoder"})
+    add("gemma", tf, _hf("GemmaConfig", "GemmaForCausalLM", **dec, head_dim=8, num_key_value_heads=2),
+        tokens(), tags={"decoder"})
+    add("gpt2", tf, _hf("GPT2Config", "GPT2LMHeadModel", vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4,
+                        n_positions=64), tokens(), onnx=True, tags={"decoder"})
+    add("gpt_neox", tf, _hf("GPTNeoXConfig", "GPTNeoXForCausalLM", **dec), tokens(), tags={"decoder"})
+    add("opt", tf, _hf("OPTConfig", "OPTForCausalLM", vocab_size=VOCAB, hidden_size=32, ffn_dim=64,
+                       num_hidden_layers=2, num_attention_heads=4, word_embed_proj_dim=32,
+                       max_position_embeddings=64), tokens(), tags={"decoder"})
+    add("falcon", tf, _hf("FalconConfig", "FalconForCausalLM", vocab_size=VOCAB, hidden_size=32,
+                          num_hidden_layers=2, num_attention_heads=4), tokens(), tags={"decoder"})
+    add("phi", tf, _hf("PhiConfig", "PhiForCausalLM", **dec), tokens(), tags={"decoder"})
+    # encoders
+    enc = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               intermediate_size=64, max_position_embeddings=64)
+    add("bert", tf, _hf("BertConfig", "BertForMaskedLM", **enc), tokens(), onnx=True, tags={"encoder"})
+    add("roberta", tf, _hf("RobertaConfig", "RobertaForMaskedLM", **enc), tokens(), tags={"encoder"})
+    add("distilbert", tf, _hf("DistilBertConfig", "DistilBertForMaskedLM", vocab_size=VOCAB, dim=32,
+                              n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64),
+        tokens(), tags={"encoder"})
+    add("albert", tf, _hf("AlbertConfig", "AlbertForMaskedLM", **enc, embedding_size=16), tokens(),
+        tags={"encoder"})
+    add("electra", tf, _hf("ElectraConfig", "ElectraForPreTraining", **enc, embedding_size=16),
+        tokens(), tags={"encoder"})
+    # encoder-decoders
+    add("t5", tf, _hf("T5Config", "T5ForConditionalGeneration", vocab_size=VOCAB, d_model=32, d_kv=8,
+                      d_ff=64, num_layers=2, num_heads=4), seq2seq(), tags={"seq2seq"})
+    add("bart", tf, _hf("BartConfig", "BartForConditionalGeneration", vocab_size=VOCAB, d_model=32,
+                        encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                        max_position_embeddings=64), seq2seq(), tags={"seq2seq"})
+    add("whisper", tf, _hf("WhisperConfig", "WhisperForConditionalGeneration", vocab_size=VOCAB,
+                           num_mel_bins=16, d_model=32, encoder_layers=2, decoder_layers=2,
+                           encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                           decoder_ffn_dim=64, max_source_positions=32, max_target_positions=32,
+                           pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1),
+        _whisper_inputs, tags={"seq2seq", "audio"})
+    # vision (transformers)
+    vit = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               intermediate_size=64, num_labels=10)
+    add("vit", tf, _hf("ViTConfig", "ViTForImageClassification", **vit), images(), onnx=True,
+        tags={"vision"})
+    add("deit", tf, _hf("DeiTConfig", "DeiTForImageClassificationWithTeacher", **vit), images(),
+        tags={"vision"})
+    add("swin", tf, _hf("SwinConfig", "SwinForImageClassification", image_size=32, patch_size=4,
+                        embed_dim=16, depths=[2, 2], num_heads=[2, 4], window_size=4, num_labels=10),
+        images(), tags={"vision"})
+    add("convnext_hf", tf, _hf("ConvNextConfig", "ConvNextForImageClassification", num_stages=2,
+                               hidden_sizes=[16, 32], depths=[2, 2], num_labels=10, image_size=32), images(), tags={"vision"})
+    add("resnet_hf", tf, _hf("ResNetConfig", "ResNetForImageClassification", embedding_size=16,
+                             hidden_sizes=[16, 32], depths=[1, 1], layer_type="basic", num_labels=10),
+        images(), onnx=True, tags={"vision", "batchnorm"})
+    add("mobilevit", tf, _hf("MobileViTConfig", "MobileViTForImageClassification", image_size=64,
+                             patch_size=2, hidden_sizes=[16, 24, 32], neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
+                             num_attention_heads=2, num_labels=10),
+        images(64), tags={"vision", "batchnorm", "true-finding"})
+    # audio, multimodal
+    add("wav2vec2", tf, _hf("Wav2Vec2Config", "Wav2Vec2ForCTC", vocab_size=32, hidden_size=32,
+                            num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                            conv_dim=(16, 16), conv_stride=(5, 2), conv_kernel=(10, 3),
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4),
+        _speech_inputs, tags={"audio"})
+    add("clip", tf, _hf("CLIPConfig", "CLIPModel",
+                        text_config=dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         max_position_embeddings=64),
+                        vision_config=dict(image_size=32, patch_size=8, hidden_size=32,
+                                           intermediate_size=64, num_hidden_layers=2,
+                                           num_attention_heads=4), projection_dim=16),
+        _clip_inputs, tags={"multimodal"})
+    # timm
+    add("vit_timm", "timm", _timm("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=2,
+                                  num_classes=10), images(key=None), tags={"vision"})
+    add("convnext_timm", "timm", _timm("convnext_atto", num_classes=10, depths=(1, 1, 1, 1)),
+        images(key=None), tags={"vision"})
+    add("resnet_timm", "timm", _timm("resnet18", num_classes=10, layers=(1, 1, 1, 1)), images(key=None), onnx=True,
+        tags={"vision", "batchnorm"})
+    add("efficientnet_timm", "timm", _timm("efficientnet_b0", num_classes=10), images(key=None),
+        tags={"vision", "batchnorm"})
+    add("mobilenetv3_timm", "timm", _timm("mobilenetv3_small_050", num_classes=10), images(key=None),
+        onnx=True, tags={"vision", "batchnorm"})
+    add("regnet_timm", "timm", _timm("regnetx_002", num_classes=10), images(key=None),
+        tags={"vision", "batchnorm"})
+    add("densenet_timm", "timm", _timm("densenet121", num_classes=10, block_config=(2, 2, 2, 2),
+                                       growth_rate=8), images(key=None), tags={"vision", "batchnorm"})
+    # torchvision classics
+    add("resnet18_tv", "torchvision", _tv_resnet, images(key=None), onnx=True,
+        tags={"vision", "batchnorm"})
+    add("vgg11_tv", "torchvision", _vgg11, images(key=None), tags={"vision"})
+    add("googlenet_tv", "torchvision", _tv("googlenet", num_classes=10, aux_logits=True,
+                                           init_weights=True), images(64, key=None),
+        tags={"vision", "batchnorm"})
+    add("mobilenet_v2_tv", "torchvision", _tv("mobilenet_v2", num_classes=10), images(key=None),
+        tags={"vision", "batchnorm"})
+    # diffusers
+    add("unet2d", "diffusers", _unet2d, _unet_inputs, tags={"diffusion"})
+    add("vae", "diffusers", _vae, images(16, key="sample"), tags={"diffusion"})
+    # torch.nn programs
+    add("transformer_encoder", "torch", TransformerEncoderClassifier, _token_tensor, onnx=True,
+        tags={"encoder"})
+    add("word_lm", "torch", WordLM, _word_lm_inputs, onnx=True, tags={"rnn"})
+    add("word_lm_untied", "torch", lambda: WordLM(tie_weights=False), _word_lm_inputs, tags={"rnn"})
+    return E
+
+
+ZOO: dict[str, ZooModel] = {m.name: m for m in _entries()}
