@@ -23,7 +23,7 @@ from initaudit import __version__
 from initaudit.errors import InitAuditError, TargetError
 from initaudit.report import FAIL_ON, Report
 
-FORMATS = ("rich", "json", "sarif", "markdown")
+FORMATS = ("rich", "json", "sarif", "markdown", "html")
 _PROGRESS_MIN_ELEMENTS = 20_000_000  # show a bar for reads that take a noticeable time
 
 
@@ -168,7 +168,8 @@ def resolve_settings(target: str | None, config_file: Path | None, isolated: boo
               help="Architecture for a checkpoint: pkg.module:factory or path/to/file.py:factory.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True,
               help="Format of the report on stdout (or in --output). rich is plain text when piped or "
-                   "with NO_COLOR; markdown suits a pull-request comment; sarif suits code scanning.")
+                   "with NO_COLOR; markdown suits a pull-request comment; sarif suits code scanning; "
+                   "html is a self-contained page with charts (turns on --histograms).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the --format report to FILE instead of stdout.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -177,6 +178,9 @@ def resolve_settings(target: str | None, config_file: Path | None, isolated: boo
               help="Also write a SARIF 2.1.0 log to FILE (for github/codeql-action/upload-sarif).")
 @click.option("--markdown", "markdown_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Also write the Markdown report to FILE (a PR comment, or $GITHUB_STEP_SUMMARY).")
+@click.option("--html", "html_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Also write a self-contained HTML report to FILE (charts and histograms, no network; "
+                   "turns on --histograms).")
 @_settings_options
 @click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Report only findings not recorded in this baseline; the report says how many were "
@@ -193,7 +197,7 @@ def resolve_settings(target: str | None, config_file: Path | None, isolated: boo
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 def audit_command(target: str, model_spec: str | None, fmt: str, output: Path | None,
                   json_file: Path | None, sarif_file: Path | None, markdown_file: Path | None,
-                  config_file: Path | None, isolated: bool, fail_on: str | None, stage: str | None,
+                  html_file: Path | None, config_file: Path | None, isolated: bool, fail_on: str | None, stage: str | None,
                   select: tuple[str, ...], extend_select: tuple[str, ...], ignore: tuple[str, ...],
                   rule_files: tuple[str, ...], no_plugins: bool | None, baseline_file: Path | None,
                   write_baseline: Path | None, unsafe_pickle: bool, quiet: bool, debug: bool,
@@ -203,7 +207,7 @@ def audit_command(target: str, model_spec: str | None, fmt: str, output: Path | 
 
     \b
     Several reports from one run: --format picks the one on stdout (or in --output FILE);
-    --json FILE, --sarif FILE and --markdown FILE write more, e.g.
+    --json FILE, --sarif FILE, --markdown FILE and --html FILE write more, e.g.
       initaudit ckpt.safetensors --model pkg.mod:build --sarif initaudit.sarif --markdown pr.md
     prints the rich report and writes SARIF and Markdown.
 
@@ -211,7 +215,9 @@ def audit_command(target: str, model_spec: str | None, fmt: str, output: Path | 
     """
     from initaudit.engine import audit
 
-    extra = {"json": json_file, "sarif": sarif_file, "markdown": markdown_file}
+    extra = {"json": json_file, "sarif": sarif_file, "markdown": markdown_file, "html": html_file}
+    if html_file is not None or fmt == "html":  # the page draws the histograms
+        probe_flags["histograms"] = True
     try:
         settings = resolve_settings(target, config_file, isolated, _cli_values(
             select, extend_select, ignore, fail_on, stage, rule_files, no_plugins,
@@ -315,6 +321,10 @@ def render(report: Report, fmt: str, color: bool = False) -> str:
         from initaudit.reporters import markdown
 
         return markdown.render(report)
+    if fmt == "html":
+        from initaudit.reporters import html
+
+        return html.render(report)
     buffer = io.StringIO()
     Console(file=buffer, width=120, no_color=not color, highlight=False).print(report)
     return buffer.getvalue()

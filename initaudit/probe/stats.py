@@ -101,7 +101,8 @@ def site_stats(x: torch.Tensor, *, name: str, kind: str, unit_dim: int = 1,
 
     ``activation`` is the activation that consumes ``x`` when ``pre_activation`` (dead and
     saturated fractions are read on its input; a histogram shows phi(x), what the activation
-    outputs), or the one that produced ``x`` otherwise. ``histogram_bins`` > 0 adds a histogram.
+    outputs), or the one that produced ``x`` otherwise. ``histogram_bins`` > 0 adds a histogram
+    (and, where an activation follows, ``pre_histogram`` of ``x`` itself).
     ``bias`` (one value per unit) is the bias the layer added: it is taken off for ``signal_std``.
     """
     with torch.no_grad():
@@ -169,9 +170,11 @@ def _site_stats(x, name, kind, unit_dim, param, activation, pre_activation, dept
         site.identical_units = sum(len(g) - 1 for g in groups)
         site.identical_groups = groups[:MAX_GROUPS]
     if bins:
-        shown = activation_fn(activation)(x3) if (pre_activation and activation is not None
-                                                 and _has_fn(activation)) else x3
-        site.histogram = histogram(shown, bins)
+        if pre_activation and activation is not None and _has_fn(activation):
+            site.pre_histogram = histogram(x3, bins)  # the activation's input, for the pictures
+            site.histogram = histogram(activation_fn(activation)(x3), bins)
+        else:
+            site.histogram = histogram(x3, bins)
     return site
 
 
