@@ -55,6 +55,8 @@
 
   // ---- histograms ------------------------------------------------------------------------
   const DEAD_POST = { relu: 0, relu6: 0, hardswish: 0 };
+  // Output range of the bounded activations: their post-activation histograms span all of it.
+  const BOUNDS = { sigmoid: [0, 1], tanh: [-1, 1], hardtanh: [-1, 1], hardsigmoid: [0, 1], softsign: [-1, 1] };
   function regionsFor(act, stage) {
     const R = DATA.regions, out = [];
     if (!act) return out;
@@ -64,7 +66,7 @@
     return out;
   }
   function histSvg(hist, opt) {
-    const W = 200, H = 92, top = 6, bottom = 16, plotH = H - top - bottom;
+    const W = opt.W || 200, H = opt.H || 92, top = 6, bottom = opt.axis === false ? 2 : 16, plotH = H - top - bottom;
     const svg = sv("svg", { viewBox: `0 0 ${W} ${H}`, class: "hist " + (opt.cls || ""), role: "img",
                             "aria-label": opt.label || "histogram" });
     svg.appendChild(sv("rect", { x: 0, y: top, width: W, height: plotH, fill: "#fbfcfd", stroke: "#e6ebf0" }));
@@ -72,21 +74,26 @@
     const total = counts.reduce((a, b) => a + b, 0);
     let peak = Math.max(1, ...counts);
     const single = !(hi > lo);
-    const span = single ? 1 : hi - lo, bw = span / n;
-    const X = (v) => single ? W / 2 : ((v - lo) / span) * W;
+    const bw = single ? 0 : (hi - lo) / n;
+    // The x axis spans the values, or a wider domain (an activation's output range, or the range
+    // shared by the layers of one figure) so that a collapse shows as a spike.
+    let d0 = lo, d1 = hi;
+    if (opt.domain) { d0 = Math.min(opt.domain[0], lo); d1 = Math.max(opt.domain[1], hi); }
+    const wide = d1 > d0;
+    const X = (v) => (wide ? ((v - d0) / (d1 - d0)) * W : W / 2);
     let density = null;
-    if (opt.density && !single) {
+    if (opt.density && wide) {
       density = [];
-      for (let i = 0; i <= 80; i++) {
-        const v = lo + (span * i) / 80;
-        density.push([v, opt.density(v) * total * bw]);
+      for (let i = 0; i <= 100; i++) {
+        const v = d0 + ((d1 - d0) * i) / 100;
+        density.push([v, opt.density(v) * total * (bw || (d1 - d0) / n)]);
       }
       peak = Math.max(peak, ...density.map((d) => d[1]));
     }
     const Y = (c) => top + plotH - (c / peak) * (plotH - 2);
     for (const r of opt.regions || []) {
-      if (single) break;
-      const a = Math.max(lo, r.lo), b = Math.min(hi, r.hi);
+      if (!wide) break;
+      const a = Math.max(d0, r.lo), b = Math.min(d1, r.hi);
       if (b < a) continue;
       const x0 = X(a), w = Math.max(2, X(b) - x0);
       svg.appendChild(sv("rect", { x: Math.min(x0, W - 2), y: top, width: w, height: plotH,
@@ -99,10 +106,14 @@
       let color = "var(--bar)";
       for (const r of opt.regions || []) {
         const overlap = Math.min(b, r.hi) - Math.max(a, r.lo);
-        if (!single && overlap >= 0.5 * bw) color = r.kind === "sat" ? "var(--sat-bar)" : "var(--dead-bar)";
+        // a pre-activation bin mostly inside the region; a post-activation bin reaching into it
+        // (the flat region of an output is a thin strip at its ends: sigmoid < 0.01, > 0.99)
+        if (single ? (a >= r.lo && a <= r.hi) : (opt.post ? overlap > 0 : overlap >= 0.5 * bw))
+          color = r.kind === "sat" ? "var(--sat-bar)" : "var(--dead-bar)";
       }
-      if (opt.zeroBin && a <= 0 && 0 <= b && (i === 0 || a < 0)) color = "var(--dead-bar)";
-      const x = single ? W / 2 - 6 : X(a), w = single ? 12 : Math.max(0.8, X(b) - X(a) - 0.6);
+      if (opt.zeroBin && a <= 0 && 0 <= b) color = "var(--dead-bar)";
+      const x = single ? Math.max(0, Math.min(W - 4, X(lo) - 2)) : X(a);
+      const w = single ? 4 : Math.max(0.9, (X(b) - X(a)) * 0.9);
       svg.appendChild(sv("rect", { x, y: Y(c), width: w, height: top + plotH - Y(c), fill: color, class: "bar" },
         sv("title", { text: `[${fmt(a)}, ${fmt(b)}): ${c}` })));
     });
@@ -110,9 +121,11 @@
       const d = density.map(([v, c], i) => (i ? "L" : "M") + X(v).toFixed(1) + " " + Y(c).toFixed(1)).join(" ");
       svg.appendChild(sv("path", { d, fill: "none", stroke: "var(--density)", "stroke-width": 1.6, class: "density" }));
     }
-    svg.appendChild(sv("text", { x: 2, y: H - 4, text: fmt(lo) }));
-    svg.appendChild(sv("text", { x: W - 2, y: H - 4, "text-anchor": "end", text: fmt(hi) }));
-    if (!single && lo < 0 && hi > 0) {
+    svg.appendChild(sv("title", { text: `${opt.label || "histogram"}: ${total} values in [${fmt(lo)}, ${fmt(hi)}]` }));
+    if (opt.axis === false) return svg;
+    svg.appendChild(sv("text", { x: 2, y: H - 4, text: fmt(d0) }));
+    svg.appendChild(sv("text", { x: W - 2, y: H - 4, "text-anchor": "end", text: fmt(d1) }));
+    if (wide && d0 < 0 && d1 > 0) {
       svg.appendChild(sv("line", { x1: X(0), x2: X(0), y1: top, y2: top + plotH, stroke: "#afb8c1", "stroke-dasharray": "2 2" }));
       svg.appendChild(sv("text", { x: X(0), y: H - 4, "text-anchor": "middle", text: "0" }));
     }
@@ -300,7 +313,8 @@
     const cap = (t) => el("div", { class: "cap", text: t });
     if (l.pre) figs.push(el("div", { class: "fig" }, histSvg(l.pre, { cls: "hist-act hist-pre", regions: regionsFor(act, "pre"), label: "pre-activation of " + l.param }),
       cap(`pre-activation · std ${fmt(l.measured_std)}`)));
-    if (l.post) figs.push(el("div", { class: "fig" }, histSvg(l.post, { cls: "hist-act hist-post", regions: regionsFor(act, l.pre ? "post" : null), zeroBin: l.pre && act in DEAD_POST, label: "output of " + l.param }),
+    if (l.post) figs.push(el("div", { class: "fig" }, histSvg(l.post, { cls: "hist-act hist-post", regions: regionsFor(act, l.pre ? "post" : null), post: true, zeroBin: l.pre && act in DEAD_POST,
+                           domain: l.pre ? BOUNDS[act] : null, label: "output of " + l.param }),
       cap(l.pre ? `after ${l.site_act}` + (ok(l.saturated) ? ` · ${pct(l.saturated)} saturated` : "") + (ok(l.dead) ? ` · ${pct(l.dead)} dead` : "")
                 : `output · std ${fmt(l.measured_std)}`)));
     if (l.w) figs.push(el("div", { class: "fig" }, histSvg(l.w, { cls: "hist-w", density: weightDensity(l), label: "weights of " + l.param }),
@@ -411,8 +425,8 @@
   // ---- several reports as one figure -----------------------------------------------------
   function renderGrid(d) {
     const app = document.getElementById("app");
-    const grid = el("div", { class: "grid", style: `grid-template-columns: 28px repeat(${d.cols.length}, 1fr)` });
-    grid.appendChild(el("div"));
+    const grid = el("div", { class: "grid", style: `grid-template-columns: 136px repeat(${d.cols.length}, 1fr)` });
+    grid.appendChild(el("div", { class: "colhead meta", style: "font-size:11px;font-weight:400", text: "layers 1 → 5" }));
     d.cols.forEach((c) => grid.appendChild(el("div", { class: "colhead", text: c })));
     const cells = new Map(d.cells.map((c) => [c.row + "\u0000" + c.col, c]));
     for (const r of d.rows) {
@@ -420,13 +434,21 @@
       for (const c of d.cols) {
         const cell = cells.get(r + "\u0000" + c);
         if (!cell) { grid.appendChild(el("div", { class: "gcell" })); continue; }
+        // One x range per cell for the hidden layers (the activation's output range when
+        // bounded): a layer that collapses shows as a spike, one that explodes as a spread.
+        const hidden = cell.layers.filter((l) => l.pre && l.post);
+        const act0 = hidden.length ? hidden[0].site_act_name : null;
+        const domain = BOUNDS[act0] || (hidden.length ? [Math.min(...hidden.map((l) => l.post.lo)), Math.max(...hidden.map((l) => l.post.hi))] : null);
         const hists = cell.layers.map((l, k) => {
           const act = l.site_act_name;
           const h = l.post || l.pre;
           return el("div", { class: "fig", "data-layer": l.param },
-            h ? histSvg(h, { cls: "hist-act hist-post", regions: regionsFor(act, l.pre ? "post" : null), zeroBin: l.pre && act in DEAD_POST, label: `layer ${k + 1}` })
+            h ? histSvg(h, { cls: "hist-act hist-post", W: 120, H: 100, axis: false, post: true, regions: regionsFor(act, l.pre ? "post" : null),
+                             domain: l.pre && l.site_act_name === act0 ? domain : null,
+                             zeroBin: l.pre && act in DEAD_POST, label: `layer ${k + 1}: ${l.pre ? "after " + l.site_act : "output"}` })
               : el("div", { class: "empty", text: "–" }),
-            el("div", { class: "cap", text: `L${k + 1} σ ${fmt(l.measured_std)}` + (ok(l.saturated) && l.saturated >= 0.01 ? ` · ${pct(l.saturated)} sat` : "") }));
+            el("div", { class: "cap" }, `σ ${fmt(l.measured_std)}`, el("br"),
+               ok(l.saturated) ? `${pct(l.saturated)} sat` : ok(l.dead) ? `${pct(l.dead)} dead` : "\u00a0"));
         });
         const s = cell.summary;
         grid.appendChild(el("div", { class: "gcell " + (s.failed ? "fail" : "pass"), "data-cell": r + " × " + c },
