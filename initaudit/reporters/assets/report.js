@@ -113,7 +113,7 @@
       }
       if (opt.zeroBin && a <= 0 && 0 <= b) color = "var(--dead-bar)";
       const x = single ? Math.max(0, Math.min(W - 4, X(lo) - 2)) : X(a);
-      const w = single ? 4 : Math.max(0.9, (X(b) - X(a)) * 0.9);
+      const w = single ? 4 : Math.max(2, (X(b) - X(a)) * 0.9);
       svg.appendChild(sv("rect", { x, y: Y(c), width: w, height: top + plotH - Y(c), fill: color, class: "bar" },
         sv("title", { text: `[${fmt(a)}, ${fmt(b)}): ${c}` })));
     });
@@ -161,7 +161,7 @@
   function xLabels(svg, n, X, y, names) {
     const every = Math.max(1, Math.ceil(n / 24));
     for (let i = 0; i < n; i++) {
-      if (i % every && i !== n - 1) continue;
+      if ((i % every && i !== n - 1) || (i !== n - 1 && n - 1 - i < every * 0.6)) continue;
       svg.appendChild(sv("text", { x: X(i), y, "text-anchor": "middle", text: String(i + 1) }, sv("title", { text: names[i] })));
     }
   }
@@ -202,9 +202,9 @@
         if (!(ok(v) && v > 0)) return;
         const tip = `${s.layer} (${s.param}): ${key === "predicted_std" ? "predicted" : "measured"} std ${fmt(v)}` +
           `, ${fmt(key === "predicted_std" ? s.ratio : s.measured_ratio)}x its value at ${s.origin}`;
-        const hollow = cls === "pt-pred", r = (n > 80 ? 2 : 3.6) + (hollow ? 1.4 : 0);
-        svg.appendChild(sv("circle", { cx: X(i), cy: Y(v), r, fill: hollow ? "#fff" : color, stroke: color,
-                                       "stroke-width": hollow ? 1.8 : 0, class: cls, "data-layer": s.param },
+        const hollow = cls === "pt-pred", r = n > 80 ? (hollow ? 2.2 : 1.6) : (hollow ? 5 : 3.6);
+        svg.appendChild(sv("circle", { cx: X(i), cy: Y(v), r, fill: hollow ? "none" : color, stroke: color,
+                                       "stroke-width": hollow ? (n > 80 ? 1 : 1.8) : 0, class: cls, "data-layer": s.param },
           sv("title", { text: tip })));
       });
     };
@@ -317,7 +317,9 @@
                            domain: l.pre ? BOUNDS[act] : null, label: "output of " + l.param }),
       cap(l.pre ? `after ${l.site_act}` + (ok(l.saturated) ? ` · ${pct(l.saturated)} saturated` : "") + (ok(l.dead) ? ` · ${pct(l.dead)} dead` : "")
                 : `output · std ${fmt(l.measured_std)}`)));
-    if (l.w) figs.push(el("div", { class: "fig" }, histSvg(l.w, { cls: "hist-w", density: weightDensity(l), label: "weights of " + l.param }),
+    // weights on an axis wide enough for the expected density too (+-3 expected std)
+    const wDomain = ok(l.expected_std) && l.expected_std > 0 ? [-3 * l.expected_std, 3 * l.expected_std] : null;
+    if (l.w) figs.push(el("div", { class: "fig" }, histSvg(l.w, { cls: "hist-w", density: weightDensity(l), domain: wDomain, label: "weights of " + l.param }),
       cap(`weights · std ${fmt(l.std)}` + (l.scheme ? ` vs ${l.scheme} ${fmt(l.expected_std)}` : ""))));
     return el("div", { class: "card" + (l.flags.length ? " flagged" : ""), id: "L" + i, "data-layer": l.param },
       el("div", { class: "title" }, el("span", { class: "mono", text: l.param }),
