@@ -201,32 +201,40 @@ def test_static_only_report_says_so(static_ckpt):
     assert all(layer["w"]["c"] for layer in data["layers"])  # weights are read statically
 
 
-def test_long_models_collapse_into_blocks_and_stay_small():
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.fc2 = nn.Linear(16, 16), nn.Linear(16, 16)
+class _Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(16, 16), nn.Linear(16, 16)
 
-        def forward(self, x):
-            return x + self.fc2(torch.tanh(self.fc1(x)))
+    def forward(self, x):
+        return x + self.fc2(torch.tanh(self.fc1(x)))
 
-    class Deep(nn.Module):
-        def __init__(self):
-            super().__init__()
-            torch.manual_seed(0)
-            self.stem = nn.Linear(16, 16)
-            self.blocks = nn.ModuleList(Block() for _ in range(150))
-            self.head = nn.Linear(16, 4)
 
-        def forward(self, x):
-            x = self.stem(x)
-            for b in self.blocks:
-                x = b(x)
-            return self.head(x)
+class _Deep(nn.Module):
+    """302 weight layers: a stem, 150 residual blocks of two, a head."""
 
-    report = initaudit.audit(Deep(), probe_histograms=True, probe_batch_size=8)
-    page = html_report.render(report)
-    data = html_report.report_data(report)
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Linear(16, 16)
+        self.blocks = nn.ModuleList(_Block() for _ in range(150))
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = self.stem(x)
+        for b in self.blocks:
+            x = b(x)
+        return self.head(x)
+
+
+@pytest.fixture(scope="module")
+def deep():
+    return initaudit.audit(_Deep(), probe_histograms=True, probe_batch_size=8)
+
+
+def test_long_models_collapse_into_blocks_and_stay_small(deep):
+    page = html_report.render(deep)
+    data = html_report.report_data(deep)
     assert len(data["layers"]) == 302
     groups = [layer["block"] for layer in data["layers"]]
     assert groups[0] == "input side" and groups[1] == groups[2] == "blocks.0" and groups[-1] == "output side"
@@ -359,3 +367,27 @@ def test_classic_figure_renders(tmp_path):
     for cell in drawn:
         assert len(cell.find("svg", cls="hist-post")) == 5  # one histogram per layer
     assert "IA204" in text_of(drawn[0]) and "clean" in text_of(drawn[3])
+
+
+@needs_browser
+def test_a_300_layer_report_folds_its_repeated_blocks(deep, tmp_path):
+    page = tmp_path / "deep.html"
+    page.write_text(html_report.render(deep), encoding="utf-8")
+    dom, requests = browse(page)
+    assert errors_of(dom) == [] and requests == []
+    cards = dom.find("div", cls="card")
+    assert [c.attrs["data-layer"] for c in cards] == [layer["param"] for layer in deep.layers]
+    assert all(c.find("svg", cls="hist-post") for c in cards)
+    assert len(dom.find("svg", cls="profile")[0].find("circle", cls="pt-pred")) == len(deep.signal) == 302
+    # Blocks after the first three fold away, except those with findings (and a lone clean
+    # block between two flagged ones, which has nothing to fold with).
+    layers = html_report.report_data(deep)["layers"]
+    dirty = {x["block"] for x in layers if x["flags"]}
+    folds = dom.find("details", cls="run")
+    assert folds and all("open" not in f.attrs for f in folds)
+    folded = {c.attrs["data-layer"] for f in folds for c in f.find("div", cls="card")}
+    assert not {x["param"] for x in layers if x["block"] in dirty} & folded
+    clean_late = {x["param"] for x in layers if x["block"] not in dirty
+                  and x["block"].startswith("blocks.") and int(x["block"].split(".")[1]) >= 3}
+    assert len(folded) >= len(clean_late) - 2 * len(dirty) and folded <= clean_late
+    assert len(dom.find("table", cls="layers")[0].find("tbody")[0].find("tr")) == 302

@@ -337,17 +337,39 @@
       if (!groups.length || groups[groups.length - 1].name !== l.block) groups.push({ name: l.block, items: [] });
       groups[groups.length - 1].items.push([l, i]);
     });
-    const repeated = groups.filter((g) => g.items.length > 1).length;
-    let opened = 0;
-    for (const g of groups) {
+    // Runs of blocks with the same structure (the same layer names after the block's prefix,
+    // the same ops): the first open_blocks stay in view, the rest fold into one line.
+    const signature = (g) => g.items.map(([l]) => (l.param.startsWith(g.name) ? l.param.slice(g.name.length) : l.param) + ":" + l.op).join("|");
+    const blockView = (g, open) => {
       const flagged = g.items.filter(([l]) => l.flags.length).length;
-      const open = groups.length <= d.open_blocks + 2 || flagged > 0 || g.items.length === 1 || opened < d.open_blocks;
-      if (open && g.items.length > 1) opened++;
-      sec.appendChild(el("details", { class: "block", open, "data-block": g.name },
+      return el("details", { class: "block", open: open || flagged > 0, "data-block": g.name },
         el("summary", {}, g.name, el("span", { class: "meta", text: `${plural(g.items.length, "layer")}` + (flagged ? ` · ${flagged} with findings` : "") })),
-        el("div", { class: "cards" }, g.items.map(([l, i]) => layerCard(l, i)))));
+        el("div", { class: "cards" }, g.items.map(([l, i]) => layerCard(l, i))));
+    };
+    for (let k = 0; k < groups.length;) {
+      let end = k + 1;
+      while (end < groups.length && groups[k].items.length > 1 && signature(groups[end]) === signature(groups[k])) end++;
+      const run = groups.slice(k, end);
+      run.slice(0, d.open_blocks).forEach((g) => sec.appendChild(blockView(g, true)));
+      // The rest fold into one line per stretch of clean blocks; a block with findings stays in view.
+      let fold = [];
+      const flush = () => {
+        if (fold.length === 1) sec.appendChild(blockView(fold[0], false));
+        else if (fold.length > 1) {
+          const layers = fold.reduce((a, g) => a + g.items.length, 0);
+          sec.appendChild(el("details", { class: "block run", "data-run": `${fold[0].name}–${fold[fold.length - 1].name}` },
+            el("summary", {}, `${fold[0].name} … ${fold[fold.length - 1].name}`,
+               el("span", { class: "meta", text: `${fold.length} more blocks of the same structure (${plural(layers, "layer")}), no findings` })),
+            el("div", { class: "runbody" }, fold.map((g) => blockView(g, false)))));
+        }
+        fold = [];
+      };
+      for (const g of run.slice(d.open_blocks)) {
+        if (g.items.some(([l]) => l.flags.length)) { flush(); sec.appendChild(blockView(g, true)); } else fold.push(g);
+      }
+      flush();
+      k = end;
     }
-    if (repeated > d.open_blocks) sec.appendChild(el("p", { class: "meta", text: `${groups.length} groups; repeated blocks after the first ${d.open_blocks} are collapsed unless they have findings.` }));
     return sec;
   }
   function gradientSection(d) {
