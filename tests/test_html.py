@@ -27,9 +27,9 @@ from models import mlp
 
 import initaudit
 from initaudit.cli import main
+from initaudit.graph import Activation
 from initaudit.histograms import weight_histogram
 from initaudit.probe.stats import site_stats
-from initaudit.graph import Activation
 from initaudit.reporters import html as html_report
 
 ROOT = Path(__file__).resolve().parents[1]

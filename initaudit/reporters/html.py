@@ -128,7 +128,7 @@ def _layers(report: Report, probe: Any) -> list[dict[str, Any]]:
     ran = probe is not None and getattr(probe, "ran", False)
     rows = []
     groups = blocks([r["name"] or r["param"] for r in report.layers])
-    for r, group in zip(report.layers, groups):
+    for r, group in zip(report.layers, groups, strict=True):
         site = probe.site_for_param(r["param"]) if ran else None
         p = r.get("probe") or {}
         exp = r.get("expected") or {}
