@@ -2,9 +2,10 @@
 distribution beside the density of the scheme it is compared with.
 
 Collected only when histograms are asked for, after the static pass, so the static pass and the
-probe cost nothing more without them. A tensor over :data:`WEIGHT_SAMPLE` elements is read on a
-fixed stride (every k-th element): the histogram's shape is that of the whole tensor to within
-sampling noise, and the cost of a large embedding stays one strided read.
+probe cost nothing more without them. A tensor over :data:`HISTOGRAM_SAMPLE` elements is counted
+on a fixed random sample of that many (:func:`initaudit.probe.stats.histogram_sample`, as the
+probe's histograms are): the shape is the whole tensor's to within 0.1% per bin, and a large
+embedding costs one gather.
 
 Each layer row gains ``weight_histogram``: ``{"edges", "counts", "sampled", "shape"}``, where
 ``shape`` says which density fits the values, from the sample's excess kurtosis
@@ -21,18 +22,15 @@ import torch
 
 from initaudit.graph import ModelGraph
 from initaudit.probe.options import HISTOGRAM_BINS
-from initaudit.probe.stats import histogram
+from initaudit.probe.stats import HISTOGRAM_SAMPLE, histogram, histogram_sample
 
-WEIGHT_SAMPLE = 1 << 20  # elements read per tensor at most
 UNIFORM_KURTOSIS = -0.6  # excess kurtosis below which a sample looks uniform (uniform: -1.2)
 
 
 def weight_histogram(t: torch.Tensor, bins: int = HISTOGRAM_BINS,
                      scheme: str | None = None) -> dict[str, Any]:
-    """Histogram of ``t``'s finite values (strided sample of at most WEIGHT_SAMPLE elements)."""
-    flat = t.detach().reshape(-1)
-    step = max(1, flat.numel() // WEIGHT_SAMPLE)
-    sample = flat[::step].float()
+    """Histogram of ``t``'s finite values (a sample of HISTOGRAM_SAMPLE values for a larger ``t``)."""
+    sample = histogram_sample(t.detach()).float()
     sample = sample[torch.isfinite(sample)]
     edges, counts = histogram(sample, bins)
     shape = "uniform" if scheme == "torch-default" else "normal"
@@ -41,7 +39,7 @@ def weight_histogram(t: torch.Tensor, bins: int = HISTOGRAM_BINS,
         var = float((centred * centred).mean())
         if var > 0 and float((centred**4).mean()) / var**2 - 3 < UNIFORM_KURTOSIS:
             shape = "uniform"
-    return {"edges": edges, "counts": counts, "sampled": step > 1, "shape": shape}
+    return {"edges": edges, "counts": counts, "sampled": t.numel() > HISTOGRAM_SAMPLE, "shape": shape}
 
 
 def add_weight_histograms(graph: ModelGraph, rows: list[dict[str, Any]],

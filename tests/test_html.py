@@ -29,7 +29,7 @@ import initaudit
 from initaudit.cli import main
 from initaudit.graph import Activation
 from initaudit.histograms import weight_histogram
-from initaudit.probe.stats import site_stats
+from initaudit.probe.stats import HISTOGRAM_SAMPLE, site_stats
 from initaudit.reporters import html as html_report
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -250,7 +250,20 @@ def test_weight_histogram_fits_the_expected_family():
     assert normal["shape"] == "normal" and uniform["shape"] == "uniform"
     assert sum(normal["counts"]) == 40_000 and not normal["sampled"]
     big = weight_histogram(torch.zeros(3_000_000), 24, "torch-default")
-    assert big["sampled"] and big["shape"] == "uniform" and sum(big["counts"]) <= 1 << 21
+    assert big["sampled"] and big["shape"] == "uniform" and sum(big["counts"]) == HISTOGRAM_SAMPLE
+
+
+def test_large_activations_are_histogrammed_from_a_fixed_sample():
+    x = torch.randn(8, 64, 32, 32, generator=torch.Generator().manual_seed(1))  # 524,288 values
+    a = site_stats(x, name="c", kind="layer", unit_dim=1, activation=Activation("relu"), histogram_bins=20)
+    b = site_stats(x.clone(), name="c", kind="layer", unit_dim=1, activation=Activation("relu"),
+                   histogram_bins=20)
+    assert a.pre_histogram == b.pre_histogram  # the same sample every time: reproducible reports
+    edges, counts = a.pre_histogram
+    assert sum(counts) == HISTOGRAM_SAMPLE
+    full = torch.histc(x, bins=20, min=edges[0], max=edges[-1]) / x.numel()
+    assert (torch.tensor(counts) / HISTOGRAM_SAMPLE - full).abs().max() < 0.005
+    assert sum(a.histogram[1][:1]) > 0.45 * HISTOGRAM_SAMPLE  # relu: half the values at zero
 
 
 def test_layer_sites_keep_the_pre_activation_histogram():
