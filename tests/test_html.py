@@ -336,13 +336,23 @@ def test_report_renders_in_a_browser(probed, tmp_path):
 @needs_browser
 def test_static_only_page_renders_and_says_why(static_ckpt, tmp_path):
     page = tmp_path / "static.html"
-    page.write_text(html_report.render(initaudit.audit(str(static_ckpt))), encoding="utf-8")
+    page.write_text(initaudit.audit(str(static_ckpt)).to_html(), encoding="utf-8")
     dom, requests = browse(page)
     assert errors_of(dom) == [] and requests == []
     notice = text_of(dom.find(id="histograms")[0])
     assert "No activation histograms: the probe did not run" in notice and "static only" in notice
     assert "No depth profile" in text_of(dom.find(id="profile")[0])
     assert dom.find("div", cls="card") and not dom.find("svg", cls="hist-act")
+    # --no-probe on a module: the static prediction, one point per layer, and nothing measured
+    report = initaudit.audit(_tanh_collapse(), probe_enabled=False)
+    page.write_text(report.to_html(), encoding="utf-8")
+    dom, requests = browse(page)
+    assert errors_of(dom) == [] and requests == []
+    profile = dom.find(id="profile")[0]
+    assert "Static prediction only" in text_of(profile) and "disabled (--no-probe)" in text_of(profile)
+    assert len(profile.find("circle", cls="pt-pred")) == len(report.signal) == 5
+    assert not profile.find("circle", cls="pt-meas")
+    assert "No gradients: the probe did not run" in text_of(dom.find(id="gradients")[0])
 
 
 @needs_browser
