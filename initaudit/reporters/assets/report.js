@@ -319,6 +319,8 @@
                 : `output · std ${fmt(l.measured_std)}`)));
     // weights on an axis wide enough for the expected density too (+-3 expected std)
     const wDomain = ok(l.expected_std) && l.expected_std > 0 ? [-3 * l.expected_std, 3 * l.expected_std] : null;
+    if (l.site && !l.post && DATA.probe.histograms)
+      figs.push(el("div", { class: "fig note", text: "no activation histogram: the output at this site is non-finite or empty" }));
     if (l.w) figs.push(el("div", { class: "fig" }, histSvg(l.w, { cls: "hist-w", density: weightDensity(l), domain: wDomain, label: "weights of " + l.param }),
       cap(`weights · std ${fmt(l.std)}` + (l.scheme ? ` vs ${l.scheme} ${fmt(l.expected_std)}` : ""))));
     return el("div", { class: "card" + (l.flags.length ? " flagged" : ""), id: "L" + i, "data-layer": l.param },
@@ -375,7 +377,8 @@
   function gradientSection(d) {
     const sec = el("section", { id: "gradients" }, el("h2", { text: "Gradient-to-weight ratio |dL/dW| / |W| per layer" }));
     if (!d.layers.some((l) => ok(l.grad_ratio) && l.grad_ratio > 0)) {
-      sec.appendChild(el("p", { class: "empty", text: d.probe.ran ? "No gradients: the probe ran forward only." : `No gradients: the probe did not run (${d.probe.reason}).` }));
+      sec.appendChild(el("p", { class: "empty", text: !d.probe.ran ? `No gradients: the probe did not run (${d.probe.reason}).`
+        : d.probe.grads ? "No finite, non-zero gradient-to-weight ratio to draw (see the findings)." : "No gradients: the probe ran forward only (ONNX, or the backward pass failed: see the notes)." }));
       return sec;
     }
     sec.appendChild(gradientChart(d.layers));
