@@ -96,13 +96,14 @@ def text_of(node: Node) -> str:
     return "".join(n.text for n in node.walk())
 
 
-def browse(page: Path, screenshot: Path | None = None, size: str = "1320,2400") -> tuple[Node, list[str]]:
-    """Load ``page`` in headless chromium: (the DOM after its scripts ran, URLs the page asked
-    for according to the network log). Also writes ``screenshot`` when given."""
+def browse(page: Path, screenshot: Path | None = None, size: str = "1320,2400",
+           fragment: str = "") -> tuple[Node, list[str]]:
+    """Load ``page`` (with ``#fragment``) in headless chromium: (the DOM after its scripts ran,
+    URLs the page asked for according to the network log). Also writes ``screenshot`` when given."""
     with tempfile.TemporaryDirectory() as profile:
         netlog = Path(profile) / "netlog.json"
         cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}/p", f"--log-net-log={netlog}",
-               "--dump-dom", page.resolve().as_uri()]
+               "--dump-dom", page.resolve().as_uri() + (f"#{fragment}" if fragment else "")]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         requests = page_requests(netlog)
@@ -414,3 +415,11 @@ def test_a_300_layer_report_folds_its_repeated_blocks(deep, tmp_path):
                   and x["block"].startswith("blocks.") and int(x["block"].split(".")[1]) >= 3}
     assert len(folded) >= len(clean_late) - 2 * len(dirty) and folded <= clean_late
     assert len(dom.find("table", cls="layers")[0].find("tbody")[0].find("tr")) == 302
+    # the table filters and sorts (a view given in the URL: what a click on a header does)
+    dom, _ = browse(page, fragment="q=blocks.&flagged=1&sort=measured%20std&dir=desc")
+    rows = dom.find("table", cls="layers")[0].find("tbody")[0].find("tr")
+    shown = [r for r in rows if "hidden" not in r.attrs]
+    expected = [x for x in layers if x["flags"] and "blocks." in x["param"]]
+    assert expected and [r.attrs["data-layer"] for r in shown] == \
+        [x["param"] for x in sorted(expected, key=lambda x: -x["measured_std"])]
+    assert f"{len(shown)} of 302 layers" in text_of(dom.find(id="layers")[0])

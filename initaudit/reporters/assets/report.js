@@ -434,6 +434,14 @@
     }
     search.addEventListener("input", refilter); onlyFlagged.addEventListener("change", refilter);
     sec.appendChild(el("div", { class: "tablewrap" }, el("table", { class: "layers" }, el("thead", {}, el("tr", {}, ths)), tbody)));
+    // A view can be linked: report.html#q=attn&flagged=1&sort=measured%20std&dir=desc
+    if (location.hash.includes("=")) {
+      const params = new URLSearchParams(location.hash.slice(1));
+      search.value = params.get("q") || "";
+      onlyFlagged.checked = params.get("flagged") === "1";
+      const j = COLUMNS.findIndex(([label]) => label === params.get("sort"));
+      if (j >= 0) { sortCol = j; sortDir = params.get("dir") === "desc" ? -1 : 1; }
+    }
     resort(); refilter();
     return sec;
   }
