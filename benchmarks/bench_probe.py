@@ -181,7 +181,8 @@ def _plain(model: nn.Module, inputs: torch.Tensor, backward: bool) -> None:
     del grads
 
 
-def bench(label: str, model: nn.Module, inputs: torch.Tensor, repeats: int) -> dict[str, float]:
+def bench(label: str, model: nn.Module, inputs: torch.Tensor, repeats: int,
+          histograms: bool = False) -> dict[str, float]:
     from initaudit.loaders.torch_module import graph_from_module
     from initaudit.probe.inputs import from_object
     from initaudit.probe.options import ProbeOptions
@@ -191,9 +192,10 @@ def bench(label: str, model: nn.Module, inputs: torch.Tensor, repeats: int) -> d
     probe_inputs = from_object(inputs, "file", "benchmark")
     runs = {
         "forward": lambda: _plain(model, inputs, backward=False),
-        "forward probe": lambda: probe_module(model, graph, probe_inputs, ProbeOptions(backward=False)),
+        "forward probe": lambda: probe_module(model, graph, probe_inputs,
+                                              ProbeOptions(backward=False, histograms=histograms)),
         "forward+backward": lambda: _plain(model, inputs, backward=True),
-        "full probe": lambda: probe_module(model, graph, probe_inputs, ProbeOptions()),
+        "full probe": lambda: probe_module(model, graph, probe_inputs, ProbeOptions(histograms=histograms)),
     }
     for fn in runs.values():  # warm-up
         fn()
@@ -225,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", choices=("gpt2", "resnet"), help="run one of the two models")
+    ap.add_argument("--histograms", action="store_true",
+                    help="probe with per-site histograms (what --histograms and --html collect)")
     args = ap.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}", flush=True)
     gen = torch.Generator().manual_seed(0)
@@ -234,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         vocab = gpt.wte.num_embeddings
         tokens = torch.randint(0, vocab, (4, 64), generator=gen).to(dev)
         bench("GPT-2 small (seq 64, batch 4)" if not args.quick else "GPT-2 layout, small", gpt,
-              tokens, args.repeats)
+              tokens, args.repeats, args.histograms)
         del gpt
     if args.only == "gpt2":
         return 0
@@ -242,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     side = 64 if args.quick else 224
     images = torch.randn(8, 3, side, side, generator=gen).to(dev)
     bench(f"ResNet-18 ({side}x{side}, batch 8)" if not args.quick else "ResNet layout, small", cnn,
-          images, args.repeats)
+          images, args.repeats, args.histograms)
     return 0
 
 

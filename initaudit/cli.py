@@ -130,6 +130,8 @@ def _run_audit(target: str, model_spec: str | None, out: OutputFlags, quiet: boo
     from initaudit.engine import audit
 
     baseline_file, config_file = flags.pop("baseline_file"), flags.pop("config_file")
+    if "html" in out.also or out.fmt == "html":  # the page draws the histograms
+        flags["histograms"] = True
     settings = resolve_settings(target, config_file, flags.pop("isolated"), cli_values(
         **pop_flags(flags, SETTINGS_FLAG_NAMES), baseline=str(baseline_file) if baseline_file else None,
         **probe_values(**pop_flags(flags, PROBE_FLAG_NAMES))))

@@ -374,16 +374,23 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
         skipped_rules = [r.code for r in rules if not r.applies_when_trained]
         if skipped_rules:
             notes.append(f"stage trained: init-only rules not applied ({', '.join(skipped_rules)})")
+    layers = layer_rows(ctx)
+    if settings.probe_histograms:  # the pictures: weight values beside the expected density
+        from initaudit.histograms import add_weight_histograms
+
+        add_weight_histograms(graph, layers)
+    opts = {r.code: r.opts for r in rules}
     return Report(
         target=graph.target, format=graph.format, stage=stage, stage_reason=why,
-        layers=layer_rows(ctx), findings=kept, fail_on=settings.fail_on, probe=ctx.probe,
+        layers=layers, findings=kept, fail_on=settings.fail_on, probe=ctx.probe,
         parameter_count=graph.parameter_count, notes=notes, skipped=list(graph.skipped),
         rule_errors=ruleset.errors + start_errors + rule_errors,
         signal=signal_rows(ctx) if graph.has_architecture else [],
         rules_run=[r.code for r in rules],
         rule_meta={c.code: {"name": c.name, "category": c.category, "severity": c.severity.value,
                             "summary": c.summary(), "origin": c.origin, "doc": c.doc(),
-                            "effective_severity": (_lookup(settings.severity, c) or c.severity.value)}
+                            "effective_severity": (_lookup(settings.severity, c) or c.severity.value),
+                            "options": opts.get(c.code, c.options)}
                    for c in ruleset.sorted()},
         suppressed=suppressed,
         source_path=graph.source_path, files_read=set(graph.files_read),

@@ -83,16 +83,25 @@ def _markdown(report: Report, view: ViewOptions | None) -> str:
     return markdown.render(report)
 
 
+def _html(report: Report, view: ViewOptions | None) -> str:
+    from initaudit.reporters import html
+
+    return html.render(report)
+
+
 #: --format name -> renderer(report, view) -> text. A new format adds one entry (and, for
 #: --FORMAT FILE, one entry in ALSO_WRITE).
 RENDERERS: dict[str, Callable[[Report, ViewOptions | None], str]] = {
-    "rich": _rich_text, "concise": _concise, "json": _json, "sarif": _sarif, "markdown": _markdown}
+    "rich": _rich_text, "concise": _concise, "json": _json, "sarif": _sarif, "markdown": _markdown,
+    "html": _html}
 FORMATS = tuple(RENDERERS)
 #: Formats that can be written beside the main report (--json FILE, ...): format -> help text.
 ALSO_WRITE: dict[str, str] = {
     "json": "Also write the JSON report to FILE.",
     "sarif": "Also write a SARIF 2.1.0 log to FILE (for github/codeql-action/upload-sarif).",
     "markdown": "Also write the Markdown report to FILE (a PR comment, or $GITHUB_STEP_SUMMARY).",
+    "html": "Also write a self-contained HTML report to FILE (charts and histograms, no network; "
+            "turns on --histograms).",
 }
 
 

@@ -90,6 +90,13 @@ class Report:
     def to_json_str(self, indent: int | None = 2) -> str:
         return json.dumps(clean_json(self.to_json()), indent=indent, allow_nan=False, default=_jsonable)
 
+    def to_html(self) -> str:
+        """The self-contained HTML page (:mod:`initaudit.reporters.html`); its activation and
+        weight histograms need ``audit(..., probe_histograms=True)``."""
+        from initaudit.reporters.html import render
+
+        return render(self)
+
     def __rich__(self):
         from initaudit.reporters.rich_report import render
 

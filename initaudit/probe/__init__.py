@@ -145,10 +145,17 @@ def _probe_onnx(graph: ModelGraph, options: ProbeOptions) -> ProbeResult:
     shapes = dict(options.input_shapes)
     if "" in shapes and len(names) == 1:
         shapes[names[0]] = shapes.pop("")
+    stats_fn = None
+    if options.histogram_bins:  # the same summary as the torch probe, histograms included
+        import functools
+
+        from initaudit.probe.stats import site_stats
+
+        stats_fn = functools.partial(site_stats, histogram_bins=options.histogram_bins)
     source = f"{options.inputs}: --inputs" if isinstance(options.inputs, (str, Path)) else None
     return run_onnx_probe(graph, batch_size=options.batch_size, seed=options.seed, inputs=feeds,
                           input_shapes=shapes, batch_size_given=options.batch_size_given,
-                          inputs_source=source)
+                          inputs_source=source, site_stats=stats_fn)
 
 
 def _onnx_input_names(graph: ModelGraph) -> list[str]:

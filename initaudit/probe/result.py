@@ -40,6 +40,8 @@ class SiteStats:
     identical_units: int = 0  # units that copy another (exact count; groups may be truncated)
     module: str | None = None  # module path / node name without the "#k" call suffix
     signal_std: float | None = None  # std with the layer's own bias taken off (when known)
+    # (edges, counts) of the pre-activation itself where ``histogram`` shows phi(x) (when asked for)
+    pre_histogram: tuple[list[float], list[int]] | None = None
 
     @property
     def spread(self) -> float:
@@ -62,6 +64,8 @@ class SiteStats:
                "identical_groups": [g[:16] for g in self.identical_groups[:8]]}
         if self.histogram is not None:
             out["histogram"] = {"edges": self.histogram[0], "counts": self.histogram[1]}
+        if self.pre_histogram is not None:
+            out["pre_histogram"] = {"edges": self.pre_histogram[0], "counts": self.pre_histogram[1]}
         return out
 
 
