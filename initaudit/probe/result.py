@@ -40,6 +40,7 @@ class SiteStats:
     identical_units: int = 0  # units that copy another (exact count; groups may be truncated)
     module: str | None = None  # module path / node name without the "#k" call suffix
     signal_std: float | None = None  # std with the layer's own bias taken off (when known)
+    correlation: float | None = None  # mean correlation between two samples' activations
 
     @property
     def spread(self) -> float:
@@ -59,7 +60,8 @@ class SiteStats:
                "dead_fraction": self.dead_fraction,
                "saturated_fraction": self.saturated_fraction, "nonfinite": self.nonfinite,
                "constant_units": self.constant_units, "identical_units": self.identical_units,
-               "identical_groups": [g[:16] for g in self.identical_groups[:8]]}
+               "identical_groups": [g[:16] for g in self.identical_groups[:8]],
+               "correlation": self.correlation}
         if self.histogram is not None:
             out["histogram"] = {"edges": self.histogram[0], "counts": self.histogram[1]}
         return out
