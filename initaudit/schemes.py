@@ -332,6 +332,10 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
         accepted = fit.label
     elif ratio is not None and 1 / tolerance <= ratio <= tolerance:
         accepted = exp.scheme
+    elif ratio is not None and param.is_output and fit is None and any(
+            m.scheme in ("xavier", "he", "he-fan-out", "lecun", "orthogonal") for m in matches) \
+            and 1 / tolerance**2 <= ratio <= tolerance**2:
+        accepted = matches[0].label  # a head's scale does not compound: any scheme within 1.44x
     elif recurrent and ("orthogonal" in names or "torch-default" in names):
         accepted = names[0]
     elif unknown_act:  # no architecture: any known scheme is a plausible choice
