@@ -260,6 +260,18 @@ def _norm(graph: ModelGraph, node: Node, x: Moments, stats) -> Moments:
 
 
 def _mul(ins: list[Moments]) -> Moments:
+    """x * y of branches whose unit-specific parts are independent (gate and up projections of
+    one input): per component when the branches share their components (E[x^2 y^2] =
+    E[x^2] E[y^2] for each input class, so inputs with a larger norm dominate the product)."""
+    if len(ins) > 1 and all(x.w == ins[0].w for x in ins):
+        a = np.prod([np.asarray(x.a) for x in ins], axis=0)
+        second = np.prod([np.asarray(x.v) + np.asarray(x.a) ** 2 for x in ins], axis=0)
+        same = np.prod([np.asarray(x.a) ** 2 + np.asarray(x.v) * (1 - x.distinct) for x in ins], axis=0)
+        v = np.maximum(second - a * a, 0.0)
+        w = np.asarray(ins[0].w)
+        unit = float(w @ v)
+        dist = float(w @ np.maximum(second - same, 0.0))
+        return Moments(ins[0].w, tuple(a), tuple(v), min(dist / unit, 1.0) if unit > 0 else 0.0)
     mean, second, same = 1.0, 1.0, 1.0
     for x in ins:
         mean *= x.mean
@@ -412,13 +424,16 @@ def _kurtosis(x: Moments) -> float:
 
 
 def _finite_width(x: _State, units: int | None) -> float:
-    """exp(-kappa / N): the typical (median) over the mean second moment after a layer of N
+    """exp(-kappa c^2 / N): the typical (median) over the mean second moment after a layer of N
     units fed by a signal of kurtosis K, kappa = 1 + (K - 1) / 2 (a chi-square over N units
     and the fluctuation of the activation's energy over them: E[log X] = -Var(X) / 2). The
     first layer sees independent inputs, whose batch averages the fluctuation out."""
     if not units or x.depth == 0 or x.m.pre is None:
         return 1.0
-    return math.exp(-(1.0 + (_kurtosis(x.m) - 1.0) / 2.0) / units)
+    # A batch of weakly correlated inputs averages the fluctuation over the weights: it is that
+    # of one input in proportion c^2 (c the correlation between inputs).
+    c = 1.0 - (x.m.distinct_var / x.m.var if x.m.var > 0 else 1.0)
+    return math.exp(-(1.0 + (_kurtosis(x.m) - 1.0) / 2.0) * c * c / units)
 
 
 def _layer(x: _State, fan_in: float, w: TensorStats, b: TensorStats | None,
@@ -428,6 +443,12 @@ def _layer(x: _State, fan_in: float, w: TensorStats, b: TensorStats | None,
     phi = x.m
     n = float(fan_in)
     pw, pa, pv = np.asarray(phi.w), np.asarray(phi.a), np.asarray(phi.v)
+    if x.depth == 0 and x.origin == "input" and len(pw) == 1 and n >= 1:
+        # independent standardised inputs: each sample's mean square over n features is a
+        # chi-square / n, relative spread sqrt(2 / n); products of branches amplify it
+        xs, ws = _SPLIT
+        pw, pa = ws.copy(), np.repeat(pa, 3)
+        pv = pv[0] * np.maximum(1 + math.sqrt(2.0 / n) * xs, 0.0)
     with np.errstate(all="ignore"):
         a = mu * n * pa + bm
         v = n * var * (pv + pa * pa) * _finite_width(x, units) + bv
