@@ -146,8 +146,8 @@ def expected(act: Activation | None, fan_in: int, fan_out: int) -> Expectation:
 # gain belongs to (``he(relu)``, ``xavier(tanh)``, ``lecun``).
 
 # The standard gains a caller passes (calculate_gain): label -> gain.
-STANDARD_GAINS = {"linear": 1.0, "relu": math.sqrt(2.0), "tanh": 5.0 / 3, "selu": 0.75,
-                  "leaky_relu(0.2)": math.sqrt(2.0 / 1.04)}
+# leaky_relu(a) for small a (0.01, 0.2: within 2% of sqrt(2)) reads as relu unless it follows.
+STANDARD_GAINS = {"linear": 1.0, "relu": math.sqrt(2.0), "tanh": 5.0 / 3, "selu": 0.75}
 RELU_LIKE = {"relu", "relu6", "leaky_relu", "prelu", "gelu", "silu", "elu", "celu", "mish",
              "softplus", "hardswish"}
 
