@@ -208,7 +208,7 @@ def candidates(param, act: Activation | None) -> list[Match]:
     # PyTorch's module defaults: kaiming_uniform(a=sqrt(5)) on the shape fans (Linear, Conv,
     # ConvTranspose: 1 / sqrt(3 * fan_in)); Bilinear: uniform(+-1/sqrt(in1)); RNNs:
     # uniform(+-1/sqrt(hidden)).
-    defaults = {init_in}
+    defaults = {init_in, param.fan_in}  # the true fan_in too: weights exported transposed
     if len(param.shape) == 3 and param.kind is OpKind.LINEAR:
         defaults.add(param.shape[1])
     if param.kind in (OpKind.RECURRENT_INPUT, OpKind.RECURRENT_HIDDEN):
@@ -315,6 +315,12 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
     act = param.activation if has_architecture or param.activation_source else None
     unknown_act = act is None and not has_architecture
     matches = identify(param, stats, orthogonal, act, distribution=distribution)
+    # GPT-2 scales residual output projections by 1/sqrt(2 * n_layer) (up to 128 layers)
+    if (param.residual_end or unknown_act) and 0.02 / math.sqrt(256) <= stats.std < 0.02 / 1.15 \
+            and not any(m.scheme == "transformer-0.02" for m in matches):
+        n_layer = max(1, round((0.02 / stats.std) ** 2 / 2))
+        matches.append(Match("transformer-0.02", 1.0, 0.02 / math.sqrt(2 * n_layer), None,
+                             abs(math.log(stats.std * math.sqrt(2 * n_layer) / 0.02))))
     names = scheme_names(matches)
     recurrent = param.kind in (OpKind.RECURRENT_INPUT, OpKind.RECURRENT_HIDDEN)
     if param.kind is OpKind.EMBEDDING:
@@ -332,6 +338,8 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
         accepted = fit.label
     elif ratio is not None and 1 / tolerance <= ratio <= tolerance:
         accepted = exp.scheme
+    elif param.is_output and "torch-default" in names:
+        accepted = "torch-default"  # a head's scale does not compound; PyTorch's default head
     elif ratio is not None and param.is_output and fit is None and any(
             m.scheme in ("xavier", "he", "he-fan-out", "lecun", "orthogonal") for m in matches) \
             and 1 / tolerance**2 <= ratio <= tolerance**2:
@@ -339,7 +347,7 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
     elif recurrent and ("orthogonal" in names or "torch-default" in names):
         accepted = names[0]
     elif unknown_act:  # no architecture: any known scheme is a plausible choice
-        accepted = next((m.label for m in matches if m.scheme != "transformer-0.02"), None)
+        accepted = next((m.label for m in matches if m.scheme != "transformer-0.02" or m.std < 0.02), None)
     convention = None
     if accepted is None and fixed_std is not None:
         convention = f"fixed-std {fixed_std:.3g}"

@@ -25,6 +25,17 @@ def _judged(ctx, param: str) -> bool:
     return not (p.residual_end or ctx.analysis(param).stats.all_zero)
 
 
+def _after_constant(ctx) -> set[tuple[str, int]]:
+    """(origin, depth) of layers downstream of a constant layer in their segment: inputs merge
+    there because of that layer, which IA102 reports."""
+    first: dict[str, int] = {}
+    for s in ctx.signal:
+        st = ctx.analysis(s.param).stats
+        if st.numel > 1 and st.max == st.min:
+            first[s.origin] = min(first.get(s.origin, s.depth), s.depth)
+    return {(s.origin, s.depth) for s in ctx.signal if s.origin in first and s.depth >= first[s.origin]}
+
+
 class PredictedCorrelationCollapse(Rule):
     """Different inputs predicted to become indistinguishable through depth (ordered phase).
 
@@ -80,7 +91,7 @@ class PredictedCorrelationCollapse(Rule):
 
     Options
     -------
-    warn_ratio (float, default 0.1): D below which to warn.
+    warn_ratio (float, default 0.05): D below which to warn.
     error_ratio (float, default 0.001): D below which the finding is an error.
     min_depth (int, default 2): layers a segment must span before it is judged.
     """
@@ -89,12 +100,13 @@ class PredictedCorrelationCollapse(Rule):
     name = "predicted-correlation-collapse"
     category = "vanishing"
     severity = Severity.WARNING
-    options = {"warn_ratio": 0.1, "error_ratio": 0.001, "min_depth": 2}
+    options = {"warn_ratio": 0.05, "error_ratio": 0.001, "min_depth": 2}
     applies_when_trained = False
     scope = "model"
 
     def check(self, ctx) -> Iterator[Finding]:
-        profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"]
+        skip = _after_constant(ctx)
+        profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"] and (s.origin, s.depth) not in skip
                    and s.distinct_ratio == s.distinct_ratio and _judged(ctx, s.param)]
         if not profile:
             return
@@ -160,7 +172,7 @@ class MeasuredCorrelationCollapse(Rule):
 
     Options
     -------
-    warn_ratio (float, default 0.1): D below which to warn.
+    warn_ratio (float, default 0.05): D below which to warn.
     error_ratio (float, default 0.001): D below which the finding is an error.
     min_depth (int, default 2): layers a segment must span before it is judged.
     """
@@ -169,7 +181,7 @@ class MeasuredCorrelationCollapse(Rule):
     name = "activation-correlation-collapse"
     category = "vanishing"
     severity = Severity.WARNING
-    options = {"warn_ratio": 0.1, "error_ratio": 0.001, "min_depth": 2}
+    options = {"warn_ratio": 0.05, "error_ratio": 0.001, "min_depth": 2}
     applies_when_trained = False
     needs_probe = True
     scope = "model"
@@ -179,7 +191,10 @@ class MeasuredCorrelationCollapse(Rule):
         if probe is None or not getattr(probe, "ran", False) or not ctx.graph.has_architecture:
             return
         rows = []
+        skip = _after_constant(ctx)
         for m in measured_profile(ctx.signal, probe):
+            if (m.signal.origin, m.signal.depth) in skip:
+                continue
             c, c0 = m.site.correlation, m.origin.correlation if m.origin else None
             if c is None or c0 is None or m.signal.depth < self.opts["min_depth"] \
                     or not _judged(ctx, m.signal.param) or c0 >= 1:

@@ -121,7 +121,8 @@ class InitScale(Rule):
     when a stack that shrinks ends in a residual add (the skip path carries the signal:
     GPT-2/CLIP depth-scaled projections, LayerScale), and when the dataflow was guessed from
     module order. With no architecture (a bare checkpoint) only spreads outside every known
-    scheme by ``tolerance`` are reported.
+    scheme by ``tolerance`` are reported. A layer a normalisation follows is reported only when
+    its std is more than 2x off (its forward scale is normalised away).
 
     Why it matters
     --------------
@@ -182,6 +183,8 @@ class InitScale(Rule):
         for p, st, res, label in judged:
             if res is None or res.accepted_by:
                 continue
+            if p.normalized_after and res.ratio and abs(math.log(res.ratio)) <= math.log(2):
+                continue  # normalised away forwards; a backward scale within 2x is no finding
             yield from self._report(ctx, p, st, res, label, stacks.get(p.name), factors)
 
     def _assess(self, ctx, p, stats, orthogonal, dist, fixed):
@@ -217,8 +220,8 @@ class InitScale(Rule):
             what = "matches no known scheme"
         severity, compound, why = self._severity(ctx, p, res, stack, factors)
         yield self.finding(
-            p.name, f"{label}std {fmt(std)} {what}; {exp.reason} the {title} std is {fmt(exp.std)} "
-                    f"({fmt(res.ratio)}x, {shape}){why}",
+            p.name, f"{label}std {fmt(std)} is {fmt(res.ratio)}x the {title} std {fmt(exp.std)} expected "
+                    f"{exp.reason} ({shape}); {what}{why}",
             severity=severity,
             evidence={"std": std, "expected_std": exp.std, "ratio": res.ratio, "scheme": exp.scheme,
                       "gain": exp.gain, "matched_schemes": res.matched,
