@@ -91,7 +91,7 @@ class PredictedCorrelationCollapse(Rule):
 
     Options
     -------
-    warn_ratio (float, default 0.05): D below which to warn.
+    warn_ratio (float, default 0.02): D below which to warn.
     error_ratio (float, default 0.001): D below which the finding is an error.
     min_depth (int, default 2): layers a segment must span before it is judged.
     """
@@ -100,7 +100,7 @@ class PredictedCorrelationCollapse(Rule):
     name = "predicted-correlation-collapse"
     category = "vanishing"
     severity = Severity.WARNING
-    options = {"warn_ratio": 0.05, "error_ratio": 0.001, "min_depth": 2}
+    options = {"warn_ratio": 0.02, "error_ratio": 0.001, "min_depth": 2}
     applies_when_trained = False
     scope = "model"
 
@@ -172,7 +172,7 @@ class MeasuredCorrelationCollapse(Rule):
 
     Options
     -------
-    warn_ratio (float, default 0.05): D below which to warn.
+    warn_ratio (float, default 0.02): D below which to warn.
     error_ratio (float, default 0.001): D below which the finding is an error.
     min_depth (int, default 2): layers a segment must span before it is judged.
     """
@@ -181,7 +181,7 @@ class MeasuredCorrelationCollapse(Rule):
     name = "activation-correlation-collapse"
     category = "vanishing"
     severity = Severity.WARNING
-    options = {"warn_ratio": 0.05, "error_ratio": 0.001, "min_depth": 2}
+    options = {"warn_ratio": 0.02, "error_ratio": 0.001, "min_depth": 2}
     applies_when_trained = False
     needs_probe = True
     scope = "model"

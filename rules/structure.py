@@ -88,11 +88,11 @@ class DuplicateUnits(Rule):
 
 
 class InitScale(Rule):
-    """Weight spread that is not what the following activation calls for.
+    """Weight spread far from what the following activation calls for.
 
     What it checks
     --------------
-    Every linear, convolution, attention, recurrent-input and embedding weight is identified
+    The std of every linear, convolution, attention, recurrent-input and embedding weight is identified
     against the torch.nn.init schemes, each with its gain and with the fans torch read from the
     shape (``he(relu)``, ``xavier(tanh)``, ``lecun``, ``torch-default``, ``orthogonal``), and
     accepted only when a matched scheme is the one the activation after it calls for:
@@ -240,6 +240,11 @@ class InitScale(Rule):
             for level in levels[1:]:
                 rs = [factors.get(n, 1.0) for n in level]
                 compound *= math.exp(sum(math.log(r) for r in rs) / len(rs))
+        # a single layer far off (past the same thresholds on its own) is a warning too
+        own = res.ratio or 1.0
+        if depth_severity(own, own < 1, (PredictedVanishing if own < 1 else PredictedExploding).options) \
+                and abs(math.log(own)) > abs(math.log(compound)):
+            compound = own
         shrinking = compound < 1
         limits = (PredictedVanishing if shrinking else PredictedExploding).options
         severity = depth_severity(compound, shrinking, limits)
@@ -372,12 +377,10 @@ class _SignalRule(Rule):
         # A residual branch's last layer is small by design (GPT-2's scaled projections,
         # Fixup, zero-init): the stream it adds to carries the signal, so it is not judged.
         # An all-zero layer is IA102's to judge (a zero head is legitimate).
-        # An output head is small by design (N(0, 0.01) classifiers): nothing after it depends on
-        # its scale, so it is not judged for vanishing either. Unknown predictions are skipped.
+        # Unknown predictions (after an op nothing models) are skipped.
         profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"] and s.ratio == s.ratio
                    and not (self.direction == "vanishing" and (
-                       ctx.graph.params[s.param].residual_end or ctx.graph.params[s.param].is_output
-                       or ctx.analysis(s.param).stats.all_zero))]
+                       ctx.graph.params[s.param].residual_end or ctx.analysis(s.param).stats.all_zero))]
         if not profile:
             return
         pick = min if self.direction == "vanishing" else max
