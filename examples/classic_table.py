@@ -34,7 +34,7 @@ def verdict(report) -> str:
     parts = []
     for code, f in sorted(worst.items()):
         extra = ""
-        if "ratio" in f.evidence and f.rule in ("IA104", "IA109", "IA110"):
+        if "ratio" in f.evidence and f.rule in ("IA104", "IA109", "IA110", "IA111", "IA210"):
             extra = f" {f.evidence['ratio']:.2g}x"
         parts.append(f"{code} {f.name}{extra} ({f.severity.value})")
     return "; ".join(parts)

@@ -186,7 +186,8 @@ def layer_rows(ctx: Context) -> list[dict[str, Any]]:
         if not (p.is_weight or p.role is ParamRole.NORM_SCALE):
             continue
         a = ctx.analysis(p.name)
-        res = assess(p, a.stats, a.orthogonal_gain, g.family, g.has_architecture)
+        res = assess(p, a.stats, a.orthogonal_gain, g.family, g.has_architecture,
+                     distribution=a.shape.distribution if a.shape else None)
         row = {
             "name": p.layer, "op": p.op, "param": p.name, "shape": list(p.shape), "dtype": p.dtype,
             "kind": p.kind.value, "fan_in": p.fan_in, "fan_out": p.fan_out,
@@ -199,6 +200,8 @@ def layer_rows(ctx: Context) -> list[dict[str, Any]]:
                          if res and res.expected else None),
             "ratio": res.ratio if res else None,
             "matched_schemes": res.matched if res else [],
+            # each match with its gain: {"scheme": "he", "gain": 1.414, "activation": "relu", ...}
+            "matches": [m.to_json() for m in res.matches] if res else [],
             "predicted_std": signal[p.name].predicted_std if p.name in signal else None,
             "probe": None,
         }

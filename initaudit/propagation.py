@@ -1,94 +1,479 @@
-"""Static (mean-field) prediction of signal spread through depth, before any forward pass.
+"""Static (mean-field) prediction of signal spread and input correlation through depth.
 
-For a layer with weights W (fan_in inputs) after an activation phi, the second moment of the
-pre-activation is
+Every node of the dataflow carries a :class:`Moments` record of the signal over units and
+inputs (Poole et al. 2016; Schoenholz et al. 2017, with means carried explicitly):
 
-    q_l = fan_in * E[W_l^2] * E[phi(h_{l-1})^2] + E[b_l^2],    h_{l-1} ~ N(0, q_{l-1})
+- ``mean``: the grand mean m of the elements;
+- ``common``: the variance over inputs of a per-input mode shared by all units (a weight matrix
+  with mean mu adds mu * sum_j phi_j(x) to every unit: the same for all units, not for all inputs);
+- ``unit``: the variance v of the unit-specific part;
+- ``distinct``: the fraction d = 1 - c of ``unit`` that differs between two inputs (c is the
+  correlation of two inputs' unit-specific parts; d = 1 for independent inputs, d -> 0 in the
+  ordered phase, where different inputs become indistinguishable).
 
-where E[phi(h)^2] is computed by Gauss-Hermite quadrature for the actual activation. A
-normalisation layer resets q to E[gamma^2] + E[beta^2]; a residual Add sums the branch moments;
-shape-only ops pass q through. Inputs are assumed standardised (q_0 = 1); an embedding starts
-with its own table's second moment.
+A weight layer with n = fan_in inputs, weights of mean mu and variance sigma^2 and a bias b maps
+an input signal phi (grand mean E[phi], common mode a) to
+
+    mean'   = mu * n * E[phi] + E[b]
+    common' = mu^2 * (n^2 * common_phi + n * v_phi * d_phi)
+    unit'   = n * sigma^2 * E[phi^2] + Var(b)
+    unit' * d' = n * sigma^2 * (common_phi + v_phi * d_phi)
+
+so the second moment is q = (mu n E[phi] + E[b])^2 + n sigma^2 E[phi^2] + Var(b) (+ common).
+An activation's moments are integrated under the Gaussian pre-activation N(a + m, v) by
+Gauss-Hermite quadrature; its distinct part is (1/2) E[(phi(s + t) - phi(s - t))^2] with
+s ~ N(m, v (1 - d/2)), t ~ N(0, v d / 2) (for d -> 0 this is v d E[phi'(s)^2]: Schoenholz's
+chi_1). Gated products x * y of independent branches: E[(xy)^2] = E[x^2] E[y^2] (SwiGLU:
+E[silu(g)^2] E[u^2]). ``cat`` mixes its branches; average pooling over k elements keeps the part
+common to all inputs and divides the distinct part by k; max pooling takes the moments of the
+maximum of k draws (order-statistic density k F^(k-1) f); attention averages its value input
+over the tokens (``attrs["tokens"]``, harmonic for causal masks); a residual ``add`` sums the
+branch moments, means included (``relu(bn(x) + x)`` sees a non-zero-mean input). LayerNorm and
+RMSNorm reset the spread to E[gamma^2] + Var(beta) and keep d; batch-statistics norms remove the
+part common to all inputs (d' = 1). An ``unknown`` op makes everything after it unknown until a
+normalisation or an embedding resets the signal; the profile says so (``unknown_after``).
+Inputs are assumed standardised and independent (mean 0, variance 1, d = 1).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
 
 from initaudit.analysis import TensorStats
-from initaudit.graph import ModelGraph, OpKind, ParamRole
-from initaudit.schemes import second_moment
+from initaudit.graph import Activation, ModelGraph, Node, OpKind, ParamRole
+from initaudit.schemes import activation_fn
+
+_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(40)
+_GH_W = _GH_W / _GH_W.sum()
+_GRID = np.linspace(-9.0, 9.0, 721)  # for order statistics (max pooling)
+
+
+_MAX_COMPONENTS = 16
+_SPLIT = (np.array([-math.sqrt(3.0), 0.0, math.sqrt(3.0)]), np.array([1 / 6, 2 / 3, 1 / 6]))
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Mean-field description of a signal (see the module docstring): a mixture over inputs of
+    components k (weight w_k) whose units have mean a_k and variance v_k. The spread of the a_k
+    is the common mode: a per-input offset shared by all units, which a mean-shifted weight
+    matrix multiplies by mu * n at every layer (its distribution is carried exactly, not as a
+    Gaussian: mu * n * relu(a) rectifies it)."""
+
+    w: tuple[float, ...] = (1.0,)
+    a: tuple[float, ...] = (0.0,)
+    v: tuple[float, ...] = (1.0,)
+    distinct: float = 1.0  # fraction of the unit variance that differs between two inputs
+    act: Activation | None = None  # set when this is phi(pre) of a Gaussian pre-activation
+    pre: Moments | None = None
+
+    @staticmethod
+    def gaussian(mean: float, unit: float, common: float = 0.0, distinct: float = 1.0) -> Moments:
+        if common > 0 and math.isfinite(common):
+            x, w = _SPLIT
+            return Moments(tuple(w), tuple(mean + math.sqrt(common) * x), (unit,) * 3, distinct)
+        return Moments((1.0,), (mean,), (unit,), distinct)
+
+    @property
+    def mean(self) -> float:
+        return float(np.dot(self.w, self.a))
+
+    @property
+    def unit(self) -> float:
+        return float(np.dot(self.w, self.v))
+
+    @property
+    def common(self) -> float:
+        a = np.asarray(self.a)
+        return float(np.dot(self.w, (a - self.mean) ** 2))
+
+    @property
+    def var(self) -> float:
+        """Variance of the elements around the grand mean (what a probe's std measures)."""
+        return self.unit + self.common
+
+    @property
+    def second(self) -> float:
+        return self.var + self.mean * self.mean
+
+    @property
+    def distinct_var(self) -> float:
+        """Variance of the part that differs between two inputs (the common mode differs too:
+        independent inputs have independent common modes)."""
+        return self.common + self.unit * self.distinct
+
+    @property
+    def finite(self) -> bool:
+        return bool(np.isfinite(self.a).all() and np.isfinite(self.v).all())
+
+
+def _mixture(w: np.ndarray, a: np.ndarray, v: np.ndarray, spread: np.ndarray, distinct: float,
+             **kw) -> Moments:
+    """Components (w, a, v), each widened over inputs by ``spread`` (a variance), merged back to
+    at most _MAX_COMPONENTS components with the common-mode variance kept exactly."""
+    if np.any(spread > 0):
+        x, sw = _SPLIT
+        w = (w[:, None] * sw[None, :]).ravel()
+        a = (a[:, None] + np.sqrt(np.maximum(spread, 0))[:, None] * x[None, :]).ravel()
+        v = np.repeat(v, 3)
+    if len(w) > _MAX_COMPONENTS and np.isfinite(a).all():
+        order = np.argsort(a, kind="stable")
+        w, a, v = w[order], a[order], v[order]
+        mean = float(np.dot(w, a))
+        common = float(np.dot(w, (a - mean) ** 2))
+        groups = np.minimum((np.cumsum(w) - w / 2) * _MAX_COMPONENTS, _MAX_COMPONENTS - 1).astype(int)
+        gw = np.bincount(groups, w, _MAX_COMPONENTS)
+        keep = gw > 0
+        ga = np.bincount(groups, w * a, _MAX_COMPONENTS)[keep] / gw[keep]
+        gv = np.bincount(groups, w * v, _MAX_COMPONENTS)[keep] / gw[keep]
+        gw = gw[keep]
+        merged = float(np.dot(gw, (ga - mean) ** 2))
+        if merged > 0:
+            ga = mean + (ga - mean) * math.sqrt(common / merged)
+        w, a, v = gw, ga, gv
+    return Moments(tuple(w), tuple(a), tuple(np.maximum(v, 0.0)), min(max(distinct, 0.0), 1.0), **kw)
+
+
+def _fn(act: Activation) -> Callable[[np.ndarray], np.ndarray]:
+    f = activation_fn(act)
+    return lambda x: f(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))).numpy()
+
+
+def activation_moments(act: Activation, pre: Moments) -> Moments:
+    """Moments of phi(h) for a Gaussian pre-activation N(a_k, v_k) in each component."""
+    phi = _fn(act)
+    a, v = np.asarray(pre.a), np.sqrt(np.maximum(pre.v, 0.0))
+    y = phi(a[:, None] + v[:, None] * _GH_X[None, :])
+    g = y @ _GH_W
+    var = np.maximum((y * y) @ _GH_W - g * g, 0.0)
+    w = np.asarray(pre.w)
+    unit = float(np.dot(w, var))
+    d = min(max(pre.distinct, 0.0), 1.0)
+    out = dict(act=act, pre=pre)
+    if unit <= 0 or d <= 0:
+        return Moments(pre.w, tuple(g), tuple(var), 0.0, **out)
+    s = a[:, None] + (v * math.sqrt(1 - d / 2))[:, None] * _GH_X[None, :]  # (K, nodes)
+    if d > 1e-8:
+        t = math.sqrt(d / 2) * v[:, None, None] * _GH_X[None, None, :]
+        diff = phi(s[:, :, None] + t) - phi(s[:, :, None] - t)
+        part = 0.5 * np.einsum("kij,i,j->k", diff * diff, _GH_W, _GH_W)
+    else:  # linearised: (1/2) E[(2 t phi'(s))^2] = v d E[phi'(s)^2]
+        h = 1e-4 * np.maximum(v, 1e-300)[:, None]
+        deriv = (phi(s + h) - phi(s - h)) / (2 * h)
+        part = d * v * v * ((deriv * deriv) @ _GH_W)
+    return Moments(pre.w, tuple(g), tuple(var), min(float(np.dot(w, part)) / unit, 1.0), **out)
+
+
+def _max_moments(x: Moments, k: int) -> Moments:
+    """Max of k elements (pooling window) that share the part common to the window (the
+    per-input common mode and the per-unit offsets) and differ in their distinct part."""
+    pre, act = (x.pre, x.act) if x.pre is not None else (x, Activation("identity"))
+    phi = _fn(act)
+    d = min(max(pre.distinct, 0.0), 1.0)
+    z = _GRID
+    cdf = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+    dens = k * cdf ** (k - 1) * np.exp(-z * z / 2)
+    dens = dens / dens.sum()
+    a, v = np.asarray(pre.a), np.maximum(pre.v, 0.0)
+    base = a[:, None] + np.sqrt(v * (1 - d))[:, None] * _GH_X[None, :]  # (K, nodes): shared part
+    y = phi(base[:, :, None] + np.sqrt(v * d)[:, None, None] * z[None, None, :])
+    g, g2 = y @ dens, (y * y) @ dens  # (K, nodes)
+    mean_k = g @ _GH_W
+    shared = np.maximum((g * g) @ _GH_W - mean_k**2, 0.0)  # per-unit offsets, same for all inputs
+    within = np.maximum((g2 - g * g) @ _GH_W, 0.0)
+    w = np.asarray(pre.w)
+    unit = shared + within
+    tot = float(np.dot(w, unit))
+    return Moments(pre.w, tuple(mean_k), tuple(unit), float(np.dot(w, within)) / tot if tot > 0 else 0.0)
 
 
 @dataclass
 class LayerSignal:
     param: str
     layer: str
-    predicted_std: float  # std of this layer's pre-activation output
+    predicted_std: float  # std of this layer's pre-activation output (nan when unknown)
     ratio: float  # predicted_std / std where the segment started (input, embedding or norm)
     depth: int  # weight layers since the segment started
     origin: str  # where the segment started
+    predicted_mean: float = 0.0
+    # sqrt(d_l / d_start): the spread that differs between inputs, relative to the segment start
+    distinct_ratio: float = 1.0
+    correlation: float = 0.0  # predicted correlation between two inputs' pre-activations
+    unknown_after: str | None = None  # the unknown op the prediction could not see through
 
 
 @dataclass
 class _State:
-    m2: float
-    origin_m2: float
+    m: Moments
+    origin_var: float
+    origin_distinct: float
     depth: int
     origin: str
+    unknown: str | None = None  # op name when the signal passed an unknown op
+
+
+def _stat_moments(stats: TensorStats | None) -> tuple[float, float]:
+    if stats is None:
+        return 0.0, 0.0
+    if not math.isfinite(stats.std):
+        return math.inf, math.inf
+    return stats.mean, stats.std**2
+
+
+def _batch_norm(graph: ModelGraph, node: Node) -> bool:
+    op = (node.op or "").lower()
+    if "batch" in op or "instance" in op:
+        return True
+    layers = {graph.params[n].layer for n in node.norm_params if n in graph.params}
+    return any(p.role is ParamRole.RUNNING_VAR and p.layer in layers for p in graph.params.values())
+
+
+def _norm(graph: ModelGraph, node: Node, x: Moments, stats) -> Moments:
+    roles = {n: graph.params[n].role for n in node.norm_params if n in graph.params}
+    scale = next((n for n, r in roles.items() if r is ParamRole.NORM_SCALE), None)
+    shift = next((n for n, r in roles.items() if r is ParamRole.NORM_SHIFT), None)
+    gm, gv = _stat_moments(stats(scale)) if scale else (1.0, 0.0)
+    gm += float(node.attrs.get("offset", 0.0))  # x * (1 + w) parametrisations
+    bm, bv = _stat_moments(stats(shift)) if shift else (0.0, 0.0)
+    g2 = gm * gm + gv
+    if "rms" in (node.op or "").lower() and x.second > 0:  # no centring: x / rms(x)
+        f = g2 / x.second
+        unit = f * x.unit + bv
+        r = gm / math.sqrt(x.second)
+        return Moments(x.w, tuple(r * np.asarray(x.a) + bm), tuple(f * np.asarray(x.v) + bv),
+                       f * x.unit * x.distinct / unit if unit > 0 else 0.0)
+    if _batch_norm(graph, node):
+        # per unit over the batch: the per-unit offsets shared by all inputs are removed; the
+        # per-input common mode and the distinct part are scaled to unit variance together
+        tot = x.distinct_var
+        cf = x.common / tot if tot > 0 else 0.0
+        unit = g2 * (1 - cf) + bv
+        return Moments.gaussian(bm, unit, g2 * cf, g2 * (1 - cf) / unit if unit > 0 else 0.0)
+    # LayerNorm / GroupNorm: per input over units: the common mode and the grand mean go
+    unit = g2 + bv
+    return Moments.gaussian(bm, unit, 0.0, g2 * x.distinct / unit if unit > 0 else 0.0)
+
+
+def _mul(ins: list[Moments]) -> Moments:
+    """x * y of branches whose unit-specific parts are independent (gate and up projections of
+    one input): per component when the branches share their components (E[x^2 y^2] =
+    E[x^2] E[y^2] for each input class, so inputs with a larger norm dominate the product)."""
+    if len(ins) > 1 and all(x.w == ins[0].w for x in ins):
+        a = np.prod([np.asarray(x.a) for x in ins], axis=0)
+        second = np.prod([np.asarray(x.v) + np.asarray(x.a) ** 2 for x in ins], axis=0)
+        same = np.prod([np.asarray(x.a) ** 2 + np.asarray(x.v) * (1 - x.distinct) for x in ins], axis=0)
+        v = np.maximum(second - a * a, 0.0)
+        w = np.asarray(ins[0].w)
+        unit = float(w @ v)
+        dist = float(w @ np.maximum(second - same, 0.0))
+        return Moments(ins[0].w, tuple(a), tuple(v), min(dist / unit, 1.0) if unit > 0 else 0.0)
+    mean, second, same = 1.0, 1.0, 1.0
+    for x in ins:
+        mean *= x.mean
+        second *= x.second
+        same *= x.mean * x.mean + x.unit * (1 - x.distinct)  # E[x_a x_b], independent inputs
+    var = max(second - mean * mean, 0.0)
+    dist = max(second - same, 0.0)
+    return Moments.gaussian(mean, var, 0.0, dist / var if var > 0 else 0.0)
+
+
+def _weighted(ins: list[Moments], w: list[float]) -> Moments:
+    total = sum(w)
+    w = [x / total for x in w]
+    mean = sum(wi * x.mean for wi, x in zip(w, ins))
+    second = sum(wi * x.second for wi, x in zip(w, ins))
+    common = sum(wi * x.common for wi, x in zip(w, ins))
+    dist = sum(wi * x.unit * x.distinct for wi, x in zip(w, ins))
+    unit = max(second - mean * mean - common, 0.0)
+    return Moments.gaussian(mean, unit, common, dist / unit if unit > 0 else 0.0)
+
+
+def _average(x: Moments, k: float) -> Moments:
+    """Mean of k elements that differ only in their distinct part."""
+    k = max(k, 1.0)
+    d = x.distinct
+    v = np.asarray(x.v) * ((1 - d) + d / k)
+    unit = x.unit * ((1 - d) + d / k)
+    return Moments(x.w, x.a, tuple(v), (x.unit * d / k) / unit if unit > 0 else 0.0)
+
+
+def _add(ms: list[Moments]) -> Moments:
+    """Sum of branches with independent unit-specific parts; the common modes of branches of
+    one input move together (component by component when they line up)."""
+    unit = sum(x.unit for x in ms)
+    dist = sum(x.unit * x.distinct for x in ms)
+    d = dist / unit if unit > 0 else 0.0
+    if len({len(x.w) for x in ms}) == 1 and all(x.w == ms[0].w for x in ms):
+        a = sum(np.asarray(x.a) for x in ms)
+        v = sum(np.asarray(x.v) for x in ms)
+        return Moments(ms[0].w, tuple(a), tuple(v), d)
+    return Moments.gaussian(sum(x.mean for x in ms), unit, sum(x.common for x in ms), d)
+
+
+def _tokens_effective(node: Node) -> float | None:
+    t = node.attrs.get("tokens")
+    if not t:
+        return None
+    t = int(t)
+    if node.attrs.get("causal"):  # position i averages over i + 1 tokens: E[1/(i+1)] = H_T / T
+        return t / sum(1.0 / i for i in range(1, t + 1))
+    return float(t)
 
 
 def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[LayerSignal]:
-    """Predicted pre-activation std of each weight layer, in forward order."""
+    """Predicted pre-activation moments of each weight layer, in forward order."""
     state: dict[str, _State] = {}
     profile: list[LayerSignal] = []
+    params = graph.params
 
-    def moment(name: str | None) -> float:
-        if not name or name not in graph.params:
-            return 0.0
-        s = stats(name)
-        return s.std**2 + s.mean**2 if math.isfinite(s.std) else math.inf
+    def pstats(name: str | None) -> TensorStats | None:
+        return stats(name) if name and name in params else None
+
+    def fresh(m: Moments, origin: str) -> _State:
+        return _State(m, m.var, m.distinct_var / m.var if m.var > 0 else 1.0, 0, origin)
 
     for node in graph.nodes:
         ins = [state[i] for i in node.inputs if i in state]
-        first = ins[0] if ins else _State(1.0, 1.0, 0, "input")
-        if node.kind == "input":
-            state[node.name] = _State(1.0, 1.0, 0, "input")
-        elif node.param and node.param not in graph.params:  # not analysable (e.g. not in checkpoint)
+        first = ins[0] if ins else fresh(Moments(), "input")
+        kind = node.kind
+        if kind == "input":
+            state[node.name] = fresh(Moments(), "input")
+        elif node.param and node.param not in params:  # not analysable (e.g. not in checkpoint)
             state[node.name] = first
-        elif node.kind == "embedding" and node.param:
-            m2 = moment(node.param)
-            state[node.name] = _State(m2, m2, 0, node.name)
-        elif node.kind == "layer" and node.param:
-            p = graph.params[node.param]
+        elif kind == "embedding" and node.param:
+            mean, var = _stat_moments(stats(node.param))
+            state[node.name] = fresh(Moments.gaussian(mean, var), node.name)
+        elif kind == "layer" and node.param:
+            p = params[node.param]
             if p.kind in (OpKind.RECURRENT_INPUT, OpKind.RECURRENT_HIDDEN) or not p.fan_in:
-                state[node.name] = first
+                state[node.name] = replace(first, unknown=first.unknown or p.op)
                 continue
-            m2 = p.fan_in * moment(node.param) * first.m2 + moment(node.bias)
-            st = _State(m2, first.origin_m2, first.depth + 1, first.origin)
+            dense = p.kind in (OpKind.LINEAR, OpKind.ATTENTION)
+            st = _layer(first, p.fan_in, stats(node.param), pstats(node.bias),
+                        p.fan_out if dense else None)
             state[node.name] = st
-            ratio = math.sqrt(m2 / st.origin_m2) if st.origin_m2 > 0 and math.isfinite(m2) else (
-                math.inf if m2 > 0 else 0.0)
-            profile.append(LayerSignal(node.param, p.layer, math.sqrt(m2) if math.isfinite(m2) else math.inf,
-                                       ratio, st.depth, st.origin))
-        elif node.kind == "act" and node.activation:
+            profile.append(_signal(node.param, p.layer, st))
+        elif kind == "act" and node.activation:
+            x = first.m
             try:
-                m2 = second_moment(node.activation, first.m2) if math.isfinite(first.m2) else math.inf
-            except KeyError:  # an activation we cannot integrate: pass through
-                m2 = first.m2
-            state[node.name] = _State(m2, first.origin_m2, first.depth, first.origin)
-        elif node.kind == "norm":
-            roles = {n: graph.params[n].role for n in node.norm_params if n in graph.params}
-            scale = [n for n, r in roles.items() if r is ParamRole.NORM_SCALE]
-            shift = [n for n, r in roles.items() if r is ParamRole.NORM_SHIFT]
-            m2 = (moment(scale[0]) if scale else 1.0) + (moment(shift[0]) if shift else 0.0)
-            state[node.name] = _State(m2, m2, 0, node.name)
-        elif node.kind == "add" and ins:
+                m = activation_moments(node.activation, x) if x.finite else x
+            except KeyError:  # an activation nothing can integrate
+                state[node.name] = replace(first, unknown=first.unknown or str(node.activation))
+                continue
+            state[node.name] = replace(first, m=m)
+        elif kind == "norm":
+            m = _norm(graph, node, first.m, pstats)
+            state[node.name] = fresh(m, node.name)
+        elif kind == "add" and ins:
             # The dominant path (usually the skip connection) carries the segment on.
-            main = max(ins, key=lambda s: s.m2)
-            state[node.name] = _State(sum(s.m2 for s in ins), main.origin_m2, main.depth, main.origin)
-        else:
+            main = max(ins, key=lambda s: s.m.var if math.isfinite(s.m.var) else math.inf)
+            m = _add([s.m for s in ins])
+            state[node.name] = replace(main, m=m, unknown=next((s.unknown for s in ins if s.unknown), None))
+        elif kind == "mul" and ins:
+            ms = [s.m for s in ins]
+            if node.param and node.param in params:
+                gm, gv = _stat_moments(stats(node.param))
+                gm += float(node.attrs.get("offset", 0.0))
+                ms.append(Moments.gaussian(gm, gv, 0.0, 0.0))
+            if "scale" in node.attrs:
+                s = float(node.attrs["scale"])
+                ms.append(Moments.gaussian(s, 0.0, 0.0, 0.0))
+            main = max(ins, key=lambda s: s.depth)
+            state[node.name] = replace(main, m=_mul(ms), unknown=next((s.unknown for s in ins if s.unknown), None))
+        elif kind == "cat" and ins:
+            sizes = node.attrs.get("sizes") or [1.0] * len(ins)
+            main = max(ins, key=lambda s: s.depth)
+            state[node.name] = replace(main, m=_weighted([s.m for s in ins], list(sizes)[:len(ins)]))
+        elif kind in ("pool-avg", "pool-max"):
+            k = node.attrs.get("window")
+            if not k:
+                state[node.name] = replace(first, unknown=first.unknown or f"{kind} (window unknown)")
+            elif kind == "pool-avg":
+                state[node.name] = replace(first, m=_average(first.m, float(k)))
+            else:
+                state[node.name] = replace(first, m=_max_moments(first.m, int(k)) if first.m.finite else first.m)
+        elif kind == "attention" and ins:
+            v = ins[-1]
+            t = _tokens_effective(node)
+            if t is None:
+                state[node.name] = replace(v, unknown=v.unknown or "attention (tokens unknown)")
+            else:
+                state[node.name] = replace(v, m=_average(v.m, t))
+        elif kind == "unknown":
+            state[node.name] = replace(first, unknown=first.unknown or node.op or node.name)
+        else:  # transparent, output, other (a known op with no modelled effect)
             state[node.name] = first
     return profile
+
+
+def _kurtosis(x: Moments) -> float:
+    """E[phi^4] / E[phi^2]^2 of a signal (3 for a Gaussian one)."""
+    if x.act is None or x.pre is None:
+        return 3.0
+    phi = _fn(x.act)
+    a, v = np.asarray(x.pre.a), np.sqrt(np.maximum(x.pre.v, 0.0))
+    y = phi(a[:, None] + v[:, None] * _GH_X[None, :]) ** 2
+    w = np.asarray(x.pre.w)
+    m2, m4 = float(w @ (y @ _GH_W)), float(w @ ((y * y) @ _GH_W))
+    return m4 / (m2 * m2) if m2 > 0 else 3.0
+
+
+def _finite_width(x: _State, units: int | None) -> float:
+    """exp(-kappa c^2 / N): the typical (median) over the mean second moment after a layer of N
+    units fed by a signal of kurtosis K, kappa = 1 + (K - 1) / 2 (a chi-square over N units
+    and the fluctuation of the activation's energy over them: E[log X] = -Var(X) / 2). The
+    first layer sees independent inputs, whose batch averages the fluctuation out."""
+    if not units or x.depth == 0 or x.m.pre is None:
+        return 1.0
+    # A batch of weakly correlated inputs averages the fluctuation over the weights: it is that
+    # of one input in proportion c^2 (c the correlation between inputs).
+    c = 1.0 - (x.m.distinct_var / x.m.var if x.m.var > 0 else 1.0)
+    return math.exp(-(1.0 + (_kurtosis(x.m) - 1.0) / 2.0) * c * c / units)
+
+
+def _layer(x: _State, fan_in: float, w: TensorStats, b: TensorStats | None,
+           units: int | None = None) -> _State:
+    mu, var = _stat_moments(w)
+    bm, bv = _stat_moments(b)
+    phi = x.m
+    n = float(fan_in)
+    pw, pa, pv = np.asarray(phi.w), np.asarray(phi.a), np.asarray(phi.v)
+    if x.depth == 0 and x.origin == "input" and len(pw) == 1 and n >= 1:
+        # independent standardised inputs: each sample's mean square over n features is a
+        # chi-square / n, relative spread sqrt(2 / n); products of branches amplify it
+        xs, ws = _SPLIT
+        pw, pa = ws.copy(), np.repeat(pa, 3)
+        pv = pv[0] * np.maximum(1 + math.sqrt(2.0 / n) * xs, 0.0)
+    with np.errstate(all="ignore"):
+        a = mu * n * pa + bm
+        v = n * var * (pv + pa * pa) * _finite_width(x, units) + bv
+        # mu * sum_j phi_j is the same for every unit; its input-dependent part spreads inputs
+        spread = mu * mu * n * pv * phi.distinct
+        unit = float(np.dot(pw, v))
+        dist = n * var * phi.distinct_var
+        d = min(dist / unit, 1.0) if unit > 0 and math.isfinite(unit) else 0.0
+        m = _mixture(pw, a, v, spread, d)
+    return _State(m, x.origin_var, x.origin_distinct, x.depth + 1, x.origin, x.unknown)
+
+
+def _signal(param: str, layer: str, st: _State) -> LayerSignal:
+    m = st.m
+    if st.unknown:
+        return LayerSignal(param, layer, math.nan, math.nan, st.depth, st.origin, math.nan,
+                           math.nan, math.nan, st.unknown)
+    var = m.var
+    std = math.sqrt(var) if math.isfinite(var) and var >= 0 else math.inf
+    if st.origin_var > 0 and math.isfinite(var):
+        ratio = math.sqrt(var / st.origin_var)
+    else:
+        ratio = math.inf if var > 0 else 0.0
+    frac = m.distinct_var / var if var > 0 and math.isfinite(var) else 1.0
+    d0 = st.origin_distinct
+    distinct_ratio = math.sqrt(frac / d0) if d0 > 0 else 1.0
+    corr = 1.0 - frac
+    return LayerSignal(param, layer, std, ratio, st.depth, st.origin, m.mean, distinct_ratio, corr)

@@ -15,7 +15,7 @@ z ~ N(0, 1), computed by Gauss-Hermite quadrature.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 import numpy as np
@@ -137,46 +137,145 @@ def expected(act: Activation | None, fan_in: int, fan_out: int) -> Expectation:
     return Expectation("he", g / math.sqrt(fan_in), g, f"before {act}", fix)
 
 
-def candidate_stds(act: Activation | None, fan_in: int, fan_out: int,
-                   init_fan_in: int, init_fan_out: int) -> dict[str, tuple[float, float]]:
-    """std of every known scheme for this tensor: name -> (std, gain).
+# --- identification -------------------------------------------------------------------------
+#
+# A tensor drawn by a torch.nn.init function has the std of that function for the fans torch
+# read from the shape (_calculate_fan_in_and_fan_out), with the gain the caller passed. Each
+# candidate below is one (scheme, gain, fan reading); a tensor matches every candidate within
+# the sampling tolerance, best first, and each match carries its gain and the activation that
+# gain belongs to (``he(relu)``, ``xavier(tanh)``, ``lecun``).
 
-    torch's init functions read the shape only, so for tensors stored (in, out) the scheme a user
-    actually called used ``init_fan_*``; both readings are tried.
-    """
-    g = gain(act)
-    out: dict[str, tuple[float, float]] = {}
-    for fi, fo in {(fan_in, fan_out), (init_fan_in, init_fan_out)}:
-        for gg in {g, 1.0, math.sqrt(2.0), 5.0 / 3}:
-            out.setdefault(f"xavier@{gg:.3f}/{fi}", (gg * math.sqrt(2.0 / (fi + fo)), gg))
-            out.setdefault(f"he@{gg:.3f}/{fi}", (gg / math.sqrt(fi), gg))
-            out.setdefault(f"he-fan-out@{gg:.3f}/{fo}", (gg / math.sqrt(fo), gg))
-        out.setdefault(f"lecun@/{fi}", (1 / math.sqrt(fi), 1.0))
-        out.setdefault(f"torch-default@/{fi}", (1 / math.sqrt(3 * fi), 1.0))
+# The standard gains a caller passes (calculate_gain): label -> gain.
+# leaky_relu(a) for small a (0.01, 0.2: within 2% of sqrt(2)) reads as relu unless it follows.
+STANDARD_GAINS = {"linear": 1.0, "relu": math.sqrt(2.0), "tanh": 5.0 / 3, "selu": 0.75}
+RELU_LIKE = {"relu", "relu6", "leaky_relu", "prelu", "gelu", "silu", "elu", "celu", "mish",
+             "softplus", "hardswish"}
+
+
+@dataclass(frozen=True)
+class Match:
+    """One scheme a tensor's spread fits."""
+
+    scheme: str  # DESIGN name: xavier | he | he-fan-out | lecun | torch-default | orthogonal | ...
+    gain: float
+    std: float  # the scheme's std for this tensor
+    activation: str | None  # what the gain is for ("relu", "tanh", "linear"); None: no gain
+    error: float = 0.0  # |log(std / scheme std)|
+
+    @property
+    def label(self) -> str:
+        """``he(relu)``, ``xavier(tanh)``, ``xavier`` (gain 1), ``lecun``, ``orthogonal(1.41)``."""
+        if self.activation in (None, "linear"):
+            return self.scheme
+        return f"{self.scheme}({self.activation})"
+
+    def to_json(self) -> dict:
+        return {"scheme": self.scheme, "gain": round(self.gain, 6), "activation": self.activation,
+                "label": self.label, "std": self.std}
+
+
+def _gain_label(g: float) -> str | None:
+    for name, v in STANDARD_GAINS.items():
+        if abs(g / v - 1) < 1e-6:
+            return name
+    return None
+
+
+def candidates(param, act: Activation | None) -> list[Match]:
+    """Every (scheme, gain, fans) a torch.nn.init call or a module default could have used."""
+    from initaudit.graph import OpKind, torch_shape_fans
+
+    shape_in, shape_out = torch_shape_fans(tuple(param.shape))
+    init_in = param.init_fan_in or shape_in or param.fan_in
+    init_out = param.init_fan_out or shape_out or param.fan_out
+    readings = {(init_in, init_out), (param.fan_in, param.fan_out)}
+    gains = dict(STANDARD_GAINS)
+    if act is not None and act.name not in ("identity",):
+        g = gain(act)
+        if _gain_label(g) is None:
+            gains[str(act)] = g
+    out: list[Match] = []
+    for fi, fo in readings:
+        if not fi or not fo:
+            continue
+        for label, g in gains.items():
+            out.append(Match("xavier", g, g * math.sqrt(2.0 / (fi + fo)), label))
+            if label == "linear":
+                out.append(Match("lecun", 1.0, 1.0 / math.sqrt(fi), None))
+            else:
+                out.append(Match("he", g, g / math.sqrt(fi), label))
+            out.append(Match("he-fan-out", g, g / math.sqrt(fo), label))
+    # PyTorch's module defaults: kaiming_uniform(a=sqrt(5)) on the shape fans (Linear, Conv,
+    # ConvTranspose: 1 / sqrt(3 * fan_in)); Bilinear: uniform(+-1/sqrt(in1)); RNNs:
+    # uniform(+-1/sqrt(hidden)).
+    defaults = {init_in, param.fan_in}  # the true fan_in too: weights exported transposed
+    if len(param.shape) == 3 and param.kind is OpKind.LINEAR:
+        defaults.add(param.shape[1])
+    if param.kind in (OpKind.RECURRENT_INPUT, OpKind.RECURRENT_HIDDEN):
+        hidden = param.shape[0] // max(len(param.gates), 1)
+        defaults |= {hidden, param.shape[1]}  # weight_hr (proj, hidden): 1/sqrt(hidden)
+    for x in defaults:
+        if x:
+            out.append(Match("torch-default", 1.0, 1.0 / math.sqrt(3 * x), None))
+    if param.kind is OpKind.EMBEDDING:
+        out.append(Match("torch-default", 1.0, 1.0, None))
+    out.append(Match("transformer-0.02", 1.0, 0.02, None))
     return out
 
 
-def match_schemes(std: float, n: int, act: Activation | None, fan_in: int, fan_out: int,
-                  init_fan_in: int, init_fan_out: int, *, tolerance: float = 1.15,
-                  residual_end: bool = False) -> list[tuple[str, float, float]]:
-    """Schemes whose std is within tolerance of ``std``, best first: (scheme, std, gain).
+def identify(param, stats, orthogonal: float | None = None, act: Activation | None = None,
+             *, tolerance: float = 1.15, distribution: str | None = None) -> list[Match]:
+    """Every scheme whose std is within ``tolerance`` of the tensor's std (widened by three
+    sampling standard errors of a std estimate, 3 / sqrt(2n)), best first; one entry per
+    (scheme, activation) label. ``distribution`` ("normal", "uniform", "truncated-normal")
+    drops candidates that cannot have drawn it (PyTorch's defaults are uniform)."""
+    std, n = stats.std, max(stats.numel, 1)
+    if not (std > 0 and math.isfinite(std)):
+        return []
+    tol = math.log(tolerance) + 3.0 / math.sqrt(2 * n)
+    best: dict[str, Match] = {}
+    if orthogonal is not None:
+        label = _gain_label(orthogonal)
+        best["orthogonal"] = Match("orthogonal", orthogonal, std, label or f"{orthogonal:.3g}", 0.0)
+    for c in candidates(param, act):
+        if c.scheme == "torch-default" and distribution == "normal" and c.std != 1.0:
+            continue
+        err = abs(math.log(std / c.std))
+        if err <= tol and (c.label not in best or err < best[c.label].error):
+            best[c.label] = replace(c, error=err)
+    return sorted(best.values(), key=lambda m: m.error)
 
-    The tolerance widens by three sampling standard errors of a std estimate, 1/sqrt(2n).
+
+def scheme_names(matches: list[Match]) -> list[str]:
+    """The DESIGN scheme names of ``matches``, best first, each once (``matched_schemes``)."""
+    names: list[str] = []
+    for m in matches:
+        if m.scheme not in names:
+            names.append(m.scheme)
+    return names or ["none"]
+
+
+def fits_activation(m: Match, act: Activation | None) -> bool:
+    """Whether a matched scheme is what the following activation calls for:
+
+    - ReLU family (relu, leaky_relu, gelu, silu, elu, mish, ...): He, fan_in or fan_out mode,
+      with a ReLU-family gain (sqrt(2), leaky_relu's, or the activation's own);
+      orthogonal with such a gain;
+    - tanh: Xavier with gain 1 or 5/3, LeCun, orthogonal with gain 1 or 5/3;
+    - sigmoid and other bounded activations: Xavier (gain 1), LeCun, orthogonal (gain 1);
+    - selu: LeCun (He with gain 1), orthogonal (gain 1);
+    - no activation (a linear map, an output, attention projections): Xavier (gain 1), LeCun,
+      orthogonal (gain 1).
     """
-    tol = math.log(tolerance) + 3.0 / math.sqrt(max(2 * n, 1))
-    scored: dict[str, tuple[float, float, float]] = {}
-    cands = candidate_stds(act, fan_in, fan_out, init_fan_in, init_fan_out)
-    cands["transformer-0.02@"] = (0.02, 1.0)
-    for key, (s, g) in cands.items():
-        scheme = key.split("@")[0]
-        err = abs(math.log(std / s)) if std > 0 and s > 0 else math.inf
-        if err <= tol and (scheme not in scored or err < scored[scheme][0]):
-            scored[scheme] = (err, s, g)
-    # GPT-2 scales residual output projections by 1/sqrt(2 * n_layer): accept up to 128 layers.
-    if residual_end and "transformer-0.02" not in scored and 0.02 / math.sqrt(256) <= std < 0.02:
-        n_layer = max(1, round((0.02 / std) ** 2 / 2))
-        scored["transformer-0.02"] = (tol, 0.02 / math.sqrt(2 * n_layer), 1.0)
-    return [(k, v[1], v[2]) for k, v in sorted(scored.items(), key=lambda kv: kv[1][0])]
+    name = act.name if act else "identity"
+    relu_gain = m.activation not in (None, "linear", "tanh", "selu") and m.gain > 1.2
+    if name in RELU_LIKE:
+        return m.scheme in ("he", "he-fan-out", "orthogonal") and relu_gain
+    if name == "tanh":
+        return (m.scheme in ("xavier", "orthogonal") and m.activation in ("linear", "tanh")) or m.scheme == "lecun"
+    if name == "selu":
+        return m.scheme == "lecun" or (m.scheme == "orthogonal" and m.activation == "linear")
+    return (m.scheme in ("xavier", "orthogonal") and m.activation == "linear") or m.scheme == "lecun"
 
 
 @dataclass
@@ -187,16 +286,22 @@ class ScaleAssessment:
     matched: list[str]  # every scheme within tolerance, best first ("none" when nothing fits)
     ratio: float | None  # std / expected std
     accepted_by: str | None  # the scheme or convention that makes this spread legitimate
+    matches: list[Match] = field(default_factory=list)
+    convention: str | None = None  # a documented convention the spread follows (not accepted)
 
 
 def assess(param, stats, orthogonal: float | None, family: str | None, has_architecture: bool,
-           tolerance: float = 1.5) -> ScaleAssessment | None:
+           tolerance: float = 1.2, *, distribution: str | None = None,
+           fixed_std: float | None = None) -> ScaleAssessment | None:
     """Compare one weight's std with the reference schemes (None when not applicable).
 
-    ``param`` is a graph.Param, ``stats`` an analysis.TensorStats. Accepted: within ``tolerance``
-    of the expected scheme; orthogonal; PyTorch's own default (depth is judged by the signal
-    propagation rules); the transformer 0.02 convention in transformer-family models; an
-    embedding with N(0, 1) (PyTorch default).
+    ``param`` is a graph.Param, ``stats`` an analysis.TensorStats. Accepted (``accepted_by``):
+    a scheme the following activation calls for (:func:`fits_activation`), or within
+    ``tolerance`` of its std; orthogonal recurrent weights and PyTorch's RNN default; N(0, 1)
+    and other usual embedding scales. A spread that follows a convention of the model
+    (``fixed_std``: one std shared by layers of different fans, as normal(0.02)) is not
+    accepted by name: ``convention`` says which, and the rules let the predicted signal decide.
+    With no architecture any known scheme is a plausible choice.
     """
     from initaudit.graph import OpKind
 
@@ -207,39 +312,72 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
         return None
     if stats.std == 0:
         return ScaleAssessment(None, ["zeros" if stats.max == 0 else "constant"], None, None)
-    fan_in, fan_out = param.fan_in, param.fan_out
-    # torch's init functions read the whole stored shape (all gates together, (in, out) layouts).
-    init_in, init_out = param.init_fan_in or fan_in, param.init_fan_out or fan_out
     act = param.activation if has_architecture or param.activation_source else None
     unknown_act = act is None and not has_architecture
-    matches = match_schemes(stats.std, max(stats.numel, 1), act, fan_in, fan_out, init_in, init_out,
-                            residual_end=param.residual_end or not has_architecture)
-    names = [m[0] for m in matches]
-    if orthogonal is not None:
-        names.insert(0, "orthogonal")
+    matches = identify(param, stats, orthogonal, act, distribution=distribution)
+    # GPT-2 scales residual output projections by 1/sqrt(2 * n_layer) (up to 128 layers)
+    if (param.residual_end or unknown_act) and 0.02 / math.sqrt(256) <= stats.std < 0.02 / 1.15 \
+            and not any(m.scheme == "transformer-0.02" for m in matches):
+        n_layer = max(1, round((0.02 / stats.std) ** 2 / 2))
+        matches.append(Match("transformer-0.02", 1.0, 0.02 / math.sqrt(2 * n_layer), None,
+                             abs(math.log(stats.std * math.sqrt(2 * n_layer) / 0.02))))
+    names = scheme_names(matches)
+    recurrent = param.kind in (OpKind.RECURRENT_INPUT, OpKind.RECURRENT_HIDDEN)
     if param.kind is OpKind.EMBEDDING:
         exp = Expectation("torch-default", 1.0, 1.0, "for an embedding (PyTorch default N(0, 1))",
                           "torch.nn.init.normal_(w, std=1.0)  # or std=0.02 in transformer models")
-        if abs(math.log(stats.std)) < math.log(tolerance):
-            names = ["torch-default"] + [n for n in names if n != "torch-default"]
-    elif param.kind in (OpKind.RECURRENT_INPUT, OpKind.RECURRENT_HIDDEN):
-        # torch's RNN default: uniform(-1/sqrt(hidden), 1/sqrt(hidden)) -> std 1/sqrt(3 * hidden)
-        rnn_default = 1 / math.sqrt(3 * fan_out)
-        if abs(math.log(stats.std / rnn_default)) < math.log(1.15) + 3 / math.sqrt(2 * stats.numel):
-            names = ["torch-default"] + [n for n in names if n != "torch-default"]
-        exp = expected(Activation("tanh") if act is None else act, fan_in, fan_out)
-    else:
-        exp = None if unknown_act else expected(act, fan_in, fan_out)
+        # An embedding's scale is the input's scale: N(0, 1), 0.02, uniform(+-0.1) are all usual.
+        ok = 0.005 <= stats.std <= 2.0
+        return ScaleAssessment(exp, names, stats.std, "embedding" if ok else None, matches)
+    exp = expected(Activation("tanh") if recurrent and act is None else act, param.fan_in, param.fan_out) \
+        if not unknown_act else None
     ratio = stats.std / exp.std if exp else None
     accepted = None
-    if ratio is not None and 1 / tolerance <= ratio <= tolerance:
+    fit = next((m for m in matches if fits_activation(m, exp and act)), None) if exp else None
+    if fit is not None:
+        accepted = fit.label
+    elif ratio is not None and 1 / tolerance <= ratio <= tolerance:
         accepted = exp.scheme
-    elif exp is not None and exp.scheme in names:  # the right scheme with another standard gain
-        accepted = exp.scheme
-    elif "orthogonal" in names or "torch-default" in names:  # deliberate; depth is IA109/IA110's
-        accepted = "orthogonal" if "orthogonal" in names else "torch-default"
-    elif "transformer-0.02" in names and (family == "transformer" or param.kind is OpKind.EMBEDDING):
-        accepted = "transformer-0.02"
+    elif param.is_output and "torch-default" in names:
+        accepted = "torch-default"  # a head's scale does not compound; PyTorch's default head
+    elif ratio is not None and param.is_output and fit is None and any(
+            m.scheme in ("xavier", "he", "he-fan-out", "lecun", "orthogonal") for m in matches) \
+            and 1 / tolerance**2 <= ratio <= tolerance**2:
+        accepted = matches[0].label  # a head's scale does not compound: any scheme within 1.44x
+    elif recurrent and ("orthogonal" in names or "torch-default" in names):
+        accepted = names[0]
     elif unknown_act:  # no architecture: any known scheme is a plausible choice
-        accepted = next((n for n in names if n != "transformer-0.02"), None)
-    return ScaleAssessment(exp, names or ["none"], ratio, accepted)
+        accepted = next((m.label for m in matches if m.scheme != "transformer-0.02" or m.std < 0.02), None)
+    convention = None
+    if accepted is None and fixed_std is not None:
+        convention = f"fixed-std {fixed_std:.3g}"
+    elif accepted is None and "transformer-0.02" in names and family == "transformer":
+        convention = "transformer-0.02"
+    if convention and not names[0].startswith("transformer") and "transformer-0.02" not in names:
+        names = ["fixed-std"] + [n for n in names if n != "none"]
+    return ScaleAssessment(exp, names, ratio, accepted, matches, convention)
+
+
+def fixed_std_conventions(weights, stats, rel: float = 0.1) -> dict[str, float]:
+    """Layers drawn at one std shared by layers of different fans (normal(0.02) of Hugging Face
+    ``initializer_range``, timm's trunc_normal(0.02), VGG's N(0, 0.01) linears): a std that no
+    fan-dependent scheme gives twice. Returns param name -> the shared std, for groups of at
+    least two layers with at least two distinct fan_in values whose stds agree within ``rel``
+    (plus the sampling error)."""
+    rows = [(p, stats(p.name)) for p in weights if p.fan_in and p.kind.value in
+            ("linear", "conv", "conv-transpose", "attention")]
+    rows = [(p, s) for p, s in rows if s.std > 0 and math.isfinite(s.std)]
+    rows.sort(key=lambda r: r[1].std)
+    out: dict[str, float] = {}
+    i = 0
+    while i < len(rows):
+        j = i
+        base = rows[i][1].std
+        while j + 1 < len(rows) and rows[j + 1][1].std <= base * (1 + rel + 3 / math.sqrt(2 * rows[j + 1][1].numel)):
+            j += 1
+        group = rows[i:j + 1]
+        if len(group) >= 2 and len({p.fan_in for p, _ in group}) >= 2:
+            shared = math.exp(sum(math.log(s.std) for _, s in group) / len(group))
+            out.update({p.name: shared for p, _ in group})
+        i = j + 1
+    return out

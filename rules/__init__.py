@@ -1,6 +1,7 @@
 """initaudit's built-in rules. They use the public rule API (initaudit.rule) and reach the
 engine through the ``initaudit.rules`` entry point, exactly as third-party plugins do."""
 
+from initaudit.rules.correlation import MeasuredCorrelationCollapse, PredictedCorrelationCollapse
 from initaudit.rules.probe import PROBE_RULES
 from initaudit.rules.structure import (
                                        DuplicateUnits,
@@ -20,5 +21,5 @@ from initaudit.rules.weights import (
 BUILTIN_RULES = [
     NonFiniteValues, ConstantWeights, DuplicateUnits, InitScale, MeanShift, UninitializedMemory,
     RecurrentSpectrum, DegenerateNormalization, PredictedVanishing, PredictedExploding,
-    *PROBE_RULES,
+    PredictedCorrelationCollapse, *PROBE_RULES, MeasuredCorrelationCollapse,
 ]

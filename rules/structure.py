@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -12,7 +13,8 @@ from initaudit.lazy import lazy_function
 
 # initaudit.schemes imports torch: load it when a rule runs, not when the rules are listed.
 assess = lazy_function("initaudit.schemes", "assess")
-candidate_stds = lazy_function("initaudit.schemes", "candidate_stds")
+candidates = lazy_function("initaudit.schemes", "candidates")
+fixed_std_conventions = lazy_function("initaudit.schemes", "fixed_std_conventions")
 
 SCHEME_TITLES = {"xavier": "Xavier", "he": "He", "he-fan-out": "He (fan_out)", "lecun": "LeCun",
                  "torch-default": "PyTorch-default", "orthogonal": "orthogonal",
@@ -92,84 +94,118 @@ class DuplicateUnits(Rule):
 
 
 class InitScale(Rule):
-    """Weight spread far from what the matching init scheme gives.
+    """Weight spread far from what the following activation calls for.
 
     What it checks
     --------------
-    The std of every linear, convolution, attention and embedding weight against the scheme
-    the following activation calls for, with true fans from the op's semantics:
+    The std of every linear, convolution, attention, recurrent-input and embedding weight is identified
+    against the torch.nn.init schemes, each with its gain and with the fans torch read from the
+    shape (``he(relu)``, ``xavier(tanh)``, ``lecun``, ``torch-default``, ``orthogonal``), and
+    accepted only when a matched scheme is the one the activation after it calls for:
 
-    - ReLU family: He,  std = gain / sqrt(fan_in)  (relu gain sqrt(2); leaky_relu(a)
-      sqrt(2 / (1 + a^2)); gelu 1.534, silu 1.677, elu 1.245, mish 1.487 from
-      1 / sqrt(E[phi(z)^2]), z ~ N(0, 1));
-    - tanh, sigmoid and other bounded activations, or no activation: Xavier,
-      std = gain * sqrt(2 / (fan_in + fan_out))  (tanh 5/3, sigmoid 1);
-    - selu: LeCun, std = 1 / sqrt(fan_in).
+    - ReLU family: He, std = gain / sqrt(fan_in) (fan_out mode too) with a ReLU-family gain
+      (relu sqrt(2); leaky_relu(a) sqrt(2 / (1 + a^2)); gelu 1.534, silu 1.677, elu 1.245,
+      mish 1.487 from 1 / sqrt(E[phi(z)^2]), z ~ N(0, 1));
+    - tanh: Xavier, std = gain * sqrt(2 / (fan_in + fan_out)) (gain 1 or 5/3), or LeCun;
+    - sigmoid, other bounded activations, no activation: Xavier (gain 1) or LeCun;
+    - selu: LeCun, std = 1 / sqrt(fan_in);
 
-    Accepted without a finding: within ``tolerance`` of that std; orthogonal rows; PyTorch's own
-    default 1 / sqrt(3 * fan_in) (depth is IA109/IA110's job); std 0.02 (and the GPT-2 residual
-    variant 0.02 / sqrt(2 * n_layer)) in transformer-family models; N(0, 1) embeddings.
-    Downgraded to info when a normalisation follows. With no architecture (a bare checkpoint)
-    only spreads outside every known scheme by ``tolerance`` are reported. Init-stage only.
+    or within ``tolerance`` of that std. So Xavier or LeCun before ReLU, He before sigmoid or
+    tanh, He before SELU and PyTorch's default 1 / sqrt(3 * fan_in) before ReLU are findings
+    that name the scheme found, the scheme expected and the torch.nn.init call. A spread shared
+    by layers of different fans (normal(0.02), VGG's N(0, 0.01)) is named as that convention and
+    judged the same way. Orthogonal recurrent weights, PyTorch's RNN default and usual embedding
+    scales are accepted. Init-stage only.
+
+    Severity follows how much the mismatch compounds. Each layer multiplies the signal's std
+    by r = std / expected std relative to the scheme it should follow; over the stack of layers
+    between two normalisations (a segment of the dataflow) the mismatch compounds to
+    P = prod_l r_l, taken over the layers after the first (the first only rescales its input,
+    whose scale the data sets) and without output layers (nothing follows them). P is graded
+    with IA109's thresholds when P < 1 and IA110's when P > 1: a warning past them, info
+    inside (a finding is never below info). Info also when a normalisation follows the layer,
+    when a stack that shrinks ends in a residual add (the skip path carries the signal:
+    GPT-2/CLIP depth-scaled projections, LayerScale), and when the dataflow was guessed from
+    module order. With no architecture (a bare checkpoint) only spreads outside every known
+    scheme by ``tolerance`` are reported. A layer a normalisation follows is reported only when
+    its std is more than 2x off (its forward scale is normalised away).
 
     Why it matters
     --------------
     A layer multiplies the second moment of its signal by fan_in * Var(W) * E[phi(h)^2]. The
-    schemes choose Var(W) so that factor is 1; a std r times too large scales every layer's
-    factor by r^2, which compounds over depth into vanishing or exploding signal and gradients.
+    schemes choose Var(W) so that factor is 1 for the activation that follows; Xavier before
+    ReLU halves it (r = 1/sqrt(2) for fan_in = fan_out), so 20 layers keep 0.1% of the std.
 
     Example
     -------
     ```python
-    model = nn.Sequential(nn.Linear(100, 100), nn.Tanh(), nn.Linear(100, 100), nn.Tanh(), nn.Linear(100, 10))
-    for layer in (model[0], model[2]):
-        torch.nn.init.normal_(layer.weight, std=0.01)
+    layers = []
+    for _ in range(20):
+        layers += [nn.Linear(100, 100), nn.ReLU()]
+    model = nn.Sequential(*layers)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            torch.nn.init.xavier_normal_(m.weight)
     ```
 
     Fix
     ---
     ```python
-    for layer in (model[0], model[2]):
-        torch.nn.init.xavier_normal_(layer.weight, gain=torch.nn.init.calculate_gain("tanh"))
+    for m in model:
+        if isinstance(m, nn.Linear):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
     ```
 
     Options
     -------
-    tolerance (float, default 1.5): accepted factor between the std and the expected std.
+    tolerance (float, default 1.2): accepted factor between the std and the expected std.
     """
 
     code = "IA104"
     name = "init-scale"
     category = "scale"
     severity = Severity.WARNING
-    options = {"tolerance": 1.5}
+    options = {"tolerance": 1.2}
     applies_when_trained = False
 
     def check(self, ctx) -> Iterator[Finding]:
+        judged = []  # (param, stats, assessment, label)
+        fixed = fixed_std_conventions(list(ctx.graph.weights()), lambda n: ctx.analysis(n).stats)
         for p in ctx.graph.weights():
             a = ctx.analysis(p.name)
             if a.stats.nonfinite or a.stats.std == 0 or p.kind is OpKind.RECURRENT_HIDDEN:
                 continue
-            if p.gates and a.gate_std:  # stacked gate blocks (LSTM/GRU, fused QKV): each on its own
+            dist = a.shape.distribution if a.shape else None
+            if p.gates and a.gate_std and a.orthogonal_gain is None:  # each gate block on its own
                 n = a.stats.numel // len(p.gates)
                 for gate, std in zip(p.gates, a.gate_std):
-                    yield from self._judge(ctx, p, replace(a.stats, std=std, numel=n), None, f"gate {gate}: ")
+                    st = replace(a.stats, std=std, numel=n)
+                    judged.append((p, st, self._assess(ctx, p, st, None, dist, fixed), f"gate {gate}: "))
             else:
-                yield from self._judge(ctx, p, a.stats, a.orthogonal_gain, "")
+                judged.append((p, a.stats, self._assess(ctx, p, a.stats, a.orthogonal_gain, dist, fixed), ""))
+        factors = {p.name: res.ratio for p, _, res, _ in judged
+                   if res is not None and not res.accepted_by and res.ratio}
+        stacks = _stacks(ctx)
+        for p, st, res, label in judged:
+            if res is None or res.accepted_by:
+                continue
+            if p.normalized_after and res.ratio and abs(math.log(res.ratio)) <= math.log(2):
+                continue  # normalised away forwards; a backward scale within 2x is no finding
+            yield from self._report(ctx, p, st, res, label, stacks.get(p.name), factors)
 
-    def _judge(self, ctx, p, stats, orthogonal, label: str) -> Iterator[Finding]:
-        g, tol, std = ctx.graph, self.opts["tolerance"], stats.std
-        res = assess(p, stats, orthogonal, g.family, g.has_architecture, tol)
-        if res is None or res.accepted_by:
-            return
-        shape = f"fan_in={p.fan_in}, fan_out={p.fan_out}"
-        sev = Severity.INFO if p.normalized_after else None
-        tail = "; a normalisation follows, so only its backward scale is affected" if p.normalized_after else ""
+    def _assess(self, ctx, p, stats, orthogonal, dist, fixed):
+        g = ctx.graph
+        return assess(p, stats, orthogonal, g.family, g.has_architecture, self.opts["tolerance"],
+                      distribution=dist, fixed_std=fixed.get(p.name))
+
+    def _report(self, ctx, p, stats, res, label, stack, factors) -> Iterator[Finding]:
+        tol, std = self.opts["tolerance"], stats.std
+        shape = f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}"
+        found = [m.label for m in res.matches[:3]]
         if res.expected is None:  # no architecture: outside every known scheme?
             if any(m != "none" for m in res.matched):
                 return  # it matches one (the table's scheme column says which): not outside them all
-            stds = [s for s, _ in candidate_stds(None, p.fan_in, p.fan_out, p.init_fan_in or p.fan_in,
-                                                 p.init_fan_out or p.fan_out).values()]
+            stds = [m.std for m in candidates(p, None)]
             lo, hi = min(stds) / tol, max(stds) * tol
             if lo <= std <= hi:
                 return
@@ -177,22 +213,84 @@ class InitScale(Rule):
             yield self.finding(
                 p.name, f"{label}std {fmt(std)} is {fmt(std / ref)}x the nearest known scheme's std "
                         f"{fmt(ref)} ({shape}; activation unknown)",
-                severity=sev, evidence={"std": std, "expected_std": ref, "ratio": std / ref,
-                                        "matched_schemes": res.matched},
+                evidence={"std": std, "expected_std": ref, "ratio": std / ref,
+                          "matched_schemes": res.matched},
                 fix="torch.nn.init.kaiming_normal_(w, nonlinearity='relu') or xavier_normal_(w), "
                     "for the activation that follows")
             return
         exp = res.expected
         title = SCHEME_TITLES.get(exp.scheme, exp.scheme)
-        matched = [m for m in res.matched if m != "none"]
-        also = f"; matches {', '.join(matched)}" if matched else ""
+        if res.convention:
+            what = f"follows a {res.convention} convention shared by layers of different fans"
+        elif found:
+            what = f"matches {', '.join(found)}"
+        else:
+            what = "matches no known scheme"
+        severity, compound, why = self._severity(ctx, p, res, stack, factors)
         yield self.finding(
             p.name, f"{label}std {fmt(std)} is {fmt(res.ratio)}x the {title} std {fmt(exp.std)} expected "
-                    f"{exp.reason} ({shape}){also}{tail}",
-            severity=sev,
+                    f"{exp.reason} ({shape}); {what}{why}",
+            severity=severity,
             evidence={"std": std, "expected_std": exp.std, "ratio": res.ratio, "scheme": exp.scheme,
-                      "gain": exp.gain, "matched_schemes": res.matched},
+                      "gain": exp.gain, "matched_schemes": res.matched,
+                      "matches": [m.to_json() for m in res.matches[:4]],
+                      "convention": res.convention, "stack_factor": compound,
+                      "stack": stack[1] if stack else None},
             fix=exp.fix)
+
+    def _severity(self, ctx, p, res, stack, factors):
+        """(severity, compounded factor P, reason text) -- see the class docstring."""
+        if stack is None:  # an output layer, or not on the predicted signal path (recurrent)
+            compound, members = res.ratio, 1
+        else:
+            levels, members, _ = stack
+            compound = 1.0
+            for level in levels[1:]:
+                rs = [factors.get(n, 1.0) for n in level]
+                compound *= math.exp(sum(math.log(r) for r in rs) / len(rs))
+        # a single layer far off (past the same thresholds on its own) is a warning too
+        own = res.ratio or 1.0
+        if depth_severity(own, own < 1, (PredictedVanishing if own < 1 else PredictedExploding).options) \
+                and abs(math.log(own)) > abs(math.log(compound)):
+            compound = own
+        shrinking = compound < 1
+        limits = (PredictedVanishing if shrinking else PredictedExploding).options
+        severity = depth_severity(compound, shrinking, limits)
+        why = (f"; over its stack of {members} layers the mismatch compounds to {fmt(compound)}x"
+               if stack is not None else "; an output layer: nothing after it compounds the mismatch"
+               if p.is_output else "")
+        if p.normalized_after:
+            return Severity.INFO, compound, why + "; a normalisation follows, so only its backward scale is affected"
+        if ctx.graph.capture == "module-order":
+            return Severity.INFO, compound, why + "; the dataflow was guessed from module order"
+        if shrinking and (p.residual_end or (stack is not None and stack[2])):
+            return Severity.INFO, compound, why + " inside a residual branch (the skip path carries the signal)"
+        if shrinking and p.is_output:  # a small head starts from near-uniform logits
+            return Severity.INFO, compound, why
+        if severity is None:
+            return Severity.INFO, compound, why
+        return Severity.WARNING, compound, why
+
+
+def _stacks(ctx) -> dict[str, tuple[list[list[str]], int, bool]]:
+    """Per weight on the predicted signal path: its stack (the layers of its segment, grouped by
+    depth, output layers left out), the number of layers and whether the stack feeds a residual
+    add."""
+    params = ctx.graph.params
+    segments: dict[str, dict[int, list[str]]] = {}
+    for s in ctx.signal:
+        p = params.get(s.param)
+        if p is None or p.is_output:
+            continue
+        segments.setdefault(f"{s.origin}", {}).setdefault(s.depth, []).append(s.param)
+    out = {}
+    for levels in segments.values():
+        ordered = [levels[d] for d in sorted(levels)]
+        names = [n for level in ordered for n in level]
+        residual = any(params[n].residual_end for n in names)
+        for n in names:
+            out[n] = (ordered, len(names), residual)
+    return out
 
 
 class RecurrentSpectrum(Rule):
@@ -260,6 +358,10 @@ class RecurrentSpectrum(Rule):
                     fix="torch.nn.init.orthogonal_(w_hh_block)  # per gate block")
 
 
+GUESSED_NOTE = ("; the dataflow was guessed from module registration order, so this is at most "
+                "info")
+
+
 def depth_severity(ratio: float, vanishing: bool, opts: dict) -> Severity | None:
     """Grading shared by the depth rules (static, measured, gradient): a warning past
     ``warn_ratio``, an error past ``error_ratio`` (below them when vanishing, above when
@@ -284,7 +386,9 @@ class _SignalRule(Rule):
         # Fixup, zero-init): the stream it adds to carries the signal, so it is not judged.
         # An all-zero layer is IA102's to judge (a zero head is legitimate).
         folded = renormalised_params(ctx.graph)  # segments across a folded BatchNorm
+        # Unknown predictions (after an op nothing models) are skipped.
         profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"] and s.param not in folded
+                   and s.ratio == s.ratio
                    and not (self.direction == "vanishing" and (
                        ctx.graph.params[s.param].residual_end or ctx.analysis(s.param).stats.all_zero))]
         if not profile:
@@ -295,13 +399,15 @@ class _SignalRule(Rule):
         severity = depth_severity(r, self.direction == "vanishing", self.opts)
         if severity is None:
             return
+        guessed = ctx.graph.capture == "module-order"
+        if guessed:
+            severity = Severity.INFO
         start = "the input" if worst.origin == "input" else worst.origin
+        verb = "falls" if self.direction == "vanishing" else "grows"
         yield self.finding(
-            worst.layer, f"predicted activation std falls to {fmt(r)}x its value at {start} after "
+            worst.layer, f"predicted activation std {verb} to {fmt(r)}x its value at {start} after "
                          f"{worst.depth} layers (mean-field estimate, before any forward pass)"
-            if self.direction == "vanishing" else
-            f"predicted activation std grows to {fmt(r)}x its value at {start} after {worst.depth} layers "
-            "(mean-field estimate, before any forward pass)",
+                         + GUESSED_NOTE * guessed,
             severity=severity,
             evidence={"ratio": r, "depth": worst.depth, "predicted_std": worst.predicted_std,
                       "origin": worst.origin, "param": worst.param},

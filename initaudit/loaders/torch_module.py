@@ -82,6 +82,11 @@ def _param(name: str, t: torch.Tensor, layer: str, op: str, kind: OpKind, role: 
                  layer=layer, op=op, kind=kind, role=role, **kw)
 
 
+def _whole(x: float) -> int | float:
+    """A fan as an int when it is whole (strided kernels give fractional mean fans)."""
+    return int(x) if float(x).is_integer() else x
+
+
 def weight_param(prefix: str, m: nn.Module, name: str, t: torch.Tensor) -> Param:
     """Param for a weight, with true fans from the module's semantics."""
     op = type(m).__name__
@@ -92,14 +97,17 @@ def weight_param(prefix: str, m: nn.Module, name: str, t: torch.Tensor) -> Param
                       fan_in=t.shape[1], fan_out=t.shape[0], **common)
     if isinstance(m, _CONV):
         k = math.prod(t.shape[2:])
-        # DESIGN §5: fan_in = (in / groups) * prod(k) (the stored dim 1), fan_out = out * prod(k).
+        # DESIGN §5: fan_in = (in / groups) * prod(k) (the stored dim 1), fan_out = out * prod(k)
+        # kernel taps, of which a strided conv lands prod(k) / prod(stride) per input on average
+        # (a 16x16 patch stem with stride 16: each input pixel reaches `out` outputs, not 256 out).
+        taps = k / math.prod(m.stride) if math.prod(m.stride) > 1 else k
         return _param(name, t, prefix, op, OpKind.CONV, ParamRole.WEIGHT,
-                      fan_in=t.shape[1] * k, fan_out=t.shape[0] * k, **common)
+                      fan_in=t.shape[1] * k, fan_out=_whole(t.shape[0] * max(taps, 1)), **common)
     if isinstance(m, _CONV_T):
         k = math.prod(t.shape[2:])
-        overlap = max(1, k // math.prod(m.stride))  # kernel taps that land on one output pixel
+        overlap = max(1.0, k / math.prod(m.stride))  # kernel taps per output pixel, on average
         return _param(name, t, prefix, op, OpKind.CONV_TRANSPOSE, ParamRole.WEIGHT,
-                      fan_in=(t.shape[0] // m.groups) * overlap, fan_out=t.shape[1] * k,
+                      fan_in=_whole(t.shape[0] // m.groups * overlap), fan_out=t.shape[1] * k,
                       units_dim=1, **common)
     if isinstance(m, nn.Embedding | nn.EmbeddingBag):
         return _param(name, t, prefix, op, OpKind.EMBEDDING, ParamRole.WEIGHT,
@@ -108,17 +116,28 @@ def weight_param(prefix: str, m: nn.Module, name: str, t: torch.Tensor) -> Param
         return _param(name, t, prefix, op, OpKind.LINEAR, ParamRole.WEIGHT,
                       fan_in=t.shape[0], fan_out=t.shape[1], units_dim=1, **common)
     if isinstance(m, nn.MultiheadAttention) and name.endswith("in_proj_weight"):
-        e = t.shape[1]
+        e = t.shape[1]  # (3E, E): q, k, v blocks of (E, E); torch's init reads (E, 3E)
         return _param(name, t, prefix, op, OpKind.ATTENTION, ParamRole.WEIGHT, fan_in=e,
-                      fan_out=e, gates=("q", "k", "v"), init_fan_in=e, init_fan_out=e)
+                      fan_out=e, gates=("q", "k", "v"), **common)
+    if isinstance(m, nn.MultiheadAttention) and name.endswith("_proj_weight"):  # kdim / vdim
+        return _param(name, t, prefix, op, OpKind.LINEAR, ParamRole.WEIGHT,
+                      fan_in=t.shape[1], fan_out=t.shape[0], **common)
+    if isinstance(m, nn.Bilinear):  # y_o = x1^T W_o x2 sums in1 * in2 products
+        return _param(name, t, prefix, op, OpKind.LINEAR, ParamRole.WEIGHT,
+                      fan_in=t.shape[1] * t.shape[2], fan_out=t.shape[0], **common)
     if isinstance(m, nn.RNNBase) and ".weight_" in "." + name.rsplit(".", 1)[-1]:
         gates = _RNN_GATES.get(op, ())
         local = name.rsplit(".", 1)[-1]
         hidden = m.hidden_size
         kind = OpKind.RECURRENT_HIDDEN if local.startswith("weight_hh") else OpKind.RECURRENT_INPUT
         fan_in = t.shape[1]
+        if local.startswith("weight_hr"):  # LSTM(proj_size): a plain (proj, hidden) projection
+            return _param(name, t, prefix, op, OpKind.RECURRENT_INPUT, ParamRole.WEIGHT,
+                          fan_in=fan_in, fan_out=t.shape[0], activation=Activation("identity"),
+                          activation_source="module", **common)
+        act = Activation("relu" if getattr(m, "nonlinearity", "tanh") == "relu" else "tanh")
         return _param(name, t, prefix, op, kind, ParamRole.WEIGHT, fan_in=fan_in, fan_out=hidden,
-                      gates=gates, activation=Activation("tanh"), activation_source="module", **common)
+                      gates=gates, activation=act, activation_source="module", **common)
     kind = OpKind.OTHER
     p = _param(name, t, prefix, op, kind, ParamRole.WEIGHT, fan_in=init_in, fan_out=init_out, **common)
     p.notes.append(f"{op} is not a layer type initaudit knows; fans read from the shape")

@@ -42,6 +42,7 @@ class SiteStats:
     signal_std: float | None = None  # std with the layer's own bias taken off (when known)
     # (edges, counts) of the pre-activation itself where ``histogram`` shows phi(x) (when asked for)
     pre_histogram: tuple[list[float], list[int]] | None = None
+    correlation: float | None = None  # mean correlation between two samples' activations
 
     @property
     def spread(self) -> float:
@@ -61,7 +62,8 @@ class SiteStats:
                "dead_fraction": self.dead_fraction,
                "saturated_fraction": self.saturated_fraction, "nonfinite": self.nonfinite,
                "constant_units": self.constant_units, "identical_units": self.identical_units,
-               "identical_groups": [g[:16] for g in self.identical_groups[:8]]}
+               "identical_groups": [g[:16] for g in self.identical_groups[:8]],
+               "correlation": self.correlation}
         if self.histogram is not None:
             out["histogram"] = {"edges": self.histogram[0], "counts": self.histogram[1]}
         if self.pre_histogram is not None:

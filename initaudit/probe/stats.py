@@ -21,6 +21,11 @@ spatial positions - counts as samples of a unit):
   column) and 1% of its range (constant columns must be exactly equal). Found by random-projection fingerprints, one
   matrix product, then checked column against column.
 - ``constant_units``: units with the same value on every sample (no spread at all).
+- ``correlation`` (layer and input sites): the mean correlation between two samples'
+  activations, c = mean over pairs a != b of <x_a - m, x_b - m> / (|x_a - m| |x_b - m|), with
+  x_a the whole activation of sample a (all units and positions) and m the grand mean; close
+  to 1 when different inputs have become indistinguishable (the ordered phase). From row sums,
+  row norms and one weighted row sum: (|S|^2 - B) / (B (B - 1)), S = sum_a (x_a - m) / |x_a - m|.
 
 Costs (DESIGN section 8): per-unit sums and fingerprints are one matrix product with a small
 random matrix whose first row is all ones, sums of squares one fused row-norm (or a reused
@@ -169,6 +174,8 @@ def _site_stats(x, name, kind, unit_dim, param, activation, pre_activation, dept
         groups = _identical_groups(x3, sums, sq, n)
         site.identical_units = sum(len(g) - 1 for g in groups)
         site.identical_groups = groups[:MAX_GROUPS]
+    if kind in ("layer", "input") and x.dim() >= 2 and x.shape[0] > 1:
+        site.correlation = sample_correlation(x)
     if bins:
         values = histogram_sample(x3)
         if pre_activation and activation is not None and _has_fn(activation):
@@ -297,6 +304,24 @@ def _nonfinite_site(site: SiteStats, x3: torch.Tensor) -> SiteStats:
     else:
         site.mean = site.std = math.nan
     return site
+
+
+def sample_correlation(x: torch.Tensor) -> float | None:
+    """Mean pairwise correlation between the samples (dim 0) of ``x``, centred by the grand
+    mean (see the module docstring); None when a sample has no spread."""
+    rows = x.reshape(x.shape[0], -1)
+    b, d = rows.shape
+    sums = rows.sum(dim=1).double()
+    sq = torch.linalg.vector_norm(rows, dim=1).double() ** 2
+    m = float(sums.sum()) / (b * d)
+    norms2 = sq - 2 * m * sums + d * m * m
+    if not bool(torch.isfinite(norms2).all()) or float(norms2.min()) <= 0:
+        return None
+    inv = norms2.rsqrt()
+    v = (inv.to(rows.dtype) @ rows).double()  # sum_a x_a / |x_a - m|
+    w = float(inv.sum())
+    s2 = float(v @ v) - 2 * m * w * float(v.sum()) + d * m * m * w * w
+    return (s2 - b) / (b * (b - 1))
 
 
 def _has_fn(act: Activation) -> bool:

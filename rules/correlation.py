@@ -1,0 +1,221 @@
+"""Rules on the correlation map: different inputs becoming indistinguishable through depth.
+
+The static rule (IA111) reads the mean-field prediction (:mod:`initaudit.propagation`), the
+measured one (IA210) the probe's per-layer correlation between samples
+(:func:`initaudit.probe.stats.sample_correlation`). Both judge the spread that differs between
+inputs, relative to where the segment starts (the input, an embedding or a normalisation):
+sqrt((1 - c_l) / (1 - c_start)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from initaudit.lazy import lazy_function
+
+measured_profile = lazy_function("initaudit.probe.profile", "measured_profile")
+from initaudit.rule import Finding, Rule, Severity, fmt
+from initaudit.rules.structure import GUESSED_NOTE, depth_severity
+from initaudit.rules.weights import _init_fix
+
+_FIX = ("initialise each layer for the activation that follows it (IA104's fixes: Xavier before "
+        "sigmoid/tanh, He before ReLU), keep biases small, or add normalisation")
+
+
+def _judged(ctx, param: str) -> bool:
+    p = ctx.graph.params[param]
+    return not (p.residual_end or ctx.analysis(param).stats.all_zero)
+
+
+def _after_constant(ctx) -> set[tuple[str, int]]:
+    """(origin, depth) of layers downstream of a constant layer in their segment: inputs merge
+    there because of that layer, which IA102 reports."""
+    first: dict[str, int] = {}
+    for s in ctx.signal:
+        st = ctx.analysis(s.param).stats
+        if st.numel > 1 and st.max == st.min:
+            first[s.origin] = min(first.get(s.origin, s.depth), s.depth)
+    return {(s.origin, s.depth) for s in ctx.signal if s.origin in first and s.depth >= first[s.origin]}
+
+
+class PredictedCorrelationCollapse(Rule):
+    """Different inputs predicted to become indistinguishable through depth (ordered phase).
+
+    What it checks
+    --------------
+    The correlation map of mean-field theory (Poole et al. 2016; Schoenholz et al. 2017),
+    with means: two inputs whose pre-activations h_a, h_b have correlation c over the units
+    give the next layer
+
+        q' c' = n sigma_w^2 E[phi(h_a) phi(h_b)] + sigma_b^2,   (h_a, h_b) ~ N(m, q [[1, c], [c, 1]])
+
+    and the spread that differs between them, q (1 - c), is multiplied per layer by
+    n sigma_w^2 E[(phi(h_a) - phi(h_b))^2] / (2 q (1 - c)), which tends to
+    chi_1 = n sigma_w^2 E[phi'(h)^2] as c -> 1. chi_1 < 1 is the ordered phase: c -> 1 and
+    every input maps to the same output. Integrated by Gauss-Hermite quadrature for the actual
+    activation (sigmoid's mean 0.5 alone puts a Xavier sigmoid stack there). Reports the
+    deepest collapse of D = sqrt((1 - c_l) / (1 - c_start)) along a segment (from the input, an
+    embedding or a normalisation, with independent inputs c_start = 0), graded a warning below
+    ``warn_ratio`` and an error below ``error_ratio``; at most info when the dataflow was
+    guessed from module order. Residual branch ends and all-zero layers are not judged.
+
+    Why it matters
+    --------------
+    When the outputs of different inputs coincide, the network computes nearly the same
+    function of every input: the loss gradient is the same for all samples and the first
+    layers cannot learn to tell inputs apart. A 5-layer Xavier sigmoid MLP keeps an element
+    std near 0.5 while the part that differs between inputs shrinks to 0.5% of its start; at
+    depth 20 it is 1e-12 (measured: IA210).
+
+    Example
+    -------
+    ```python
+    layers = []
+    for _ in range(20):
+        layers += [nn.Linear(100, 100), nn.Sigmoid()]
+    model = nn.Sequential(*layers)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            torch.nn.init.xavier_normal_(m.weight)
+            torch.nn.init.zeros_(m.bias)
+    ```
+
+    Fix
+    ---
+    ```python
+    model = nn.Sequential(*[nn.Sequential(nn.Linear(100, 100), nn.Tanh()) for _ in range(20)])
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            torch.nn.init.xavier_normal_(m.weight, gain=torch.nn.init.calculate_gain("tanh"))
+            torch.nn.init.zeros_(m.bias)
+    ```
+    (or zero-centred activations, or a normalisation layer every few layers).
+
+    Options
+    -------
+    warn_ratio (float, default 0.02): D below which to warn.
+    error_ratio (float, default 0.001): D below which the finding is an error.
+    min_depth (int, default 2): layers a segment must span before it is judged.
+    """
+
+    code = "IA111"
+    name = "predicted-correlation-collapse"
+    category = "vanishing"
+    severity = Severity.WARNING
+    options = {"warn_ratio": 0.02, "error_ratio": 0.001, "min_depth": 2}
+    applies_when_trained = False
+    scope = "model"
+
+    def check(self, ctx) -> Iterator[Finding]:
+        skip = _after_constant(ctx)
+        profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"] and (s.origin, s.depth) not in skip
+                   and s.distinct_ratio == s.distinct_ratio and _judged(ctx, s.param)]
+        if not profile:
+            return
+        worst = min(profile, key=lambda s: s.distinct_ratio)
+        d = worst.distinct_ratio
+        severity = depth_severity(d, True, self.opts)
+        if severity is None:
+            return
+        guessed = ctx.graph.capture == "module-order"
+        start = "the input" if worst.origin == "input" else worst.origin
+        yield self.finding(
+            worst.layer, f"predicted correlation between different inputs reaches {worst.correlation:.6g} "
+                         f"after {worst.depth} layers: the part of the signal that differs between inputs "
+                         f"falls to {fmt(d)}x its value at {start} (ordered phase; mean-field correlation "
+                         f"map, std {fmt(worst.predicted_std)})" + GUESSED_NOTE * guessed,
+            severity=Severity.INFO if guessed else severity,
+            evidence={"ratio": d, "correlation": worst.correlation, "depth": worst.depth,
+                      "predicted_std": worst.predicted_std, "origin": worst.origin, "param": worst.param},
+            fix=_FIX)
+
+
+class MeasuredCorrelationCollapse(Rule):
+    """Different inputs measured to become indistinguishable through depth.
+
+    What it checks
+    --------------
+    For every weight layer's output on the probe batch, the mean correlation between two
+    samples' activations, c = mean over pairs a != b of <x_a - m, x_b - m> /
+    (|x_a - m| |x_b - m|) (x_a: all units and positions of sample a, m the grand mean), and
+    the same at the start of the layer's segment (the input, an embedding or a normalisation).
+    Reports the deepest collapse of D = sqrt((1 - c_l) / (1 - c_start)) once the segment spans
+    ``min_depth`` layers: the measured counterpart of IA111, with the same grading. Residual
+    branch ends and all-zero layers are not judged.
+
+    Why it matters
+    --------------
+    The std of a layer can stay healthy while the inputs have merged: a Xavier sigmoid stack
+    keeps its std near 0.5 while 1 - c falls geometrically. Then every sample gets the same
+    output and the same gradient; training has nothing to separate them with.
+
+    Example
+    -------
+    ```python
+    layers = []
+    for _ in range(20):
+        layers += [nn.Linear(100, 100), nn.Sigmoid()]
+    model = nn.Sequential(*layers)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            torch.nn.init.xavier_normal_(m.weight)
+            torch.nn.init.zeros_(m.bias)
+    ```
+
+    Fix
+    ---
+    ```python
+    model = nn.Sequential(*[nn.Sequential(nn.Linear(100, 100), nn.Tanh()) for _ in range(20)])
+    for m in model.modules():  # a zero-centred activation with its Xavier gain
+        if isinstance(m, nn.Linear):
+            torch.nn.init.xavier_normal_(m.weight, gain=torch.nn.init.calculate_gain("tanh"))
+            torch.nn.init.zeros_(m.bias)
+    ```
+
+    Options
+    -------
+    warn_ratio (float, default 0.02): D below which to warn.
+    error_ratio (float, default 0.001): D below which the finding is an error.
+    min_depth (int, default 2): layers a segment must span before it is judged.
+    """
+
+    code = "IA210"
+    name = "activation-correlation-collapse"
+    category = "vanishing"
+    severity = Severity.WARNING
+    options = {"warn_ratio": 0.02, "error_ratio": 0.001, "min_depth": 2}
+    applies_when_trained = False
+    needs_probe = True
+    scope = "model"
+
+    def check(self, ctx) -> Iterator[Finding]:
+        probe = ctx.probe
+        if probe is None or not getattr(probe, "ran", False) or not ctx.graph.has_architecture:
+            return
+        rows = []
+        skip = _after_constant(ctx)
+        for m in measured_profile(ctx.signal, probe):
+            if (m.signal.origin, m.signal.depth) in skip:
+                continue
+            c, c0 = m.site.correlation, m.origin.correlation if m.origin else None
+            if c is None or c0 is None or m.signal.depth < self.opts["min_depth"] \
+                    or not _judged(ctx, m.signal.param) or c0 >= 1:
+                continue
+            rows.append((m, max(1 - c, 0.0) ** 0.5 / (1 - c0) ** 0.5, c))
+        if not rows:
+            return
+        worst, d, c = min(rows, key=lambda r: r[1])
+        severity = depth_severity(d, True, self.opts)
+        if severity is None:
+            return
+        sig = worst.signal
+        start = "the input" if sig.origin == "input" else sig.origin
+        yield self.finding(
+            worst.site.name,
+            f"measured correlation between different samples reaches {c:.6g} after {sig.depth} layers: "
+            f"the part of the activations that differs between inputs falls to {fmt(d)}x its value "
+            f"at {start} (std {fmt(worst.site.std)}; static prediction {fmt(sig.distinct_ratio)}x)",
+            severity=severity,
+            evidence={"ratio": d, "correlation": c, "depth": sig.depth, "std": worst.site.std,
+                      "predicted_ratio": sig.distinct_ratio, "origin": sig.origin, "param": sig.param},
+            fix=_init_fix(ctx.graph.params[sig.param]) + "  # and the layers before it; or add normalisation")
