@@ -234,7 +234,7 @@ def probe_options(settings: Settings):
                         device=settings.probe_device, inputs=settings.probe_inputs,
                         input_shapes=parse_input_shapes(settings.probe_input_shape),
                         histograms=settings.probe_histograms,
-                        batch_size_given=settings.sources.get("probe_batch_size", "default") != "default")
+                        batch_size_given=settings.sources.get("probe_batch_size") == "command line")
 
 
 def probe_warnings(graph: ModelGraph, probe: Any, settings: Settings) -> list[str]:

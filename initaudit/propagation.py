@@ -420,7 +420,7 @@ def _kurtosis(x: Moments) -> float:
     y = phi(a[:, None] + v[:, None] * _GH_X[None, :]) ** 2
     w = np.asarray(x.pre.w)
     m2, m4 = float(w @ (y @ _GH_W)), float(w @ ((y * y) @ _GH_W))
-    return m4 / (m2 * m2) if m2 > 0 else 3.0
+    return m4 / (m2 * m2) if m2 * m2 > 0 else 3.0  # m2 * m2 underflows for a collapsed signal
 
 
 def _finite_width(x: _State, units: int | None) -> float:

@@ -223,6 +223,38 @@ class GradientVanishing(_GradientDepthRule):
     options = {"warn_ratio": 0.01, "error_ratio": 1e-4, "min_depth": 2}
     direction = "vanishing"
 
+    def check(self, ctx) -> Iterator[Finding]:
+        yield from super().check(ctx)
+        probe = _probe(ctx)
+        if probe is not None and probe.grads:
+            yield from self._blocked(ctx, probe)
+
+    def _blocked(self, ctx, probe) -> Iterator[Finding]:
+        """Weights with exactly zero gradient below a layer whose weights are all zero."""
+        order = [s.param for s in probe.sites if s.kind == "layer" and s.param]
+        order = list(dict.fromkeys(order))
+        # all-zero layers that get no gradient themselves stay zero: what they block stays blocked
+        # (a zero head or a zero layer before tanh gets a gradient, changes at the first step and
+        # unblocks the layers below: legitimate, not reported)
+        zero = [n for n in order if n in ctx.graph.params and ctx.analysis(n).stats.all_zero
+                and (g := probe.grads.get(n)) is not None and g.received and g.norm == 0]
+        for i, name in enumerate(order):
+            g, p = probe.grads.get(name), ctx.graph.params.get(name)
+            if g is None or p is None or p.kind in (OpKind.EMBEDDING, OpKind.NORM) or name in zero:
+                continue
+            if not g.received or g.nonfinite or g.norm != 0 or not g.weight_norm > 0:
+                continue
+            above = next((z for z in zero if order.index(z) > i), None)
+            if above is None:  # e.g. a zero input from the layer below: not a blocked backward pass
+                continue
+            yield self.finding(
+                name, f"receives exactly zero gradient: the backward pass is blocked at {above} (all "
+                      "zeros, and no gradient of its own), so this layer never learns",
+                severity=Severity.ERROR, key="blocked",
+                evidence={"grad_norm": 0.0, "weight_norm": g.weight_norm, "blocked_at": above,
+                          "loss": probe.loss},
+                fix=f"initialise {above} (see IA102's fix)")
+
 
 class GradientExploding(_GradientDepthRule):
     """Gradients growing towards the input.

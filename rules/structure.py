@@ -203,7 +203,8 @@ class InitScale(Rule):
         shape = f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}"
         found = [m.label for m in res.matches[:3]]
         if res.expected is None:  # no architecture: outside every known scheme?
-            if any(m != "none" for m in res.matched):
+            # a std shared by many layers is no scheme by itself (N(0, 1) everywhere is shared too)
+            if any(m not in ("none", "fixed-std") for m in res.matched):
                 return  # it matches one (the table's scheme column says which): not outside them all
             stds = [m.std for m in candidates(p, None)]
             lo, hi = min(stds) / tol, max(stds) * tol
@@ -244,10 +245,12 @@ class InitScale(Rule):
             compound, members = res.ratio, 1
         else:
             levels, members, _ = stack
-            compound = 1.0
+            log_compound = 0.0
             for level in levels[1:]:
                 rs = [factors.get(n, 1.0) for n in level]
-                compound *= math.exp(sum(math.log(r) for r in rs) / len(rs))
+                log_compound += sum(math.log(r) for r in rs) / len(rs)
+            # a deep stack can compound past float range: keep it representable (and loggable)
+            compound = math.exp(max(-700.0, min(700.0, log_compound)))
         # a single layer far off (past the same thresholds on its own) is a warning too
         own = res.ratio or 1.0
         if depth_severity(own, own < 1, (PredictedVanishing if own < 1 else PredictedExploding).options) \
@@ -278,16 +281,20 @@ def _stacks(ctx) -> dict[str, tuple[list[list[str]], int, bool]]:
     add."""
     params = ctx.graph.params
     segments: dict[str, dict[int, list[str]]] = {}
+    ends_residual: dict[str, bool] = {}  # output layers count here: a last block's branch end
     for s in ctx.signal:
         p = params.get(s.param)
-        if p is None or p.is_output:
+        if p is None:
+            continue
+        ends_residual[s.origin] = ends_residual.get(s.origin, False) or p.residual_end
+        if p.is_output:
             continue
         segments.setdefault(f"{s.origin}", {}).setdefault(s.depth, []).append(s.param)
     out = {}
-    for levels in segments.values():
+    for origin, levels in segments.items():
         ordered = [levels[d] for d in sorted(levels)]
         names = [n for level in ordered for n in level]
-        residual = any(params[n].residual_end for n in names)
+        residual = ends_residual.get(origin, False)
         for n in names:
             out[n] = (ordered, len(names), residual)
     return out

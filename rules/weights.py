@@ -6,8 +6,10 @@ import re
 from collections.abc import Iterator
 
 from initaudit.graph import OpKind, ParamRole
-from initaudit.normgain import measured_gain
+from initaudit.lazy import lazy_function
 from initaudit.rule import Finding, Rule, Severity, fmt
+
+measured_gain = lazy_function("initaudit.normgain", "measured_gain")  # imports torch
 
 _MODULATION_HINTS = ("adaln", "ada_ln", "modulation", "zero_conv", "zero_linear")
 

@@ -153,7 +153,7 @@ def test_requests_an_onnx_file_cannot_honour_exit_2(tmp_path):
     assert ok.exit_code == 0 and json.loads(ok.stdout)["probe"]["batch_size"] == 1
     batch = CliRunner().invoke(main, [str(path), "--isolated", "-q", "--batch-size", "32"])
     assert batch.exit_code == 2
-    assert "--batch-size 32 could not be used: the probe ran with batch 1" in one_error_line(batch)
+    assert "--batch-size 32: the model's inputs have a fixed batch dimension" in one_error_line(batch)
     model = CliRunner().invoke(main, [str(path), "--isolated", "-q", "--model", HEALTHY])
     assert model.exit_code == 2 and "this target is an ONNX graph" in one_error_line(model)
 

@@ -393,7 +393,9 @@ def test_inputs_file_is_validated_when_the_probe_cannot_run(tmp_path):
     good = tmp_path / "in.npy"
     np.save(good, np.zeros((2, 4), np.float32))
     code, _out, err = run_cli(str(target), "--inputs", str(good))
-    assert code in (0, 1) and "was checked but not used" in err
+    # A valid file the probe cannot use on a bare checkpoint: an explicit request that cannot be
+    # honoured (exit 2, one line), never a silent pass.
+    assert code == 2 and "static only" in err
 
 
 # ---- 8. precise causes instead of "internal error" ------------------------------------------------

@@ -105,6 +105,8 @@ def blocks(names: Sequence[str], chunk: int = 24) -> list[str]:
 def _flags(report: Report) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for f in report.findings:
+        if f.severity.value == "info":  # legitimate patterns: shown in the findings, not flagged
+            continue
         codes = out.setdefault(f.layer, [])
         if f.rule not in codes:
             codes.append(f.rule)
