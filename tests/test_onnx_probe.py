@@ -229,7 +229,7 @@ def test_memory_budget_runs_the_graph_in_parts(tmp_path, builder):
 def test_plan_segments_cuts_where_few_tensors_cross():
     from onnx import helper as h
 
-    from initaudit.probe.onnx_probe import plan_segments
+    from initaudit.probe.onnx_segments import plan_segments
 
     nodes = [h.make_node("Relu", ["x"], ["a"]), h.make_node("Relu", ["a"], ["b"]),
              h.make_node("Add", ["a", "b"], ["c"]), h.make_node("Relu", ["c"], ["d"])]
