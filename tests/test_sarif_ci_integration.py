@@ -86,7 +86,9 @@ def test_pre_commit_try_repo_runs_the_hook_for_real(tmp_path, checkpoints):
     duration = re.search(r"duration: ([0-9.]+)s", out)
     install = elapsed - float(duration.group(1)) if duration else elapsed
     print(f"pre-commit try-repo: {elapsed:.1f} s in all, {install:.1f} s outside the hook (setup)")
-    assert install < 60  # no environment to build: nothing downloaded
+    # A system hook builds no environment, so nothing is downloaded.  pre-commit announces every
+    # environment it builds; timing alone is noise on a shared machine.
+    assert "Installing environment" not in out, out
 
 
 def test_files_command_exit_codes(checkpoints):
