@@ -68,16 +68,23 @@ CAPTURE_BATCH = 2  # synthetic inputs for the dataflow capture: the dataflow doe
 def probe_inputs(graph: ModelGraph, options: ProbeOptions, factory: Any, batch: int | None = None):
     """The probe's inputs: ``--inputs``, else ``example_inputs()``, else synthetic ones (of
     ``batch`` rows, default ``--batch-size``). Raises ProbeInputError when none can be made."""
-    from initaudit.probe.inputs import from_object, load_inputs_file, synthesize
+    import dataclasses
+
+    from initaudit.probe.inputs import batch_dim, from_object, load_inputs_file, synthesize
 
     if options.inputs is not None:
         if isinstance(options.inputs, (str, Path)):
-            return load_inputs_file(options.inputs)
-        return from_object(options.inputs, "file", "inputs given to audit()")
-    example = _example_inputs(factory)
-    if example is not None:
-        return from_object(example, "file", "example_inputs() next to the factory")
-    return synthesize(graph.module, graph, batch or options.batch_size, options.seed, options.input_shapes)
+            made = load_inputs_file(options.inputs)
+        else:
+            made = from_object(options.inputs, "file", "inputs given to audit()")
+    else:
+        example = _example_inputs(factory)
+        if example is not None:
+            made = from_object(example, "file", "example_inputs() next to the factory")
+        else:
+            made = synthesize(graph.module, graph, batch or options.batch_size, options.seed,
+                              options.input_shapes)
+    return dataclasses.replace(made, batch_dim=batch_dim(graph.module, graph))
 
 
 def capture_graph(graph: ModelGraph, options: ProbeOptions, factory: Any = None) -> None:
