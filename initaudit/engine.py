@@ -135,7 +135,7 @@ def resolve_stage(requested: str, graph: ModelGraph) -> tuple[str, str]:
     if graph.stage_evidence:
         return "trained", "; ".join(graph.stage_evidence)
     spectra = stage_evidence.init_summary(found)
-    if graph.format == "torch-module":
+    if graph.format == "torch-module" and not graph.code_ran:  # built now, not unpickled from a file
         return "init", "a freshly built module from its factory" + spectra
     return "init", ("no evidence of training in the file (no optimizer state, step counter or "
                     "updated BatchNorm statistics" + spectra + "); pass --stage trained if these "
@@ -401,4 +401,5 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
         baselined=baselined,
         capture=graph.capture,
         warnings=warnings,
+        code_ran=graph.code_ran,
     )

@@ -163,6 +163,9 @@ class ModelGraph:
     # Every file the loader read (model, shards, external data, factory source): initaudit
     # never writes a report over any of them.
     files_read: set[str] = field(default_factory=set)
+    # Why code from the target ran while it was loaded (``--unsafe-pickle`` on a pickle the
+    # allow-list refused); None when nothing from the file was executed.
+    code_ran: str | None = None
 
     def weights(self) -> Iterator[Param]:
         return (p for p in self.params.values() if p.is_weight)
