@@ -193,6 +193,7 @@ def layer_rows(ctx: Context) -> list[dict[str, Any]]:
             "kind": p.kind.value, "fan_in": p.fan_in, "fan_out": p.fan_out,
             "activation": str(p.activation) if p.activation else None,
             "activation_source": p.activation_source,
+            "follows_unknown_op": p.follows_unknown,
             "normalized_after": p.normalized_after, "residual_end": p.residual_end,
             "is_output": p.is_output, "tied_with": p.aliases, "notes": p.notes,
             "stats": a.stats.to_json(),

@@ -157,7 +157,8 @@ def _ratio(r: dict[str, Any]) -> str:
 def _layer_rows(rows: list[dict[str, Any]], probe: bool) -> list[list[Any]]:
     out = []
     for r in rows:
-        nxt = r["activation"] or ("norm" if r["normalized_after"] else "output" if r["is_output"] else "-")
+        nxt = r["activation"] or ("norm" if r["normalized_after"] else "output" if r["is_output"]
+                                  else "?" if r.get("follows_unknown_op") else "-")
         if r["normalized_after"] and r["activation"]:
             nxt += "+norm"
         exp = r["expected"]
