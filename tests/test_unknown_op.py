@@ -114,3 +114,20 @@ def test_torch_function_nobody_models_is_activation_unknown(tmp_path, monkeypatc
     assert rows["a.weight"]["activation"] is None and rows["a.weight"]["follows_unknown_op"]
     control = {r["param"]: r for r in audit("sinnet.py:tanh", "--no-probe")["layers"]}
     assert control["a.weight"]["activation"] == "tanh" and control["a.weight"]["follows_unknown_op"] is None
+
+
+def test_division_by_a_constant_is_a_known_scale_not_an_unknown_op(tmp_path):
+    """x / s (attention's 1/sqrt(d) in exported graphs) is a product with 1/s, as the torch
+    capture records it; x / y of two signals stays unknown."""
+    from initaudit.loaders.onnx_loader import load_onnx
+
+    w = numpy_helper.from_array(np.eye(8, dtype=np.float32), "w")
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+             helper.make_node("Div", ["h", "two"], ["d"], name="scaled"),
+             helper.make_node("Div", ["d", "x"], ["y"], name="ratio")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], [w, two])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "d.onnx")
+    kinds = {n.name: (n.kind, n.attrs.get("scale")) for n in load_onnx(tmp_path / "d.onnx").nodes}
+    assert kinds["scaled"] == ("mul", 0.5) and kinds["ratio"][0] == "unknown"

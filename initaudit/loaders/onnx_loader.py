@@ -305,6 +305,10 @@ class _Builder(WeightsMixin, OpsMixin):
             scale = self.scalar(next(x for x in n.input if not self.is_signal(x)))
             self.emit(Node(name, "mul", self.src_nodes(n.input), op=op, attrs={"scale": scale}), n.output, out)
             return
+        elif op == "Div" and len(n.input) == 2 and self.is_signal(n.input[0]) and self.scalar(n.input[1]):
+            scale = 1.0 / self.scalar(n.input[1])  # x / s: attention's 1/sqrt(d), a residual's 1/sqrt(2)
+            self.emit(Node(name, "mul", self.src_nodes(n.input[:1]), op=op, attrs={"scale": scale}), n.output, out)
+            return
         elif op in _TRANSPARENT_OPS:
             if op in _VIEW_OPS:
                 self.view_nodes.add(name)
