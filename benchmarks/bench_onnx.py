@@ -65,7 +65,38 @@ def _median(xs: list[float]) -> float:
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
+def _startup_seconds() -> tuple[float, float]:
+    """(first, second): one trivial run on a fresh isolated worker (start-up included), then a
+    second run on the same worker: the difference is what starting the worker costs."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from initaudit.probe.ort_process import IsolatedRuntime
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    blob = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    feeds = {"x": np.ones((1, 4), np.float32)}
+    runtime = IsolatedRuntime()
+    try:
+        times = []
+        for _ in range(2):
+            t = time.perf_counter()
+            runtime.run(blob, ["y"], feeds, {}, 1, None)
+            times.append(time.perf_counter() - t)
+    finally:
+        runtime.close()
+    del onnx
+    return times[0], times[1]
+
+
 def child(mode: str, path: str, batch: int, reps: int) -> dict:
+    if mode == "startup":
+        rounds = [_startup_seconds() for _ in range(max(3, reps))]
+        return {"first": _median([a for a, _ in rounds]), "second": _median([b for _, b in rounds]),
+                "startup": _median([a - b for a, b in rounds])}
     if mode == "time":  # the variants alternating in one process, ``reps`` rounds: medians
         import initaudit
         from initaudit.loaders.onnx_loader import load_onnx
@@ -262,6 +293,10 @@ def main() -> int:
           "included in both")
     print("  target: probe <= 2x the plain run\n")
 
+    start = measure("startup", folder, 0, args.reps)
+    print(f"  worker start-up (a fresh isolated worker's first trivial run minus its second, median): "
+          f"{start['startup']:.3f}s\n  (first {start['first']:.3f}s, second {start['second']:.3f}s); "
+          "in an audit it overlaps the static pass\n")
     if args.skip_static:
         return 0 if ok else 1
     print("2. Static pass on a GPT-2-small-sized ONNX file with external data")
