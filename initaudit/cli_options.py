@@ -150,8 +150,9 @@ def run_options(f: Callable) -> Callable:
                                           "says how many were suppressed and how many baseline entries no "
                                           "longer occur."),
         click.option("--unsafe-pickle", is_flag=True,
-                     help="UNSAFE: unpickle full objects (e.g. a torch.save(model) file). This runs code "
-                          "from the file; use only on files you trust."),
+                     help="UNSAFE: unpickle full objects (e.g. a torch.save(model) file), whose module is "
+                          "then audited as the architecture. This runs code from the file (the report "
+                          "says so); use only on files you trust."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
         click.option("--debug", is_flag=True, help="Show the traceback of an error (still exit 2)."),
     ], f)

@@ -135,7 +135,7 @@ def resolve_stage(requested: str, graph: ModelGraph) -> tuple[str, str]:
     if graph.stage_evidence:
         return "trained", "; ".join(graph.stage_evidence)
     spectra = stage_evidence.init_summary(found)
-    if graph.format == "torch-module":
+    if graph.format == "torch-module" and not graph.code_ran:  # built now, not unpickled from a file
         return "init", "a freshly built module from its factory" + spectra
     return "init", ("no evidence of training in the file (no optimizer state, step counter or "
                     "updated BatchNorm statistics" + spectra + "); pass --stage trained if these "
@@ -193,6 +193,7 @@ def layer_rows(ctx: Context) -> list[dict[str, Any]]:
             "kind": p.kind.value, "fan_in": p.fan_in, "fan_out": p.fan_out,
             "activation": str(p.activation) if p.activation else None,
             "activation_source": p.activation_source,
+            "follows_unknown_op": p.follows_unknown,
             "normalized_after": p.normalized_after, "residual_end": p.residual_end,
             "is_output": p.is_output, "tied_with": p.aliases, "notes": p.notes,
             "stats": a.stats.to_json(),
@@ -216,14 +217,15 @@ def layer_rows(ctx: Context) -> list[dict[str, Any]]:
     return rows
 
 
-def run_probe(graph: ModelGraph, factory: Any, settings: Settings):
-    """The forward/backward probe (initaudit.probe) unless disabled; a ProbeResult either way."""
+def run_probe(graph: ModelGraph, factory: Any, settings: Settings, runtime: Any = None):
+    """The forward/backward probe (initaudit.probe) unless disabled; a ProbeResult either way.
+    ``runtime``: what :func:`initaudit.probe.start_probe` started for it."""
     from initaudit.probe import ProbeResult
     from initaudit.probe import run_probe as probe
 
     if not settings.probe_enabled:
         return ProbeResult(ran=False, seed=settings.probe_seed, skipped_reason="disabled (--no-probe)")
-    return probe(graph, probe_options(settings), factory)
+    return probe(graph, probe_options(settings), factory, runtime)
 
 
 def probe_options(settings: Settings):
@@ -282,6 +284,29 @@ def _check_analysable(graph: ModelGraph) -> None:
         raise TargetError(graph.target, f"nothing could be analysed ({reasons})")
 
 
+def _analysed(graph: ModelGraph, settings: Settings, progress: Progress | None) -> tuple[Any, str, str]:
+    """(Context, stage, why): the stage resolved and every tensor analysed (the static pass),
+    progress in stored bytes."""
+    from initaudit.context import Context
+
+    stage, why = resolve_stage(settings.stage, graph)
+    ctx = Context(graph, stage)
+    if progress is not None:  # in bytes as stored (fp16 counts 2 per element), as the file's size
+        total = sum(stored_bytes(p) for p in graph.params.values())
+        done = 0
+
+        def on_tensor(param) -> None:
+            nonlocal done
+            done += stored_bytes(param)
+            progress(done, total)
+
+        ctx.on_tensor = on_tensor
+    ctx.analyze_all()
+    if progress is not None and hasattr(progress, "phase"):
+        progress.phase("probe")  # forward and backward pass: the bar says so instead of sitting at 100%
+    return ctx, stage, why
+
+
 def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = None,
           settings: Settings | None = None, progress: Progress | None = None,
           unsafe_pickle: bool = False, inputs: Any = None, config: bool | str | Path = True,
@@ -321,7 +346,6 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
     settings.validate()
     from initaudit import baseline as baseline_mod
     from initaudit.config import check_rule_references
-    from initaudit.context import Context
     from initaudit.loaders.target import load_target
 
     ruleset = discover(settings.rule_files, plugins=settings.plugins, classes=settings.rule_classes)
@@ -340,22 +364,15 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
         from initaudit.probe import capture_graph
 
         capture_graph(graph, probe_options(settings), _factory)
-    stage, why = resolve_stage(settings.stage, graph)
-    ctx = Context(graph, stage)
-    if progress is not None:  # in bytes as stored (fp16 counts 2 per element), as the file's size
-        total = sum(stored_bytes(p) for p in graph.params.values())
-        done = 0
+    from initaudit.probe import start_probe
 
-        def on_tensor(param) -> None:
-            nonlocal done
-            done += stored_bytes(param)
-            progress(done, total)
-
-        ctx.on_tensor = on_tensor
-    ctx.analyze_all()
-    if progress is not None and hasattr(progress, "phase"):
-        progress.phase("probe")  # forward and backward pass: the bar says so instead of sitting at 100%
-    ctx.probe = run_probe(graph, _factory, settings)
+    runtime = start_probe(graph) if settings.probe_enabled else None  # starts while the static pass runs
+    try:
+        ctx, stage, why = _analysed(graph, settings, progress)
+        ctx.probe = run_probe(graph, _factory, settings, runtime)
+    finally:
+        if runtime is not None:
+            runtime.close()
     check_probe_honoured(settings, ctx.probe, graph.target)
     warnings = probe_warnings(graph, ctx.probe, settings)
     findings, rule_errors = run_rules(ctx, rules)
@@ -401,4 +418,5 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
         baselined=baselined,
         capture=graph.capture,
         warnings=warnings,
+        code_ran=graph.code_ran,
     )

@@ -74,6 +74,9 @@ class Param:
     units_dim: int = 0  # dimension that indexes output units (1 when stored (in, out))
     activation: Activation | None = None
     activation_source: str | None = None  # "fx", "module-order", "onnx", "name"
+    # The op that follows when it is one nobody models (a custom ONNX domain's op, an unknown
+    # function): the activation is then unknown, not "none".
+    follows_unknown: str | None = None
     normalized_after: bool = False
     residual_end: bool = False
     is_output: bool = False
@@ -163,6 +166,9 @@ class ModelGraph:
     # Every file the loader read (model, shards, external data, factory source): initaudit
     # never writes a report over any of them.
     files_read: set[str] = field(default_factory=set)
+    # Why code from the target ran while it was loaded (``--unsafe-pickle`` on a pickle the
+    # allow-list refused); None when nothing from the file was executed.
+    code_ran: str | None = None
 
     def weights(self) -> Iterator[Param]:
         return (p for p in self.params.values() if p.is_weight)
@@ -234,12 +240,14 @@ def annotate(graph: ModelGraph, source: str) -> None:
         direct = _following(node.name, users, _SHAPE_ONLY)
         beyond_act = _following(node.name, users, _SHAPE_OR_ACT)
         acts = [n.activation for n in direct if n.kind == "act" and n.activation]
+        unknown = [n.op or n.name for n in direct if n.kind == "unknown"]
         for name in targets:
             p = graph.params.get(name)
             if p is None:
                 continue
             if acts and p.activation is None:
                 p.activation, p.activation_source = acts[0], source
+            p.follows_unknown = unknown[0] if unknown and p.activation is None else None
             p.normalized_after = bool(beyond_act) and all(n.kind == "norm" for n in beyond_act)
             p.residual_end = any(n.kind == "add" for n in direct)
             p.is_output = node.kind == "layer" and not feeds_layer[node.name] and bool(users.get(node.name))

@@ -42,6 +42,8 @@ class Report:
     #: Warnings for stderr (the CLI prints them): e.g. a probe that was not asked for and could
     #: not run. Each is also in ``notes``.
     warnings: list[str] = field(default_factory=list)
+    #: Why code from the target ran while it was loaded (``--unsafe-pickle``), or None.
+    code_ran: str | None = None
 
     def count(self, severity: Severity) -> int:
         return sum(1 for f in self.findings if f.severity is severity)
@@ -71,6 +73,7 @@ class Report:
             "tool": {"name": "initaudit", "version": __version__},
             "target": self.target,
             "format": self.format,
+            "code_ran": self.code_ran,
             "capture": self.capture,
             "stage": self.stage,
             "stage_reason": self.stage_reason,

@@ -101,9 +101,7 @@ def check_probe_honoured(settings: Any, probe: Any, target: str) -> None:
             return
         raise ProbeRequestError(f"{target}: {flags} asked for the probe, which did not run: {reason}")
     input_shapes = [list(s) for s in (getattr(probe, "input_shapes", None) or [])]
-    used = probe.batch_size == settings.probe_batch_size or any(  # sequence-first inputs: batch in dim 1
-        settings.probe_batch_size in s[:2] for s in input_shapes)
-    if "probe_batch_size" in asked and not used:
+    if "probe_batch_size" in asked and probe.batch_size != settings.probe_batch_size:
         shapes = ", ".join("x".join(map(str, s)) for s in input_shapes[:3])
         source = getattr(probe, "inputs_source", None) or probe.inputs
         raise ProbeRequestError(

@@ -301,7 +301,8 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
     and other usual embedding scales. A spread that follows a convention of the model
     (``fixed_std``: one std shared by layers of different fans, as normal(0.02)) is not
     accepted by name: ``convention`` says which, and the rules let the predicted signal decide.
-    With no architecture any known scheme is a plausible choice.
+    With no architecture, or before an op nobody models (``param.follows_unknown``), the
+    activation is unknown: no scheme is expected and any known one is a plausible choice.
     """
     from initaudit.graph import OpKind
 
@@ -313,7 +314,8 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
     if stats.std == 0:
         return ScaleAssessment(None, ["zeros" if stats.max == 0 else "constant"], None, None)
     act = param.activation if has_architecture or param.activation_source else None
-    unknown_act = act is None and not has_architecture
+    # no architecture, or an op nobody models follows: the activation is unknown, not "none"
+    unknown_act = act is None and (not has_architecture or bool(getattr(param, "follows_unknown", None)))
     matches = identify(param, stats, orthogonal, act, distribution=distribution)
     # GPT-2 scales residual output projections by 1/sqrt(2 * n_layer) (up to 128 layers)
     if (param.residual_end or unknown_act) and 0.02 / math.sqrt(256) <= stats.std < 0.02 / 1.15 \
@@ -346,7 +348,7 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
         accepted = matches[0].label  # a head's scale does not compound: any scheme within 1.44x
     elif recurrent and ("orthogonal" in names or "torch-default" in names):
         accepted = names[0]
-    elif unknown_act:  # no architecture: any known scheme is a plausible choice
+    elif unknown_act:  # activation unknown: any known scheme is a plausible choice
         accepted = next((m.label for m in matches if m.scheme != "transformer-0.02" or m.std < 0.02), None)
     convention = None
     if accepted is None and fixed_std is not None:

@@ -126,8 +126,10 @@ class InitScale(Rule):
     inside (a finding is never below info). Info also when a normalisation follows the layer,
     when a stack that shrinks ends in a residual add (the skip path carries the signal:
     GPT-2/CLIP depth-scaled projections, LayerScale), and when the dataflow was guessed from
-    module order. With no architecture (a bare checkpoint) only spreads outside every known
-    scheme by ``tolerance`` are reported. A layer a normalisation follows is reported only when
+    module order. With no architecture (a bare checkpoint), and before an op nothing models (a
+    custom ONNX domain's op, an unknown function: the activation is unknown, not "none"), no
+    scheme is expected: only spreads outside every known scheme by ``tolerance`` are reported,
+    naming the unknown op. A layer a normalisation follows is reported only when
     its std is more than 2x off (its forward scale is normalised away).
 
     Why it matters
@@ -202,7 +204,7 @@ class InitScale(Rule):
         tol, std = self.opts["tolerance"], stats.std
         shape = f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}"
         found = [m.label for m in res.matches[:3]]
-        if res.expected is None:  # no architecture: outside every known scheme?
+        if res.expected is None:  # activation unknown (no architecture, unknown op): outside every scheme?
             # a std shared by many layers is no scheme by itself (N(0, 1) everywhere is shared too)
             if any(m not in ("none", "fixed-std") for m in res.matched):
                 return  # it matches one (the table's scheme column says which): not outside them all
@@ -211,9 +213,11 @@ class InitScale(Rule):
             if lo <= std <= hi:
                 return
             ref = min(stds) if std < lo else max(stds)
+            unknown = f"activation unknown: {p.follows_unknown} follows, an op initaudit does not model" \
+                if p.follows_unknown else "activation unknown"
             yield self.finding(
                 p.name, f"{label}std {fmt(std)} is {fmt(std / ref)}x the nearest known scheme's std "
-                        f"{fmt(ref)} ({shape}; activation unknown)",
+                        f"{fmt(ref)} ({shape}; {unknown})",
                 evidence={"std": std, "expected_std": ref, "ratio": std / ref,
                           "matched_schemes": res.matched},
                 fix="torch.nn.init.kaiming_normal_(w, nonlinearity='relu') or xavier_normal_(w), "

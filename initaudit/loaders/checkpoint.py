@@ -45,6 +45,8 @@ class Checkpoint:
     notes: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)  # every file read (index and shards)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why not analysed)
+    module: torch.nn.Module | None = None  # a full pickled module (``--unsafe-pickle`` only)
+    code_ran: str | None = None  # why code from the file ran while loading it (None: none did)
 
 
 def is_float_dtype(dtype: str) -> bool:
@@ -94,21 +96,36 @@ def _strip_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, to
     return tensors
 
 
+UNSAFE_LOAD = ("unpickled with --unsafe-pickle (torch.load(weights_only=False)), since the allow-list "
+               "scan refused it ({cause}): code from the file ran with your permissions")
+
+
 def read_pickle_checkpoint(path: Path, unsafe_pickle: bool = False) -> Checkpoint:
-    """A state_dict checkpoint via ``torch.load(weights_only=True)`` after the allow-list scan."""
-    if unsafe_pickle:
-        obj = _torch_load(path, weights_only=False)
-    else:
+    """A state_dict checkpoint via ``torch.load(weights_only=True)`` after the allow-list scan.
+
+    With ``unsafe_pickle`` a file the scan refuses (a full pickled module, ``torch.save(model)``)
+    is unpickled by Python instead; ``code_ran`` then says so and ``module`` holds a loaded
+    module. A file the scan accepts is still read the safe way: no code runs."""
+    try:
         scan = scan_checkpoint(path)
+    except TargetError as exc:
+        if not unsafe_pickle:
+            raise
+        obj = _torch_load(path, weights_only=False)
+        code_ran = UNSAFE_LOAD.format(cause=exc.cause.removeprefix("refusing to load: ").split(", ")[0])
+    else:
         obj = _torch_load(loadable_copy(scan) if scan.needs_rewrite else path, weights_only=True, name=path)
-    if isinstance(obj, torch.nn.Module):  # only reachable with --unsafe-pickle
-        obj = obj.state_dict()
+        code_ran = None
+    module = obj if isinstance(obj, torch.nn.Module) else None  # only reachable with --unsafe-pickle
+    if module is not None:
+        obj = module.state_dict()
     tensors, evidence = _unwrap(obj, path)
     tensors = _strip_prefix(tensors, "module.")
     tensors, skipped = admit_tensors(tensors, path)
     ckpt = Checkpoint(path, "state-dict", {k: tuple(v.shape) for k, v in tensors.items()},
                       {k: str(v.dtype).replace("torch.", "") for k, v in tensors.items()},
-                      tensors.__getitem__, evidence, files=[path], skipped=skipped)
+                      tensors.__getitem__, evidence, files=[path], skipped=skipped, module=module,
+                      code_ran=code_ran)
     ckpt.evidence += _bn_evidence(tensors)
     return ckpt
 

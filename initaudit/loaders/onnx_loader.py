@@ -305,15 +305,26 @@ class _Builder(WeightsMixin, OpsMixin):
             scale = self.scalar(next(x for x in n.input if not self.is_signal(x)))
             self.emit(Node(name, "mul", self.src_nodes(n.input), op=op, attrs={"scale": scale}), n.output, out)
             return
+        elif op == "Div" and len(n.input) == 2 and self.is_signal(n.input[0]) and self.scalar(n.input[1]):
+            scale = 1.0 / self.scalar(n.input[1])  # x / s: attention's 1/sqrt(d), a residual's 1/sqrt(2)
+            self.emit(Node(name, "mul", self.src_nodes(n.input[:1]), op=op, attrs={"scale": scale}), n.output, out)
+            return
         elif op in _TRANSPARENT_OPS:
             if op in _VIEW_OPS:
                 self.view_nodes.add(name)
             self.emit(Node(name, "transparent", self.src_nodes(n.input[:1])), n.output, out)
             return
+        elif op in _META_OPS:
+            return  # reads the signal's shape, not its values: not part of the dataflow
         elif op in _QUANTISED_OPS:
             self.skipped.append((name, f"quantised op {op} is not analysed (its integer weights are "
                                        "not judged)"))
-        self.emit(Node(name, "other", sig_in), n.output, out)
+        # Any other op, by the one recogniser: an op nobody models (a custom domain's, or one
+        # initaudit does not know) is "unknown", so what it does to the signal is never guessed.
+        custom = n.domain not in ("", "ai.onnx")
+        kind = "unknown" if custom else op_kind(op.lower(), [self.roots.get(x, x) for x in sig_in])
+        label = f"{n.domain}::{op}" if custom else op
+        self.emit(Node(name, kind, sig_in if kind != "transparent" else sig_in[:1], op=label), n.output, out)
         for x in n.input:
             src = self.resolve(x) if x and not self.is_signal(x) else None
             if src is not None and src.root not in self.root_claims:

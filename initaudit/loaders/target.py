@@ -45,8 +45,15 @@ def load_target(target: str | Path | nn.Module, *, model: str | nn.Module | None
         ckpt = _read_file(path, unsafe_pickle)
     if isinstance(ckpt, ModelGraph):
         return ckpt, None
-    if model is None:
-        return graph_from_checkpoint(ckpt, spec), None
+    if model is None and ckpt.module is not None:  # torch.save(model) under --unsafe-pickle
+        graph = graph_from_pickled_module(ckpt, spec)
+    elif model is None:
+        graph = graph_from_checkpoint(ckpt, spec)
+    else:
+        graph = None
+    if graph is not None:
+        graph.code_ran = ckpt.code_ran
+        return graph, None
     factory = None
     if isinstance(model, nn.Module):
         module = copy.deepcopy(model)  # checkpoint values go into a copy, never the caller's model
@@ -54,9 +61,20 @@ def load_target(target: str | Path | nn.Module, *, model: str | nn.Module | None
         factory = load_factory(model)
         module = factory.module
     graph = graph_with_architecture(ckpt, module, spec)
+    graph.code_ran = ckpt.code_ran
     if factory is not None:
         graph.files_read.update(factory.files_read())
     return graph, factory
+
+
+def graph_from_pickled_module(ckpt: Checkpoint, target: str) -> ModelGraph:
+    """A full pickled module (``torch.save(model)``, loaded with ``--unsafe-pickle``): the module
+    it holds is the architecture, audited as a live module (dataflow, probe), as for a factory."""
+    graph = graph_from_module(ckpt.module, target)  # stage evidence from the live module (stage.py)
+    graph.source_path = str(ckpt.path)
+    graph.files_read.update(str(f.resolve()) for f in ckpt.files)
+    graph.notes.extend(ckpt.notes)
+    return graph
 
 
 def _read_file(path: Path, unsafe_pickle: bool) -> Checkpoint | ModelGraph:

@@ -19,12 +19,25 @@ from initaudit.graph import ModelGraph
 from initaudit.probe.options import ProbeOptions
 from initaudit.probe.result import GradStats, ProbeResult, SiteStats
 
-__all__ = ["ProbeOptions", "ProbeResult", "SiteStats", "GradStats", "run_probe", "capture_graph",
-           "probe_inputs"]
+__all__ = ["ProbeOptions", "ProbeResult", "SiteStats", "GradStats", "run_probe", "start_probe",
+           "capture_graph", "probe_inputs"]
 
 
-def run_probe(graph: ModelGraph, options: ProbeOptions, factory: Any = None) -> ProbeResult:
-    """Probe the model ``graph`` describes; ``factory`` may supply ``example_inputs()``."""
+def start_probe(graph: ModelGraph) -> Any:
+    """Start now what the probe of ``graph`` can start before it runs, so that it overlaps the
+    static pass: an ONNX graph's isolated onnxruntime worker, whose imports take about 0.5 s
+    (None for other formats, or without onnxruntime). Pass it to :func:`run_probe`; the caller
+    closes it (``.close()``) when the probe is done or will not run."""
+    if graph.module is None and graph.format == "onnx":
+        from initaudit.probe.onnx_probe import start_runtime
+
+        return start_runtime()
+    return None
+
+
+def run_probe(graph: ModelGraph, options: ProbeOptions, factory: Any = None, runtime: Any = None) -> ProbeResult:
+    """Probe the model ``graph`` describes; ``factory`` may supply ``example_inputs()``;
+    ``runtime`` is what :func:`start_probe` started (the ONNX probe's worker)."""
     if options.device == "auto":  # cuda when available, else cpu
         import dataclasses
 
@@ -46,7 +59,7 @@ def run_probe(graph: ModelGraph, options: ProbeOptions, factory: Any = None) -> 
                 "with to_empty() and reset_parameters()"))
         return _probe_torch(graph, options, factory)
     if graph.format == "onnx":
-        return _probe_onnx(graph, options)
+        return _probe_onnx(graph, options, runtime)
     reason = (f"static only: a {graph.format} file holds weights but no architecture to run "
               "(give --model pkg.module:factory to probe it)")
     if isinstance(options.inputs, (str, Path)):  # still read and checked: a bad file is exit 2
@@ -68,16 +81,23 @@ CAPTURE_BATCH = 2  # synthetic inputs for the dataflow capture: the dataflow doe
 def probe_inputs(graph: ModelGraph, options: ProbeOptions, factory: Any, batch: int | None = None):
     """The probe's inputs: ``--inputs``, else ``example_inputs()``, else synthetic ones (of
     ``batch`` rows, default ``--batch-size``). Raises ProbeInputError when none can be made."""
-    from initaudit.probe.inputs import from_object, load_inputs_file, synthesize
+    import dataclasses
+
+    from initaudit.probe.inputs import batch_dim, from_object, load_inputs_file, synthesize
 
     if options.inputs is not None:
         if isinstance(options.inputs, (str, Path)):
-            return load_inputs_file(options.inputs)
-        return from_object(options.inputs, "file", "inputs given to audit()")
-    example = _example_inputs(factory)
-    if example is not None:
-        return from_object(example, "file", "example_inputs() next to the factory")
-    return synthesize(graph.module, graph, batch or options.batch_size, options.seed, options.input_shapes)
+            made = load_inputs_file(options.inputs)
+        else:
+            made = from_object(options.inputs, "file", "inputs given to audit()")
+    else:
+        example = _example_inputs(factory)
+        if example is not None:
+            made = from_object(example, "file", "example_inputs() next to the factory")
+        else:
+            made = synthesize(graph.module, graph, batch or options.batch_size, options.seed,
+                              options.input_shapes)
+    return dataclasses.replace(made, batch_dim=batch_dim(graph.module, graph))
 
 
 def capture_graph(graph: ModelGraph, options: ProbeOptions, factory: Any = None) -> None:
@@ -124,7 +144,7 @@ def _probe_torch(graph: ModelGraph, options: ProbeOptions, factory: Any) -> Prob
     return result
 
 
-def _probe_onnx(graph: ModelGraph, options: ProbeOptions) -> ProbeResult:
+def _probe_onnx(graph: ModelGraph, options: ProbeOptions, runtime: Any = None) -> ProbeResult:
     """The ONNX probe (forward only). Inputs from a file are fed by name: a dict's keys, or the
     model's inputs in order for a tensor or a tuple; an unnamed --input-shape goes to the model's
     only input."""
@@ -155,7 +175,7 @@ def _probe_onnx(graph: ModelGraph, options: ProbeOptions) -> ProbeResult:
     source = f"{options.inputs}: --inputs" if isinstance(options.inputs, (str, Path)) else None
     return run_onnx_probe(graph, batch_size=options.batch_size, seed=options.seed, inputs=feeds,
                           input_shapes=shapes, batch_size_given=options.batch_size_given,
-                          inputs_source=source, site_stats=stats_fn)
+                          inputs_source=source, site_stats=stats_fn, runtime=runtime)
 
 
 def _onnx_input_names(graph: ModelGraph) -> list[str]:

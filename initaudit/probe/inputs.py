@@ -13,8 +13,13 @@ First-layer synthetic inputs (seeded, ``batch`` = ``--batch-size``):
 | RNN / LSTM / GRU (in) | N(0, 1), shape (batch, 16, in) with batch_first, else (16, batch, in) |
 | BatchNorm1d/2d/3d, GroupNorm, LayerNorm | N(0, 1) shaped as for the matching layer above |
 
-``--input-shape`` gives the full shape, batch dimension first (token ids when the first layer is
-an embedding); it overrides ``--batch-size``. Input files are read without unpickling code:
+A model whose first layout-fixing layer is sequence-first (an RNN or ``nn.MultiheadAttention``
+without ``batch_first``, behind any Linear, Embedding or LayerNorm layers) takes its samples in
+dimension 1: token ids (16, batch), features (16, batch, in), and the probe's batch size is read
+from dimension 1 of every input (files and ``example_inputs()`` too: :func:`batch_dim`).
+
+``--input-shape`` gives the full shape in the model's own layout (token ids when the first layer
+is an embedding); it overrides ``--batch-size``. Input files are read without unpickling code:
 ``torch.load(weights_only=True)`` for a tensor, a tuple/list of tensors (positional arguments)
 or a dict of tensors (keyword arguments); ``.npy`` (one array) and ``.npz`` (``arr_0, arr_1, ...`` positional, other names
 keyword) with ``allow_pickle=False``.
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,19 +62,21 @@ class ProbeInputs:
     source: str = ""  # what made them: "synthetic N(0,1) (64, 100) for 0 (Linear)", a path, ...
     unit_dim: int = -1  # where the units of the first input are (1 for images)
     convention: str | None = None  # the ecosystem convention synthetic inputs followed
+    batch_dim: int = 0  # where the samples are (1 for sequence-first models: see batch_dim())
 
     def tensors(self) -> list[torch.Tensor]:
         return [t for t in _flatten((self.args, self.kwargs)) if isinstance(t, torch.Tensor)]
 
     @property
     def batch_size(self) -> int:
+        """Samples in the first input: its size in ``batch_dim`` (a tensor without that dim is
+        one sample)."""
         ts = self.tensors()
-        return int(ts[0].shape[0]) if ts and ts[0].dim() else 1
+        return int(ts[0].shape[self.batch_dim]) if ts and ts[0].dim() > self.batch_dim else 1
 
     def to(self, device: torch.device | str) -> ProbeInputs:
         move = lambda v: _map(v, lambda t: t.to(device))  # noqa: E731
-        return ProbeInputs(move(self.args), move(self.kwargs), self.kind, self.source, self.unit_dim,
-                           self.convention)
+        return replace(self, args=move(self.args), kwargs=move(self.kwargs))
 
 
 def _flatten(obj: Any):
@@ -230,8 +237,7 @@ def _checked(inputs: ProbeInputs, p: Path) -> ProbeInputs:
                                  f"{INPUT_BYTES_BUDGET:,})")
         return t.contiguous()
 
-    return ProbeInputs(_map(inputs.args, fix), _map(inputs.kwargs, fix), inputs.kind, inputs.source,
-                       inputs.unit_dim)
+    return replace(inputs, args=_map(inputs.args, fix), kwargs=_map(inputs.kwargs, fix))
 
 
 def _required_inputs(module: nn.Module) -> list[str]:
@@ -244,20 +250,46 @@ def _required_inputs(module: nn.Module) -> list[str]:
             and prm.kind in (prm.POSITIONAL_ONLY, prm.POSITIONAL_OR_KEYWORD)]
 
 
-def first_layer(module: nn.Module, graph: ModelGraph) -> tuple[str, nn.Module] | None:
-    """The first module with parameters in forward order (graph nodes), else registration order."""
+def _layers_in_order(module: nn.Module, graph: ModelGraph):
+    """(name, module) of the modules with parameters of their own, in forward order (graph
+    nodes), then those the graph does not name, in registration order."""
     modules = dict(module.named_modules())
+    seen = set()
     for node in graph.nodes:
         name = node.name.split("#")[0]
         if name.endswith(".in_proj") and name not in modules:
             name = name[: -len(".in_proj")]
         m = modules.get(name)
-        if m is not None and name and any(True for _ in m.parameters(recurse=False)):
-            return name, m
-    for name, m in module.named_modules():
-        if any(True for _ in m.parameters(recurse=False)):
-            return name, m
-    return None
+        if m is not None and name and name not in seen and any(True for _ in m.parameters(recurse=False)):
+            seen.add(name)
+            yield name, m
+    for name, m in modules.items():
+        if name not in seen and any(True for _ in m.parameters(recurse=False)):
+            yield name, m
+
+
+def first_layer(module: nn.Module, graph: ModelGraph) -> tuple[str, nn.Module] | None:
+    """The first module with parameters in forward order (graph nodes), else registration order."""
+    return next(_layers_in_order(module, graph), None)
+
+
+# Layers that keep the leading dimensions of their input as they are: the layout (batch first or
+# sequence first) is decided by a later layer.
+_LAYOUT_FREE = (nn.Linear, nn.Embedding, nn.LayerNorm)
+
+
+def batch_dim(module: nn.Module, graph: ModelGraph) -> int:
+    """Where the samples are in the model's inputs: 1 when the first layer that fixes a layout is
+    sequence-first (``nn.RNN``/``LSTM``/``GRU`` or ``nn.MultiheadAttention`` without
+    ``batch_first``, as in ``nn.Transformer*`` built without it: inputs (seq, batch, ...)), else 0.
+    Linear, embedding and LayerNorm layers in front keep the leading dims and do not decide;
+    convolutions and every other layer are batch first."""
+    for _, m in _layers_in_order(module, graph):
+        if isinstance(m, (nn.RNNBase, nn.MultiheadAttention)):
+            return 0 if m.batch_first else 1
+        if not (isinstance(m, _LAYOUT_FREE) or is_hf_conv1d(m)):
+            return 0
+    return 0
 
 
 def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
@@ -297,8 +329,10 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
         raise ProbeInputError(f"--input-shape {','.join(map(str, input_shape))} has "
                               f"{math.prod(input_shape):,} elements (at most {MAX_SYNTHETIC_ELEMENTS:,})")
     gen = torch.Generator().manual_seed(seed)
+    sequence_first = input_shape is None and batch_dim(module, graph) == 1
     if isinstance(m, (nn.Embedding, nn.EmbeddingBag)):
-        shape = input_shape or (batch, SEQ_LEN)
+        shape = input_shape or ((SEQ_LEN, batch) if sequence_first and isinstance(m, nn.Embedding)
+                                else (batch, SEQ_LEN))
         ids = torch.randint(0, m.num_embeddings, shape, generator=gen)
         return ProbeInputs((ids,), {}, "synthetic",
                            f"token ids uniform on [0, {m.num_embeddings}) {tuple(shape)} for {label}", -1)
@@ -311,6 +345,8 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
         if shape is None:
             raise ProbeInputError(f"cannot infer an input for the first layer {label}; give "
                                   "--input-shape or --inputs")
+        if sequence_first and len(shape) == 2:  # (batch, features) in front of a sequence-first layer
+            shape = (SEQ_LEN, *shape)
         unit_dim = 1 if _channel_first(m) else -1
     x = torch.randn(shape, generator=gen)
     dtype = next((p.dtype for p in m.parameters(recurse=False) if p.is_floating_point()), x.dtype)
@@ -323,8 +359,7 @@ def _cast_to_model(inputs: ProbeInputs, module: nn.Module) -> ProbeInputs:
     if dtype == torch.float32:
         return inputs
     cast = lambda v: _map(v, lambda t: t.to(dtype) if t.is_floating_point() else t)  # noqa: E731
-    return ProbeInputs(cast(inputs.args), cast(inputs.kwargs), inputs.kind, inputs.source,
-                       inputs.unit_dim, inputs.convention)
+    return replace(inputs, args=cast(inputs.args), kwargs=cast(inputs.kwargs))
 
 
 # Layers whose inputs and outputs carry units (channels) in dimension 1, not the last one.

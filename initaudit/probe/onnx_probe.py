@@ -25,6 +25,7 @@ within the table; other integer inputs (masks) are ones; float inputs are N(0, 1
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -382,6 +383,16 @@ def _model_bytes(graph: ModelGraph, weights: _Weights) -> int:
     return max(total, sum(int(a.nbytes) for a in weights.values.values()))
 
 
+def start_runtime() -> IsolatedRuntime | None:
+    """The isolated onnxruntime worker, started now so that its imports run while the caller
+    works (None when onnxruntime is not installed); pass it to :func:`run_onnx_probe`."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    return IsolatedRuntime().start()
+
+
 def _runtime_failed(reason: str, graph: ModelGraph, batch_size: int, seed: int) -> ProbeResult:
     """A probe onnxruntime could not run: skipped with the reason, and a warning on stderr (the
     static audit still reports)."""
@@ -396,7 +407,8 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
                    input_shapes: Mapping[str, tuple[int, ...]] | None = None,
                    site_stats: Callable[..., SiteStats] | None = None, threads: int | None = None,
                    memory_budget: int | None = None, identical: bool | None = None,
-                   batch_size_given: bool = False, inputs_source: str | None = None) -> ProbeResult:
+                   batch_size_given: bool = False, inputs_source: str | None = None,
+                   runtime: IsolatedRuntime | None = None) -> ProbeResult:
     """Run ``graph`` (from :func:`initaudit.loaders.onnx_loader.load_onnx`) with onnxruntime
     and summarise every weight layer's, embedding's, activation's and normalisation's output.
 
@@ -412,6 +424,8 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
 
     ``batch_size_given``: the user asked for ``batch_size`` (an error on a fixed-batch model).
     ``inputs_source``: how to name ``inputs`` in errors (the ``--inputs`` file).
+    ``runtime``: an isolated onnxruntime worker started earlier (:func:`start_runtime`, while the
+    static pass ran), used for every run and left to the caller to close; default: one of our own.
 
     onnxruntime runs in an isolated process; a model it cannot load or run, or that crashes it,
     gives ``ran=False`` with the reason (and a warning on stderr), as do synthetic inputs beyond
@@ -488,7 +502,10 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
         weights = _Weights(info.model)
     except Exception as exc:
         return _skip(f"initializers could not be handed to onnxruntime: {_first_line(exc)}", batch_size, seed)
-    with IsolatedRuntime(memory_limit(_model_bytes(graph, weights))) as runtime:
+    own = runtime is None
+    runtime = IsolatedRuntime() if own else runtime
+    runtime.memory = memory_limit(_model_bytes(graph, weights))
+    with runtime if own else contextlib.nullcontext(runtime):
         try:
             _run_segments(model, segments, feeds, tensors, weights, info, threads, on_site, runtime)
             if len(segments) > 1:

@@ -7,6 +7,7 @@ the probe is reported as skipped while the static audit reports as usual.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -48,8 +49,24 @@ def timeout_seconds() -> float:
         return DEFAULT_TIMEOUT
 
 
+def worker_paths() -> list[str]:
+    """The folders that hold numpy and onnxruntime: the worker's only ``sys.path`` entries
+    beyond the standard library (found without importing either)."""
+    paths = []
+    for name in ("numpy", "onnxruntime"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            folder = str(Path(spec.origin).resolve().parent.parent)
+            if folder not in paths:
+                paths.append(folder)
+    return paths
+
+
 class IsolatedRuntime:
-    """One worker process serving the runs of one probe; started on first use."""
+    """One worker process serving every run of one probe (the parts of a segmented graph, a
+    retry of the whole graph). :meth:`start` launches it early, so its imports (about 0.5 s:
+    numpy and onnxruntime) run while the caller works; otherwise it starts on first use.
+    ``memory`` (the address-space limit) may be set any time before the first run."""
 
     def __init__(self, memory: int = 0, timeout: float | None = None):
         self.memory = memory
@@ -57,6 +74,7 @@ class IsolatedRuntime:
         self.proc: subprocess.Popen | None = None
         self.log = None
         self.timed_out = False
+        self.requests = 0
 
     def __enter__(self) -> IsolatedRuntime:
         return self
@@ -64,11 +82,17 @@ class IsolatedRuntime:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def start(self) -> IsolatedRuntime:
+        """Launch the worker now (idempotent); it imports onnxruntime and waits for a request."""
+        self._start()
+        return self
+
     def _start(self) -> subprocess.Popen:
         if self.proc is None:
             self.log = tempfile.TemporaryFile()
+            self.timed_out = False
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", str(WORKER), str(int(self.memory))],
+                [sys.executable, "-I", "-S", str(WORKER), *worker_paths()],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                 cwd=tempfile.gettempdir())
         return self.proc
@@ -78,8 +102,10 @@ class IsolatedRuntime:
         """Outputs in ``fetch`` order (None for a non-numeric output). onnxruntime's own errors
         raise RuntimeError with its message; a dead or hung worker raises RuntimeCrash."""
         proc = self._start()
+        self.requests += 1
         request = {"model": len(blob), "inputs": list(inputs), "initializers": list(initializers),
-                   "fetch": list(fetch), "threads": int(threads), "external_dir": external_dir}
+                   "fetch": list(fetch), "threads": int(threads), "external_dir": external_dir,
+                   "memory": int(self.memory)}
         timer = threading.Timer(self.timeout, self._kill)
         timer.start()
         try:
@@ -141,8 +167,12 @@ class IsolatedRuntime:
         return lines[-1][:200] if lines else ""
 
     def close(self) -> None:
+        """End the worker: a clean exit after it served requests; at once when it never got one
+        (a probe that did not run must not wait for its imports to finish)."""
         proc, self.proc = self.proc, None
         if proc is not None:
+            if not self.requests:
+                proc.kill()
             try:
                 proc.stdin.close()
             except OSError:

@@ -1,4 +1,4 @@
-"""The onnxruntime side of the ONNX probe, run in its own process (``python -I ort_worker.py``).
+"""The onnxruntime side of the ONNX probe, run in its own process (``python -I -S ort_worker.py``).
 
 onnxruntime is native code; a model that passes onnx.checker can still crash it (a
 LayerNormalization without its optional bias segfaults some versions). Running it here keeps a
@@ -6,13 +6,19 @@ crash, a runaway allocation (the process has an address-space limit) or a hang (
 kills it after a timeout) away from initaudit's own process, which reports one line and still
 writes the static report.
 
-Only the standard library, numpy and onnxruntime are imported (no initaudit, no torch: start-up
-stays cheap), and nothing is unpickled in either direction: requests and replies are
-length-prefixed JSON headers followed by raw bytes and ``.npy`` arrays read with
-``allow_pickle=False``. Anything onnxruntime prints goes to stderr, never to the reply stream.
+Start-up is the cost of the imports: only the standard library, numpy and onnxruntime (no
+initaudit, no torch), run as ``python -I -S`` (no site: no ``.pth`` file of the environment
+runs) with the folders that hold numpy and onnxruntime as the only extra ``sys.path`` entries
+(given as arguments). The imports run as soon as the process starts, before the first request:
+the parent starts the worker while its static pass runs, and one worker serves every run of the
+probe. Nothing is unpickled in either direction: requests and replies are length-prefixed JSON
+headers followed by raw bytes and ``.npy`` arrays read with ``allow_pickle=False``. Anything
+onnxruntime prints goes to stderr, never to the reply stream.
 
 Request: {"model": N, "inputs": [...], "initializers": [...], "fetch": [...], "threads": T,
-"external_dir": D} + N model bytes + one array per input, then per initializer.
+"external_dir": D, "memory": M} + N model bytes + one array per input, then per initializer.
+``memory`` (bytes, 0 = none) is the address-space limit, set before the first model is read
+and never raised afterwards.
 Reply: {"ok": true, "outputs": [name or null]} + one array per non-null name, or
 {"ok": false, "error": "..."}.
 """
@@ -25,7 +31,10 @@ import struct
 import sys
 from typing import IO, Any
 
-import numpy as np
+if __name__ == "__main__":  # python -I -S: the folders of numpy and onnxruntime, nothing else
+    sys.path[1:1] = [p for p in sys.argv[1:] if os.path.isabs(p)]
+
+import numpy as np  # noqa: E402
 
 _LEN = struct.Struct("<Q")
 
@@ -111,13 +120,17 @@ def _run(ort: Any, request: dict, blob: bytes, inputs: dict, inits: dict) -> lis
 
 
 def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
-    import onnxruntime as ort
+    import onnxruntime as ort  # before the first request: the import overlaps the parent's work
 
+    limited = False
     while True:
         frame = read_frame(requests)
         if frame is None:
             return
         request = json.loads(frame)
+        if not limited and int(request.get("memory") or 0) > 0:
+            _limit_memory(int(request["memory"]))  # before any byte of the model is read
+            limited = True
         blob = read_exact(requests, int(request["model"]))
         inputs = {name: read_array(requests) for name in request["inputs"]}
         inits = {name: read_array(requests) for name in request["initializers"]}
@@ -158,8 +171,6 @@ def main(argv: list[str]) -> int:
     replies = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # onnxruntime's own prints go to stderr, never into the reply stream
     sys.stdout = sys.stderr
-    if len(argv) > 1 and int(argv[1]) > 0:
-        _limit_memory(int(argv[1]))
     try:
         serve(sys.stdin.buffer, replies)
     except (EOFError, BrokenPipeError):

@@ -57,6 +57,8 @@ def _verdict(report: Report) -> list[str]:
     probe = report.probe
     if probe is not None and getattr(probe, "ran", False):
         lines[-1] += f" · probe: batch {probe.batch_size}, seed {probe.seed}"
+    if getattr(report, "code_ran", None):
+        lines += ["", f"⚠️ **Code ran**: {_text(report.code_ran)}"]
     return lines
 
 

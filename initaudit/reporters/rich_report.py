@@ -110,6 +110,8 @@ def _header(report: Report) -> Table:
     t.add_column()
     t.add_row("target", report.target)
     t.add_row("format", report.format)
+    if getattr(report, "code_ran", None):  # --unsafe-pickle: never let this go unsaid
+        t.add_row(Text("code ran", style="bold red"), Text(report.code_ran, style="red"))
     capture = getattr(report, "capture", None)
     if capture:  # how the dataflow between layers was found (ModelGraph.capture)
         t.add_row("dataflow", f"{capture}: {CAPTURE.get(capture, 'found by the loader')}")
@@ -155,7 +157,8 @@ def _ratio(r: dict[str, Any]) -> str:
 def _layer_rows(rows: list[dict[str, Any]], probe: bool) -> list[list[Any]]:
     out = []
     for r in rows:
-        nxt = r["activation"] or ("norm" if r["normalized_after"] else "output" if r["is_output"] else "-")
+        nxt = r["activation"] or ("norm" if r["normalized_after"] else "output" if r["is_output"]
+                                  else "?" if r.get("follows_unknown_op") else "-")
         if r["normalized_after"] and r["activation"]:
             nxt += "+norm"
         exp = r["expected"]
