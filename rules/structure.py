@@ -117,6 +117,26 @@ class InitScale(Rule):
     judged the same way. Orthogonal recurrent weights, PyTorch's RNN default and usual embedding
     scales are accepted. Init-stage only.
 
+    Convention or mistake: a family convention is never accepted by its name or its std alone: a tanh MLP drawn at
+    N(0, 0.02) is as shared-across-fans as BERT, and its signal really vanishes. What tells a
+    convention from a mistake is where the spread sits in the dataflow, and the severity says
+    what it does there:
+
+    - queries and keys (weights whose output reaches attention only as Q or K,
+      ``softmax(Q K^T / sqrt(d)) V``) set the softmax's temperature, not the signal's scale: the
+      logits' spread relative to the schemes' is L = r_q * r_k (r of each projection and the
+      geometric mean of its partners'). L < 1 only starts the attention nearer uniform (info:
+      BART/Swin/Whisper 0.02, CLIP's d^-1/2 (2 L)^-1/2, T5's (d_model d_kv)^-1/2 query);
+      L > 1 sharpens it towards one-hot, graded with IA110's thresholds;
+    - a stack that ends in a residual add, directly or behind a LayerScale gain or constant
+      scale (``x + gamma * f(x)``), shrinks only its branch (info: GPT-2's and CLIP's
+      depth-scaled projections, ConvNeXt's 0.02 with gamma 1e-6); the same layers in a plain
+      chain are graded as any stack;
+    - a layer before a normalisation (BatchNorm, LayerNorm; a BatchNorm an exporter folded in):
+      the forward scale is normalised away (He fan-out convs, GoogLeNet's trunc-normal 0.01);
+    - a weight the recorded forward pass never reached (a training-only auxiliary classifier) is
+      judged as in a checkpoint with no architecture: only a spread outside every scheme.
+
     Severity follows how much the mismatch compounds. Each layer multiplies the signal's std
     by r = std / expected std relative to the scheme it should follow; over the stack of layers
     between two normalisations (a segment of the dataflow) the mismatch compounds to
