@@ -272,7 +272,7 @@ _TO_ATTENTION = PASS_THROUGH | {"mul", "other"}
 def score_projections(graph: ModelGraph) -> dict[str, set[str]]:
     """Weights whose output reaches attention only as its query or its key, never as its value
     or anywhere else, mapped to the weights on the other side of Q K^T (a query projection's
-    keys, a key projection's queries).
+    keys, a key projection's queries; itself for a fused Q/K projection).
 
     In ``softmax(Q K^T / sqrt(d)) V`` the query and key set the softmax's temperature: the
     logits' spread is the product of their spreads; the output averages V, so the signal that
@@ -311,5 +311,5 @@ def score_projections(graph: ModelGraph) -> dict[str, set[str]]:
             continue
         after = _following(layer_of[name].name, users, _TO_ATTENTION)
         if after and all(n.kind == "attention" for n in after):
-            out[name] = other - {name}
+            out[name] = other  # itself too when one layer makes both Q and K
     return out

@@ -246,7 +246,7 @@ class InitScale(Rule):
         severity, compound, why = self._severity(ctx, p, res, stack, factors)
         yield self._finding(p, stats, res, label, severity, compound, stack[1] if stack else None, why)
 
-    def _finding(self, p, stats, res, label, severity, compound, members, why) -> Finding:
+    def _finding(self, p, stats, res, label, severity, compound, members, why, extra=None) -> Finding:
         exp, std = res.expected, stats.std
         shape = f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}"
         title = SCHEME_TITLES.get(exp.scheme, exp.scheme)
@@ -264,7 +264,8 @@ class InitScale(Rule):
             evidence={"std": std, "expected_std": exp.std, "ratio": res.ratio, "scheme": exp.scheme,
                       "gain": exp.gain, "matched_schemes": res.matched,
                       "matches": [m.to_json() for m in res.matches[:4]],
-                      "convention": res.convention, "stack_factor": compound, "stack": members},
+                      "convention": res.convention, "stack_factor": compound, "stack": members,
+                      **(extra or {})},
             fix=exp.fix)
 
     def _report_scores(self, p, stats, res, label, partners, factors) -> Iterator[Finding]:
@@ -282,7 +283,8 @@ class InitScale(Rule):
             why = (f"; it feeds attention scores softmax(QK^T)V: logits at {fmt(logits)}x the schemes' "
                    "spread only start the softmax nearer uniform (the values carry the signal)")
         yield self._finding(p, stats, res, label, Severity.WARNING if severity else Severity.INFO,
-                            logits, None, why)
+                            logits, None, why, {"attention_logits_factor": logits,
+                                                "attention_partners": sorted(partners)})
 
     def _severity(self, ctx, p, res, stack, factors):
         """(severity, compounded factor P, reason text) -- see the class docstring."""

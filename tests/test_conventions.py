@@ -128,7 +128,8 @@ def test_large_queries_and_keys_saturate_the_softmax():
     hits = ia104(r)
     assert {"attn.0.q.weight", "attn.0.k.weight", "attn.1.q.weight", "attn.1.k.weight"} <= set(hits)
     assert "softmax starts sharper" in hits["attn.0.q.weight"].message
-    assert hits["attn.0.q.weight"].evidence["stack_factor"] > 5
+    assert hits["attn.0.q.weight"].evidence["attention_logits_factor"] > 5
+    assert hits["attn.0.q.weight"].evidence["attention_partners"] == ["attn.0.k.weight"]
     x, mask = inputs()
     with torch.no_grad():
         model(x, mask)
