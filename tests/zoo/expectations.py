@@ -112,8 +112,8 @@ BLOCKED: dict[tuple[str, str], str] = {
     ("unet2d", "safetensors-model"): "needs capture: depth rules on a registration-order chain (IA109)",
     ("vae", "module"): "needs capture: depth rules on a registration-order chain (IA204)",
     ("vae", "safetensors-model"): "needs capture: depth rules on a registration-order chain (IA204)",
-    ("vgg11_tv", "module"): "needs depth rules (i8-depth): IA109 error on classifier.6 (0.0031x after 11 layers; the zoo's 512-wide classifier input makes N(0, 0.01) really shrink the signal: IA104's warnings are explained with that measurement)",
-    ("vgg11_tv", "safetensors-model"): "needs depth rules (i8-depth): IA109 error on classifier.6 (0.0031x after 11 layers; the zoo's 512-wide classifier input makes N(0, 0.01) really shrink the signal: IA104's warnings are explained with that measurement)",
+    ("vgg11_tv", "module"): "needs depth rules (i8-depth): IA109 error on classifier.6 (predicted 0.0031x after 11 layers) and IA204 error on classifier.3 (measured 0.0095x): the zoo's 512-wide classifier input makes N(0, 0.01) really shrink the signal (IA104's warnings are explained with that measurement); grade or explain them",
+    ("vgg11_tv", "safetensors-model"): "needs depth rules (i8-depth): IA109 error on classifier.6 (predicted 0.0031x after 11 layers) and IA204 error on classifier.3 (measured 0.0095x): the zoo's 512-wide classifier input makes N(0, 0.01) really shrink the signal (IA104's warnings are explained with that measurement); grade or explain them",
     ("whisper", "module"): "needs depth rules (i8-depth): IA109/IA204 warnings on model.encoder.conv2 (predicted and measured 0.014x through the N(0, 0.02) audio stem: true, IA104's explanation measures it; explain or grade them)",
     ("whisper", "safetensors-model"): "needs depth rules (i8-depth): IA109/IA204 warnings on model.encoder.conv2 (predicted and measured 0.014x through the N(0, 0.02) audio stem: true, IA104's explanation measures it; explain or grade them)",
 }
