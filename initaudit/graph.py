@@ -219,6 +219,16 @@ _SHAPE_ONLY = PASS_THROUGH
 _SHAPE_OR_ACT = PASS_THROUGH | {"act"}
 
 
+def _is_gain(node: Node) -> bool:
+    """A product of one signal with a learned gain or a constant (LayerScale ``gamma * f(x)``,
+    a residual scale ``0.1 * f(x)``): what the branch ends in is seen through it."""
+    return node.kind == "mul" and len(node.inputs) == 1 and (node.param is not None or "scale" in node.attrs)
+
+
+def _behind_gains(direct: list[Node], users: dict[str, list[Node]]) -> list[Node]:
+    return direct + [n for g in direct if _is_gain(g) for n in _following(g.name, users, _SHAPE_ONLY)]
+
+
 def annotate(graph: ModelGraph, source: str) -> None:
     """Fill each param's activation / normalized_after / residual_end / is_output.
 
@@ -249,5 +259,65 @@ def annotate(graph: ModelGraph, source: str) -> None:
                 p.activation, p.activation_source = acts[0], source
             p.follows_unknown = unknown[0] if unknown and p.activation is None else None
             p.normalized_after = bool(beyond_act) and all(n.kind == "norm" for n in beyond_act)
-            p.residual_end = any(n.kind == "add" for n in direct)
+            p.residual_end = any(n.kind == "add" for n in _behind_gains(direct, users))
             p.is_output = node.kind == "layer" and not feeds_layer[node.name] and bool(users.get(node.name))
+
+
+def off_dataflow(graph: ModelGraph) -> set[str]:
+    """Weights no node of the dataflow applies: in a graph recorded from an eval-mode forward
+    pass, a training-only branch (an auxiliary classifier) is never reached, so what follows
+    those weights is unknown and they are judged as in a checkpoint with no architecture."""
+    if not graph.nodes:
+        return set()
+    placed = {n for node in graph.nodes for n in (node.param, node.bias, *node.norm_params) if n}
+    return {p.name for p in graph.weights() if not placed.intersection([p.name, *p.aliases])}
+
+# Ops between a projection and the attention that take it in: reshapes, head splits, q * d^-1/2
+# scaling, rotary embeddings (a sum of one signal's rotations), a key cache's concatenation.
+_TO_ATTENTION = PASS_THROUGH | {"mul", "other"}
+
+
+def score_projections(graph: ModelGraph) -> dict[str, set[str]]:
+    """Weights whose output reaches attention only as its query or its key, never as its value
+    or anywhere else, mapped to the weights on the other side of Q K^T (a query projection's
+    keys, a key projection's queries; itself for a fused Q/K projection).
+
+    In ``softmax(Q K^T / sqrt(d)) V`` the query and key set the softmax's temperature: the
+    logits' spread is the product of their spreads; the output averages V, so the signal that
+    goes on is V's. A fused Q/K/V projection also feeds V and is not one of these.
+    """
+    by_name = {n.name: n for n in graph.nodes}
+    users = _consumers(graph.nodes)
+
+    def sources(start: str) -> set[str]:
+        found, stack, seen = set(), [start], {start}
+        while stack:
+            node = by_name.get(stack.pop())
+            if node is None:
+                continue
+            if node.kind == "layer" and node.param:
+                found.add(node.param)
+            elif node.kind in _TO_ATTENTION and len(dict.fromkeys(node.inputs)) <= 2:
+                stack.extend(i for i in node.inputs if i not in seen)
+                seen.update(node.inputs)
+        return found
+
+    sides: dict[str, set[str]] = {}
+    values: set[str] = set()
+    for node in graph.nodes:
+        if node.kind != "attention" or len(node.inputs) < 3:
+            continue
+        q, k = sources(node.inputs[0]), sources(node.inputs[1])
+        values |= sources(node.inputs[2])
+        for mine, other in ((q, k), (k, q)):
+            for name in mine:
+                sides.setdefault(name, set()).update(other)
+    layer_of = {n.param: n for n in graph.nodes if n.kind == "layer" and n.param}
+    out = {}
+    for name, other in sides.items():
+        if name in values or name not in layer_of:
+            continue
+        after = _following(layer_of[name].name, users, _TO_ATTENTION)
+        if after and all(n.kind == "attention" for n in after):
+            out[name] = other  # itself too when one layer makes both Q and K
+    return out

@@ -319,24 +319,11 @@ def _attention_pattern(view: PrimView, si: int) -> Pattern | None:
     if not sm.inputs or not view.is_signal(sm.inputs[0]):
         return None
     members = {si}
-    t = sm.inputs[0]
-    scores = None
-    for _ in range(8):
-        i = view.producer.get(t)
-        if i is None:
-            return None
-        p = view.prims[i]
-        sig = [x for x in p.inputs if x and view.is_signal(x)]
-        if p.op == "matmul" and len(sig) == 2:
-            members.add(i)
-            scores = p
-            break
-        if p.op not in _SCORE_PATH or len(sig) != 1:
-            return None
-        members.add(i)
-        t = sig[0]
-    if scores is None:
+    path = _scores_path(view, sm.inputs[0], 8)
+    if path is None:
         return None
+    members |= set(path)
+    scores = view.prims[path[-1]]
     cur = sm.outputs[0]
     for _ in range(4):
         u = view.sole_consumer(cur)
@@ -356,6 +343,27 @@ def _attention_pattern(view: PrimView, si: int) -> Pattern | None:
             return None
         members.add(u)
         cur = p.outputs[0]
+    return None
+
+
+def _scores_path(view: PrimView, t: str, budget: int) -> list[int] | None:
+    """The prims from ``t`` back to the product of two signals Q K^T, through scaling, masking
+    and casts. A mask computed from a graph input (an exported ``attention_mask``: Where, Cast,
+    Sub, Mul) is a signal too, so at a sum or select of several signals each one is tried: the
+    scores are the one that leads back to the product."""
+    i = view.producer.get(t)
+    if i is None or budget <= 0:
+        return None
+    p = view.prims[i]
+    sig = [x for x in p.inputs if x and view.is_signal(x)]
+    if p.op == "matmul" and len(sig) == 2:
+        return [i]
+    if p.op not in _SCORE_PATH or not sig:
+        return None
+    for x in dict.fromkeys(sig):
+        rest = _scores_path(view, x, budget - 1)
+        if rest is not None:
+            return [i, *rest]
     return None
 
 

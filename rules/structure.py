@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import replace
 
-from initaudit.graph import OpKind
+from initaudit.graph import OpKind, off_dataflow, score_projections
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 from initaudit.lazy import lazy_function
@@ -117,6 +117,26 @@ class InitScale(Rule):
     judged the same way. Orthogonal recurrent weights, PyTorch's RNN default and usual embedding
     scales are accepted. Init-stage only.
 
+    Convention or mistake: a family convention is never accepted by its name or its std alone: a tanh MLP drawn at
+    N(0, 0.02) is as shared-across-fans as BERT, and its signal really vanishes. What tells a
+    convention from a mistake is where the spread sits in the dataflow, and the severity says
+    what it does there:
+
+    - queries and keys (weights whose output reaches attention only as Q or K,
+      ``softmax(Q K^T / sqrt(d)) V``) set the softmax's temperature, not the signal's scale: the
+      logits' spread relative to the schemes' is L = r_q * r_k (r of each projection and the
+      geometric mean of its partners'). L < 1 only starts the attention nearer uniform (info:
+      BART/Swin/Whisper 0.02, CLIP's d^-1/2 (2 L)^-1/2, T5's (d_model d_kv)^-1/2 query);
+      L > 1 sharpens it towards one-hot, graded with IA110's thresholds;
+    - a stack that ends in a residual add, directly or behind a LayerScale gain or constant
+      scale (``x + gamma * f(x)``), shrinks only its branch (info: GPT-2's and CLIP's
+      depth-scaled projections, ConvNeXt's 0.02 with gamma 1e-6); the same layers in a plain
+      chain are graded as any stack;
+    - a layer before a normalisation (BatchNorm, LayerNorm; a BatchNorm an exporter folded in):
+      the forward scale is normalised away (He fan-out convs, GoogLeNet's trunc-normal 0.01);
+    - a weight the recorded forward pass never reached (a training-only auxiliary classifier) is
+      judged as in a checkpoint with no architecture: only a spread outside every scheme.
+
     Severity follows how much the mismatch compounds. Each layer multiplies the signal's std
     by r = std / expected std relative to the scheme it should follow; over the stack of layers
     between two normalisations (a segment of the dataflow) the mismatch compounds to
@@ -173,6 +193,7 @@ class InitScale(Rule):
     def check(self, ctx) -> Iterator[Finding]:
         judged = []  # (param, stats, assessment, label)
         fixed = fixed_std_conventions(list(ctx.graph.weights()), lambda n: ctx.analysis(n).stats)
+        off = off_dataflow(ctx.graph)  # judged with the activation unknown
         for p in ctx.graph.weights():
             a = ctx.analysis(p.name)
             if a.stats.nonfinite or a.stats.std == 0 or p.kind is OpKind.RECURRENT_HIDDEN:
@@ -182,28 +203,31 @@ class InitScale(Rule):
                 n = a.stats.numel // len(p.gates)
                 for gate, std in zip(p.gates, a.gate_std):
                     st = replace(a.stats, std=std, numel=n)
-                    judged.append((p, st, self._assess(ctx, p, st, None, dist, fixed), f"gate {gate}: "))
+                    judged.append((p, st, self._assess(ctx, p, st, None, dist, fixed, off), f"gate {gate}: "))
             else:
-                judged.append((p, a.stats, self._assess(ctx, p, a.stats, a.orthogonal_gain, dist, fixed), ""))
+                judged.append((p, a.stats, self._assess(ctx, p, a.stats, a.orthogonal_gain, dist, fixed, off), ""))
         factors = {p.name: res.ratio for p, _, res, _ in judged
                    if res is not None and not res.accepted_by and res.ratio}
-        stacks = _stacks(ctx)
+        scores = score_projections(ctx.graph)
+        stacks = _stacks(ctx, set(scores))
         for p, st, res, label in judged:
             if res is None or res.accepted_by:
                 continue
             if p.normalized_after and res.ratio and abs(math.log(res.ratio)) <= math.log(2):
                 continue  # normalised away forwards; a backward scale within 2x is no finding
+            if p.name in scores and res.expected is not None:
+                yield from self._report_scores(p, st, res, label, scores[p.name], factors)
+                continue
             yield from self._report(ctx, p, st, res, label, stacks.get(p.name), factors)
 
-    def _assess(self, ctx, p, stats, orthogonal, dist, fixed):
+    def _assess(self, ctx, p, stats, orthogonal, dist, fixed, off):
         g = ctx.graph
-        return assess(p, stats, orthogonal, g.family, g.has_architecture, self.opts["tolerance"],
-                      distribution=dist, fixed_std=fixed.get(p.name))
+        return assess(p, stats, orthogonal, g.family, g.has_architecture and p.name not in off,
+                      self.opts["tolerance"], distribution=dist, fixed_std=fixed.get(p.name))
 
     def _report(self, ctx, p, stats, res, label, stack, factors) -> Iterator[Finding]:
         tol, std = self.opts["tolerance"], stats.std
         shape = f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}"
-        found = [m.label for m in res.matches[:3]]
         if res.expected is None:  # activation unknown (no architecture, unknown op): outside every scheme?
             # a std shared by many layers is no scheme by itself (N(0, 1) everywhere is shared too)
             if any(m not in ("none", "fixed-std") for m in res.matched):
@@ -223,25 +247,48 @@ class InitScale(Rule):
                 fix="torch.nn.init.kaiming_normal_(w, nonlinearity='relu') or xavier_normal_(w), "
                     "for the activation that follows")
             return
-        exp = res.expected
+        severity, compound, why = self._severity(ctx, p, res, stack, factors)
+        yield self._finding(p, stats, res, label, severity, compound, stack[1] if stack else None, why)
+
+    def _finding(self, p, stats, res, label, severity, compound, members, why, extra=None) -> Finding:
+        exp, std = res.expected, stats.std
+        shape = f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}"
         title = SCHEME_TITLES.get(exp.scheme, exp.scheme)
+        found = [m.label for m in res.matches[:3]]
         if res.convention:
             what = f"follows a {res.convention} convention shared by layers of different fans"
         elif found:
             what = f"matches {', '.join(found)}"
         else:
             what = "matches no known scheme"
-        severity, compound, why = self._severity(ctx, p, res, stack, factors)
-        yield self.finding(
+        return self.finding(
             p.name, f"{label}std {fmt(std)} is {fmt(res.ratio)}x the {title} std {fmt(exp.std)} expected "
                     f"{exp.reason} ({shape}); {what}{why}",
             severity=severity,
             evidence={"std": std, "expected_std": exp.std, "ratio": res.ratio, "scheme": exp.scheme,
                       "gain": exp.gain, "matched_schemes": res.matched,
                       "matches": [m.to_json() for m in res.matches[:4]],
-                      "convention": res.convention, "stack_factor": compound,
-                      "stack": stack[1] if stack else None},
+                      "convention": res.convention, "stack_factor": compound, "stack": members,
+                      **(extra or {})},
             fix=exp.fix)
+
+    def _report_scores(self, p, stats, res, label, partners, factors) -> Iterator[Finding]:
+        """A query or key projection: its spread and its partners' set the attention logits'
+        spread, L = r_q * r_k relative to the schemes' (1 for a partner that fits its scheme).
+        L < 1 only starts the softmax nearer uniform (info); L > 1 sharpens it towards one-hot
+        attention, graded with IA110's thresholds."""
+        rs = [factors.get(n, 1.0) for n in partners]
+        logits = res.ratio * (math.exp(sum(math.log(r) for r in rs) / len(rs)) if rs else 1.0)
+        severity = depth_severity(logits, False, PredictedExploding.options) if logits > 1 else None
+        if logits > 1:
+            why = (f"; it feeds attention scores softmax(QK^T)V, whose logits it and its partner "
+                   f"scale to {fmt(logits)}x the schemes' spread: the softmax starts sharper")
+        else:
+            why = (f"; it feeds attention scores softmax(QK^T)V: logits at {fmt(logits)}x the schemes' "
+                   "spread only start the softmax nearer uniform (the values carry the signal)")
+        yield self._finding(p, stats, res, label, Severity.WARNING if severity else Severity.INFO,
+                            logits, None, why, {"attention_logits_factor": logits,
+                                                "attention_partners": sorted(partners)})
 
     def _severity(self, ctx, p, res, stack, factors):
         """(severity, compounded factor P, reason text) -- see the class docstring."""
@@ -279,16 +326,16 @@ class InitScale(Rule):
         return Severity.WARNING, compound, why
 
 
-def _stacks(ctx) -> dict[str, tuple[list[list[str]], int, bool]]:
+def _stacks(ctx, off_path: set[str] = frozenset()) -> dict[str, tuple[list[list[str]], int, bool]]:
     """Per weight on the predicted signal path: its stack (the layers of its segment, grouped by
-    depth, output layers left out), the number of layers and whether the stack feeds a residual
-    add."""
+    depth, output layers and ``off_path`` weights -- attention queries and keys -- left out), the
+    number of layers and whether the stack feeds a residual add."""
     params = ctx.graph.params
     segments: dict[str, dict[int, list[str]]] = {}
     ends_residual: dict[str, bool] = {}  # output layers count here: a last block's branch end
     for s in ctx.signal:
         p = params.get(s.param)
-        if p is None:
+        if p is None or s.param in off_path:
             continue
         ends_residual[s.origin] = ends_residual.get(s.origin, False) or p.residual_end
         if p.is_output:

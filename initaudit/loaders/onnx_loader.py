@@ -243,7 +243,7 @@ class _Builder(WeightsMixin, OpsMixin):
             return
         if pat.kind == "attention":
             qkv = [self.tensor_node[t] for t in pat.inputs if t in self.tensor_node]
-            self.emit(Node(name, "attention", qkv, op=pat.op), [pat.output], pat.output)
+            self.emit(Node(name, "attention", qkv, op=pat.op, attrs=dict(pat.attrs)), [pat.output], pat.output)
             return
         self.unit_dims[name] = -1
         norm_params = []
