@@ -83,6 +83,7 @@ class AnalysisOptions:
     max_bucket: int = 64
     spectral_max_dim: int = 2048
     seed: int = 0
+    duplicates: bool = True  # search duplicate rows (off when no enabled rule reads them)
 
 
 def as_fp32(t: torch.Tensor) -> torch.Tensor:
@@ -174,7 +175,9 @@ def analyze(t: torch.Tensor, param: Param, opts: AnalysisOptions = AnalysisOptio
     if param.kind is OpKind.RECURRENT_HIDDEN:
         result.spectral_radius = [spectral_radius(b) for b in blocks
                                   if b.shape[0] == b.shape[1] <= opts.spectral_max_dim]
-    result.duplicates = merge_blocks([duplicate_rows(b, opts) for b in blocks], [b.shape[0] for b in blocks])
+    if opts.duplicates:
+        result.duplicates = merge_blocks([duplicate_rows(b, opts) for b in blocks],
+                                         [b.shape[0] for b in blocks])
     if param.kind is not OpKind.EMBEDDING:  # token tables are not drawn orthogonal
         result.orthogonal_gain = param_orthogonal_gain(w, param, opts.seed)
     return result

@@ -341,7 +341,9 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
 
         capture_graph(graph, probe_options(settings), _factory)
     stage, why = resolve_stage(settings.stage, graph)
-    ctx = Context(graph, stage)
+    from initaudit.analysis import AnalysisOptions
+
+    ctx = Context(graph, stage, AnalysisOptions(duplicates=any(r.needs_duplicates for r in rules)))
     if progress is not None:  # in bytes as stored (fp16 counts 2 per element), as the file's size
         total = sum(stored_bytes(p) for p in graph.params.values())
         done = 0

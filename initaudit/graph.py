@@ -163,6 +163,9 @@ class ModelGraph:
     # Every file the loader read (model, shards, external data, factory source): initaudit
     # never writes a report over any of them.
     files_read: set[str] = field(default_factory=set)
+    # name -> file another process can reopen the tensor from (safetensors checkpoints): what lets
+    # initaudit.pool analyse tensors in worker processes; empty when tensors live in this process.
+    tensor_files: dict[str, Any] = field(default_factory=dict)
 
     def weights(self) -> Iterator[Param]:
         return (p for p in self.params.values() if p.is_weight)
