@@ -9,7 +9,8 @@ the page cache, then runs, interleaved and each in its own subprocess (after imp
 
 and prints per row the medians of ``--repeat`` runs: seconds of each, their ratio (target
 <= 2x at 1B and above), ns per parameter, peak RSS above a bare ``import torch`` process over the
-largest tensor (the caller's and each worker's, summed as an upper bound; target <= 3x), CPU
+largest tensor (the caller's and each worker's, sampled every 10 ms and summed as an upper bound;
+target <= 3x), CPU
 time over wall time (caller and workers; target >= 1.8 on two cores) and the load average of
 the machine during the runs. The last line extrapolates to 70B from the cost per parameter of
 the largest size measured. Each checkpoint is deleted after its row unless ``--keep``.
@@ -31,25 +32,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_llama_checkpoint import SIZES, build, parameter_count  # noqa: E402
+from measure import PRELUDE  # noqa: E402
 
-_PRELUDE = """
-import json, os, resource, sys, time
-import torch
-path = sys.argv[1]
-def usage():
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
-"""
-
-IDLE = _PRELUDE + """
-print(json.dumps({"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
-"""
+_PRELUDE = PRELUDE
 
 FLOOR = _PRELUDE + """
 from safetensors import safe_open
 index = json.loads(open(path).read())
 shards = sorted(set(index["weight_map"].values()))
 folder = os.path.dirname(path)
+sampler = Sampler()
+sampler.start()
 cpu0, start = usage(), time.perf_counter()
 total = 0.0
 for shard in shards:
@@ -58,18 +51,19 @@ for shard in shards:
             total += float(f.get_tensor(name).sum())
 wall = time.perf_counter() - start
 print(json.dumps({"seconds": wall, "cpu": (usage() - cpu0) / wall, "load": os.getloadavg()[0],
-                  "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "children_kb": 0}))
+                  "above_kb": sampler.above_kb()}))
 """
 
 TOOL = _PRELUDE + """
 import initaudit, initaudit.engine, initaudit.context, initaudit.pool, initaudit.analysis, initaudit.schemes
+sampler = Sampler()
+sampler.start()
 cpu0, start = usage(), time.perf_counter()
 report = initaudit.audit(path, config=False)
 wall = time.perf_counter() - start
 print(json.dumps({"seconds": wall, "cpu": (usage() - cpu0) / wall, "load": os.getloadavg()[0],
-                  "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "children_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
-                  "workers": initaudit.pool.worker_count(10**15), "findings": len(report.findings)}))
+                  "above_kb": sampler.above_kb(), "workers": initaudit.pool.worker_count(10**15),
+                  "findings": len(report.findings)}))
 """
 
 
@@ -93,7 +87,6 @@ def measure(size: str, dtype: str, root: Path, repeat: int, keep: bool) -> dict:
     if not index.exists():
         build(size, dtype, folder)
     warm(folder)
-    idle_kb = statistics.median(run(IDLE, index)["maxrss_kb"] for _ in range(3))
     floors, tools = [], []
     for _ in range(repeat):  # interleaved: both sides see the same load
         floors.append(run(FLOOR, index))
@@ -106,12 +99,12 @@ def measure(size: str, dtype: str, root: Path, repeat: int, keep: bool) -> dict:
     params = parameter_count(size)
     med = lambda rows, key: statistics.median(r[key] for r in rows)  # noqa: E731
     workers = tools[0]["workers"]
-    peak_kb = [max(0, r["maxrss_kb"] - idle_kb) + workers * max(0, r["children_kb"] - idle_kb) for r in tools]
+    peak_kb = [r["above_kb"] for r in tools]
     floor_s, tool_s = med(floors, "seconds"), med(tools, "seconds")
     return {"size": size, "dtype": dtype, "params": params, "floor": floor_s, "tool": tool_s,
             "ratio": statistics.median(t["seconds"] / f["seconds"] for t, f in zip(tools, floors)),
             "ns_per_param": tool_s / params * 1e9, "floor_ns_per_param": floor_s / params * 1e9,
-            "peak_mb": statistics.median(peak_kb) / 1024,
+            "peak_mb": statistics.median(peak_kb) / 1024, "floor_peak_mb": med(floors, "above_kb") / 1024,
             "peak_ratio": statistics.median(peak_kb) * 1024 / largest, "largest_mb": largest / 2**20,
             "cpu": med(tools, "cpu"), "floor_cpu": med(floors, "cpu"),
             "load": statistics.median(r["load"] for r in floors + tools), "workers": workers}
