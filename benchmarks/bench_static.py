@@ -3,9 +3,11 @@
 Prints, measured in the same run:
 - time:   initaudit's whole static pass (duplicate-row search included) / reading the file and
           summing every tensor (target <= 10x);
-- memory: peak RSS above a bare ``import torch`` process / the largest tensor (target <= 3x).
+- memory: peak RSS above the process after ``import torch`` (worker processes included, sampled
+          every 10 ms: benchmarks/measure.py) / the largest tensor (target <= 3x).
 
-Each measurement runs in its own subprocess after one warm-up read, so page cache is equal.
+Each measurement runs in its own subprocess after one warm-up read, so page cache is equal;
+medians of ``--repeat`` interleaved runs; the load average is printed beside the figures.
     python benchmarks/bench_static.py [--dir DIR] [--repeat 3]
 """
 
@@ -13,11 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure import PRELUDE  # noqa: E402
 
 VOCAB, CTX, D, LAYERS = 50257, 1024, 768, 12
 
@@ -49,38 +56,33 @@ def build(path: Path) -> int:
     return sum(t.numel() for t in tensors.values())
 
 
-_PRELUDE = """
-import json, resource, sys, time
-import torch
+_PRELUDE = PRELUDE + """
 torch.set_num_threads({threads})
-path = sys.argv[1]
 """
 
 BASELINE = _PRELUDE + """
 from safetensors import safe_open
+sampler = Sampler()
+sampler.start()
 start = time.perf_counter()
 total = 0.0
 with safe_open(path, framework="pt") as f:
     for name in f.keys():
         total += float(f.get_tensor(name).sum())
 elapsed = time.perf_counter() - start
-print(json.dumps({"seconds": elapsed, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+print(json.dumps({"seconds": elapsed, "above_kb": sampler.above_kb()}))
 """
 
 TOOL = _PRELUDE + """
-import initaudit
+import initaudit, initaudit.engine, initaudit.context, initaudit.pool, initaudit.analysis, initaudit.schemes
+sampler = Sampler()
+sampler.start()
 start = time.perf_counter()
-report = initaudit.audit(path)
+report = initaudit.audit(path, config=False)
 elapsed = time.perf_counter() - start
-print(json.dumps({"seconds": elapsed, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+print(json.dumps({"seconds": elapsed, "above_kb": sampler.above_kb(),
                   "findings": len(report.findings), "layers": len(report.layers)}))
 """
-
-IMPORT_ONLY = _PRELUDE + """
-import initaudit
-print(json.dumps({"seconds": 0.0, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
-"""
-
 
 def measure(code: str, path: Path, threads: int) -> dict:
     out = subprocess.run([sys.executable, "-c", code.replace("{threads}", str(threads)), str(path)],
@@ -93,7 +95,7 @@ def measure(code: str, path: Path, threads: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dir", type=Path, help="where to build the file (default: a temporary folder)")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each side; the best time counts")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved runs of each side; medians count")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     tmp = None
@@ -108,17 +110,19 @@ def main() -> None:
               f"in {time.perf_counter() - t0:.1f}s")
     path.read_bytes()  # warm the page cache for both sides
     largest = VOCAB * D * 4
-    base = [measure(BASELINE, path, args.threads) for _ in range(args.repeat)]
-    tool = [measure(TOOL, path, args.threads) for _ in range(args.repeat)]
-    idle = measure(IMPORT_ONLY, path, args.threads)
-    b = min(r["seconds"] for r in base)
-    t = min(r["seconds"] for r in tool)
-    peak_kb = max(r["maxrss_kb"] for r in tool) - idle["maxrss_kb"]
-    base_kb = max(r["maxrss_kb"] for r in base) - idle["maxrss_kb"]
+    base, tool = [], []
+    for _ in range(args.repeat):  # interleaved: both sides see the same load
+        base.append(measure(BASELINE, path, args.threads))
+        tool.append(measure(TOOL, path, args.threads))
+    b = statistics.median(r["seconds"] for r in base)
+    t = statistics.median(r["seconds"] for r in tool)
+    peak_kb = statistics.median(r["above_kb"] for r in tool)
+    base_kb = statistics.median(r["above_kb"] for r in base)
     print(f"baseline (read + sum every tensor): {b:.3f} s, peak +{base_kb / 1024:.0f} MB")
     print(f"initaudit static pass:              {t:.3f} s, peak +{peak_kb / 1024:.0f} MB "
           f"({tool[0]['layers']} layers, {tool[0]['findings']} findings)")
-    print(f"time ratio   {t / b:.2f}x   (target <= 10x)")
+    print(f"time ratio   {t / b:.2f}x   (target <= 10x; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} CPUs)")
     print(f"memory ratio {peak_kb * 1024 / largest:.2f}x the largest tensor ({largest / 1e6:.0f} MB) "
           f"(target <= 3x)")
     if tmp is not None:

@@ -457,7 +457,7 @@ def capture_dataflow(graph: ModelGraph, inputs: Any, owned: dict[str, list[Param
             if isinstance(m, _BATCH_STAT_NORMS):
                 m.train()
         torch.backends.mha.set_fastpath_enabled(False)  # fused kernels would hide the layer
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
+        with snapshot.writes, torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.random.default_generator.manual_seed(0)
             rec, named, out = record_forward(module, inputs, param_names, is_capture_leaf)
         nodes = build_nodes(rec, named, out, graph, owned, trace_module_node)

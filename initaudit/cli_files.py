@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ import click
 
 from initaudit.stdio import stdout_to_stderr
 
-from initaudit.cli_options import apply_options, cli_values, settings_options, resolve_settings
+from initaudit.cli_options import apply_options, cli_values, settings_options
 from initaudit.errors import InitAuditError
 
 
@@ -39,33 +41,27 @@ def _options(f):
 
 @click.command("files")
 @click.argument("paths", nargs=-1, required=True)
+@click.option("--jobs", "-j", type=click.IntRange(min=0), default=1, show_default=True, metavar="N",
+              help="Audit N files at once, each in its own process (0: one per core). Reports are "
+                   "printed in the order the files were given; each file's audit then runs on one core.")
 @_options
 def files_command(paths: tuple[str, ...], fmt: str, sarif_file: Path | None, baseline_file: Path | None,
                   unsafe_pickle: bool, debug: bool, probe: bool | None, config_file: Path | None,
-                  isolated: bool, **flags: Any) -> None:
+                  isolated: bool, jobs: int, **flags: Any) -> None:
     """Audit several model files, as pre-commit passes them: one verdict line per file with its
     findings grouped by rule and cause. Exit 2 if any file could not be audited, else 1 if any
     failed, else 0. Every file is audited even after one fails."""
-    import traceback
-
-    from initaudit.engine import audit
     from initaudit.outputs import write_atomic
 
+    cli = cli_values(**flags, probe_enabled=probe, baseline=str(baseline_file) if baseline_file else None)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get("initaudit.trust_config_rules"):
+        cli["trust_config_rules"] = True
+    job = _Job(config_file, isolated, cli, unsafe_pickle, debug)
     worst, reports = 0, []
-    for path in paths:
-        try:
-            settings = resolve_settings(path, config_file, isolated, cli_values(
-                **flags, probe_enabled=probe, baseline=str(baseline_file) if baseline_file else None))
-            with stdout_to_stderr():
-                report = audit(path, settings=settings, unsafe_pickle=unsafe_pickle)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as exc:
-            if debug:
-                traceback.print_exc()
-            text = str(exc) if isinstance(exc, InitAuditError) else \
-                f"{path}: internal error: {type(exc).__name__}: {exc}"
-            click.echo(f"initaudit: error: {text}", err=True)
+    for path, (report, error) in zip(paths, _run_all(job, paths, jobs)):
+        if report is None:
+            click.echo(f"initaudit: error: {error}", err=True)
             worst = 2
             continue
         reports.append(report)
@@ -93,6 +89,64 @@ def files_command(paths: tuple[str, ...], fmt: str, sarif_file: Path | None, bas
             click.echo(f"initaudit: error: {exc}", err=True)
             worst = 2
     sys.exit(worst)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What auditing one file needs besides its path (plain data: it travels to a worker)."""
+
+    config_file: Path | None
+    isolated: bool
+    cli: dict[str, Any]
+    unsafe_pickle: bool
+    debug: bool
+
+    def __call__(self, path: str) -> tuple[Any, str | None]:
+        """(report, None), or (None, the error line) when the file could not be audited."""
+        import traceback
+
+        from initaudit.config import resolve
+        from initaudit.engine import audit
+
+        try:
+            settings = resolve(path, config_file=self.config_file, isolated=self.isolated, cli=self.cli)
+            with stdout_to_stderr():
+                return audit(path, settings=settings, unsafe_pickle=self.unsafe_pickle), None
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            if self.debug:
+                traceback.print_exc()
+            return None, str(exc) if isinstance(exc, InitAuditError) else \
+                f"{path}: internal error: {type(exc).__name__}: {exc}"
+
+
+def _serial_worker() -> None:
+    """The files run in parallel, one per core: each audit stays on its own."""
+    from initaudit import pool
+
+    pool.start_single_core_worker()
+
+
+def _run_all(job: _Job, paths: tuple[str, ...], jobs: int) -> Iterator[tuple[Any, str | None]]:
+    """Each path's (report, error), in the given order; ``jobs`` > 1 audits that many at once in
+    worker processes (the reports come back as initaudit's own objects, in order)."""
+    from initaudit import pool
+
+    workers = min(len(paths), jobs or pool.available_cores())
+    if workers <= 1:
+        yield from map(job, paths)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=pool.pool_context(),
+                             initializer=_serial_worker) as executor:
+        futures = [executor.submit(job, path) for path in paths]
+        for path, future in zip(paths, futures):
+            try:
+                yield future.result()
+            except Exception as exc:  # the worker died or its report could not be sent back
+                yield None, f"{path}: internal error: {type(exc).__name__}: {exc}"
 
 
 def _text(path: str, report: Any) -> None:

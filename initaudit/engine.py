@@ -285,13 +285,15 @@ def _check_analysable(graph: ModelGraph) -> None:
         raise TargetError(graph.target, f"nothing could be analysed ({reasons})")
 
 
-def _analysed(graph: ModelGraph, settings: Settings, progress: Progress | None) -> tuple[Any, str, str]:
+def _analysed(graph: ModelGraph, settings: Settings, progress: Progress | None,
+              duplicates: bool) -> tuple[Any, str, str]:
     """(Context, stage, why): the stage resolved and every tensor analysed (the static pass),
-    progress in stored bytes."""
+    progress in stored bytes; the duplicate-row search only when an enabled rule reads it."""
+    from initaudit.analysis import AnalysisOptions
     from initaudit.context import Context
 
     stage, why = resolve_stage(settings.stage, graph)
-    ctx = Context(graph, stage)
+    ctx = Context(graph, stage, AnalysisOptions(duplicates=duplicates))
     if progress is not None:  # in bytes as stored (fp16 counts 2 per element), as the file's size
         total = sum(stored_bytes(p) for p in graph.params.values())
         done = 0
@@ -369,7 +371,7 @@ def audit(target: str | Path | nn.Module, *, model: str | nn.Module | None = Non
 
     runtime = start_probe(graph) if settings.probe_enabled else None  # starts while the static pass runs
     try:
-        ctx, stage, why = _analysed(graph, settings, progress)
+        ctx, stage, why = _analysed(graph, settings, progress, any(r.needs_duplicates for r in rules))
         ctx.probe = run_probe(graph, _factory, settings, runtime)
     finally:
         if runtime is not None:

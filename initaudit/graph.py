@@ -169,6 +169,9 @@ class ModelGraph:
     # Why code from the target ran while it was loaded (``--unsafe-pickle`` on a pickle the
     # allow-list refused); None when nothing from the file was executed.
     code_ran: str | None = None
+    # name -> file another process can reopen the tensor from (safetensors checkpoints): what lets
+    # initaudit.pool analyse tensors in worker processes; empty when tensors live in this process.
+    tensor_files: dict[str, Any] = field(default_factory=dict)
 
     def weights(self) -> Iterator[Param]:
         return (p for p in self.params.values() if p.is_weight)

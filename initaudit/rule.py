@@ -17,6 +17,9 @@ A rule is a subclass of :class:`Rule` with these class attributes:
 ``applies_when_trained`` / ``needs_probe``
     False for rules about fresh initialisations (skipped at ``--stage trained``); True for rules
     that read ``ctx.probe`` (skipped when the probe did not run).
+``needs_duplicates``
+    True for rules that read ``ctx.analysis(name).duplicates``: the duplicate-row search (a
+    third of a static pass) runs only when an enabled rule says so; otherwise it is None.
 ``scope``
     ``"layer"`` (default), or ``"model"`` for findings about the whole model whose layer only
     marks where the effect is worst; baseline and SARIF fingerprints then leave the layer out.
@@ -109,6 +112,8 @@ class Rule:
     applies_when_trained: ClassVar[bool] = True
     #: True for rules that read the forward/backward probe.
     needs_probe: ClassVar[bool] = False
+    #: True for rules that read ``TensorAnalysis.duplicates`` (the row search runs only then).
+    needs_duplicates: ClassVar[bool] = False
     #: "layer" (default) or "model" for findings about the whole model whose ``layer`` only says
     #: where the effect is worst (depth-profile rules): baselines then match them by rule and kind.
     scope: ClassVar[str] = "layer"

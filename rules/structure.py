@@ -63,6 +63,7 @@ class DuplicateUnits(Rule):
     category = "symmetry"
     severity = Severity.WARNING
     options = {"cosine": 0.995, "error_fraction": 0.5}
+    needs_duplicates = True
 
     def check(self, ctx) -> Iterator[Finding]:
         for p in ctx.graph.weights():

@@ -47,6 +47,8 @@ class Checkpoint:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why not analysed)
     module: torch.nn.Module | None = None  # a full pickled module (``--unsafe-pickle`` only)
     code_ran: str | None = None  # why code from the file ran while loading it (None: none did)
+    # name -> safetensors file holding it: how another process reopens a tensor (initaudit.pool)
+    tensor_files: dict[str, Path] = field(default_factory=dict)
 
 
 def is_float_dtype(dtype: str) -> bool:
@@ -263,25 +265,26 @@ def read_safetensors(path: Path) -> Checkpoint:
         shards = sorted(set(weight_map.values()))
     else:
         weight_map, shards = {}, [path.name]
-    handles = {}
-    shapes, dtypes, owner = {}, {}, {}
+    from initaudit.loaders.shards import ShardReader
+
+    shapes, dtypes, files = {}, {}, {}
+    metadata: dict = {}
     for shard in shards:
         file = path.parent / shard
         try:
-            handle = safe_open(str(file), framework="pt")
+            with safe_open(str(file), framework="pt") as handle:  # the header only: no tensor is read
+                for key in handle.keys():
+                    sl = handle.get_slice(key)
+                    shapes[key] = tuple(sl.get_shape())
+                    dtypes[key] = str(sl.get_dtype()).lower()
+                    files[key] = file
+                if shard == shards[0]:
+                    metadata = handle.metadata() or {}
         except Exception as exc:
             raise TargetError(file, f"cannot read safetensors: {str(exc).splitlines()[0][:200]}") from exc
-        handles[shard] = handle
-        for key in handle.keys():
-            sl = handle.get_slice(key)
-            shapes[key] = tuple(sl.get_shape())
-            dtypes[key] = str(sl.get_dtype()).lower()
-            owner[key] = shard
-    metadata = handles[shards[0]].metadata() or {}
     evidence = [f"safetensors metadata has '{k}' ({metadata[k]})" for k in _TRAINING_KEYS if k in metadata]
-    ckpt = Checkpoint(path, "safetensors", shapes, dtypes,
-                      lambda name: handles[owner[name]].get_tensor(name), evidence,
-                      files=[path, *(path.parent / shard for shard in shards)])
+    ckpt = Checkpoint(path, "safetensors", shapes, dtypes, ShardReader(files), evidence,
+                      files=[path, *(path.parent / shard for shard in shards)], tensor_files=files)
     bn = [k for k in shapes if k.endswith("num_batches_tracked")]
     ckpt.evidence += _bn_evidence({k: ckpt.load(k) for k in bn})
     return ckpt
@@ -332,7 +335,7 @@ def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
             params[name] = _bare_weight(name, shape, ckpt.shapes, common)
     pair_norms(params)
     graph = ModelGraph(target=target, format=ckpt.format, params=params, load_tensor=ckpt.load,
-                       skipped=skipped + ckpt.skipped,
+                       skipped=skipped + ckpt.skipped, tensor_files=dict(ckpt.tensor_files),
                        stage_evidence=list(ckpt.evidence), source_path=str(ckpt.path),
                        files_read={str(f.resolve()) for f in ckpt.files})
     graph.notes.append("no architecture given: the activation after each layer, normalisation, "

@@ -93,8 +93,11 @@ def _merge_shards(folder: Path, parts: list[Checkpoint]) -> Checkpoint:
                 raise TargetError(folder, f"tensor {name!r} is stored in both {owner[name].path.name} "
                                           f"and {part.path.name}; which one the model uses is ambiguous")
             owner[name] = part
-    merged = Checkpoint(folder, "safetensors", {}, {}, lambda n: owner[n].load(n),
-                        files=[f for p in parts for f in p.files])
+    from initaudit.loaders.shards import ShardReader
+
+    files = {name: f for part in parts for name, f in part.tensor_files.items()}
+    merged = Checkpoint(folder, "safetensors", {}, {}, ShardReader(files),
+                        files=[f for p in parts for f in p.files], tensor_files=files)
     for part in parts:
         merged.shapes.update(part.shapes)
         merged.dtypes.update(part.dtypes)

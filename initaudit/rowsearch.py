@@ -1,0 +1,237 @@
+"""Row-level searches over a weight matrix: units that copy each other (exact and near-duplicate
+rows) and rows (or columns) that are orthonormal times a gain.
+
+Both are O(rows * cols) with exact checks on candidates only, never an all-pairs Gram matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from initaudit.analysis import AnalysisOptions
+    from initaudit.graph import Param
+
+# Rows with at least this many columns are searched for near-duplicates (in fewer dimensions two
+# random rows are close by chance).
+NEAR_DUPLICATE_MIN_DIM = 16
+_ORTHO_LINES = 64
+
+
+@dataclass
+class DuplicateRows:
+    """Units (rows along the units dimension) that copy each other."""
+
+    rows: int
+    exact_groups: list[list[int]] = field(default_factory=list)
+    near_groups: list[list[int]] = field(default_factory=list)
+    near_min_cosine: float | None = None
+
+    @property
+    def exact_rows(self) -> int:
+        return sum(len(g) - 1 for g in self.exact_groups)
+
+    @property
+    def near_rows(self) -> int:
+        return sum(len(g) - 1 for g in self.near_groups)
+
+
+def _group(pairs: list[tuple[int, int]]) -> list[list[int]]:
+    """Connected components of a pair list (union-find), each sorted, ordered by first row."""
+    parent: dict[int, int] = {}
+
+    def find(a: int) -> int:
+        while parent.setdefault(a, a) != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in pairs:
+        parent[find(a)] = find(b)
+    groups: dict[int, list[int]] = {}
+    for a in list(parent):
+        groups.setdefault(find(a), []).append(a)
+    return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
+
+
+_CHUNK = 4096  # rows or pairs per step: bounds temporaries to a few MB
+_HASH_COLUMNS = 64
+_LSH_COLUMNS = 128
+_WINDOW_COSINE = 0.9  # window cosine a candidate needs before its full rows are compared
+_WINDOW = 2  # neighbours compared after sorting by key; members of a bucket chain through pairs
+
+
+def _key_pairs(keys: torch.Tensor, window: int) -> torch.Tensor:
+    """(k, 2) row pairs that share a key, from neighbours in key order (vectorised)."""
+    order = torch.argsort(keys)
+    sk = keys[order]
+    out = []
+    for off in range(1, min(window, keys.numel() - 1) + 1):
+        same = sk[off:] == sk[:-off]
+        if same.any():
+            out.append(torch.stack([order[:-off][same], order[off:][same]], dim=1))
+    return torch.cat(out) if out else torch.empty(0, 2, dtype=torch.long)
+
+
+def _bit_hash(bits: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    """A 64-bit key per row of int32 bit patterns (integer arithmetic: exact, order-free)."""
+    keys = torch.empty(bits.shape[0], dtype=torch.int64)
+    for start in range(0, bits.shape[0], _CHUNK):
+        keys[start:start + _CHUNK] = (bits[start:start + _CHUNK].to(torch.int64) * coeffs).sum(dim=1)
+    return keys
+
+
+def _exact_pairs(rows: torch.Tensor, gen: torch.Generator) -> list[tuple[int, int]]:
+    """Pairs of bitwise-identical rows: a key from a window of 64 columns finds candidates, a key
+    over all columns orders them, and adjacent candidates are compared exactly."""
+    n, d = rows.shape
+    bits = rows.view(torch.int32)
+    coeffs = torch.randint(1, 2**62, (d,), generator=gen, dtype=torch.int64) | 1
+    start = int(torch.randint(0, max(1, d - _HASH_COLUMNS + 1), (1,), generator=gen))
+    cols = slice(start, start + _HASH_COLUMNS)  # a window: a strided view, no gather
+    coarse = _key_pairs(_bit_hash(bits[:, cols], coeffs[cols]), 1)
+    if coarse.numel() == 0:
+        return []
+    cand = torch.unique(coarse.flatten())
+    pairs = cand[_key_pairs(_bit_hash(bits[cand], coeffs), 1)]
+    same = torch.cat([(rows[pairs[s:s + _CHUNK, 0]] == rows[pairs[s:s + _CHUNK, 1]]).all(dim=1)
+                      for s in range(0, pairs.shape[0], _CHUNK)]) if pairs.numel() else pairs[:, 0]
+    return [tuple(p) for p in pairs[same].tolist()]
+
+
+def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator) -> dict:
+    """Pairs whose centred rows have cosine >= opts.near_duplicate_cosine, by sign-random-
+    projection LSH: 6 tables x 24 bits. Two rows at angle theta agree on a bit with probability
+    1 - theta/pi, so a pair at cosine 0.995 shares some table with p = 0.975 and one at 0.999
+    with p > 0.9999; random rows of a 50k-row table collide in ~75 pairs per table, all
+    checked exactly on full rows. The hash reads a random window of at most ``_LSH_COLUMNS``
+    columns (a near-copy is a near-copy on any large subset of its coordinates), so it costs one
+    (rows x 128) @ (128 x 144) product whatever the width. Candidates are first checked on that
+    window, centred on its column means: a pair below ``_WINDOW_COSINE`` there shares a 24-bit
+    key of a table with p < 0.025, so the LSH could not find it reliably anyway, and chance
+    collisions (window cosine ~ N(0, 1/128)) stop there; only survivors are compared on full
+    rows, with the column means of the whole matrix computed for them alone."""
+    n, d = rows.shape
+    tables, bits = 6, 24
+    # A random window of columns: a strided view, so no gather is needed.
+    start = int(torch.randint(0, d - _LSH_COLUMNS + 1, (1,), generator=gen)) if d > _LSH_COLUMNS else 0
+    cols = slice(start, start + _LSH_COLUMNS)
+    window = rows[:, cols]
+    wmean = window.mean(dim=0)  # the column means of the window: n x 128 read, not the whole matrix
+    planes = torch.randn(min(d, _LSH_COLUMNS), tables * bits, generator=gen, dtype=rows.dtype)
+    offset = wmean @ planes
+    weights = (2 ** torch.arange(bits)).to(rows.dtype)  # < 2^24: exact in fp32
+    keys = torch.empty(n, tables, dtype=torch.int64)
+    for s in range(0, n, _CHUNK):
+        signs = (window[s:s + _CHUNK] @ planes > offset).to(rows.dtype).view(-1, tables, bits)
+        keys[s:s + _CHUNK] = (signs @ weights).to(torch.int64)
+    keys = keys.T.contiguous()
+    # One sort over all tables: table t's keys are shifted into their own range.
+    keys += (torch.arange(tables, dtype=torch.int64) << bits)[:, None]
+    cand = _key_pairs(keys.reshape(-1), _WINDOW) % n
+    if cand.numel() == 0:
+        return {}
+    lo, hi = cand.min(dim=1).values, cand.max(dim=1).values
+    code = torch.unique(lo * n + hi)
+    cand = torch.stack([code // n, code % n], dim=1)
+    if d > _LSH_COLUMNS:  # the chance collisions fail on the window already; full rows for the rest
+        cand = cand[_cosine(window, wmean, cand[:, 0], cand[:, 1]) >= _WINDOW_COSINE]
+        if cand.numel() == 0:
+            return {}
+    mean = rows.mean(dim=0) if d > _LSH_COLUMNS else wmean
+    found = {}
+    for s in range(0, cand.shape[0], _CHUNK):
+        a, b = cand[s:s + _CHUNK, 0], cand[s:s + _CHUNK, 1]
+        cos = _cosine(rows, mean, a, b)
+        hit = cos >= opts.near_duplicate_cosine
+        found.update({(int(i), int(j)): float(c) for i, j, c in zip(a[hit], b[hit], cos[hit])})
+    return found
+
+
+def _cosine(rows: torch.Tensor, mean: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine of the centred rows a[i], b[i] (rows gathered in chunks of ``_CHUNK`` pairs)."""
+    out = []
+    for s in range(0, a.numel(), _CHUNK):
+        ra, rb = rows[a[s:s + _CHUNK]] - mean, rows[b[s:s + _CHUNK]] - mean
+        out.append((ra * rb).sum(dim=1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-30))
+    return torch.cat(out) if out else torch.empty(0, dtype=rows.dtype)
+
+
+def duplicate_rows(rows: torch.Tensor, opts: AnalysisOptions) -> DuplicateRows:
+    """Exact duplicates by hashing rows; near-duplicates (cosine) by sign-random-projection LSH.
+
+    Both are O(rows * cols): one pass over all rows, then exact checks on candidate pairs only,
+    never an all-pairs Gram matrix. Rows are centred first (trained embeddings share a common
+    direction, and uncentred hashing then puts most rows in one bucket); by linearity,
+    (r - m) @ P = r @ P - m @ P, so the centred matrix is never materialised.
+    """
+    n, d = rows.shape
+    result = DuplicateRows(rows=n)
+    if n < 2:
+        return result
+    gen = torch.Generator().manual_seed(opts.seed)
+    result.exact_groups = _group(_exact_pairs(rows, gen))
+    if d < NEAR_DUPLICATE_MIN_DIM:
+        return result
+    group_of = {r: i for i, g in enumerate(result.exact_groups) for r in g}
+    near = {pair: c for pair, c in _near_pairs(rows, opts, gen).items()
+            if group_of.get(pair[0], -1) != group_of.get(pair[1], -2)}  # exact copies reported above
+    result.near_groups = _group(list(near))
+    result.near_min_cosine = min(near.values()) if near else None
+    return result
+
+
+def orthogonal_gain(rows: torch.Tensor, seed: int = 0) -> float | None:
+    """g when rows (or columns, whichever are fewer) are orthonormal times g, else None.
+
+    Any subset of orthonormal rows is orthonormal, so the Gram matrix G = S S^T of up to 64
+    rows (or columns) decides: G = g^2 I to fp32 precision for an orthogonal init, while a
+    Gaussian matrix has off-diagonal entries of relative size ~1/sqrt(cols). The 64 are
+    consecutive from a random start: adjacent in memory (consecutive columns of a row-major
+    matrix share cache lines; random ones cost a cache line each, 6.6x slower).
+    """
+    r, c = rows.shape
+    if r < 2 or c < 2:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    k = min(_ORTHO_LINES, min(r, c))
+    start = int(torch.randint(0, min(r, c) - k + 1, (1,), generator=gen))
+    if r <= c:
+        sub = rows[start:start + k].double()
+        gram = sub @ sub.T
+    else:  # columns: copied row by row (r x k), so each row's k values are read together
+        sub = rows[:, start:start + k].double()
+        gram = sub.T @ sub
+    scale = float(gram.diagonal().mean())
+    if scale <= 0:
+        return None
+    if float((gram - scale * torch.eye(k, dtype=gram.dtype)).abs().max()) > 1e-3 * scale:
+        return None
+    return math.sqrt(scale)
+
+
+def param_orthogonal_gain(w: torch.Tensor, param: Param, seed: int) -> float | None:
+    """Orthogonal gain on the flattening torch.nn.init.orthogonal_ uses, (shape[0], -1) (for
+    ConvTranspose and (in, out) layouts too), of the whole tensor or of every gate block."""
+    flat = w.reshape(w.shape[0], -1)
+    whole = orthogonal_gain(flat, seed)
+    if whole is not None or not param.gates:
+        return whole
+    gains = [orthogonal_gain(b, seed) for b in flat.chunk(len(param.gates), dim=0)]
+    return gains[0] if all(g is not None for g in gains) else None
+
+
+def merge_blocks(parts: list[DuplicateRows], sizes: list[int]) -> DuplicateRows:
+    merged = DuplicateRows(rows=sum(sizes))
+    offset = 0
+    for part, size in zip(parts, sizes):
+        merged.exact_groups += [[i + offset for i in g] for g in part.exact_groups]
+        merged.near_groups += [[i + offset for i in g] for g in part.near_groups]
+        if part.near_min_cosine is not None:
+            merged.near_min_cosine = min(part.near_min_cosine, merged.near_min_cosine or 1.0)
+        offset += size
+    return merged
