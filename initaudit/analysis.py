@@ -15,33 +15,15 @@ from dataclasses import dataclass, field
 import torch
 
 from initaudit.graph import OpKind, Param
+from initaudit.moments import TensorStats, tensor_stats
+
+__all__ = ["TensorStats", "tensor_stats", "analyze"]  # TensorStats and tensor_stats live in moments
 
 SAMPLE_SIZE = 8192
 # Rows with at least this many columns are searched for near-duplicates (in fewer dimensions two
 # random rows are close by chance).
 NEAR_DUPLICATE_MIN_DIM = 16
 _ORTHO_LINES = 64
-
-
-@dataclass
-class TensorStats:
-    """Exact whole-tensor statistics in fp32, over the finite elements."""
-
-    numel: int
-    mean: float
-    std: float
-    min: float
-    max: float
-    nonfinite: int
-    zero_fraction: float
-
-    @property
-    def all_zero(self) -> bool:
-        return self.nonfinite == 0 and self.min == 0 == self.max
-
-    def to_json(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max,
-                "nonfinite": self.nonfinite, "zero_fraction": self.zero_fraction}
 
 
 @dataclass
@@ -112,39 +94,21 @@ def as_fp32(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float32 else t.to(torch.float32)
 
 
-def tensor_stats(flat: torch.Tensor) -> TensorStats:
-    """mean, std, min, max, non-finite count, zero fraction of a 1-D fp32 tensor."""
-    n = flat.numel()
-    if n == 0:
-        return TensorStats(0, 0.0, 0.0, 0.0, 0.0, 0, 0.0)
-    total = float(flat.sum())
-    sumsq = float(torch.dot(flat, flat))
-    nonfinite = 0
-    if not (math.isfinite(total) and math.isfinite(sumsq)):
-        finite = torch.isfinite(flat)
-        nonfinite = n - int(finite.sum())
-        flat = flat[finite]
-        n_fin = flat.numel()
-        if n_fin == 0:
-            return TensorStats(n, math.nan, math.nan, math.nan, math.nan, nonfinite, 0.0)
-        total = float(flat.double().sum())
-        sumsq = float(flat.double().pow(2).sum())
-    lo, hi = (float(v) for v in torch.aminmax(flat))
-    n_fin = flat.numel()
-    mean = total / n_fin
-    var = max(sumsq / n_fin - mean * mean, 0.0)
-    if lo == hi:
-        var = 0.0
-    elif mean * mean > 1e4 * var:  # cancellation: recompute exactly
-        var = float(flat.double().var(unbiased=False))
-    zeros = n_fin - int(torch.count_nonzero(flat))
-    return TensorStats(n, mean, math.sqrt(var), lo, hi, nonfinite, zeros / n)
+def sample_positions(numel: int) -> range:
+    """The flat positions of the shape sample: every ``numel // SAMPLE_SIZE``-th element."""
+    step = max(1, numel // SAMPLE_SIZE)
+    return range(0, min(numel, step * SAMPLE_SIZE), step)
 
 
 def shape_stats(flat: torch.Tensor) -> ShapeStats | None:
-    step = max(1, flat.numel() // SAMPLE_SIZE)
-    sample = flat[::step][:SAMPLE_SIZE]
-    sample = sample[torch.isfinite(sample) & (sample != 0)].abs()
+    """Shape figures of a 1-D tensor from its strided sample (read in the stored dtype)."""
+    pos = sample_positions(flat.numel())
+    return sample_shape(as_fp32(flat[pos.start:pos.stop:pos.step]))
+
+
+def sample_shape(sample: torch.Tensor) -> ShapeStats | None:
+    """Shape figures of the sample's non-zero finite values (any device; figures on the CPU)."""
+    sample = sample[torch.isfinite(sample) & (sample != 0)].abs().cpu()
     n = sample.numel()
     if n < 8:
         return None
@@ -323,19 +287,31 @@ def spectral_radius(block: torch.Tensor) -> float:
 
 
 def analyze(t: torch.Tensor, param: Param, opts: AnalysisOptions = AnalysisOptions()) -> TensorAnalysis:
-    """All value-level facts the rules need about one tensor."""
-    w = as_fp32(t.detach())
-    if w.device.type != "cpu":
-        w = w.cpu()
-    flat = w.reshape(-1)
-    if not flat.is_contiguous():
-        flat = flat.contiguous()
-    result = TensorAnalysis(stats=tensor_stats(flat))
+    """All value-level facts the rules need about one tensor.
+
+    A CPU tensor is analysed here; a DTensor shard, or a tensor on a GPU, where it is
+    (``initaudit.held_analysis``: collectives of small vectors, never the whole tensor gathered
+    or copied to the CPU)."""
+    from initaudit.distributed import held_part
+
+    t = t.detach()
+    held = held_part(t)
+    if held is not None:
+        from initaudit.held_analysis import analyze_held
+
+        return analyze_held(held, param, opts)
+    if t.is_quantized:
+        t = t.dequantize()
+    flat = t.reshape(-1)
+    result = TensorAnalysis(stats=tensor_stats(flat))  # in the stored dtype, chunk by chunk
     if not param.is_weight or flat.numel() == 0:
         return result
     result.shape = shape_stats(flat)
-    if w.dim() < 2 or result.stats.nonfinite or result.stats.std == 0:
+    if t.dim() < 2 or result.stats.nonfinite or result.stats.std == 0:
         return result
+    w = as_fp32(t)  # the duplicate search compares fp32 bit patterns
+    if not w.is_contiguous():
+        w = w.contiguous()
     rows = unit_rows(w, param)
     blocks = rows.chunk(len(param.gates), dim=0) if param.gates else (rows,)
     if param.gates:
