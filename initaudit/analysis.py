@@ -1,10 +1,12 @@
-"""Per-tensor statistics, computed once per tensor in a single sweep.
+"""Per-tensor facts, computed once per tensor in a single sweep.
 
 Everything the static rules need from a tensor's values is gathered here while the tensor is in
 memory, so a checkpoint is read exactly once and rules only look at small summaries. Costs were
-measured (DESIGN.md section 8): one fp32 copy at most, a ``sum`` that proves finiteness in the
-common case, a BLAS ``dot`` for the second moment, one ``aminmax``, and a fixed-size sample for
-distribution-shape checks; duplicate rows by random projections, never an all-pairs Gram matrix.
+measured (DESIGN.md section 8): the whole-tensor statistics are moments read chunk by chunk in
+the stored dtype (``initaudit.moments``), a fixed-size strided sample serves the distribution-
+shape checks, and one fp32 copy at most (for a weight matrix that is not fp32) serves the
+duplicate-row search, by random projections, never an all-pairs Gram matrix. A DTensor shard or a
+tensor on a GPU is analysed where it is (``initaudit.held_analysis``).
 """
 
 from __future__ import annotations

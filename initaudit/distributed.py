@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from initaudit.held import Held
+from initaudit.held import Held, local_unit_rows, unit_row_index
 
 
 def _dtensor_type() -> type | None:
@@ -102,3 +102,39 @@ def strided_matrix(t: torch.Tensor, max_rows: int, max_cols: int) -> torch.Tenso
     rows = torch.arange(0, r, max(1, r // max_rows))[:max_rows]
     cols = torch.arange(0, c, max(1, c // max_cols))[:max_cols]
     return held.take(rows[:, None] * c + cols[None, :]).cpu()
+
+
+def l2_norm(t: torch.Tensor) -> torch.Tensor:
+    """||t||_2 as a 0-d fp32 tensor; for a DTensor the root of the shards' summed squares (a
+    NaN or inf anywhere makes it non-finite, as ``torch.linalg.vector_norm`` does)."""
+    held = held_part(t) if is_sharded(t) else None
+    if held is None:
+        return torch.linalg.vector_norm(t.float())
+    local = held.local.float() if held.owner else held.local.new_zeros(0, dtype=torch.float32)
+    return held.reduce(torch.linalg.vector_norm(local).pow(2).reshape(1)).sqrt()[0]
+
+
+def unit_row_norms(t: torch.Tensor, units_dim: int) -> torch.Tensor:
+    """The L2 norm of every unit row (along ``units_dim``) of a DTensor of two or more
+    dimensions, from per-shard partial sums of squares."""
+    held = held_part(t)
+    rows, row_ids, _ = local_unit_rows(held, units_dim)
+    sumsq = torch.zeros(held.shape[units_dim], dtype=torch.float32, device=held.device)
+    if held.owner:
+        sumsq.index_add_(0, row_ids, rows.pow(2).sum(dim=1))
+    return held.reduce(sumsq).sqrt()
+
+
+def nonfinite_count(t: torch.Tensor) -> int:
+    """How many elements of ``t`` are NaN or infinite (a DTensor: counted on its shards)."""
+    held = held_part(t) if is_sharded(t) else None
+    if held is None:
+        return int((~torch.isfinite(t)).sum())
+    m = held.moments()
+    return m.count - m.finite
+
+
+def unit_rows_at(t: torch.Tensor, units_dim: int, rows: list[int]) -> torch.Tensor:
+    """fp32 unit rows ``rows`` of a DTensor (read from the shards that hold them)."""
+    held = held_part(t)
+    return held.take(unit_row_index(held.shape, units_dim, torch.tensor(rows)))
