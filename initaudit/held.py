@@ -101,7 +101,7 @@ def local_unit_rows(held: Held, units_dim: int) -> tuple[torch.Tensor, torch.Ten
     """This box as unit rows: (fp32 rows, their global row numbers, their global column numbers)."""
     local = held.local.dequantize() if held.local.is_quantized else held.local
     moved = local.movedim(units_dim, 0)
-    rows = moved.reshape(moved.shape[0], -1).float()
+    rows = moved.reshape(moved.shape[0], math.prod(moved.shape[1:])).float()
     cols = torch.zeros(1, dtype=torch.long)
     rest = [d for d in range(len(held.shape)) if d != units_dim]
     for d in rest:

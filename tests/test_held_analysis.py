@@ -47,10 +47,10 @@ def _param(shape, kind=OpKind.LINEAR, units_dim=0, gates=()):
                  units_dim=units_dim, gates=gates)
 
 
-def _sharded(t: torch.Tensor, param: Param, dim: int, ranks: int, replicas: int = 1):
-    """analyze_held on ``ranks`` boxes of ``t`` split along ``dim`` (as torch.chunk / Shard(dim)),
-    each held by ``replicas`` ranks; the results of every rank."""
-    pieces = t.chunk(ranks, dim=dim)
+def _sharded(t: torch.Tensor, param: Param, dim: int, ranks: int | list[int], replicas: int = 1):
+    """analyze_held on ``ranks`` boxes of ``t`` split along ``dim`` (as torch.chunk / Shard(dim),
+    or of the given sizes), each held by ``replicas`` ranks; the results of every rank."""
+    pieces = t.split(ranks, dim=dim) if isinstance(ranks, list) else t.chunk(ranks, dim=dim)
     group = _Threads(len(pieces) * replicas)
     results = [None] * group.size
 
@@ -141,6 +141,16 @@ def test_the_planted_defects_are_found_through_shards():
     assert results[0].duplicates.near_groups == [[3, 11]]
     ortho = _sharded(CASES[3][1], CASES[3][2], 1, 2)[0]
     assert ortho.orthogonal_gain == pytest.approx(1.4, rel=1e-4)
+
+
+def test_non_finite_values_low_precision_and_an_empty_shard():
+    w = _defective()
+    w[3, 4] = math.nan
+    for t in (w, _defective().bfloat16()):
+        param = _param((96, 80))
+        for held in _sharded(t, param, 0, [60, 0, 36]):  # FSDP2 leaves a rank empty on small dims
+            _assert_same(held, analyze(t, param))
+    assert _sharded(w, _param((96, 80)), 1, 2)[1].stats.nonfinite == 1
 
 
 def test_replicated_boxes_are_counted_once():
