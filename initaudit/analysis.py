@@ -298,6 +298,8 @@ def analyze(t: torch.Tensor, param: Param, opts: AnalysisOptions = AnalysisOptio
 
     t = t.detach()
     held = held_part(t)
+    if held is not None and held.group is None and held.device.type == "cpu":
+        t, held = held.local, None  # a DTensor gathered (placements read only whole): as any other
     if held is not None:
         from initaudit.held_analysis import analyze_held
 

@@ -15,6 +15,7 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import distribute_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import defective  # noqa: E402
@@ -63,6 +64,9 @@ def main(out: Path) -> None:
     report = initaudit.audit(model)  # on every rank, as a training script would
     (out / f"report{rank}.json").write_text(json.dumps(report.to_json()))
     dcp.save(model.state_dict(), checkpoint_id=str(out / "dcp"))
+    replicated = distribute_module(defective.build(), mesh)  # every parameter a Replicate DTensor
+    (out / f"replicated{rank}.json").write_text(
+        json.dumps(initaudit.audit(replicated, probe_enabled=False).to_json()))
 
     big = _big_model(mesh)
     local = big[0].weight.to_local()

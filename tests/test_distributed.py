@@ -78,6 +78,18 @@ def test_sharded_audit_equals_the_unsharded_one(sharded_run):
         assert _close(grads_a[name]["std"], grads_b[name]["std"]), name
 
 
+def test_replicated_parameters_are_counted_once(sharded_run):
+    """DTensors replicated on every rank: each box is counted by one rank, not by both."""
+    single = initaudit.audit(FACTORY, probe_enabled=False).to_json()
+    for rank in (0, 1):
+        report = json.loads((sharded_run / f"replicated{rank}.json").read_text())
+        assert sorted(map(_key, report["findings"])) == sorted(map(_key, single["findings"]))
+        for a, b in zip(report["layers"], single["layers"], strict=True):
+            assert a["stats"]["nonfinite"] == b["stats"]["nonfinite"], a["param"]  # 2 if counted twice
+            for stat in ("mean", "std", "min", "max", "zero_fraction"):
+                assert _close(a["stats"][stat], b["stats"][stat]), (a["param"], stat)
+
+
 def test_distributed_checkpoint_of_the_sharded_model(sharded_run):
     folder = sharded_run / "dcp"
     assert sorted(p.name for p in folder.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
