@@ -1,10 +1,12 @@
-"""Per-tensor statistics, computed once per tensor in a single sweep.
+"""Per-tensor facts, computed once per tensor in a single sweep.
 
 Everything the static rules need from a tensor's values is gathered here while the tensor is in
 memory, so a checkpoint is read exactly once and rules only look at small summaries. Costs were
-measured (DESIGN.md section 8): one fp32 copy at most, a ``sum`` that proves finiteness in the
-common case, a BLAS ``dot`` for the second moment, one ``aminmax``, and a fixed-size sample for
-distribution-shape checks; duplicate rows by random projections, never an all-pairs Gram matrix.
+measured (DESIGN.md section 8): the whole-tensor statistics are moments read chunk by chunk in
+the stored dtype (``initaudit.moments``), a fixed-size strided sample serves the distribution-
+shape checks, and one fp32 copy at most (for a weight matrix that is not fp32) serves the
+duplicate-row search, by random projections, never an all-pairs Gram matrix. A DTensor shard or a
+tensor on a GPU is analysed where it is (``initaudit.held_analysis``).
 """
 
 from __future__ import annotations
@@ -15,31 +17,13 @@ from dataclasses import dataclass
 import torch
 
 from initaudit.graph import OpKind, Param
+from initaudit.moments import TensorStats, tensor_stats
 from initaudit.rowsearch import (NEAR_DUPLICATE_MIN_DIM, DuplicateRows, duplicate_rows,  # noqa: F401
                                  merge_blocks, orthogonal_gain, param_orthogonal_gain)
 
+__all__ = ["TensorStats", "tensor_stats", "analyze"]  # TensorStats and tensor_stats live in moments
+
 SAMPLE_SIZE = 8192
-
-
-@dataclass
-class TensorStats:
-    """Exact whole-tensor statistics in fp32, over the finite elements."""
-
-    numel: int
-    mean: float
-    std: float
-    min: float
-    max: float
-    nonfinite: int
-    zero_fraction: float
-
-    @property
-    def all_zero(self) -> bool:
-        return self.nonfinite == 0 and self.min == 0 == self.max
-
-    def to_json(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max,
-                "nonfinite": self.nonfinite, "zero_fraction": self.zero_fraction}
 
 
 @dataclass
@@ -93,39 +77,21 @@ def as_fp32(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float32 else t.to(torch.float32)
 
 
-def tensor_stats(flat: torch.Tensor) -> TensorStats:
-    """mean, std, min, max, non-finite count, zero fraction of a 1-D fp32 tensor."""
-    n = flat.numel()
-    if n == 0:
-        return TensorStats(0, 0.0, 0.0, 0.0, 0.0, 0, 0.0)
-    total = float(flat.sum())
-    sumsq = float(torch.dot(flat, flat))
-    nonfinite = 0
-    if not (math.isfinite(total) and math.isfinite(sumsq)):
-        finite = torch.isfinite(flat)
-        nonfinite = n - int(finite.sum())
-        flat = flat[finite]
-        n_fin = flat.numel()
-        if n_fin == 0:
-            return TensorStats(n, math.nan, math.nan, math.nan, math.nan, nonfinite, 0.0)
-        total = float(flat.double().sum())
-        sumsq = float(flat.double().pow(2).sum())
-    lo, hi = (float(v) for v in torch.aminmax(flat))
-    n_fin = flat.numel()
-    mean = total / n_fin
-    var = max(sumsq / n_fin - mean * mean, 0.0)
-    if lo == hi:
-        var = 0.0
-    elif mean * mean > 1e4 * var:  # cancellation: recompute exactly
-        var = float(flat.double().var(unbiased=False))
-    zeros = n_fin - int(torch.count_nonzero(flat))
-    return TensorStats(n, mean, math.sqrt(var), lo, hi, nonfinite, zeros / n)
+def sample_positions(numel: int) -> range:
+    """The flat positions of the shape sample: every ``numel // SAMPLE_SIZE``-th element."""
+    step = max(1, numel // SAMPLE_SIZE)
+    return range(0, min(numel, step * SAMPLE_SIZE), step)
 
 
 def shape_stats(flat: torch.Tensor) -> ShapeStats | None:
-    step = max(1, flat.numel() // SAMPLE_SIZE)
-    sample = flat[::step][:SAMPLE_SIZE]
-    sample = sample[torch.isfinite(sample) & (sample != 0)].abs()
+    """Shape figures of a 1-D tensor from its strided sample (read in the stored dtype)."""
+    pos = sample_positions(flat.numel())
+    return sample_shape(as_fp32(flat[pos.start:pos.stop:pos.step]))
+
+
+def sample_shape(sample: torch.Tensor) -> ShapeStats | None:
+    """Shape figures of the sample's non-zero finite values (any device; figures on the CPU)."""
+    sample = sample[torch.isfinite(sample) & (sample != 0)].abs().cpu()
     n = sample.numel()
     if n < 8:
         return None
@@ -155,19 +121,33 @@ def spectral_radius(block: torch.Tensor) -> float:
 
 
 def analyze(t: torch.Tensor, param: Param, opts: AnalysisOptions = AnalysisOptions()) -> TensorAnalysis:
-    """All value-level facts the rules need about one tensor."""
-    w = as_fp32(t.detach())
-    if w.device.type != "cpu":
-        w = w.cpu()
-    flat = w.reshape(-1)
-    if not flat.is_contiguous():
-        flat = flat.contiguous()
-    result = TensorAnalysis(stats=tensor_stats(flat))
+    """All value-level facts the rules need about one tensor.
+
+    A CPU tensor is analysed here; a DTensor shard, or a tensor on a GPU, where it is
+    (``initaudit.held_analysis``: collectives of small vectors, never the whole tensor gathered
+    or copied to the CPU)."""
+    from initaudit.distributed import held_part
+
+    t = t.detach()
+    held = held_part(t)
+    if held is not None and held.group is None and held.device.type == "cpu":
+        t, held = held.local, None  # a DTensor gathered (placements read only whole): as any other
+    if held is not None:
+        from initaudit.held_analysis import analyze_held
+
+        return analyze_held(held, param, opts)
+    if t.is_quantized:
+        t = t.dequantize()
+    flat = t.reshape(-1)
+    result = TensorAnalysis(stats=tensor_stats(flat))  # in the stored dtype, chunk by chunk
     if not param.is_weight or flat.numel() == 0:
         return result
     result.shape = shape_stats(flat)
-    if w.dim() < 2 or result.stats.nonfinite or result.stats.std == 0:
+    if t.dim() < 2 or result.stats.nonfinite or result.stats.std == 0:
         return result
+    w = as_fp32(t)  # the duplicate search compares fp32 bit patterns
+    if not w.is_contiguous():
+        w = w.contiguous()
     rows = unit_rows(w, param)
     blocks = rows.chunk(len(param.gates), dim=0) if param.gates else (rows,)
     if param.gates:

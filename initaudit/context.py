@@ -9,7 +9,6 @@ from functools import cached_property
 from typing import Any
 
 from initaudit.analysis import AnalysisOptions, TensorAnalysis, analyze
-from initaudit.distributed import full_value
 from initaudit.graph import ModelGraph, Param
 from initaudit.propagation import LayerSignal, predict
 
@@ -27,7 +26,7 @@ class Context:
         """Value-level facts about one tensor, computed on first use and kept."""
         if name not in self._cache:
             param = self.graph.params[name]
-            tensor = full_value(self.graph.load_tensor(name))  # a DTensor shard: the whole tensor
+            tensor = self.graph.load_tensor(name)  # a DTensor shard is read where it is
             self._cache[name] = analyze(tensor, param, self.analysis_options)
             del tensor
             if self.on_tensor:

@@ -1,6 +1,7 @@
 """initaudit.audit() inside a torch.distributed job: an FSDP2-sharded model audited on two gloo
-ranks gives the report of the unsharded model, and its distributed checkpoint (every tensor in two
-chunks) audits like the module it was saved from."""
+ranks gives the report of the unsharded model on every rank, a 64M-element weight that exists
+only as shards is audited without any rank holding it whole, and the distributed checkpoint
+(every tensor in two chunks) audits like the module it was saved from."""
 
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ def _close(a: float | None, b: float | None) -> bool:
 
 
 def test_sharded_audit_equals_the_unsharded_one(sharded_run):
-    sharded = json.loads((sharded_run / "report.json").read_text())
+    sharded = json.loads((sharded_run / "report0.json").read_text())
+    assert json.loads((sharded_run / "report1.json").read_text()) == sharded  # every rank agrees
     single = initaudit.audit(FACTORY).to_json()
     assert sharded["probe"]["ran"] and single["probe"]["ran"]
     assert sorted(map(_key, sharded["findings"])) == sorted(map(_key, single["findings"]))
@@ -76,6 +78,18 @@ def test_sharded_audit_equals_the_unsharded_one(sharded_run):
         assert _close(grads_a[name]["std"], grads_b[name]["std"]), name
 
 
+def test_replicated_parameters_are_counted_once(sharded_run):
+    """DTensors replicated on every rank: each box is counted by one rank, not by both."""
+    single = initaudit.audit(FACTORY, probe_enabled=False).to_json()
+    for rank in (0, 1):
+        report = json.loads((sharded_run / f"replicated{rank}.json").read_text())
+        assert sorted(map(_key, report["findings"])) == sorted(map(_key, single["findings"]))
+        for a, b in zip(report["layers"], single["layers"], strict=True):
+            assert a["stats"]["nonfinite"] == b["stats"]["nonfinite"], a["param"]  # 2 if counted twice
+            for stat in ("mean", "std", "min", "max", "zero_fraction"):
+                assert _close(a["stats"][stat], b["stats"][stat]), (a["param"], stat)
+
+
 def test_distributed_checkpoint_of_the_sharded_model(sharded_run):
     folder = sharded_run / "dcp"
     assert sorted(p.name for p in folder.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
@@ -87,3 +101,23 @@ def test_distributed_checkpoint_of_the_sharded_model(sharded_run):
     via_module = initaudit.audit(FACTORY, probe_enabled=False)
     assert sorted((f.rule, f.layer, f.severity.value) for f in via_folder.findings) == \
         sorted((f.rule, f.layer, f.severity.value) for f in via_module.findings)
+
+
+def test_no_rank_holds_the_whole_weight(sharded_run):
+    """Each rank's peak memory during the static pass stays far below the 256 MB weight (gathering
+    it, as ``full_tensor()`` did, costs twice that on each rank), and the statistics are the
+    whole tensor's: the float64 merge of the two shards' sums, to fp32 rounding."""
+    runs = [json.loads((sharded_run / f"big{r}.json").read_text()) for r in (0, 1)]
+    assert runs[0]["report"]["layers"] == runs[1]["report"]["layers"]
+    whole = runs[0]["whole_bytes"]
+    for run in runs:
+        assert run["peak_growth_bytes"]["analysis"] < whole / 2, run["peak_growth_bytes"]
+    n = sum(r["local_elements"] for r in runs)
+    mean = sum(r["local_sum"] for r in runs) / n
+    std = math.sqrt(sum(r["local_sumsq"] for r in runs) / n - mean * mean)
+    stats = runs[0]["report"]["layers"][0]["stats"]
+    assert math.isclose(stats["mean"], mean, rel_tol=1e-4, abs_tol=1e-9)
+    assert math.isclose(stats["std"], std, rel_tol=1e-6)
+    assert stats["min"] == min(r["local_min"] for r in runs)
+    assert stats["max"] == max(r["local_max"] for r in runs)
+    assert not [f for f in runs[0]["report"]["findings"] if f["severity"] == "error"]

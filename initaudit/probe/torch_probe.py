@@ -43,7 +43,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from initaudit.analysis import unit_rows
 from initaudit.errors import first_line
-from initaudit.distributed import full_value, is_sharded
+from initaudit.distributed import (full_value, is_sharded, l2_norm, nonfinite_count, unit_row_norms,
+                                   unit_rows_at)
 from initaudit.graph import Activation, ModelGraph, OpKind, Param, ParamRole
 from initaudit.loaders.torch_module import _ACT_MODULES, _NORM, activation_of_module
 from initaudit.probe.inputs import CHANNEL_FIRST, ProbeInputs, _flatten
@@ -399,17 +400,16 @@ def _backward(module: nn.Module, graph: ModelGraph, outputs: list[tuple[str, tor
     rows_of: list[int] = []
     with torch.no_grad():
         for (name, p), g in zip(trainable, grads):
-            # DTensor shards (FSDP2): statistics of the whole tensor, gathered one at a time.
-            w = full_value(p.detach()).float()
-            g = None if g is None else full_value(g)
+            # DTensor shards (FSDP2): whole-tensor figures from partial sums over the shards.
+            wnorm = l2_norm(p.detach())
             if g is None:
-                figures.append(torch.stack([torch.zeros((), device=w.device),
-                                            torch.linalg.vector_norm(w), torch.zeros((), device=w.device)]))
+                figures.append(torch.stack([torch.zeros((), device=wnorm.device), wnorm,
+                                            torch.zeros((), device=wnorm.device)]))
                 rows_of.append(0)
                 continue
             # One pass over the gradient: per-row norms give the total norm and the zero rows.
-            row_norms = _row_norms(g.float(), graph.params.get(name))
-            figures.append(torch.stack([torch.linalg.vector_norm(row_norms), torch.linalg.vector_norm(w),
+            row_norms = _row_norms(g, graph.params.get(name))
+            figures.append(torch.stack([torch.linalg.vector_norm(row_norms), wnorm.to(row_norms.device),
                                         (row_norms == 0).sum().float()]))
             rows_of.append(row_norms.shape[0])
         values = torch.stack(figures).double().cpu().tolist() if figures else []
@@ -418,7 +418,7 @@ def _backward(module: nn.Module, graph: ModelGraph, outputs: list[tuple[str, tor
         stats = GradStats(norm=norm, weight_norm=wnorm, received=g is not None,
                           zero_rows=int(zero), rows=nrows)
         if g is not None and not math.isfinite(norm):
-            stats.nonfinite = int((~torch.isfinite(full_value(g))).sum())
+            stats.nonfinite = nonfinite_count(g)
         result.grads[name] = stats
     _symmetry(graph, dict(zip((n for n, _ in trainable), grads)), result)
 
@@ -426,8 +426,11 @@ def _backward(module: nn.Module, graph: ModelGraph, outputs: list[tuple[str, tor
 def _row_norms(g: torch.Tensor, param: Param | None) -> torch.Tensor:
     """L2 norm of each unit's gradient row (rows along the param's units dimension)."""
     if g.dim() <= 1:
-        return g.reshape(-1).abs()
+        return full_value(g).float().reshape(-1).abs()
     dim = param.units_dim if param is not None else 0
+    if is_sharded(g):
+        return unit_row_norms(g, dim)
+    g = g.float()
     other = [d for d in range(g.dim()) if d != dim]
     return torch.linalg.vector_norm(g, dim=other)
 
@@ -452,11 +455,13 @@ def _symmetry(graph: ModelGraph, grads: dict[str, torch.Tensor | None], result: 
         stats = (result.grads or {}).get(site.param)
         if p is None or g is None or stats is None or p.kind not in _SYMMETRY_KINDS:
             continue
-        rows = _rows(full_value(g.detach()).float(), p)
-        if rows.shape[0] != site.units:
+        sharded = is_sharded(g) and g.dim() >= 2  # read only the groups' rows from the shards
+        rows = None if sharded else _rows(full_value(g.detach()).float(), p)
+        if (g.shape[p.units_dim] if sharded else rows.shape[0]) != site.units:
             continue
         for group in site.identical_groups:
-            block = rows[torch.tensor(group, device=rows.device)]
+            block = unit_rows_at(g.detach(), p.units_dim, group) if sharded \
+                else rows[torch.tensor(group, device=rows.device)]
             zero = int((~block.ne(0).any(dim=1)).sum())
             stats.group_rows += len(group)
             stats.group_count += 1

@@ -1,0 +1,144 @@
+"""Whole-tensor statistics as mergeable sufficient statistics, read once in the stored dtype.
+
+A tensor is read in chunks of ``CHUNK`` elements: each chunk is widened to fp32 (bf16/fp16 are
+never copied to fp32 whole; an fp32 chunk is a view), its sum, sum of squares, extrema and zero
+count taken while it is in cache, and the per-chunk figures accumulated in float64. The result,
+``Moments``, merges by addition (counts, sums) and by min/max, so the moments of the shards of a
+tensor (DTensor local shards on several ranks, or chunks on one) combine into the moments of the
+whole, and ``finish`` turns them into ``TensorStats``:
+
+    mean = S1 / n,  var = S2 / n - mean^2        (n finite elements, S_k = sum x^k)
+
+When mean^2 > 1e4 var the subtraction has lost most digits (an offset tensor such as a
+LayerNorm weight of ones + 1e-3 noise), so a second pass sums the moments about that mean
+(``center``), where nothing cancels: var = S2'/n - (S1'/n)^2 with S_k' = sum (x - mean)^k.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+CHUNK = 1 << 18  # elements per step: a 1 MB fp32 chunk stays in cache for its four reductions
+
+
+@dataclass
+class TensorStats:
+    """Exact whole-tensor statistics in fp32, over the finite elements."""
+
+    numel: int
+    mean: float
+    std: float
+    min: float
+    max: float
+    nonfinite: int
+    zero_fraction: float
+
+    @property
+    def all_zero(self) -> bool:
+        return self.nonfinite == 0 and self.min == 0 == self.max
+
+    def to_json(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max,
+                "nonfinite": self.nonfinite, "zero_fraction": self.zero_fraction}
+
+
+@dataclass
+class Moments:
+    """Sufficient statistics of a set of values: mergeable across chunks, shards and ranks."""
+
+    count: int = 0  # all elements, finite or not
+    finite: int = 0
+    total: float = 0.0  # sum of (x - center) over the finite elements
+    sumsq: float = 0.0  # sum of (x - center)^2
+    lo: float = math.inf  # extrema of the finite elements
+    hi: float = -math.inf
+    zeros: int = 0
+    center: float = 0.0
+
+    def merge(self, other: Moments) -> Moments:
+        assert self.center == other.center, "moments about different centres do not add"
+        return Moments(self.count + other.count, self.finite + other.finite,
+                       self.total + other.total, self.sumsq + other.sumsq,
+                       min(self.lo, other.lo), max(self.hi, other.hi),
+                       self.zeros + other.zeros, self.center)
+
+    # all_reduce needs tensors: one summed vector, one min and one max
+    def sums(self) -> list[float]:
+        return [float(self.count), float(self.finite), self.total, self.sumsq, float(self.zeros)]
+
+    def with_sums(self, sums: list[float], lo: float, hi: float) -> Moments:
+        count, finite, total, sumsq, zeros = sums
+        return replace(self, count=int(count), finite=int(finite), total=total, sumsq=sumsq,
+                       zeros=int(zeros), lo=lo, hi=hi)
+
+
+def _fp32(t: torch.Tensor) -> torch.Tensor:
+    if t.is_quantized:
+        t = t.dequantize()
+    return t if t.dtype == torch.float32 else t.to(torch.float32)
+
+
+def moments(t: torch.Tensor, center: float = 0.0) -> Moments:
+    """The moments of ``t``'s values (any shape, any float dtype, on any device), one chunk at a
+    time; ``center`` != 0 is the exact second pass (float64 about the mean)."""
+    flat = t.detach().reshape(-1)
+    out = Moments(count=flat.numel(), center=center)
+    if center:
+        parts = [_centred(_fp32(flat[s:s + CHUNK]), center) for s in range(0, flat.numel(), CHUNK)]
+    else:
+        parts = []
+        for start in range(0, flat.numel(), CHUNK):
+            chunk = _fp32(flat[start:start + CHUNK])
+            lo, hi = torch.aminmax(chunk)
+            parts.append([chunk.numel(), chunk.sum(), torch.dot(chunk, chunk), lo, hi,
+                          chunk.numel() - torch.count_nonzero(chunk)])
+        if parts:  # NaN/inf, or an fp32 overflow: that chunk again, exactly (one check, one sync)
+            sums = torch.stack([torch.stack([p[1], p[2]]) for p in parts])
+            for i in torch.nonzero(~torch.isfinite(sums).all(dim=1)).flatten().tolist():
+                start = i * CHUNK
+                parts[i] = _centred(_fp32(flat[start:start + CHUNK]), 0.0)
+    for finite, total, sumsq, lo, hi, zeros in parts:
+        out.finite += int(finite)
+        if int(finite):
+            out.total += float(total)
+            out.sumsq += float(sumsq)
+            out.lo, out.hi = min(out.lo, float(lo)), max(out.hi, float(hi))
+            out.zeros += int(zeros)
+    return out
+
+
+def _centred(chunk: torch.Tensor, center: float) -> tuple:
+    """A chunk's figures over its finite elements, in float64 (the slow, exact path)."""
+    fin = chunk[torch.isfinite(chunk)]
+    if fin.numel() == 0:
+        return (0, 0.0, 0.0, math.inf, -math.inf, 0)
+    d = fin.double() - center
+    lo, hi = torch.aminmax(fin)
+    return (fin.numel(), d.sum(), torch.dot(d, d), lo, hi, fin.numel() - torch.count_nonzero(fin))
+
+
+def finish(m: Moments, second_pass: Callable[[float], Moments]) -> TensorStats:
+    """``TensorStats`` from the merged moments; ``second_pass(mean)`` returns the (merged)
+    moments about the mean, asked for only when the one-pass variance cancelled."""
+    if m.count == 0:
+        return TensorStats(0, 0.0, 0.0, 0.0, 0.0, 0, 0.0)
+    nonfinite = m.count - m.finite
+    if m.finite == 0:
+        return TensorStats(m.count, math.nan, math.nan, math.nan, math.nan, nonfinite, 0.0)
+    mean = m.total / m.finite
+    var = max(m.sumsq / m.finite - mean * mean, 0.0)
+    if m.lo == m.hi:
+        var = 0.0
+    elif mean * mean > 1e4 * var:  # cancellation: recompute about the mean
+        c = second_pass(mean)
+        var = max(c.sumsq / c.finite - (c.total / c.finite) ** 2, 0.0)
+    return TensorStats(m.count, mean, math.sqrt(var), m.lo, m.hi, nonfinite, m.zeros / m.count)
+
+
+def tensor_stats(t: torch.Tensor) -> TensorStats:
+    """mean, std, min, max, non-finite count, zero fraction of ``t`` (one process, one device)."""
+    return finish(moments(t), lambda mean: moments(t, center=mean))
