@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from initaudit.analysis import TensorStats
-from initaudit.graph import Activation, ModelGraph, Node, OpKind, ParamRole
+from initaudit.graph import Activation, ModelGraph, Node, OpKind, ParamRole, merge_trunks, side_branch_nodes
 from initaudit.schemes import activation_fn
 
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(40)
@@ -205,6 +205,9 @@ class LayerSignal:
     distinct_ratio: float = 1.0
     correlation: float = 0.0  # predicted correlation between two inputs' pre-activations
     unknown_after: str | None = None  # the unknown op the prediction could not see through
+    # the layer's output reaches the model's output only through a residual branch, a gate or
+    # attention scores (graph.side_branch_nodes): small there is a start by design
+    side_branch: bool = False
 
 
 @dataclass
@@ -330,6 +333,8 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
     state: dict[str, _State] = {}
     profile: list[LayerSignal] = []
     params = graph.params
+    trunks = merge_trunks(graph.nodes)
+    side = side_branch_nodes(graph.nodes)
 
     def pstats(name: str | None) -> TensorStats | None:
         return stats(name) if name and name in params else None
@@ -339,7 +344,15 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
 
     for node in graph.nodes:
         ins = [state[i] for i in node.inputs if i in state]
-        first = ins[0] if ins else fresh(Moments(), "input")
+        if ins:
+            first = ins[0]
+        elif node.kind == "layer" and not node.inputs:
+            # the capture did not trace what feeds it (a table computed from an input by ops it
+            # does not record, e.g. a sinusoidal timestep embedding): a segment of its own,
+            # from an assumed standardised input that no probe site observed
+            first = fresh(Moments(), f"{node.name} (untraced input)")
+        else:
+            first = fresh(Moments(), "input")
         kind = node.kind
         if kind == "input":
             state[node.name] = fresh(Moments(), "input")
@@ -357,7 +370,7 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
             st = _layer(first, p.fan_in, stats(node.param), pstats(node.bias),
                         p.fan_out if dense else None)
             state[node.name] = st
-            profile.append(_signal(node.param, p.layer, st))
+            profile.append(replace(_signal(node.param, p.layer, st), side_branch=node.name in side))
         elif kind == "act" and node.activation:
             x = first.m
             try:
@@ -383,8 +396,13 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
             if "scale" in node.attrs:
                 s = float(node.attrs["scale"])
                 ms.append(Moments.gaussian(s, 0.0, 0.0, 0.0))
-            main = max(ins, key=lambda s: s.depth)
-            state[node.name] = replace(main, m=_mul(ms), unknown=next((s.unknown for s in ins if s.unknown), None))
+            unknown = next((s.unknown for s in ins if s.unknown), None)
+            if trunks.get(node.name) in state:  # a gate scales the trunk: one more step on the trunk's segment
+                main = state[trunks[node.name]]
+                state[node.name] = replace(main, m=_mul(ms), depth=main.depth + 1, unknown=unknown)
+            else:
+                main = max(ins, key=lambda s: s.depth)
+                state[node.name] = replace(main, m=_mul(ms), unknown=unknown)
         elif kind == "cat" and ins:
             sizes = node.attrs.get("sizes") or [1.0] * len(ins)
             main = max(ins, key=lambda s: s.depth)

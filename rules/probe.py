@@ -278,14 +278,15 @@ class _ActivationDepthRule(Rule):
         if probe is None:
             return
         vanishing = self.direction == "vanishing"
-        # Zero weights are IA102's subject; a residual branch's last layer is small by design,
-        # and so may an output head be (small logits are a uniform start, like a zero head).
+        # Zero weights are IA102's subject; residual branches, gates and attention scores are
+        # small by design (the trunk carries the signal past them), and so may an output head
+        # be (small logits are a uniform start, like a zero head).
         params = ctx.graph.params
         folded = renormalised_params(ctx.graph)  # segments across a BatchNorm folded by an exporter
         profile = [m for m in _activation_profile(ctx, probe)
                    if m.signal.depth >= self.opts["min_depth"] and not _is_zero(ctx, params[m.signal.param])
                    and m.signal.param not in folded
-                   and not (vanishing and (params[m.signal.param].residual_end
+                   and not (vanishing and (m.signal.side_branch or params[m.signal.param].residual_end
                                            or params[m.signal.param].is_output))]
         if not profile:
             return

@@ -389,15 +389,18 @@ class _SignalRule(Rule):
     scope = "model"  # the layer only says where the collapse is worst; baselines leave it out
 
     def check(self, ctx) -> Iterator[Finding]:
-        # A residual branch's last layer is small by design (GPT-2's scaled projections,
-        # Fixup, zero-init): the stream it adds to carries the signal, so it is not judged.
-        # An all-zero layer is IA102's to judge (a zero head is legitimate).
+        # Small by design, so not judged for vanishing: a residual branch, its last layer above
+        # all (GPT-2's scaled projections, Fixup, zero-init, LayerScale), a gate or attention
+        # scores (the trunk they add to or scale carries the signal past them), an output head
+        # (small logits are a uniform start). An all-zero layer is IA102's to judge.
         folded = renormalised_params(ctx.graph)  # segments across a folded BatchNorm
+        params = ctx.graph.params
         # Unknown predictions (after an op nothing models) are skipped.
         profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"] and s.param not in folded
                    and s.ratio == s.ratio
                    and not (self.direction == "vanishing" and (
-                       ctx.graph.params[s.param].residual_end or ctx.analysis(s.param).stats.all_zero))]
+                       s.side_branch or params[s.param].residual_end or params[s.param].is_output
+                       or ctx.analysis(s.param).stats.all_zero))]
         if not profile:
             return
         pick = min if self.direction == "vanishing" else max
