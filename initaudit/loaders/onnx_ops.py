@@ -57,7 +57,9 @@ class OpsMixin:
     def folded_norm(self, i: int, weight: str, bias: str | None) -> bool:
         """True when the exporter folded a BatchNorm into this layer: the dynamo exporter keeps
         the weight's name but records the BatchNorm as the node's origin; the classic one
-        renames both the weight and the bias it creates (onnx::Conv_N)."""
+        renames both the weight and the bias it creates (onnx::Conv_N). A created bias equal to
+        another initializer (all zeros from a fresh BatchNorm) may be merged into that one behind
+        an Identity: the name the node reads it by is still the created one."""
         n = self.nodes[i]
         for prop in n.metadata_props:
             if prop.key in ("pkg.torch.onnx.class_hierarchy", "pkg.torch.onnx.fx_node") and \
@@ -65,7 +67,8 @@ class OpsMixin:
                 return True
         if n.op_type == "MatMul" or bias is None:
             return False
-        generated = "::" in weight and "::" in bias
+        read_as = n.input[2] if len(n.input) > 2 else bias
+        generated = "::" in weight and ("::" in bias or "::" in read_as)
         return generated and n.name.startswith("/")
 
     def _hint_note(self, pname: str, i: int) -> None:
