@@ -318,8 +318,10 @@ class ActivationVanishing(_ActivationDepthRule):
     signal, so a collapsed layer with random biases would otherwise look alive) divided by the
     spread where its segment starts - the input, an embedding or a normalisation, as in IA109 -
     once the segment spans ``min_depth`` layers. Reports the deepest collapse. Residual branch
-    ends and output heads (small by design: a small or zero head starts from uniform logits)
-    and all-zero layers (IA102) are not judged.
+    ends and output heads (small by design: a small or zero head starts from uniform logits),
+    layers on a side branch of a trunk (inside a residual branch, a squeeze-excite gate, the
+    query and key of attention: the trunk carries the signal past them, as in IA109) and
+    all-zero layers (IA102) are not judged.
     Layers whose segment crosses a BatchNorm an exporter folded into a layer (an eval-mode
     ONNX export with fresh running statistics, where it computes the identity) are not judged:
     in training the batch statistics renormalise the signal there.

@@ -434,6 +434,12 @@ class PredictedVanishing(_SignalRule):
     Gauss-Hermite quadrature for the actual activation; normalisation resets q, residual adds
     sum the branches. Reports the deepest collapse of sqrt(q_l / q_start) along a segment that
     starts at the input, an embedding or a normalisation, once it spans ``min_depth`` layers.
+    Not judged: layers on a side branch of a trunk (inside a residual branch x + f(x), a gate
+    x * sigmoid(g(x)), the query and key of attention), residual branch ends and output heads.
+    The trunk carries the signal past them, so a small branch (LayerScale, BERT's 0.02 at small
+    width), a gate at sigmoid(0) = 1/2, uniform attention or small logits are starts by
+    design. A gate counts as one step on its trunk's segment, so a gate that closes collapses
+    the trunk where it is judged.
 
     Why it matters
     --------------
