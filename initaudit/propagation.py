@@ -197,7 +197,8 @@ class LayerSignal:
     param: str
     layer: str
     predicted_std: float  # std of this layer's pre-activation output (nan when unknown)
-    ratio: float  # predicted_std / std where the segment started (input, embedding or norm)
+    # spread without the layer's own bias / std where the segment started (input, embedding, norm)
+    ratio: float
     depth: int  # weight layers since the segment started
     origin: str  # where the segment started
     predicted_mean: float = 0.0
@@ -218,6 +219,7 @@ class _State:
     depth: int
     origin: str
     unknown: str | None = None  # op name when the signal passed an unknown op
+    bias_var: float = 0.0  # spread of the last layer's own bias, which carries no signal
 
 
 def _stat_moments(stats: TensorStats | None) -> tuple[float, float]:
@@ -476,7 +478,8 @@ def _layer(x: _State, fan_in: float, w: TensorStats, b: TensorStats | None,
         dist = n * var * phi.distinct_var
         d = min(dist / unit, 1.0) if unit > 0 and math.isfinite(unit) else 0.0
         m = _mixture(pw, a, v, spread, d)
-    return _State(m, x.origin_var, x.origin_distinct, x.depth + 1, x.origin, x.unknown)
+    own = bv if math.isfinite(bv) else 0.0
+    return _State(m, x.origin_var, x.origin_distinct, x.depth + 1, x.origin, x.unknown, own)
 
 
 def _signal(param: str, layer: str, st: _State) -> LayerSignal:
@@ -487,7 +490,9 @@ def _signal(param: str, layer: str, st: _State) -> LayerSignal:
     var = m.var
     std = math.sqrt(var) if math.isfinite(var) and var >= 0 else math.inf
     if st.origin_var > 0 and math.isfinite(var):
-        ratio = math.sqrt(var / st.origin_var)
+        # the layer's own bias taken off, as the probe measures it: a collapsed layer with
+        # random biases (torch's default at a small fan_in) is not alive
+        ratio = math.sqrt(max(var - st.bias_var, 0.0) / st.origin_var)
     else:
         ratio = math.inf if var > 0 else 0.0
     frac = m.distinct_var / var if var > 0 and math.isfinite(var) else 1.0

@@ -110,8 +110,9 @@ EXPLAINED: dict[str, list[Explained]] = {
                 for rule in ("IA109", "IA204")],
     "unet2d": [Explained("IA109", r"time_embedding\.linear_2", ("module", "safetensors-model"),
                          unet_time_mlp_shrinks, "torch-default two-layer time MLP with SiLU")],
-    "vae": [Explained("IA204", "post_quant_conv", ("module", "safetensors-model"),
-                      vae_latent_path_shrinks, "three torch-default convs in a row on the latent path")],
+    "vae": [Explained(rule, "post_quant_conv", ("module", "safetensors-model"),
+                      vae_latent_path_shrinks, "three torch-default convs in a row on the latent path")
+            for rule in ("IA109", "IA204")],
 }
 
 CONV = "needs scheme conventions (i8-conv): IA104 on the family's documented init"
