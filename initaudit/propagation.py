@@ -24,7 +24,8 @@ An activation's moments are integrated under the Gaussian pre-activation N(a + m
 Gauss-Hermite quadrature; its distinct part is (1/2) E[(phi(s + t) - phi(s - t))^2] with
 s ~ N(m, v (1 - d/2)), t ~ N(0, v d / 2) (for d -> 0 this is v d E[phi'(s)^2]: Schoenholz's
 chi_1). Gated products x * y of independent branches: E[(xy)^2] = E[x^2] E[y^2] (SwiGLU:
-E[silu(g)^2] E[u^2]). ``cat`` mixes its branches; average pooling over k elements keeps the part
+E[silu(g)^2] E[u^2]); a gate computed from the signal it scales (x * sigmoid(g(x)), see
+graph.merge_trunks) continues that signal's segment one step deeper. ``cat`` mixes its branches; average pooling over k elements keeps the part
 common to all inputs and divides the distinct part by k; max pooling takes the moments of the
 maximum of k draws (order-statistic density k F^(k-1) f); attention averages its value input
 over the tokens (``attrs["tokens"]``, harmonic for causal masks); a residual ``add`` sums the
@@ -32,7 +33,9 @@ branch moments, means included (``relu(bn(x) + x)`` sees a non-zero-mean input).
 RMSNorm reset the spread to E[gamma^2] + Var(beta) and keep d; batch-statistics norms remove the
 part common to all inputs (d' = 1). An ``unknown`` op makes everything after it unknown until a
 normalisation or an embedding resets the signal; the profile says so (``unknown_after``).
-Inputs are assumed standardised and independent (mean 0, variance 1, d = 1).
+Inputs are assumed standardised and independent (mean 0, variance 1, d = 1), and so is the
+input of a layer the capture could not trace back (a segment of its own). A layer's reported
+ratio leaves its own bias out, as the probe's measured spread does.
 """
 
 from __future__ import annotations
