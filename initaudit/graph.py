@@ -257,7 +257,9 @@ def side_branch_nodes(nodes: list[Node]) -> set[str]:
     side: dict[str, bool] = {}
     for node in reversed(nodes):
         outs = users.get(node.name, [])
-        side[node.name] = bool(outs) and all(side_edge(node.name, u) or side[u.name] for u in outs)
+        # .get: a consumer listed before its input (a reused module recorded out of order) counts as
+        # the main path
+        side[node.name] = bool(outs) and all(side_edge(node.name, u) or side.get(u.name, False) for u in outs)
     return {name for name, s in side.items() if s}
 
 
