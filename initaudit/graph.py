@@ -215,6 +215,63 @@ def _following(start: str, users: dict[str, list[Node]], through: frozenset[str]
     return found
 
 
+def _descends(nodes: dict[str, Node], index: dict[str, int], start: str, ancestor: str) -> bool:
+    """Whether ``ancestor`` lies behind ``start`` (a walk back over inputs, never earlier in the
+    topological order than ``ancestor``: the walk stays inside the block between them)."""
+    low, stack, seen = index[ancestor], [start], {start}
+    while stack:
+        name = stack.pop()
+        if name == ancestor:
+            return True
+        for i in nodes[name].inputs:
+            if i not in seen and index.get(i, -1) >= low:
+                seen.add(i)
+                stack.append(i)
+    return False
+
+
+def merge_trunks(nodes: list[Node]) -> dict[str, str]:
+    """For each ``add`` or ``mul`` of several signal branches, the input every other input
+    descends from, when there is one: the skip of a residual block ``x + f(x)``, the signal a
+    squeeze-excite or attention gate scales, ``x * sigmoid(g(x))``. The other inputs are side
+    branches of that trunk. Parallel branches (``gate(x) * up(x)``, a downsampling shortcut
+    beside the block, a recurrent cell's ``x W_ih + h W_hh``) have no trunk."""
+    index = {n.name: i for i, n in enumerate(nodes)}
+    by_name = {n.name: n for n in nodes}
+    out: dict[str, str] = {}
+    for node in nodes:
+        ins = [i for i in dict.fromkeys(node.inputs) if i in index]
+        if node.kind not in ("add", "mul") or len(ins) < 2:
+            continue
+        first = min(ins, key=index.__getitem__)  # only the earliest can lie behind all the others
+        if all(_descends(by_name, index, i, first) for i in ins if i != first):
+            out[node.name] = first
+    return out
+
+
+def side_branch_nodes(nodes: list[Node]) -> set[str]:
+    """Nodes whose signal reaches the model's output only through a side branch (see
+    :func:`merge_trunks`) or as attention scores (the query and key inputs of ``attention``):
+    what they compute scales or gates a trunk that carries the signal past them, so a small
+    output there (a small residual branch, a gate at sigmoid(0) = 1/2, uniform attention) is a
+    start by design, not a collapse of the signal."""
+    trunks = merge_trunks(nodes)
+    users = _consumers(nodes)
+
+    def side_edge(name: str, user: Node) -> bool:
+        if user.kind == "attention":
+            return bool(user.inputs) and name != user.inputs[-1]
+        return user.name in trunks and trunks[user.name] != name
+
+    side: dict[str, bool] = {}
+    for node in reversed(nodes):
+        outs = users.get(node.name, [])
+        # .get: a consumer listed before its input (a reused module recorded out of order) counts as
+        # the main path
+        side[node.name] = bool(outs) and all(side_edge(node.name, u) or side.get(u.name, False) for u in outs)
+    return {name for name, s in side.items() if s}
+
+
 # Kinds that route units on without mixing them: what follows a layer is seen through them
 # (a max pool commutes with a monotone activation; a concatenation passes each branch's units on).
 PASS_THROUGH = frozenset({"transparent", "pool-max", "pool-avg", "cat"})

@@ -24,7 +24,8 @@ An activation's moments are integrated under the Gaussian pre-activation N(a + m
 Gauss-Hermite quadrature; its distinct part is (1/2) E[(phi(s + t) - phi(s - t))^2] with
 s ~ N(m, v (1 - d/2)), t ~ N(0, v d / 2) (for d -> 0 this is v d E[phi'(s)^2]: Schoenholz's
 chi_1). Gated products x * y of independent branches: E[(xy)^2] = E[x^2] E[y^2] (SwiGLU:
-E[silu(g)^2] E[u^2]). ``cat`` mixes its branches; average pooling over k elements keeps the part
+E[silu(g)^2] E[u^2]); a gate computed from the signal it scales (x * sigmoid(g(x)), see
+graph.merge_trunks) continues that signal's segment one step deeper. ``cat`` mixes its branches; average pooling over k elements keeps the part
 common to all inputs and divides the distinct part by k; max pooling takes the moments of the
 maximum of k draws (order-statistic density k F^(k-1) f); attention averages its value input
 over the tokens (``attrs["tokens"]``, harmonic for causal masks); a residual ``add`` sums the
@@ -32,7 +33,9 @@ branch moments, means included (``relu(bn(x) + x)`` sees a non-zero-mean input).
 RMSNorm reset the spread to E[gamma^2] + Var(beta) and keep d; batch-statistics norms remove the
 part common to all inputs (d' = 1). An ``unknown`` op makes everything after it unknown until a
 normalisation or an embedding resets the signal; the profile says so (``unknown_after``).
-Inputs are assumed standardised and independent (mean 0, variance 1, d = 1).
+Inputs are assumed standardised and independent (mean 0, variance 1, d = 1), and so is the
+input of a layer the capture could not trace back (a segment of its own). A layer's reported
+ratio leaves its own bias out, as the probe's measured spread does.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ import numpy as np
 import torch
 
 from initaudit.analysis import TensorStats
-from initaudit.graph import Activation, ModelGraph, Node, OpKind, ParamRole
+from initaudit.graph import Activation, ModelGraph, Node, OpKind, ParamRole, merge_trunks, side_branch_nodes
 from initaudit.schemes import activation_fn
 
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(40)
@@ -197,7 +200,8 @@ class LayerSignal:
     param: str
     layer: str
     predicted_std: float  # std of this layer's pre-activation output (nan when unknown)
-    ratio: float  # predicted_std / std where the segment started (input, embedding or norm)
+    # spread without the layer's own bias / std where the segment started (input, embedding, norm)
+    ratio: float
     depth: int  # weight layers since the segment started
     origin: str  # where the segment started
     predicted_mean: float = 0.0
@@ -205,6 +209,9 @@ class LayerSignal:
     distinct_ratio: float = 1.0
     correlation: float = 0.0  # predicted correlation between two inputs' pre-activations
     unknown_after: str | None = None  # the unknown op the prediction could not see through
+    # the layer's output reaches the model's output only through a residual branch, a gate or
+    # attention scores (graph.side_branch_nodes): small there is a start by design
+    side_branch: bool = False
 
 
 @dataclass
@@ -215,6 +222,7 @@ class _State:
     depth: int
     origin: str
     unknown: str | None = None  # op name when the signal passed an unknown op
+    bias_var: float = 0.0  # spread of the last layer's own bias, which carries no signal
 
 
 def _stat_moments(stats: TensorStats | None) -> tuple[float, float]:
@@ -330,6 +338,8 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
     state: dict[str, _State] = {}
     profile: list[LayerSignal] = []
     params = graph.params
+    trunks = merge_trunks(graph.nodes)
+    side = side_branch_nodes(graph.nodes)
 
     def pstats(name: str | None) -> TensorStats | None:
         return stats(name) if name and name in params else None
@@ -339,7 +349,15 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
 
     for node in graph.nodes:
         ins = [state[i] for i in node.inputs if i in state]
-        first = ins[0] if ins else fresh(Moments(), "input")
+        if ins:
+            first = ins[0]
+        elif node.kind == "layer" and not node.inputs:
+            # the capture did not trace what feeds it (a table computed from an input by ops it
+            # does not record, e.g. a sinusoidal timestep embedding): a segment of its own,
+            # from an assumed standardised input that no probe site observed
+            first = fresh(Moments(), f"{node.name} (untraced input)")
+        else:
+            first = fresh(Moments(), "input")
         kind = node.kind
         if kind == "input":
             state[node.name] = fresh(Moments(), "input")
@@ -357,7 +375,7 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
             st = _layer(first, p.fan_in, stats(node.param), pstats(node.bias),
                         p.fan_out if dense else None)
             state[node.name] = st
-            profile.append(_signal(node.param, p.layer, st))
+            profile.append(replace(_signal(node.param, p.layer, st), side_branch=node.name in side))
         elif kind == "act" and node.activation:
             x = first.m
             try:
@@ -383,8 +401,13 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
             if "scale" in node.attrs:
                 s = float(node.attrs["scale"])
                 ms.append(Moments.gaussian(s, 0.0, 0.0, 0.0))
-            main = max(ins, key=lambda s: s.depth)
-            state[node.name] = replace(main, m=_mul(ms), unknown=next((s.unknown for s in ins if s.unknown), None))
+            unknown = next((s.unknown for s in ins if s.unknown), None)
+            if trunks.get(node.name) in state:  # a gate scales the trunk: one more step on the trunk's segment
+                main = state[trunks[node.name]]
+                state[node.name] = replace(main, m=_mul(ms), depth=main.depth + 1, unknown=unknown)
+            else:
+                main = max(ins, key=lambda s: s.depth)
+                state[node.name] = replace(main, m=_mul(ms), unknown=unknown)
         elif kind == "cat" and ins:
             sizes = node.attrs.get("sizes") or [1.0] * len(ins)
             main = max(ins, key=lambda s: s.depth)
@@ -458,7 +481,8 @@ def _layer(x: _State, fan_in: float, w: TensorStats, b: TensorStats | None,
         dist = n * var * phi.distinct_var
         d = min(dist / unit, 1.0) if unit > 0 and math.isfinite(unit) else 0.0
         m = _mixture(pw, a, v, spread, d)
-    return _State(m, x.origin_var, x.origin_distinct, x.depth + 1, x.origin, x.unknown)
+    own = bv if math.isfinite(bv) else 0.0
+    return _State(m, x.origin_var, x.origin_distinct, x.depth + 1, x.origin, x.unknown, own)
 
 
 def _signal(param: str, layer: str, st: _State) -> LayerSignal:
@@ -469,7 +493,9 @@ def _signal(param: str, layer: str, st: _State) -> LayerSignal:
     var = m.var
     std = math.sqrt(var) if math.isfinite(var) and var >= 0 else math.inf
     if st.origin_var > 0 and math.isfinite(var):
-        ratio = math.sqrt(var / st.origin_var)
+        # the layer's own bias taken off, as the probe measures it: a collapsed layer with
+        # random biases (torch's default at a small fan_in) is not alive
+        ratio = math.sqrt(max(var - st.bias_var, 0.0) / st.origin_var)
     else:
         ratio = math.inf if var > 0 else 0.0
     frac = m.distinct_var / var if var > 0 and math.isfinite(var) else 1.0

@@ -278,14 +278,15 @@ class _ActivationDepthRule(Rule):
         if probe is None:
             return
         vanishing = self.direction == "vanishing"
-        # Zero weights are IA102's subject; a residual branch's last layer is small by design,
-        # and so may an output head be (small logits are a uniform start, like a zero head).
+        # Zero weights are IA102's subject; residual branches, gates and attention scores are
+        # small by design (the trunk carries the signal past them), and so may an output head
+        # be (small logits are a uniform start, like a zero head).
         params = ctx.graph.params
         folded = renormalised_params(ctx.graph)  # segments across a BatchNorm folded by an exporter
         profile = [m for m in _activation_profile(ctx, probe)
                    if m.signal.depth >= self.opts["min_depth"] and not _is_zero(ctx, params[m.signal.param])
                    and m.signal.param not in folded
-                   and not (vanishing and (params[m.signal.param].residual_end
+                   and not (vanishing and (m.signal.side_branch or params[m.signal.param].residual_end
                                            or params[m.signal.param].is_output))]
         if not profile:
             return
@@ -317,8 +318,10 @@ class ActivationVanishing(_ActivationDepthRule):
     signal, so a collapsed layer with random biases would otherwise look alive) divided by the
     spread where its segment starts - the input, an embedding or a normalisation, as in IA109 -
     once the segment spans ``min_depth`` layers. Reports the deepest collapse. Residual branch
-    ends and output heads (small by design: a small or zero head starts from uniform logits)
-    and all-zero layers (IA102) are not judged.
+    ends and output heads (small by design: a small or zero head starts from uniform logits),
+    layers on a side branch of a trunk (inside a residual branch, a squeeze-excite gate, the
+    query and key of attention: the trunk carries the signal past them, as in IA109) and
+    all-zero layers (IA102) are not judged.
     Layers whose segment crosses a BatchNorm an exporter folded into a layer (an eval-mode
     ONNX export with fresh running statistics, where it computes the identity) are not judged:
     in training the batch statistics renormalise the signal there.

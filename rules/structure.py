@@ -441,15 +441,18 @@ class _SignalRule(Rule):
     scope = "model"  # the layer only says where the collapse is worst; baselines leave it out
 
     def check(self, ctx) -> Iterator[Finding]:
-        # A residual branch's last layer is small by design (GPT-2's scaled projections,
-        # Fixup, zero-init): the stream it adds to carries the signal, so it is not judged.
-        # An all-zero layer is IA102's to judge (a zero head is legitimate).
+        # Small by design, so not judged for vanishing: a residual branch, its last layer above
+        # all (GPT-2's scaled projections, Fixup, zero-init, LayerScale), a gate or attention
+        # scores (the trunk they add to or scale carries the signal past them), an output head
+        # (small logits are a uniform start). An all-zero layer is IA102's to judge.
         folded = renormalised_params(ctx.graph)  # segments across a folded BatchNorm
+        params = ctx.graph.params
         # Unknown predictions (after an op nothing models) are skipped.
         profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"] and s.param not in folded
                    and s.ratio == s.ratio
                    and not (self.direction == "vanishing" and (
-                       ctx.graph.params[s.param].residual_end or ctx.analysis(s.param).stats.all_zero))]
+                       s.side_branch or params[s.param].residual_end or params[s.param].is_output
+                       or ctx.analysis(s.param).stats.all_zero))]
         if not profile:
             return
         pick = min if self.direction == "vanishing" else max
@@ -483,6 +486,12 @@ class PredictedVanishing(_SignalRule):
     Gauss-Hermite quadrature for the actual activation; normalisation resets q, residual adds
     sum the branches. Reports the deepest collapse of sqrt(q_l / q_start) along a segment that
     starts at the input, an embedding or a normalisation, once it spans ``min_depth`` layers.
+    Not judged: layers on a side branch of a trunk (inside a residual branch x + f(x), a gate
+    x * sigmoid(g(x)), the query and key of attention), residual branch ends and output heads.
+    The trunk carries the signal past them, so a small branch (LayerScale, BERT's 0.02 at small
+    width), a gate at sigmoid(0) = 1/2, uniform attention or small logits are starts by
+    design. A gate counts as one step on its trunk's segment, so a gate that closes collapses
+    the trunk where it is judged.
 
     Why it matters
     --------------

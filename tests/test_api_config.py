@@ -18,8 +18,9 @@ MODEL = '''
 import torch, torch.nn as nn
 def build():
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 10))
+    m = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
     nn.init.normal_(m[0].weight, std=0.01)   # IA104: far below Xavier before tanh
+    nn.init.zeros_(m[0].bias)                # IA109: the hidden signal at m[2] falls to ~0.03x
     return m
 '''
 

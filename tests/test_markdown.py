@@ -46,7 +46,7 @@ def test_golden_failing_report():
     text = render(initaudit.audit(ci_models.broken(), **STATIC))
     check_golden("markdown_broken.md", text)
     assert text.startswith("<!-- initaudit-report -->\n## ❌ initaudit: FAIL\n")
-    assert "**1 error · 2 warnings · 0 info** (fail-on `error`)" in text
+    assert "**1 error · 1 warning · 0 info** (fail-on `error`)" in text
     assert text.count("<details>") == text.count("</details>") == 1
     assert "<summary>Per-layer details (3 layers)</summary>" in text
 
@@ -58,7 +58,7 @@ def test_golden_with_a_baseline(tmp_path):
     report.baseline["path"] = "baseline.json"  # keep the golden file free of tmp paths
     text = render(report)
     check_golden("markdown_baseline.md", text)
-    assert "> 2 findings suppressed by the baseline `baseline.json`; 1 baseline entry no longer occurs." in text
+    assert "> 1 finding suppressed by the baseline `baseline.json`; 2 baseline entries no longer occur." in text
 
 
 def test_golden_passing_report():

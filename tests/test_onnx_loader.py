@@ -480,3 +480,22 @@ def test_initializer_used_only_in_a_subgraph(tmp_path):
     g = load_onnx(path)
     assert g.params["W"].kind is OpKind.LINEAR and "Wsub" not in g.params
     assert any(name == "Wsub" and "subgraph" in why for name, why in g.skipped)
+
+
+def test_folded_batchnorm_seen_when_its_zero_bias_was_merged_into_another(tmp_path):
+    """A fresh BatchNorm folds to a zero bias; the classic exporter merges equal initializers, so
+    that bias reaches the Conv as Identity(another layer's zero bias) (timm's MobileNetV3 export).
+    The Conv still reads it by the created name (onnx::Conv_N): the fold is still seen."""
+    import onnx
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 1),
+                          nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+    nn.init.zeros_(model[3].bias)
+    path = export(model.eval(), (torch.randn(1, 3, 16, 16),), tmp_path / "merged.onnx")
+    nodes = onnx.load(str(path)).graph.node
+    merged = {n.output[0] for n in nodes if n.op_type == "Identity" and n.input[0] == "3.bias"}
+    assert merged & {n.input[2] for n in nodes if n.op_type == "Conv"}  # the case is real
+    graph = load_onnx(path)
+    folded = {p.name for p in graph.weights() if p.normalized_after}
+    assert len(folded) == 2 and "3.weight" not in folded

@@ -27,7 +27,8 @@ def warn() -> nn.Module:
 
 
 def broken() -> nn.Module:
-    """ReLU MLP with an all-zero hidden layer (IA102 error) and a too-small first layer (IA104)."""
+    """ReLU MLP with an all-zero hidden layer (IA102 error) and a too-small first layer (IA104);
+    the depth rules leave the zero layer to IA102 and do not judge the head after it."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
     nn.init.normal_(model[0].weight, std=0.01)
@@ -47,7 +48,8 @@ def warn_reseeded() -> nn.Module:
 
 
 def warn_plus_new_defect() -> nn.Module:
-    """``warn`` plus an all-zero hidden layer: one new error (IA102 at 2.weight replaces IA104)."""
+    """``warn`` plus an all-zero hidden layer: one new error (IA102 at 2.weight replaces IA104;
+    IA109 goes too, as the depth rules leave a zero layer to IA102 and do not judge the head)."""
     model = warn()
     nn.init.zeros_(model[2].weight)
     return model
