@@ -1,12 +1,13 @@
 """Probe overhead on a GPT-2-small-sized transformer and a ResNet-18-sized CNN, built locally.
 
-    python benchmarks/bench_probe.py [--quick]
+    python benchmarks/bench_probe.py [--quick] [--histograms] [--only gpt2|resnet]
 
 Prints, for each model, the times of a plain forward, of the forward probe (statistics only),
 of a plain forward + backward (a training step's cross-entropy vs random labels) and of the full
 probe (forward statistics + backward + gradient statistics), all measured in the same run, and
 the ratios the probe must stay under: forward probe <= 1.5x a plain forward, full probe <= 1.3x
-a plain forward + backward. Ratios are the median over rounds of probe / plain timed in the same
+a plain forward + backward. ``--histograms`` adds both probes with per-site histograms (what
+``--histograms`` and ``--html`` collect) to the same rounds, held to the same targets. Ratios are the median over rounds of probe / plain timed in the same
 round (robust to load drifting on a shared machine). Both sides run in the probe's mode
 (eval, BatchNorm in train mode). Sizes are chosen to finish in a few minutes on 2 CPU cores:
 GPT-2 small (124M parameters, 12 layers, d=768, vocab 50257) on 4 sequences of 64 tokens;
@@ -183,6 +184,9 @@ def _plain(model: nn.Module, inputs: torch.Tensor, backward: bool) -> None:
 
 def bench(label: str, model: nn.Module, inputs: torch.Tensor, repeats: int,
           histograms: bool = False) -> dict[str, float]:
+    """Time the plain runs and the probes in interleaved rounds; with ``histograms`` also the
+    probes with per-site histograms (what ``--histograms`` and ``--html`` collect), in the same
+    rounds, so both sets of ratios share one baseline."""
     from initaudit.loaders.torch_module import graph_from_module
     from initaudit.probe.inputs import from_object
     from initaudit.probe.options import ProbeOptions
@@ -190,13 +194,18 @@ def bench(label: str, model: nn.Module, inputs: torch.Tensor, repeats: int,
 
     graph = graph_from_module(model, label)
     probe_inputs = from_object(inputs, "file", "benchmark")
-    runs = {
-        "forward": lambda: _plain(model, inputs, backward=False),
-        "forward probe": lambda: probe_module(model, graph, probe_inputs,
-                                              ProbeOptions(backward=False, histograms=histograms)),
-        "forward+backward": lambda: _plain(model, inputs, backward=True),
-        "full probe": lambda: probe_module(model, graph, probe_inputs, ProbeOptions(histograms=histograms)),
-    }
+
+    def probe(backward: bool, hist: bool):
+        return lambda: probe_module(model, graph, probe_inputs,
+                                    ProbeOptions(backward=backward, histograms=hist))
+
+    runs = {"forward": lambda: _plain(model, inputs, backward=False),
+            "forward probe": probe(False, False),
+            "forward+backward": lambda: _plain(model, inputs, backward=True),
+            "full probe": probe(True, False)}
+    if histograms:
+        runs["forward probe, histograms"] = probe(False, True)
+        runs["full probe, histograms"] = probe(True, True)
     for fn in runs.values():  # warm-up
         fn()
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -209,16 +218,25 @@ def bench(label: str, model: nn.Module, inputs: torch.Tensor, repeats: int,
             t0 = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - t0)
-    # Paired ratios (same round), median over rounds; min times as a cross-check.
-    fwd = statistics.median(p / b for p, b in zip(times["forward probe"], times["forward"]))
-    full = statistics.median(p / b for p, b in zip(times["full probe"], times["forward+backward"]))
     best = {k: min(v) for k, v in times.items()}
-    print(f"{label}: forward {best['forward'] * 1e3:.0f} ms, forward probe {best['forward probe'] * 1e3:.0f} ms "
-          f"-> {fwd:.2f}x (target <= 1.5x); forward+backward {best['forward+backward'] * 1e3:.0f} ms, "
-          f"full probe {best['full probe'] * 1e3:.0f} ms -> {full:.2f}x (target <= 1.3x) "
-          f"[median of {repeats} paired ratios; min-time ratios {best['forward probe'] / best['forward']:.2f}x, "
-          f"{best['full probe'] / best['forward+backward']:.2f}x]", flush=True)
-    return {"forward_ratio": fwd, "full_ratio": full}
+
+    def ratio(probe_key: str, plain_key: str, target: float) -> str:
+        # Paired ratios (same round), median over rounds; the min-time ratio as a cross-check.
+        paired = statistics.median(p / b for p, b in zip(times[probe_key], times[plain_key]))
+        ratios[probe_key] = paired
+        return (f"{probe_key} {best[probe_key] * 1e3:.0f} ms -> {paired:.2f}x (target <= {target}x; "
+                f"min-time {best[probe_key] / best[plain_key]:.2f}x)")
+
+    ratios: dict[str, float] = {}
+    lines = [f"forward {best['forward'] * 1e3:.0f} ms", ratio("forward probe", "forward", 1.5)]
+    if histograms:
+        lines.append(ratio("forward probe, histograms", "forward", 1.5))
+    lines += [f"forward+backward {best['forward+backward'] * 1e3:.0f} ms",
+              ratio("full probe", "forward+backward", 1.3)]
+    if histograms:
+        lines.append(ratio("full probe, histograms", "forward+backward", 1.3))
+    print(f"{label} [median of {repeats} paired ratios]:\n  " + "\n  ".join(lines), flush=True)
+    return ratios
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--only", choices=("gpt2", "resnet"), help="run one of the two models")
     ap.add_argument("--histograms", action="store_true",
-                    help="probe with per-site histograms (what --histograms and --html collect)")
+                    help="also time the probes with per-site histograms (what --histograms and --html "
+                         "collect), against the same baseline")
     args = ap.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}", flush=True)
     gen = torch.Generator().manual_seed(0)

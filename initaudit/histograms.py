@@ -3,9 +3,9 @@ distribution beside the density of the scheme it is compared with.
 
 Collected only when histograms are asked for, after the static pass, so the static pass and the
 probe cost nothing more without them. A tensor over :data:`HISTOGRAM_SAMPLE` elements is counted
-on a fixed random sample of that many (:func:`initaudit.probe.stats.histogram_sample`, as the
-probe's histograms are): the shape is the whole tensor's to within 0.1% per bin, and a large
-embedding costs one gather.
+on a fixed stratified random sample of that many (:func:`initaudit.probe.stats.histogram_sample`,
+as the probe's histograms are): the shape is the whole tensor's to within 0.3% per bin, and a
+large embedding costs one gather.
 
 Each layer row gains ``weight_histogram``: ``{"edges", "counts", "sampled", "shape"}``, where
 ``shape`` says which density fits the values, from the sample's excess kurtosis

@@ -36,8 +36,15 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
                                    "(apt-get install chromium; .ci/run installs it)")
+# --virtual-time-budget: the browser runs the page's timers on virtual time and dumps or shoots
+# only once they are spent (deterministic, independent of load); the page says it has drawn
+# everything by <body data-rendered="1">, which browse() requires.
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--no-first-run", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+         "--no-first-run", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+         "--virtual-time-budget=30000"]
+# Wall-clock limit per browser run: a start and a dump take 3-10 s on a loaded 2-core machine;
+# this only stops a hung browser.
+BROWSER_TIMEOUT = 600
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -99,34 +106,50 @@ def text_of(node: Node) -> str:
 def browse(page: Path, screenshot: Path | None = None, size: str = "1320,2400",
            fragment: str = "") -> tuple[Node, list[str]]:
     """Load ``page`` (with ``#fragment``) in headless chromium: (the DOM after its scripts ran,
-    URLs the page asked for according to the network log). Also writes ``screenshot`` when given."""
+    URLs the page asked for according to the network log). Also writes ``screenshot`` when given.
+    Fails unless the page reports that it has drawn everything (``data-rendered="1"``)."""
+    url = page.resolve().as_uri() + (f"#{fragment}" if fragment else "")
     with tempfile.TemporaryDirectory() as profile:
         netlog = Path(profile) / "netlog.json"
-        cmd = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}/p", f"--log-net-log={netlog}",
-               "--dump-dom", page.resolve().as_uri() + (f"#{fragment}" if fragment else "")]
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        assert out.returncode == 0, out.stderr[-2000:]
+        out = _chromium(f"--user-data-dir={profile}/p", f"--log-net-log={netlog}", "--dump-dom", url)
+        dom = parse(out.stdout)
+        body = dom.find("body")
+        assert body and body[0].attrs.get("data-rendered") == "1", \
+            f"the page did not finish drawing: {errors_of(dom) if dom.find(id='page-errors') else out.stderr[-2000:]}"
         requests = page_requests(netlog)
         if screenshot is not None:
-            shot = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}/s", f"--window-size={size}",
-                                   f"--screenshot={screenshot}", page.resolve().as_uri()],
-                                  capture_output=True, text=True, timeout=120)
-            assert shot.returncode == 0 and screenshot.is_file(), shot.stderr[-2000:]
-    return parse(out.stdout), requests
+            _chromium(f"--user-data-dir={profile}/s", f"--window-size={size}", f"--screenshot={screenshot}", url)
+            assert screenshot.is_file(), f"chromium wrote no screenshot {screenshot}"
+    return dom, requests
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess:
+    out = subprocess.run([CHROMIUM, *FLAGS, *args], capture_output=True, text=True, timeout=BROWSER_TIMEOUT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out
 
 
 def page_requests(netlog: Path) -> list[str]:
     """URLs of network requests started by a page: the browser's own background requests
-    (update checks and the like) have no initiating origin and are left out."""
+    (update checks and the like) have no initiating origin and are left out.
+
+    Read line by line (chromium writes the constants on the first line, then one event per
+    line): a log the browser stopped writing mid-line still yields every complete event."""
     if not netlog.is_file():
         return []
-    text = netlog.read_text()
-    if not text.rstrip().endswith("}"):  # chromium may stop before closing the JSON
-        text = text.rstrip().rstrip(",") + "]}"
-    log = json.loads(text)
-    names = {v: k for k, v in log["constants"]["logEventTypes"].items()}
+    lines = netlog.read_text().splitlines()
+    head = '{"constants":'
+    assert lines and lines[0].startswith(head), "not a chromium net log"
+    constants = json.loads(lines[0][len(head):].rstrip().rstrip(","))
+    names = {v: k for k, v in constants["logEventTypes"].items()}
     urls = []
-    for e in log["events"]:
+    for line in lines[1:]:
+        try:
+            e = json.loads(line.rstrip().rstrip(","))
+        except json.JSONDecodeError:  # '"events": [', the closing lines, a cut-off last event
+            continue
+        if not isinstance(e, dict) or "type" not in e:
+            continue
         p = e.get("params") or {}
         if names.get(e["type"]) == "URL_REQUEST_START_JOB" and "url" in p \
                 and p.get("initiator") != "not an origin":
@@ -246,10 +269,10 @@ def test_long_models_collapse_into_blocks_and_stay_small(deep):
 
 def test_weight_histogram_fits_the_expected_family():
     g = torch.Generator().manual_seed(0)
-    normal = weight_histogram(torch.randn(200, 200, generator=g) * 0.1, 24, "xavier")
-    uniform = weight_histogram(torch.rand(200, 200, generator=g) - 0.5, 24, "he")
+    normal = weight_histogram(torch.randn(150, 150, generator=g) * 0.1, 24, "xavier")
+    uniform = weight_histogram(torch.rand(400, 400, generator=g) - 0.5, 24, "he")  # sampled
     assert normal["shape"] == "normal" and uniform["shape"] == "uniform"
-    assert sum(normal["counts"]) == 40_000 and not normal["sampled"]
+    assert sum(normal["counts"]) == 22_500 and not normal["sampled"] and uniform["sampled"]
     big = weight_histogram(torch.zeros(3_000_000), 24, "torch-default")
     assert big["sampled"] and big["shape"] == "uniform" and sum(big["counts"]) == HISTOGRAM_SAMPLE
 
@@ -393,6 +416,20 @@ def test_classic_figure_renders(tmp_path):
     assert "IA204" in text_of(drawn[0]) and "clean" in text_of(drawn[3])
 
 
+def _overview(dom: Node, run: str) -> Node:
+    found = [n for n in dom.find("div", cls="overview") if n.attrs.get("data-run") == run]
+    assert len(found) == 1, [n.attrs.get("data-run") for n in dom.find("div", cls="overview")]
+    return found[0]
+
+
+def _spread(overview: Node, position: str, column: str) -> Node:
+    """The cell of ``column`` in the overview row of the layer at ``position`` in the block."""
+    head = [text_of(th) for th in overview.find("th")]
+    row = [r for r in overview.find("tr") if r.attrs.get("data-position") == position]
+    assert len(row) == 1, position
+    return row[0].find("td")[head.index(column)]
+
+
 @needs_browser
 def test_a_300_layer_report_folds_its_repeated_blocks(deep, tmp_path):
     page = tmp_path / "deep.html"
@@ -415,6 +452,27 @@ def test_a_300_layer_report_folds_its_repeated_blocks(deep, tmp_path):
                   and x["block"].startswith("blocks.") and int(x["block"].split(".")[1]) >= 3}
     assert len(folded) >= len(clean_late) - 2 * len(dirty) and folded <= clean_late
     assert len(dom.find("table", cls="layers")[0].find("tbody")[0].find("tr")) == 302
+    # the 150 repeated blocks shown once: one overview row per layer of the block, each figure's
+    # range over the repeats and a line with one point per repeat
+    view = _overview(dom, "blocks.0–blocks.149")
+    assert view.attrs["data-repeats"] == "150"
+    assert [r.attrs["data-position"] for r in view.find("tr") if "data-position" in r.attrs] == \
+        [".fc1.weight", ".fc2.weight"]
+    for position in (".fc1.weight", ".fc2.weight"):
+        values = [x["measured_std"] for x in layers if x["block"].startswith("blocks.") and x["param"].endswith(position)]
+        cell = _spread(view, position, "measured std")
+        assert len(values) == 150 and cell.find("svg", cls="spark")[0].attrs["data-n"] == "150"
+        assert (float(cell.attrs["data-min"]), float(cell.attrs["data-max"])) == (min(values), max(values))
+    # a link to a layer folded away (in a folded block inside a folded run) opens the folds
+    hidden = [c.attrs["id"] for f in folds for c in f.find("div", cls="card")][-1]
+    dom, _ = browse(page, fragment=hidden)
+    card = dom.find("div", cls="card", id=hidden)[0]
+    enclosing, node = [], card.parent
+    while node is not None:
+        enclosing += [node] if node.tag == "details" else []
+        node = node.parent
+    assert len(enclosing) == 2 and all("open" in n.attrs for n in enclosing)
+    assert card.find("svg", cls="hist-post") and card.find("svg", cls="hist-w")
     # the table filters and sorts (a view given in the URL: what a click on a header does)
     dom, _ = browse(page, fragment="q=blocks.&flagged=1&sort=measured%20std&dir=desc")
     rows = dom.find("table", cls="layers")[0].find("tbody")[0].find("tr")
@@ -423,3 +481,53 @@ def test_a_300_layer_report_folds_its_repeated_blocks(deep, tmp_path):
     assert expected and [r.attrs["data-layer"] for r in shown] == \
         [x["param"] for x in sorted(expected, key=lambda x: -x["measured_std"])]
     assert f"{len(shown)} of 302 layers" in text_of(dom.find(id="layers")[0])
+
+
+
+def _gpt(blocks: int) -> nn.Module:
+    """A GPT-2-layout transformer (pre-LayerNorm blocks h.0 ... h.N-1), tiny widths."""
+    torch.manual_seed(0)
+    return _bench_models().GPT(vocab=64, ctx=8, d=16, heads=2, n_layer=blocks)
+
+
+def _bench_models():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_probe", ROOT / "benchmarks" / "bench_probe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_browser
+def test_a_24_block_transformer_report(tmp_path):
+    report = initaudit.audit(_gpt(24), inputs=torch.randint(0, 64, (4, 8), generator=torch.Generator().manual_seed(0)),
+                             probe_histograms=True)
+    data = html_report.report_data(report)
+    text = html_report.render(report)
+    assert len(data["layers"]) == 2 + 24 * 6 + 1 and len(text.encode()) < 1_500_000
+    page = tmp_path / "gpt.html"
+    page.write_text(text, encoding="utf-8")
+    dom, requests = browse(page)
+    assert errors_of(dom) == [] and requests == []
+    assert len(dom.find("div", cls="card")) == len(data["layers"])
+    view = _overview(dom, "h.0–h.23")
+    positions = [r.attrs["data-position"] for r in view.find("tr") if "data-position" in r.attrs]
+    assert positions == [".ln_1.weight", ".attn.c_attn.weight", ".attn.c_proj.weight", ".ln_2.weight",
+                         ".mlp.c_fc.weight", ".mlp.c_proj.weight"]
+    grads = [x["grad_ratio"] for x in data["layers"] if x["param"].startswith("h.") and x["param"].endswith(".mlp.c_fc.weight")]
+    cell = _spread(view, ".mlp.c_fc.weight", "|dW|/|W|")
+    assert (float(cell.attrs["data-min"]), float(cell.attrs["data-max"])) == (min(grads), max(grads))
+    # findings of a rule beyond the first eight fold into one line; none is lost
+    folded = 0
+    for group in dom.find("div", cls="rule"):
+        code = group.attrs["data-rule"]
+        count = sum(f.rule == code for f in report.findings)
+        assert len(group.find("li", cls="finding")) == count
+        more = group.find("details", cls="more")
+        if count > 10:
+            assert len(more) == 1 and len(more[0].find("li", cls="finding")) == count - 8
+            folded += 1
+        else:
+            assert not more
+    assert folded  # the 24 blocks repeat each block's findings

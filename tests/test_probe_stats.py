@@ -112,6 +112,23 @@ def test_histogram_shows_the_activation_output():
     assert histogram(torch.zeros(5), 4) == ([0.0, 0.0], [5])
 
 
+def test_histogram_counts_bin_for_bin_as_histc_over_any_finite_range():
+    g = _gen()
+    for x in (torch.randn(100_000, generator=g), torch.rand(3000, generator=g) ** 4,
+              torch.randn(5000, generator=g, dtype=torch.float64) * 1e-40):
+        edges, counts = histogram(x, 24)
+        assert counts == torch.histc(x.double(), 24, float(x.min()), float(x.max())).long().tolist()
+    # float32 extremes: a range over 1e38 and one of a few subnormals keep every value, each in its bin
+    _, counts = histogram(torch.tensor([-3e38, -1e38, 0.0, 2e38, 3e38]), 5)
+    assert counts == [1, 1, 1, 0, 2]
+    tiny = torch.tensor([0.0, 1.0, 2.0]) * 1.4e-45  # 0, 1 and 2 smallest float32 subnormals
+    assert histogram(tiny, 2) == ([0.0, float(tiny[1]), float(tiny[2])], [1, 2])
+    # non-finite values are left out; integer and bfloat16 tensors are counted as floats
+    assert histogram(torch.tensor([float("nan"), 1.0, 2.0, float("inf"), 2.0]), 2) == ([1.0, 1.5, 2.0], [1, 2])
+    assert histogram(torch.arange(10), 5)[1] == [2] * 5
+    assert sum(histogram(torch.randn(999, generator=g).bfloat16(), 7)[1]) == 999
+
+
 def test_large_tensors_use_the_scratch_path_with_the_same_result():
     x = torch.randn(40, 64, 900, generator=_gen())  # > 1M elements: chunked square sums
     s = site_stats(x, name="l", kind="layer", unit_dim=1)

@@ -9,9 +9,13 @@ click away; the depth profile (predicted and measured activation std per layer o
 shaded where IA109/IA110 and IA204/IA205 fire); per-layer histograms (pre- and post-activation
 with the saturated and zero regions shaded, weights against the expected scheme's density);
 gradient-to-weight ratios per layer; the per-layer table, sortable and filterable. Layers of
-repeated blocks (``h.0.*``, ``h.1.*``, ...) are grouped and the groups after the first few
-collapse, so a 300-layer model stays readable; numbers are rounded to 4 significant digits so the
-file stays small (about 3 KB per layer with histograms).
+repeated blocks (``h.0.*``, ``h.1.*``, ...) are grouped (:func:`blocks`); a run of more than
+OPEN_BLOCKS blocks of the same structure is shown once as an overview (each layer of the block
+with its figures' spread over the repeats), its first blocks open and the rest folded, and a
+link to any layer opens the folds around it, so a 300-layer model stays readable with every
+histogram reachable. The overview is computed in the page from the per-layer data, so it costs
+the file nothing; numbers are rounded to 4 significant digits so the file stays small (about
+1.6 KB per layer with histograms).
 
 :func:`render_grid` draws several reports side by side (the classic 4 inits x 3 activations
 figure, ``examples/classic_figure.py``) with the same script.

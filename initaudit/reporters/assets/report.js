@@ -267,6 +267,20 @@
           el("span", { class: "meta", text: `fail-on ${s.fail_on}` })),
         el("div", { class: "meta", text: `${d.format} · ${d.parameters.toLocaleString("en")} parameters · ${d.layers.length} weight layers · stage ${d.stage} (${d.stage_reason}) · ${probe}` })));
   }
+  const SHOWN_FINDINGS = 8;  // per rule; the rest (a long model's repeated blocks) fold into one line
+  function findingList(items) {
+    const SEV = { error: 0, warning: 1, info: 2 };
+    const order = items.map((f, k) => [f, k]).sort((a, b) => (SEV[a[0].severity] ?? 3) - (SEV[b[0].severity] ?? 3) || a[1] - b[1]).map(([f]) => f);
+    const li = (f) => el("li", { class: "finding", "data-severity": f.severity },
+      el("span", { class: "sev " + f.severity, text: f.severity }), " ", layerLink(f.layer), ": ", f.message,
+      f.fix ? el("div", { class: "fix" }, "fix: ", el("code", { text: f.fix })) : null);
+    const cut = order.length > SHOWN_FINDINGS + 2 ? SHOWN_FINDINGS : order.length;
+    const rest = order.slice(cut);
+    return el("ul", {}, order.slice(0, cut).map(li),
+      rest.length ? el("li", { class: "more" }, el("details", { class: "more" },
+        el("summary", { text: `${rest.length} more ${items[0].rule} findings (${[...new Set(rest.map((f) => f.severity))].join(", ")})` }),
+        el("ul", {}, rest.map(li)))) : null);
+  }
   function findingsSection(d) {
     const sec = el("section", { id: "findings" }, el("h2", { text: "Findings by rule" }));
     if (!d.findings.length) { sec.appendChild(el("p", { class: "empty", text: "No findings." })); return sec; }
@@ -282,9 +296,7 @@
           el("span", { class: "meta", text: meta.category || items[0].category }),
           Object.entries(bySev).map(([sev, k]) => el("span", { class: "sev " + sev, text: `${k} ${sev}` })),
           el("span", { class: "summary", text: meta.summary || "" })),
-        el("ul", {}, items.map((f) => el("li", { class: "finding", "data-severity": f.severity },
-          el("span", { class: "sev " + f.severity, text: f.severity }), " ", layerLink(f.layer), ": ", f.message,
-          f.fix ? el("div", { class: "fix" }, "fix: ", el("code", { text: f.fix })) : null))),
+        findingList(items),
         meta.doc ? el("details", { class: "doc" }, el("summary", { text: `Rule documentation: ${code} ${meta.name || ""}` }),
                       el("pre", { text: meta.doc })) : null));
     }
@@ -328,6 +340,61 @@
         el("span", { class: "meta" }, `${l.op} ${l.shape.join("×")}` + (l.act ? ` → ${l.act}` : ""), l.flags.map((c) => el("a", { class: "flag", href: "#rule-" + c, text: c })))),
       figs.length ? el("div", { class: "figs" }, figs) : el("div", { class: "empty", text: "no histogram for this layer" }));
   }
+  // ---- repeated blocks: one row per layer of the block, its figures across the repeats ----
+  const OVERVIEW = [
+    ["weight std", (l) => l.std], ["measured std", (l) => l.measured_std], ["predicted std", (l) => l.predicted_std],
+    ["|dW|/|W|", (l) => l.grad_ratio], ["dead", (l) => l.dead, pct], ["saturated", (l) => l.saturated, pct],
+  ];
+  function sparkline(values, flagged, label, show) {
+    // values[r] for repeat r (null where missing); a log axis when all are positive (std, ratios)
+    const W = 150, H = 26, pad = 3;
+    const fin = values.filter(ok), log = fin.every((v) => v > 0);
+    const f = (v) => (log ? Math.log10(v) : v);
+    let lo = Math.min(...fin.map(f)), hi = Math.max(...fin.map(f));
+    // a spread under 25% (log axis) or 10% of the magnitude draws as a nearly flat line
+    const floor = log ? Math.log10(1.25) : 0.1 * Math.max(Math.abs(lo), Math.abs(hi));
+    if (hi - lo < floor) { const mid = (hi + lo) / 2; lo = mid - floor / 2; hi = mid + floor / 2; }
+    const X = (r) => pad + (values.length > 1 ? (r / (values.length - 1)) * (W - 2 * pad) : (W - 2 * pad) / 2);
+    const Y = (v) => (hi > lo ? H - pad - ((f(v) - lo) / (hi - lo)) * (H - 2 * pad) : H / 2);
+    let d = "", pen = false;
+    values.forEach((v, r) => { if (ok(v)) { d += (pen ? "L" : "M") + X(r).toFixed(1) + " " + Y(v).toFixed(1); pen = true; } else pen = false; });
+    const svg = sv("svg", { viewBox: `0 0 ${W} ${H}`, class: "spark", "data-n": fin.length, role: "img", "aria-label": label },
+      sv("path", { d, fill: "none", stroke: "var(--meas)", "stroke-width": 1.4 }));
+    values.forEach((v, r) => { if (ok(v) && flagged[r]) svg.appendChild(sv("circle", { cx: X(r), cy: Y(v), r: 2.2, fill: "var(--error)", class: "spark-flag" })); });
+    const iMin = values.indexOf(Math.min(...fin)), iMax = values.indexOf(Math.max(...fin));
+    svg.appendChild(sv("title", { text: `${label}: min ${show(values[iMin])} (repeat ${iMin + 1}), max ${show(values[iMax])} (repeat ${iMax + 1})` }));
+    return svg;
+  }
+  function blockOverview(run) {
+    const first = run[0], R = run.length;
+    const pattern = first.name.replace(/\d+$/, "*");
+    const layers = run.reduce((a, g) => a + g.items.length, 0);
+    const flaggedBlocks = run.filter((g) => g.items.some(([l]) => l.flags.length)).length;
+    const cols = OVERVIEW.filter(([, get]) => run.some((g) => g.items.some(([l]) => ok(get(l)))));
+    const rows = first.items.map(([l0], j) => {
+      const suffix = l0.param.startsWith(first.name) ? l0.param.slice(first.name.length) : l0.param;
+      const at = run.map((g) => g.items[j][0]);
+      return el("tr", { "data-position": suffix },
+        el("td", { class: "mono", text: pattern + suffix }), el("td", { text: `${l0.op} ${l0.shape.join("×")}` }),
+        cols.map(([label, get, show]) => {
+          const values = at.map((l) => (ok(get(l)) ? get(l) : null)), fin = values.filter(ok);
+          if (!fin.length) return el("td", { class: "num", text: "–" });
+          const fmtv = show || fmt, lo = Math.min(...fin), hi = Math.max(...fin);
+          return el("td", { class: "num", "data-min": lo, "data-max": hi },
+            sparkline(values, at.map((l) => l.flags.length > 0), `${label} of ${pattern + suffix} across ${R} repeats`, fmtv),
+            el("div", { class: "range", text: lo === hi ? fmtv(lo) : `${fmtv(lo)} – ${fmtv(hi)}` }));
+        }),
+        el("td", { text: [...new Set(at.flatMap((l) => l.flags))].join(" ") || "–" }));
+    });
+    return el("div", { class: "overview", "data-run": `${first.name}–${run[R - 1].name}`, "data-repeats": R },
+      el("h3", {}, `${pattern}: ${R} repeats of one block`,
+        el("span", { class: "meta", text: ` ${plural(first.items.length, "layer")} each, ${plural(layers, "layer")} in all` +
+                                            (flaggedBlocks ? ` · ${plural(flaggedBlocks, "block")} with findings` : " · no findings") +
+                                            ` · each line runs over the repeats ${first.name} → ${run[R - 1].name}` })),
+      el("div", { class: "tablewrap" }, el("table", { class: "overview-table" },
+        el("thead", {}, el("tr", {}, ["layer", "op", ...cols.map(([label]) => label), "findings"].map((t) => el("th", { text: t })))),
+        el("tbody", {}, rows))));
+  }
   function histogramSection(d) {
     const sec = el("section", { id: "histograms" }, el("h2", { text: "Histograms per layer" }));
     const p = d.probe;
@@ -352,6 +419,8 @@
       let end = k + 1;
       while (end < groups.length && groups[k].items.length > 1 && signature(groups[end]) === signature(groups[k])) end++;
       const run = groups.slice(k, end);
+      // A run that folds is first shown once, as its block's layers with their spread over the repeats.
+      if (run.length > d.open_blocks) sec.appendChild(blockOverview(run));
       run.slice(0, d.open_blocks).forEach((g) => sec.appendChild(blockView(g, true)));
       // The rest fold into one line per stretch of clean blocks; a block with findings stays in view.
       let fold = [];
@@ -406,7 +475,7 @@
       cells[0][1] = String(i + 1);
       const tr = el("tr", { class: l.flags.length ? "flagged" : null, "data-layer": l.param },
         cells.map(([, text], j) => el("td", { class: COLUMNS[j][2] ? "num" : null, text: String(text) })));
-      tr.addEventListener("click", () => { const c = document.getElementById("L" + i); if (c) { c.closest("details").open = true; c.scrollIntoView({ block: "center" }); } });
+      tr.addEventListener("click", () => reveal("L" + i));
       tbody.appendChild(tr);
       return { tr, l, cells, text: [l.param, l.name, l.op, l.act, l.scheme, l.schemes.join(" "), l.flags.join(" "), l.block].join(" ").toLowerCase() };
     });
@@ -445,6 +514,14 @@
     resort(); refilter();
     return sec;
   }
+  function reveal(id) {
+    // A layer's card may sit in a folded block inside a folded run: open every enclosing fold.
+    const card = document.getElementById(id);
+    if (!card) return false;
+    for (let n = card.parentElement; n; n = n.parentElement) if (n.tagName === "DETAILS") n.open = true;
+    card.scrollIntoView({ block: "center" });
+    return true;
+  }
   function renderReport(d) {
     d.layers.forEach((l, i) => { for (const k of [l.param, l.name, l.site]) if (k && !layerIndex.has(k)) layerIndex.set(k, i); });
     document.title = "initaudit: " + d.target + (d.summary.failed ? " (FAIL)" : " (PASS)");
@@ -455,6 +532,10 @@
       findingsSection(d), notesSection(d), profileSection(d), histogramSection(d), gradientSection(d), tableSection(d),
       el("p", { class: "meta", text: `initaudit ${d.version} · this page is self-contained: it makes no network request.` })]
       .filter(Boolean));
+    // a link to a layer (report.html#L57, the findings' layer links) opens the folds around it
+    const openHash = () => { if (/^#L\d+$/.test(location.hash)) reveal(location.hash.slice(1)); };
+    window.addEventListener("hashchange", openHash);
+    openHash();
   }
 
   // ---- several reports as one figure -----------------------------------------------------
