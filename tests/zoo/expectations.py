@@ -158,7 +158,13 @@ VGG = ("needs depth rules: the zoo's VGG-11 feeds that classifier "
        "falls to 0.0095x at classifier.3 (measured; IA204 error, IA109 warning 0.017x), where "
        "torchvision's full VGG-11 keeps 0.19x: the zoo model is not the healthy one it stands for")
 
+ELECTRA = ("needs scheme conventions: IA104 warning on discriminator_predictions.dense (N(0, 0.02) at the zoo's "
+           "fan_in 32 is 0.07x He before gelu); it feeds only the 1-unit output head, where a small scale "
+           "only shrinks the initial logits, and IA104 does not yet grade a head's input by that")
+
 BLOCKED: dict[tuple[str, str], str] = {
+    ("electra", "module"): ELECTRA,
+    ("electra", "safetensors-model"): ELECTRA,
     ("vgg11_tv", "module"): VGG,
     ("vgg11_tv", "safetensors-model"): VGG,
 }
