@@ -126,7 +126,13 @@ def main() -> None:
     rows = []
     print(f"{'size':>5} {'dtype':>5} {'params':>7} {'floor s':>8} {'tool s':>7} {'ratio':>6} {'ns/param':>8} "
           f"{'peak MB':>8} {'/largest':>8} {'CPU/wall':>8} {'load':>5}", flush=True)
-    for size in args.sizes.split(","):
+    from make_llama_checkpoint import SIZES
+
+    sizes = [s.strip().lower() for s in args.sizes.split(",")]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        ap.error(f"--sizes: unknown {', '.join(unknown)} (choose from {', '.join(SIZES)})")
+    for size in sizes:
         for dtype in args.dtypes.split(","):
             r = measure(size, dtype, args.dir, args.repeat, args.keep)
             rows.append(r)
