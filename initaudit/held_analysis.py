@@ -38,12 +38,11 @@ from initaudit.rowsearch import (
     _HASH_COLUMNS,
     _LSH_COLUMNS,
     _ORTHO_LINES,
-    _WINDOW,
     _WINDOW_COSINE,
     NEAR_DUPLICATE_MIN_DIM,
     DuplicateRows,
     _group,
-    _key_pairs,
+    lsh_candidates,
     merge_blocks,
     orthogonal_gain,
 )
@@ -174,14 +173,9 @@ def _near(held: Held, local: torch.Tensor, local_ids: torch.Tensor, cols: torch.
     weights = (2 ** torch.arange(nbits, device=dev)).to(torch.float32)
     keys = ((proj > offset).to(torch.float32).view(-1, tables, nbits) @ weights).to(torch.int64).cpu()
     del proj
-    keys = keys.T.contiguous()
-    keys += (torch.arange(tables, dtype=torch.int64) << nbits)[:, None]
-    cand = _key_pairs(keys.reshape(-1), _WINDOW) % n
+    cand = lsh_candidates(keys, nbits)
     if cand.numel() == 0:
         return {}
-    lo, hi = cand.min(dim=1).values, cand.max(dim=1).values
-    code = torch.unique(lo * n + hi)
-    cand = torch.stack([code // n, code % n], dim=1)
     found = {}
     for s in range(0, cand.shape[0], _CANDIDATES):
         pair = cand[s:s + _CANDIDATES]

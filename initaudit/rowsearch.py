@@ -129,15 +129,9 @@ def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator)
     for s in range(0, n, _CHUNK):
         signs = (window[s:s + _CHUNK] @ planes > offset).to(rows.dtype).view(-1, tables, bits)
         keys[s:s + _CHUNK] = (signs @ weights).to(torch.int64)
-    keys = keys.T.contiguous()
-    # One sort over all tables: table t's keys are shifted into their own range.
-    keys += (torch.arange(tables, dtype=torch.int64) << bits)[:, None]
-    cand = _key_pairs(keys.reshape(-1), _WINDOW) % n
+    cand = lsh_candidates(keys, bits)
     if cand.numel() == 0:
         return {}
-    lo, hi = cand.min(dim=1).values, cand.max(dim=1).values
-    code = torch.unique(lo * n + hi)
-    cand = torch.stack([code // n, code % n], dim=1)
     if d > _LSH_COLUMNS:  # the chance collisions fail on the window already; full rows for the rest
         cand = cand[_cosine(window, wmean, cand[:, 0], cand[:, 1]) >= _WINDOW_COSINE]
         if cand.numel() == 0:
@@ -150,6 +144,21 @@ def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator)
         hit = cos >= opts.near_duplicate_cosine
         found.update({(int(i), int(j)): float(c) for i, j, c in zip(a[hit], b[hit], cos[hit])})
     return found
+
+
+def lsh_candidates(keys: torch.Tensor, bits: int) -> torch.Tensor:
+    """(k, 2) distinct row pairs (i < j) that share a key in some table, from the (rows x tables)
+    LSH keys of ``bits`` bits each."""
+    n, tables = keys.shape
+    keys = keys.T.contiguous()
+    # One sort over all tables: table t's keys are shifted into their own range.
+    keys += (torch.arange(tables, dtype=torch.int64) << bits)[:, None]
+    cand = _key_pairs(keys.reshape(-1), _WINDOW) % n
+    if cand.numel() == 0:
+        return cand
+    lo, hi = cand.min(dim=1).values, cand.max(dim=1).values
+    code = torch.unique(lo * n + hi)
+    return torch.stack([code // n, code % n], dim=1)
 
 
 def _cosine(rows: torch.Tensor, mean: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
