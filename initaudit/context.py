@@ -37,15 +37,15 @@ class Context:
         """Read every tensor once, in storage order (what a checkpoint reader does best): in a
         pool of worker processes for a large checkpoint whose tensors they can reopen
         (initaudit.pool), else here."""
-        from initaudit.engine import stored_bytes
         from initaudit import pool
+        from initaudit.engine import stored_bytes
 
         files = self.graph.tensor_files
         todo = [p for n, p in self.graph.params.items() if n not in self._cache]
         remote = [p for p in todo if p.name in files]
         workers = pool.worker_count(sum(stored_bytes(p) for p in remote))
+        close = getattr(self.graph.load_tensor, "close", None)
         if workers:
-            close = getattr(self.graph.load_tensor, "close", None)
             if close is not None:
                 close()  # no mapping of this process is inherited by the workers
 
@@ -57,7 +57,6 @@ class Context:
             pool.analyze_in_workers(remote, files, self.analysis_options, workers, stored_bytes, keep)
         for name in self.graph.params:
             self.analysis(name)
-        close = getattr(self.graph.load_tensor, "close", None)
         if close is not None:
             close()  # analysed: the last shard is unmapped (a later read reopens it)
 

@@ -71,10 +71,11 @@ def analyze_held(held: Held, param: Param, opts: AnalysisOptions) -> TensorAnaly
         result.spectral_radius = [
             spectral_radius(held.take(unit_row_index(held.shape, units_dim, torch.arange(a, b))).cpu())
             for a, b in bounds if b - a == d <= opts.spectral_max_dim]
-    rows, row_ids, cols = local_unit_rows(held, units_dim)
-    parts = [_duplicates(held, rows, row_ids, cols, units_dim, b, opts) for b in bounds]
-    result.duplicates = merge_blocks(parts, [b - a for a, b in bounds])
-    del rows
+    if opts.duplicates:  # as in analysis.analyze: only when an enabled rule reads them
+        rows, row_ids, cols = local_unit_rows(held, units_dim)
+        parts = [_duplicates(held, rows, row_ids, cols, units_dim, b, opts) for b in bounds]
+        result.duplicates = merge_blocks(parts, [b - a for a, b in bounds])
+        del rows
     if param.kind is not OpKind.EMBEDDING:
         result.orthogonal_gain = _orthogonal(held, len(param.gates) if param.gates else 0, opts.seed)
     return result
