@@ -40,12 +40,13 @@ class Context:
         from initaudit import pool
         from initaudit.engine import stored_bytes
 
-        files = self.graph.tensor_files
+        source = self.graph.tensor_source
         todo = [p for n, p in self.graph.params.items() if n not in self._cache]
-        remote = [p for p in todo if p.name in files]
+        reopenable = source.names if source is not None else ()
+        remote = [p for p in todo if p.name in reopenable]
         workers = pool.worker_count(sum(stored_bytes(p) for p in remote))
         close = getattr(self.graph.load_tensor, "close", None)
-        if workers:
+        if workers and remote:
             if close is not None:
                 close()  # no mapping of this process is inherited by the workers
 
@@ -54,7 +55,7 @@ class Context:
                 if self.on_tensor:
                     self.on_tensor(self.graph.params[name])
 
-            pool.analyze_in_workers(remote, files, self.analysis_options, workers, stored_bytes, keep)
+            pool.analyze_in_workers(remote, source, self.analysis_options, workers, stored_bytes, keep)
         for name in self.graph.params:
             self.analysis(name)
         if close is not None:

@@ -24,6 +24,9 @@ class TargetError(InitAuditError):
         self.cause = cause
         super().__init__(f"{self.target}: {cause}")
 
+    def __reduce__(self):  # rebuilt from (target, cause) when it crosses from a pool worker
+        return type(self), (self.target, self.cause)
+
 
 class UnsafeCheckpointError(TargetError):
     """A pickle that would import something outside the allow-list, i.e. could run code."""

@@ -169,9 +169,10 @@ class ModelGraph:
     # Why code from the target ran while it was loaded (``--unsafe-pickle`` on a pickle the
     # allow-list refused); None when nothing from the file was executed.
     code_ran: str | None = None
-    # name -> file another process can reopen the tensor from (safetensors checkpoints): what lets
-    # initaudit.pool analyse tensors in worker processes; empty when tensors live in this process.
-    tensor_files: dict[str, Any] = field(default_factory=dict)
+    # How another process reopens tensors of this graph (initaudit.loaders.shards.TensorSource:
+    # safetensors files, zip .pt records, distributed checkpoints): what lets initaudit.pool
+    # analyse them in worker processes; None when the tensors live in this process only.
+    tensor_source: Any = None
 
     def weights(self) -> Iterator[Param]:
         return (p for p in self.params.values() if p.is_weight)

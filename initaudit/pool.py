@@ -1,13 +1,21 @@
 """The static pass of a large checkpoint on every core: a pool of worker processes.
 
-Each worker opens the checkpoint's files itself (a :class:`~initaudit.loaders.shards.ShardReader`
-over the graph's ``tensor_files``) and analyses the tensors it is sent by name; what crosses the
-process boundary is initaudit's own small data (tensor names and :class:`~initaudit.graph.Param`
-descriptions one way, :class:`~initaudit.analysis.TensorAnalysis` summaries the other), never a
-tensor and never bytes from the file, so the security model is that of the serial path: only
-safetensors (no pickle) is read in a worker. Work goes out in batches of about ``BATCH_BYTES`` in
-storage order with at most two batches per worker in flight (a bounded queue), so every shard is
-read front to back and memory stays bounded by a few tensors per worker.
+Each worker opens the checkpoint's files itself and analyses the tensors it is sent by name:
+it builds its reader from the graph's :class:`~initaudit.loaders.shards.TensorSource`, small
+picklable data (paths, names, byte offsets). What crosses the process boundary is initaudit's own
+data (the source and :class:`~initaudit.graph.Param` descriptions one way,
+:class:`~initaudit.analysis.TensorAnalysis` summaries the other), never a tensor and never bytes
+from the file, so the security model is that of the serial path, in every process:
+
+- safetensors shards are read by safetensors (no pickle);
+- zip ``.pt`` checkpoints are read as raw bytes of the storage records the caller located (after
+  its allow-list scan) and checked against the archive's own directory: a worker unpickles nothing;
+- distributed checkpoints: each worker reads ``.metadata`` again through the restricted
+  unpickler and every chunk through the allow-list scan and ``torch.load(weights_only=True)``.
+
+Work goes out in batches of about ``BATCH_BYTES`` in storage order with at most two batches per
+worker in flight (a bounded queue), so every file is read front to back and memory stays bounded
+by a few tensors per worker; a worker closes what it opened after each batch.
 
 Small checkpoints (under ``PARALLEL_MIN_BYTES``) and live modules are analysed in the calling
 process: starting workers costs more than it saves there, and a module's tensors live in memory.
@@ -24,6 +32,7 @@ from typing import Any
 
 from initaudit.analysis import AnalysisOptions, TensorAnalysis
 from initaudit.graph import Param
+from initaudit.loaders.shards import TensorSource
 
 #: Checkpoints smaller than this (bytes as stored) are analysed serially.
 PARALLEL_MIN_BYTES = 256 << 20
@@ -71,6 +80,7 @@ def _batches(params: list[Param], sizes: Callable[[Param], int]) -> Iterator[lis
 
 # --- in the worker ------------------------------------------------------------------------------
 
+_source: Any = None
 _reader: Any = None
 _options: AnalysisOptions | None = None
 
@@ -86,38 +96,47 @@ def start_single_core_worker() -> None:
     max_workers = 1
 
 
-def _start_worker(files: dict[str, str], options: AnalysisOptions) -> None:
-    global _reader, _options
-    from initaudit.loaders.shards import ShardReader
-
+def _start_worker(source: TensorSource, options: AnalysisOptions) -> None:
+    global _source, _options
     start_single_core_worker()
-    _reader, _options = ShardReader(files), options
+    _source, _options = source, options
+
+
+def _open_reader() -> Any:
+    """The worker's reader, opened with its first batch (not in the initializer: an error there
+    breaks the pool without its message; raised from a batch, it reaches the caller)."""
+    global _reader
+    if _reader is None:
+        _reader = _source.open()
+    return _reader
 
 
 def _analyze_batch(params: list[Param]) -> list[tuple[str, TensorAnalysis]]:
     from initaudit.analysis import analyze
 
+    reader = _open_reader()
     out = []
     for p in params:
-        tensor = _reader(p.name)
+        tensor = reader(p.name)
         out.append((p.name, analyze(tensor, p, _options)))
         del tensor
-    _reader.close()  # the batch's pages are released before the next batch maps any
+    reader.close()  # what the batch opened is released before the next batch opens any
     return out
 
 
 # --- in the caller ------------------------------------------------------------------------------
 
 
-def analyze_in_workers(params: list[Param], files: dict[str, Any], options: AnalysisOptions, workers: int,
+def analyze_in_workers(params: list[Param], source: TensorSource, options: AnalysisOptions, workers: int,
                        sizes: Callable[[Param], int],
                        on_result: Callable[[str, TensorAnalysis], None]) -> None:
-    """Analyse ``params`` (each reopenable from ``files``) in ``workers`` processes; each result
-    goes to ``on_result`` as it arrives. A worker's exception is raised here."""
+    """Analyse ``params`` (each in ``source.names``) in ``workers`` processes; each result goes
+    to ``on_result`` as it arrives. A worker's exception (a file that changed or went bad since
+    the caller read it: one clear line) is raised here."""
     batches = _batches(params, sizes)
     pending: set[Future] = set()
     with ProcessPoolExecutor(max_workers=workers, mp_context=pool_context(), initializer=_start_worker,
-                             initargs=({p.name: str(files[p.name]) for p in params}, options)) as pool:
+                             initargs=(source, options)) as pool:
         for batch in batches:
             pending.add(pool.submit(_analyze_batch, batch))
             if len(pending) >= workers * _IN_FLIGHT_PER_WORKER:

@@ -21,6 +21,7 @@ import torch
 from initaudit.errors import TargetError, first_line
 from initaudit.graph import ModelGraph, OpKind, Param, ParamRole, torch_shape_fans
 from initaudit.loaders.pickle_safety import loadable_copy, scan_checkpoint
+from initaudit.loaders.shards import SafetensorsSource, ShardReader, TensorSource
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 META_REASON = ("on the meta device: it holds no values (materialise it with to_empty() and call "
@@ -47,8 +48,8 @@ class Checkpoint:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (name, why not analysed)
     module: torch.nn.Module | None = None  # a full pickled module (``--unsafe-pickle`` only)
     code_ran: str | None = None  # why code from the file ran while loading it (None: none did)
-    # name -> safetensors file holding it: how another process reopens a tensor (initaudit.pool)
-    tensor_files: dict[str, Path] = field(default_factory=dict)
+    # how another process reopens the tensors (initaudit.pool); None: only through ``load``
+    source: TensorSource | None = None
 
 
 def is_float_dtype(dtype: str) -> bool:
@@ -115,9 +116,11 @@ def read_pickle_checkpoint(path: Path, unsafe_pickle: bool = False) -> Checkpoin
             raise
         obj = _torch_load(path, weights_only=False)
         code_ran = UNSAFE_LOAD.format(cause=exc.cause.removeprefix("refusing to load: ").split(", ")[0])
+        source = _serial_only
     else:
         obj = _torch_load(loadable_copy(scan) if scan.needs_rewrite else path, weights_only=True, name=path)
         code_ran = None
+        source = _reopenable(path, scan)
     module = obj if isinstance(obj, torch.nn.Module) else None  # only reachable with --unsafe-pickle
     if module is not None:
         obj = module.state_dict()
@@ -127,9 +130,37 @@ def read_pickle_checkpoint(path: Path, unsafe_pickle: bool = False) -> Checkpoin
     ckpt = Checkpoint(path, "state-dict", {k: tuple(v.shape) for k, v in tensors.items()},
                       {k: str(v.dtype).replace("torch.", "") for k, v in tensors.items()},
                       tensors.__getitem__, evidence, files=[path], skipped=skipped, module=module,
-                      code_ran=code_ran)
+                      code_ran=code_ran, source=source(tensors))
     ckpt.evidence += _bn_evidence(tensors)
     return ckpt
+
+
+def _serial_only(tensors: dict[str, torch.Tensor]) -> None:
+    return None
+
+
+def _reopenable(path: Path, scan) -> Callable[[dict[str, torch.Tensor]], TensorSource | None]:
+    """How worker processes can reopen the admitted tensors of a zip checkpoint large enough for
+    the pool (initaudit.loaders.zip_records), found by a second, meta-device load of the scanned
+    file; a function that gives None where the pool would not run or the records are not exact."""
+    from initaudit import pool
+    from initaudit.loaders.zip_records import file_stamp, locate_records
+
+    stamp = file_stamp(path)
+    if not scan.zip or scan.needs_rewrite or not pool.worker_count(stamp[1]):
+        return _serial_only
+    try:
+        meta, _ = _unwrap(_torch_load(path, weights_only=True, map_location="meta"), path)
+    except TargetError:  # a value torch cannot build on the meta device: read it here
+        return _serial_only
+    meta = _strip_prefix(meta, "module.")
+
+    def source(tensors: dict[str, torch.Tensor]) -> TensorSource | None:
+        if not all(name in meta for name in tensors):
+            return None
+        return locate_records(path, {name: meta[name] for name in tensors}, stamp)
+
+    return source
 
 
 def dense_budget(path: Path) -> int:
@@ -184,15 +215,17 @@ def admit_tensors(tensors: dict[str, torch.Tensor], path: Path
     return kept, skipped
 
 
-def _torch_load(source: Path | io.BytesIO, weights_only: bool, name: Path | None = None) -> object:
-    """torch.load, memory-mapped where the source is a file; torch's own warnings (protocol,
-    sparse invariants, weights_only notices) are not printed: the one error line says it all."""
+def _torch_load(source: Path | io.BytesIO, weights_only: bool, name: Path | None = None,
+                map_location: str = "cpu") -> object:
+    """torch.load, memory-mapped where the source is a file (``map_location="meta"``: no storage
+    is read); torch's own warnings (protocol, sparse invariants, weights_only notices) are not
+    printed: the one error line says it all."""
     path = name or source
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if isinstance(source, io.BytesIO):
-                return torch.load(source, map_location="cpu", weights_only=weights_only)
+            if isinstance(source, io.BytesIO) or map_location == "meta":
+                return torch.load(source, map_location=map_location, weights_only=weights_only)
             try:
                 return torch.load(source, map_location="cpu", weights_only=weights_only, mmap=True)
             except RuntimeError as exc:
@@ -265,8 +298,6 @@ def read_safetensors(path: Path) -> Checkpoint:
         shards = sorted(set(weight_map.values()))
     else:
         weight_map, shards = {}, [path.name]
-    from initaudit.loaders.shards import ShardReader
-
     shapes, dtypes, files = {}, {}, {}
     metadata: dict = {}
     for shard in shards:
@@ -277,14 +308,15 @@ def read_safetensors(path: Path) -> Checkpoint:
                     sl = handle.get_slice(key)
                     shapes[key] = tuple(sl.get_shape())
                     dtypes[key] = str(sl.get_dtype()).lower()
-                    files[key] = file
+                    files[key] = str(file)
                 if shard == shards[0]:
                     metadata = handle.metadata() or {}
         except Exception as exc:
             raise TargetError(file, f"cannot read safetensors: {str(exc).splitlines()[0][:200]}") from exc
     evidence = [f"safetensors metadata has '{k}' ({metadata[k]})" for k in _TRAINING_KEYS if k in metadata]
     ckpt = Checkpoint(path, "safetensors", shapes, dtypes, ShardReader(files), evidence,
-                      files=[path, *(path.parent / shard for shard in shards)], tensor_files=files)
+                      files=[path, *(path.parent / shard for shard in shards)],
+                      source=SafetensorsSource(files))
     bn = [k for k in shapes if k.endswith("num_batches_tracked")]
     ckpt.evidence += _bn_evidence({k: ckpt.load(k) for k in bn})
     return ckpt
@@ -335,7 +367,7 @@ def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
             params[name] = _bare_weight(name, shape, ckpt.shapes, common)
     pair_norms(params)
     graph = ModelGraph(target=target, format=ckpt.format, params=params, load_tensor=ckpt.load,
-                       skipped=skipped + ckpt.skipped, tensor_files=dict(ckpt.tensor_files),
+                       skipped=skipped + ckpt.skipped, tensor_source=ckpt.source,
                        stage_evidence=list(ckpt.evidence), source_path=str(ckpt.path),
                        files_read={str(f.resolve()) for f in ckpt.files})
     graph.notes.append("no architecture given: the activation after each layer, normalisation, "

@@ -15,7 +15,9 @@ by ``torch.save``. initaudit reads it without running code from it:
   reaches a file that is not the checkpoint's own), and every byte range must lie in its file.
 
 Tensors are assembled one at a time when the analysis asks for one, never the whole model, so
-memory stays bounded by the largest tensor.
+memory stays bounded by the largest tensor. A large checkpoint is analysed by initaudit.pool's
+workers through :class:`DcpSource`: each worker reads ``.metadata`` itself, under the same
+restricted unpickler and the same file checks, and reads only the chunks of its tensors.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import io
 import math
 import os
 import pickle
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -93,11 +97,11 @@ def _merge_shards(folder: Path, parts: list[Checkpoint]) -> Checkpoint:
                 raise TargetError(folder, f"tensor {name!r} is stored in both {owner[name].path.name} "
                                           f"and {part.path.name}; which one the model uses is ambiguous")
             owner[name] = part
-    from initaudit.loaders.shards import ShardReader
+    from initaudit.loaders.shards import SafetensorsSource, ShardReader
 
-    files = {name: f for part in parts for name, f in part.tensor_files.items()}
+    files = {name: f for part in parts for name, f in part.source.files.items()}
     merged = Checkpoint(folder, "safetensors", {}, {}, ShardReader(files),
-                        files=[f for p in parts for f in p.files], tensor_files=files)
+                        files=[f for p in parts for f in p.files], source=SafetensorsSource(files))
     for part in parts:
         merged.shapes.update(part.shapes)
         merged.dtypes.update(part.dtypes)
@@ -246,6 +250,37 @@ class _DcpReader:
         return value
 
 
+class _DcpNames:
+    """A :class:`_DcpReader` read by the audit's names (``model.`` prefix stripped)."""
+
+    def __init__(self, reader: _DcpReader, fqns: Mapping[str, str]) -> None:
+        self.reader, self.fqns = reader, fqns
+
+    def __call__(self, name: str) -> torch.Tensor:
+        return self.reader.load(self.fqns[name])
+
+    def close(self) -> None:
+        """Nothing stays open: each chunk's file is opened and closed as it is read."""
+
+
+@dataclass(frozen=True)
+class DcpSource:
+    """A distributed checkpoint as a worker process reopens it: the folder and the names."""
+
+    folder: str
+    fqns: Mapping[str, str]  # the audit's name -> the checkpoint's fully qualified name
+
+    @property
+    def names(self) -> Collection[str]:
+        return self.fqns.keys()
+
+    def open(self) -> _DcpNames:
+        """Read ``.metadata`` here, through the restricted unpickler, and check every chunk file
+        and byte range again: nothing the caller parsed is trusted across the process boundary."""
+        folder = Path(self.folder)
+        return _DcpNames(_DcpReader(folder, _read_metadata(folder)), self.fqns)
+
+
 def _is_training_state(fqn: str) -> bool:
     top = fqn.split(".", 1)[0].lower()
     return top in _TRAINING_KEYS or top.startswith("optim")
@@ -261,10 +296,10 @@ def read_dcp(folder: Path) -> Checkpoint:
     strip = bool(model) and all(k.startswith(prefix) for k in model)
     names = {(k[len(prefix):] if strip else k): k for k in model}
     ckpt = Checkpoint(folder, _DCP_FORMAT, {n: reader.shape(k) for n, k in names.items()},
-                      {n: reader.dtype(k) for n, k in names.items()},
-                      lambda n: reader.load(names[n]),
+                      {n: reader.dtype(k) for n, k in names.items()}, _DcpNames(reader, names),
                       evidence=[f"distributed checkpoint holds '{s}' state" for s in state],
-                      files=[folder / DCP_METADATA, *sorted(reader.files)])
+                      files=[folder / DCP_METADATA, *sorted(reader.files)],
+                      source=DcpSource(str(folder), names))
     skipped_state = len(reader.tensors) - len(model)
     if skipped_state:
         ckpt.notes.append(f"{skipped_state} optimizer/training-state tensor(s) not analysed as weights")

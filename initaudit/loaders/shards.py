@@ -11,13 +11,20 @@ is reopened (its JSON header parsed again, well under a millisecond) at most onc
 The reader is described by plain data (tensor name -> file), so a worker process builds its own
 and opens the files itself (initaudit.pool): tensors never cross a process boundary, and nothing
 is unpickled but what initaudit itself sent.
+
+:class:`TensorSource` is that description for every format the pool reads: a small picklable
+value naming the tensors it can reopen, whose ``open()`` builds a :class:`TensorReader` in the
+process that calls it (:class:`SafetensorsSource` here; ``ZipRecordSource`` for zip ``.pt``
+checkpoints in :mod:`initaudit.loaders.zip_records`, ``DcpSource`` for distributed checkpoints in
+:mod:`initaudit.loaders.directory`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -55,3 +62,35 @@ class ShardReader:
         if self._handle is not None:
             self._handle.__exit__(None, None, None)
         self._handle, self._file = None, None
+
+
+class TensorReader(Protocol):
+    """``reader(name)`` -> the tensor; ``close()`` releases what the reads held open."""
+
+    def __call__(self, name: str) -> torch.Tensor: ...
+
+    def close(self) -> None: ...
+
+
+class TensorSource(Protocol):
+    """How any process reopens a checkpoint's tensors: picklable plain data (paths, names,
+    offsets), never a tensor, a handle or bytes of the file."""
+
+    @property
+    def names(self) -> Collection[str]: ...
+
+    def open(self) -> TensorReader: ...
+
+
+@dataclass(frozen=True)
+class SafetensorsSource:
+    """Tensors of safetensors files: name -> file."""
+
+    files: Mapping[str, str]
+
+    @property
+    def names(self) -> Collection[str]:
+        return self.files.keys()
+
+    def open(self) -> ShardReader:
+        return ShardReader(self.files)
