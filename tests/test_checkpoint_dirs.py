@@ -172,3 +172,60 @@ def test_empty_folder_is_one_clear_line(tmp_path):
     result = CliRunner().invoke(cli_main, [str(tmp_path), "--no-probe"])
     assert result.exit_code == 2
     assert "no checkpoint in it" in result.output
+
+
+def _one_line_exit_2(folder: Path) -> str:
+    result = CliRunner().invoke(cli_main, [str(folder), "--no-probe", "--isolated"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(folder) in lines[0]
+    return lines[0]
+
+
+def test_trainer_folder_reads_the_safetensors_and_names_what_it_left(tmp_path, defective):
+    """A Hugging Face Trainer checkpoint folder: the weights as safetensors beside pickles of the
+    optimizer and the training arguments, which are not weights and are never unpickled."""
+    folder = tmp_path / "checkpoint-500"
+    folder.mkdir()
+    state = {k: v.detach().clone() for k, v in defective.state_dict().items()}
+    save_file(state, folder / "model.safetensors")
+    torch.save({"state": {}, "param_groups": []}, folder / "optimizer.pt")
+    (folder / "training_args.bin").write_bytes(b"\x80\x04not even a pickle")
+    report = initaudit.audit(folder, probe_enabled=False)
+    assert _findings(report) == _findings(initaudit.audit(folder / "model.safetensors", probe_enabled=False))
+    assert any("not read from the folder: optimizer.pt, training_args.bin" in n for n in report.notes)
+
+
+def test_dcp_beside_safetensors_is_ambiguous(tmp_path):
+    folder = _dcp_save({"w": torch.randn(4, 4)}, tmp_path / "ck")
+    save_file({"w": torch.randn(4, 4)}, folder / "model.safetensors")
+    line = _one_line_exit_2(folder)
+    assert "torch.distributed.checkpoint" in line and "model.safetensors" in line and "ambiguous" in line
+
+
+def test_folder_of_pickles_only_names_the_file_to_give(tmp_path):
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    torch.save({"w": torch.randn(4, 4)}, folder / "model.pt")
+    line = _one_line_exit_2(folder)
+    assert "only model.pt" in line and str(folder / "model.pt") in line
+
+
+def test_missing_shard_of_a_numbered_set_is_one_line(tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for i in (1, 3):
+        save_file({f"l{i}.weight": torch.randn(8, 8)}, folder / f"model-0000{i}-of-00003.safetensors")
+    line = _one_line_exit_2(folder)
+    assert "model-00002-of-00003.safetensors is missing" in line and "3 shards and 2 are here" in line
+
+
+def test_corrupt_shard_without_index_names_the_shard(tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    save_file({"a.weight": torch.randn(8, 8)}, folder / "model-00001-of-00002.safetensors")
+    (folder / "model-00002-of-00002.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken")
+    result = CliRunner().invoke(cli_main, [str(folder), "--no-probe", "--isolated"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model-00002-of-00002.safetensors" in lines[0] and "cannot read safetensors" in lines[0]

@@ -58,6 +58,19 @@ def _dcp(tmp_path: Path) -> Path:
     return folder
 
 
+def _shards(tmp_path: Path) -> Path:
+    """Safetensors shards without an index (one folder, read as one checkpoint)."""
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    state = {k: v.contiguous().clone() for k, v in _state().items()}
+    names = sorted(state)
+    save_file({k: state[k] for k in names[:5]}, folder / "model-00001-of-00002.safetensors")
+    save_file({k: state[k] for k in names[5:]}, folder / "model-00002-of-00002.safetensors")
+    return folder
+
+
 @pytest.fixture()
 def pooled(monkeypatch):
     """The pool on for any size, one tensor per batch (several in flight); the list of what
@@ -72,7 +85,7 @@ def pooled(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("build", [_zip, _dcp], ids=["zip-pt", "dcp"])
+@pytest.mark.parametrize("build", [_zip, _dcp, _shards], ids=["zip-pt", "dcp", "shards-no-index"])
 def test_pooled_audit_equals_the_serial_one(tmp_path, build, request):
     target = build(tmp_path)
     serial = initaudit.audit(str(target), config=False)

@@ -26,6 +26,7 @@ import io
 import math
 import os
 import pickle
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -72,21 +73,72 @@ class _MetadataUnpickler(pickle.Unpickler):
 
 def read_directory(path: Path) -> Checkpoint:
     """A DCP directory, the one ``*.safetensors.index.json`` of a folder, or its safetensors
-    shards without an index."""
-    if (path / DCP_METADATA).is_file():
-        return read_dcp(path)
+    shards without an index. Two folder checkpoints in one folder (a DCP and safetensors) are
+    ambiguous; other checkpoint files beside the one read (a Trainer's ``optimizer.pt``,
+    ``training_args.bin``, a ``pytorch_model.bin`` copy) are named in a note, not read."""
+    dcp = (path / DCP_METADATA).is_file()
     indexes = sorted(path.glob("*.safetensors.index.json"))
-    if len(indexes) == 1:
-        return read_safetensors(indexes[0])
+    shards = sorted(path.glob("*.safetensors"))
+    if dcp and (indexes or shards):
+        raise TargetError(path, f"holds both a torch.distributed.checkpoint (.metadata) and safetensors "
+                                f"({(indexes or shards)[0].name}), so which one to audit is ambiguous; "
+                                "give the safetensors file or index to audit it")
     if len(indexes) > 1:
         raise TargetError(path, f"holds {len(indexes)} safetensors indexes "
                                 f"({', '.join(i.name for i in indexes[:3])}); name the one to audit")
-    shards = sorted(path.glob("*.safetensors"))
-    if not shards:
+    if dcp:
+        ckpt = read_dcp(path)
+    elif indexes:
+        ckpt = read_safetensors(indexes[0])
+    elif shards:
+        _check_complete(path, shards)
+        ckpt = _merge_shards(path, [read_safetensors(s) for s in shards])
+    else:
+        others = _other_checkpoints(path, set())
+        if others:
+            raise TargetError(path, f"holds no folder checkpoint (torch.distributed.checkpoint or "
+                                    f"safetensors shards), only {_listed(others)}; give the file itself "
+                                    f"(initaudit {path / others[0]})")
         raise TargetError(path, "is a directory with no checkpoint in it (expected a "
                                 "torch.distributed.checkpoint folder with .metadata, or *.safetensors "
                                 "shards); give a model file or a factory spec")
-    return _merge_shards(path, [read_safetensors(s) for s in shards])
+    unread = _other_checkpoints(path, {Path(f).resolve() for f in ckpt.files})
+    if unread:
+        ckpt.notes.append(f"not read from the folder: {_listed(unread)} (the audit reads the folder's "
+                          f"{'distributed checkpoint' if dcp else 'safetensors'} only; give a file to audit it)")
+    return ckpt
+
+
+_SHARD_NUMBER = re.compile(r"^(.*)-(\d+)-of-(\d+)\.safetensors$")
+_CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".onnx", ".pt2")
+
+
+def _check_complete(folder: Path, shards: list[Path]) -> None:
+    """Shards named ``<stem>-<i>-of-<n>.safetensors`` (Hugging Face) must all be there: a missing
+    one is an incomplete download or copy, not a smaller model."""
+    groups: dict[tuple[str, str], set[int]] = {}
+    for shard in shards:
+        m = _SHARD_NUMBER.match(shard.name)
+        if m:
+            groups.setdefault((m[1], m[3]), set()).add(int(m[2]))
+    for (stem, total), present in groups.items():
+        missing = [i for i in range(1, int(total) + 1) if i not in present]
+        if missing:
+            width = len(total)
+            raise TargetError(folder, f"shard {stem}-{missing[0]:0{width}d}-of-{total}.safetensors is "
+                                      f"missing: the shard names say {int(total)} shards and "
+                                      f"{len(present)} are here (incomplete download or copy?)")
+
+
+def _other_checkpoints(folder: Path, read: set[Path]) -> list[str]:
+    """Names of checkpoint-like files in ``folder`` that are not among the files ``read``."""
+    return sorted(f.name for f in folder.iterdir()
+                  if f.name.lower().endswith(_CHECKPOINT_SUFFIXES) and f.is_file()
+                  and f.resolve() not in read)
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
 
 
 def _merge_shards(folder: Path, parts: list[Checkpoint]) -> Checkpoint:
