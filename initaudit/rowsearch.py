@@ -138,7 +138,7 @@ def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator)
         cand = cand[_cosine(window, wmean, cand[:, 0], cand[:, 1]) >= _WINDOW_COSINE]
         if cand.numel() == 0:
             return {}
-    mean = rows.mean(dim=0, dtype=torch.float32) if d > _LSH_COLUMNS else wmean
+    mean = _column_mean(rows) if d > _LSH_COLUMNS else wmean
     found = {}
     for s in range(0, cand.shape[0], _CHUNK):
         a, b = cand[s:s + _CHUNK, 0], cand[s:s + _CHUNK, 1]
@@ -146,6 +146,17 @@ def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator)
         hit = cos >= opts.near_duplicate_cosine
         found.update({(int(i), int(j)): float(c) for i, j, c in zip(a[hit], b[hit], cos[hit])})
     return found
+
+
+def _column_mean(rows: torch.Tensor) -> torch.Tensor:
+    """fp32 column means, summed in blocks of rows (``mean(dtype=float32)`` of a bf16 matrix
+    makes an fp32 copy of it whole)."""
+    if rows.dtype == torch.float32:
+        return rows.mean(dim=0)
+    total = torch.zeros(rows.shape[1])
+    for s in range(0, rows.shape[0], _CHUNK):
+        total += rows[s:s + _CHUNK].float().sum(dim=0)
+    return total / rows.shape[0]
 
 
 def lsh_candidates(keys: torch.Tensor, bits: int) -> torch.Tensor:

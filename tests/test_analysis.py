@@ -114,3 +114,23 @@ def test_orthogonal_check_needs_more_than_equal_row_lengths():
     torch.nn.init.orthogonal_(w, gain=1.5)
     assert abs(orthogonal_gain(w) - 1.5) < 1e-3
     assert abs(orthogonal_gain(w.T.contiguous()) - 1.5) < 1e-3  # tall: the columns are read
+
+
+def test_static_pass_of_a_checkpoint_does_not_import_dtensor(tmp_path):
+    """No DTensor can exist before torch.distributed.tensor is imported, so the check for one
+    must not import it: the import (sympy and the DTensor op tables) cost more than the whole
+    static pass of a 1B checkpoint."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(4)
+    save_file({"0.weight": torch.randn(64, 32, generator=g) * 0.1, "0.bias": torch.zeros(64)},
+              str(tmp_path / "m.safetensors"))
+    code = ("import sys, initaudit; initaudit.audit(sys.argv[1], config=False); "
+            "print('torch.distributed.tensor' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.safetensors")],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
