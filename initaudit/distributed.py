@@ -13,6 +13,7 @@ every rank gets the same report; rank 0 writes it.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 import torch
@@ -21,11 +22,10 @@ from initaudit.held import Held, local_unit_rows, unit_row_index
 
 
 def _dtensor_type() -> type | None:
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # torch built without distributed support
-        return None
-    return DTensor
+    """DTensor, or None while torch.distributed.tensor is not imported: no DTensor can exist
+    before its module is (importing it costs more than a 1B checkpoint's whole static pass)."""
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
 
 
 def is_sharded(t: Any) -> bool:

@@ -59,8 +59,9 @@ def _group(pairs: list[tuple[int, int]]) -> list[list[int]]:
 
 
 _CHUNK = 4096  # rows or pairs per step: bounds temporaries to a few MB
+_BITS = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
 _HASH_COLUMNS = 64
-_LSH_COLUMNS = 128
+_LSH_COLUMNS = 64
 _WINDOW_COSINE = 0.9  # window cosine a candidate needs before its full rows are compared
 _WINDOW = 2  # neighbours compared after sorting by key; members of a bucket chain through pairs
 
@@ -89,7 +90,7 @@ def _exact_pairs(rows: torch.Tensor, gen: torch.Generator) -> list[tuple[int, in
     """Pairs of bitwise-identical rows: a key from a window of 64 columns finds candidates, a key
     over all columns orders them, and adjacent candidates are compared exactly."""
     n, d = rows.shape
-    bits = rows.view(torch.int32)
+    bits = rows.view(_BITS[rows.dtype])  # bf16/fp16: their own 16-bit patterns, no fp32 copy
     coeffs = torch.randint(1, 2**62, (d,), generator=gen, dtype=torch.int64) | 1
     start = int(torch.randint(0, max(1, d - _HASH_COLUMNS + 1), (1,), generator=gen))
     cols = slice(start, start + _HASH_COLUMNS)  # a window: a strided view, no gather
@@ -108,26 +109,27 @@ def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator)
     projection LSH: 6 tables x 24 bits. Two rows at angle theta agree on a bit with probability
     1 - theta/pi, so a pair at cosine 0.995 shares some table with p = 0.975 and one at 0.999
     with p > 0.9999; random rows of a 50k-row table collide in ~75 pairs per table, all
-    checked exactly on full rows. The hash reads a random window of at most ``_LSH_COLUMNS``
+    checked exactly on full rows. The hash reads a random window of at most ``_LSH_COLUMNS`` (64)
     columns (a near-copy is a near-copy on any large subset of its coordinates), so it costs one
-    (rows x 128) @ (128 x 144) product whatever the width. Candidates are first checked on that
+    (rows x 64) @ (64 x 144) product whatever the width (recall of planted 0.995-0.9995 pairs
+    measured 0.99-1.0 with windows of 128, 64 and 32 columns). Candidates are first checked on that
     window, centred on its column means: a pair below ``_WINDOW_COSINE`` there shares a 24-bit
     key of a table with p < 0.025, so the LSH could not find it reliably anyway, and chance
-    collisions (window cosine ~ N(0, 1/128)) stop there; only survivors are compared on full
+    collisions (window cosine ~ N(0, 1/64)) stop there; only survivors are compared on full
     rows, with the column means of the whole matrix computed for them alone."""
     n, d = rows.shape
     tables, bits = 6, 24
     # A random window of columns: a strided view, so no gather is needed.
     start = int(torch.randint(0, d - _LSH_COLUMNS + 1, (1,), generator=gen)) if d > _LSH_COLUMNS else 0
     cols = slice(start, start + _LSH_COLUMNS)
-    window = rows[:, cols]
-    wmean = window.mean(dim=0)  # the column means of the window: n x 128 read, not the whole matrix
-    planes = torch.randn(min(d, _LSH_COLUMNS), tables * bits, generator=gen, dtype=rows.dtype)
+    window = rows[:, cols].float()  # fp32: a view of fp32 rows, an n x 64 copy of bf16/fp16 ones
+    wmean = window.mean(dim=0)  # the column means of the window: n x 64 read, not the whole matrix
+    planes = torch.randn(min(d, _LSH_COLUMNS), tables * bits, generator=gen)
     offset = wmean @ planes
-    weights = (2 ** torch.arange(bits)).to(rows.dtype)  # < 2^24: exact in fp32
+    weights = (2 ** torch.arange(bits)).float()  # < 2^24: exact in fp32
     keys = torch.empty(n, tables, dtype=torch.int64)
     for s in range(0, n, _CHUNK):
-        signs = (window[s:s + _CHUNK] @ planes > offset).to(rows.dtype).view(-1, tables, bits)
+        signs = (window[s:s + _CHUNK] @ planes > offset).float().view(-1, tables, bits)
         keys[s:s + _CHUNK] = (signs @ weights).to(torch.int64)
     cand = lsh_candidates(keys, bits)
     if cand.numel() == 0:
@@ -136,7 +138,7 @@ def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator)
         cand = cand[_cosine(window, wmean, cand[:, 0], cand[:, 1]) >= _WINDOW_COSINE]
         if cand.numel() == 0:
             return {}
-    mean = rows.mean(dim=0) if d > _LSH_COLUMNS else wmean
+    mean = _column_mean(rows) if d > _LSH_COLUMNS else wmean
     found = {}
     for s in range(0, cand.shape[0], _CHUNK):
         a, b = cand[s:s + _CHUNK, 0], cand[s:s + _CHUNK, 1]
@@ -144,6 +146,17 @@ def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator)
         hit = cos >= opts.near_duplicate_cosine
         found.update({(int(i), int(j)): float(c) for i, j, c in zip(a[hit], b[hit], cos[hit])})
     return found
+
+
+def _column_mean(rows: torch.Tensor) -> torch.Tensor:
+    """fp32 column means, summed in blocks of rows (``mean(dtype=float32)`` of a bf16 matrix
+    makes an fp32 copy of it whole)."""
+    if rows.dtype == torch.float32:
+        return rows.mean(dim=0)
+    total = torch.zeros(rows.shape[1])
+    for s in range(0, rows.shape[0], _CHUNK):
+        total += rows[s:s + _CHUNK].float().sum(dim=0)
+    return total / rows.shape[0]
 
 
 def lsh_candidates(keys: torch.Tensor, bits: int) -> torch.Tensor:
@@ -165,9 +178,9 @@ def _cosine(rows: torch.Tensor, mean: torch.Tensor, a: torch.Tensor, b: torch.Te
     """Cosine of the centred rows a[i], b[i] (rows gathered in chunks of ``_CHUNK`` pairs)."""
     out = []
     for s in range(0, a.numel(), _CHUNK):
-        ra, rb = rows[a[s:s + _CHUNK]] - mean, rows[b[s:s + _CHUNK]] - mean
+        ra, rb = rows[a[s:s + _CHUNK]].float() - mean, rows[b[s:s + _CHUNK]].float() - mean
         out.append((ra * rb).sum(dim=1) / (ra.norm(dim=1) * rb.norm(dim=1)).clamp_min(1e-30))
-    return torch.cat(out) if out else torch.empty(0, dtype=rows.dtype)
+    return torch.cat(out) if out else torch.empty(0)
 
 
 def duplicate_rows(rows: torch.Tensor, opts: AnalysisOptions) -> DuplicateRows:
@@ -199,7 +212,8 @@ def orthogonal_gain(rows: torch.Tensor, seed: int = 0) -> float | None:
 
     Any subset of orthonormal rows is orthonormal, so the Gram matrix G = S S^T of up to 64
     rows (or columns) decides: G = g^2 I to fp32 precision for an orthogonal init, while a
-    Gaussian matrix has off-diagonal entries of relative size ~1/sqrt(cols). The 64 are
+    Gaussian matrix has off-diagonal entries of relative size ~1/sqrt(cols) and diagonal ones
+    that vary by sqrt(2/cols) (read first: the whole G is formed only when the lengths agree). The 64 are
     consecutive from a random start: adjacent in memory (consecutive columns of a row-major
     matrix share cache lines; random ones cost a cache line each, 6.6x slower).
     """
@@ -210,14 +224,16 @@ def orthogonal_gain(rows: torch.Tensor, seed: int = 0) -> float | None:
     k = min(_ORTHO_LINES, min(r, c))
     start = int(torch.randint(0, min(r, c) - k + 1, (1,), generator=gen))
     if r <= c:
-        sub = rows[start:start + k].double()
-        gram = sub @ sub.T
+        lines = rows[start:start + k].double()
     else:  # columns: copied row by row (r x k), so each row's k values are read together
-        sub = rows[:, start:start + k].double()
-        gram = sub.T @ sub
-    scale = float(gram.diagonal().mean())
-    if scale <= 0:
+        lines = rows[:, start:start + k].double().T
+    # The Gram diagonal first (k dot products, not k^2): lines of unequal length already fail
+    # the test below, and an i.i.d. init's do (squared lengths vary by sqrt(2 / length) >> 1e-3).
+    diagonal = (lines * lines).sum(dim=1)
+    scale = float(diagonal.mean())
+    if scale <= 0 or float((diagonal - scale).abs().max()) > 1e-3 * scale:
         return None
+    gram = lines @ lines.T
     if float((gram - scale * torch.eye(k, dtype=gram.dtype)).abs().max()) > 1e-3 * scale:
         return None
     return math.sqrt(scale)
