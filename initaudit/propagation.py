@@ -36,6 +36,14 @@ normalisation or an embedding resets the signal; the profile says so (``unknown_
 Inputs are assumed standardised and independent (mean 0, variance 1, d = 1), and so is the
 input of a layer the capture could not trace back (a segment of its own). A layer's reported
 ratio leaves its own bias out, as the probe's measured spread does.
+
+Finite width (``_energy_fluctuation``): a dense layer of fan_in n reads the energy
+(1/n) sum_i phi_i^2 of one input, an average over n units, which fluctuates around E[phi^2] with
+relative variance (K - 1) / n (K = E[phi^4] / E[phi^2]^2; 2 / n for the standardised input, a
+chi-square). The part two inputs do not share is carried through the mixture over inputs (a
+three-point Gamma rule per component), so where the map q -> f(q) is convex the batch's spread
+is E[f(q)] ~ f(q) + f''(q) Var(q) / 2 above mean field; the shared part moves the whole batch
+and is taken at its median. n -> infinity gives the mean-field map.
 """
 
 from __future__ import annotations
@@ -53,11 +61,30 @@ from initaudit.schemes import activation_fn
 
 _GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(40)
 _GH_W = _GH_W / _GH_W.sum()
+_GH2_X, _GH2_W = np.polynomial.hermite_e.hermegauss(20)  # per axis of two-dimensional integrals
+_GH2_W = _GH2_W / _GH2_W.sum()
 _GRID = np.linspace(-9.0, 9.0, 721)  # for order statistics (max pooling)
 
 
 _MAX_COMPONENTS = 16
 _SPLIT = (np.array([-math.sqrt(3.0), 0.0, math.sqrt(3.0)]), np.array([1 / 6, 2 / 3, 1 / 6]))
+
+
+def _gamma_rule(eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Three-point Gauss rules (nodes, weights), one row per entry of ``eps``, for X ~ Gamma(shape
+    1/eps, scale eps): mean 1, variance eps, exact for polynomials up to degree 5 and positive
+    nodes at any eps (a chi-square over n units divided by n is eps = 2/n). Golub-Welsch on
+    the generalised Laguerre recurrence (alpha = 1/eps - 1): diagonal 2i + alpha + 1,
+    off-diagonal sqrt(i (i + alpha))."""
+    eps = np.atleast_1d(np.asarray(eps, dtype=np.float64))
+    alpha = 1.0 / eps - 1.0
+    jac = np.zeros((len(eps), 3, 3))
+    for i in range(3):
+        jac[:, i, i] = 2 * i + alpha + 1
+    for i in (1, 2):
+        jac[:, i, i - 1] = jac[:, i - 1, i] = np.sqrt(i * (i + alpha))
+    nodes, vec = np.linalg.eigh(jac)
+    return nodes * eps[:, None], vec[:, 0, :] ** 2
 
 
 @dataclass(frozen=True)
@@ -124,8 +151,8 @@ def _mixture(w: np.ndarray, a: np.ndarray, v: np.ndarray, spread: np.ndarray, di
         w = (w[:, None] * sw[None, :]).ravel()
         a = (a[:, None] + np.sqrt(np.maximum(spread, 0))[:, None] * x[None, :]).ravel()
         v = np.repeat(v, 3)
-    if len(w) > _MAX_COMPONENTS and np.isfinite(a).all():
-        order = np.argsort(a, kind="stable")
+    if len(w) > _MAX_COMPONENTS and np.isfinite(a).all() and np.isfinite(v).all():
+        order = np.argsort(_merge_key(w, a, v), kind="stable")
         w, a, v = w[order], a[order], v[order]
         mean = float(np.dot(w, a))
         common = float(np.dot(w, (a - mean) ** 2))
@@ -140,6 +167,21 @@ def _mixture(w: np.ndarray, a: np.ndarray, v: np.ndarray, spread: np.ndarray, di
             ga = mean + (ga - mean) * math.sqrt(common / merged)
         w, a, v = gw, ga, gv
     return Moments(tuple(w), tuple(a), tuple(np.maximum(v, 0.0)), min(max(distinct, 0.0), 1.0), **kw)
+
+
+def _merge_key(w: np.ndarray, a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Position of each component along the principal axis of (a / sqrt(mean v), log(v) / 2):
+    the common mode in units of the typical unit std and the relative change of the unit std,
+    so components are merged with their neighbours along the direction in which the mixture
+    actually spreads (the common mode for mean-shifted weights, the per-input variance for
+    zero-mean ones)."""
+    vbar = float(np.dot(w, v))
+    if not vbar > 0:
+        return a
+    z = np.stack([a / math.sqrt(vbar), 0.5 * np.log(np.maximum(v / vbar, 1e-300))], axis=1)
+    z = z - w @ z
+    _, vec = np.linalg.eigh((z * w[:, None]).T @ z)
+    return z @ vec[:, -1]
 
 
 def _fn(act: Activation) -> Callable[[np.ndarray], np.ndarray]:
@@ -223,6 +265,9 @@ class _State:
     origin: str
     unknown: str | None = None  # op name when the signal passed an unknown op
     bias_var: float = 0.0  # spread of the last layer's own bias, which carries no signal
+    # units drawn independently given the input (a dense layer's output, an elementwise function
+    # of one, the standardised input): its per-input energy fluctuates at finite width
+    fluct: bool = False
 
 
 def _stat_moments(stats: TensorStats | None) -> tuple[float, float]:
@@ -357,10 +402,10 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
             # from an assumed standardised input that no probe site observed
             first = fresh(Moments(), f"{node.name} (untraced input)")
         else:
-            first = fresh(Moments(), "input")
+            first = replace(fresh(Moments(), "input"), fluct=True)
         kind = node.kind
         if kind == "input":
-            state[node.name] = fresh(Moments(), "input")
+            state[node.name] = replace(fresh(Moments(), "input"), fluct=True)
         elif node.param and node.param not in params:  # not analysable (e.g. not in checkpoint)
             state[node.name] = first
         elif kind == "embedding" and node.param:
@@ -391,7 +436,8 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
             # The dominant path (usually the skip connection) carries the segment on.
             main = max(ins, key=lambda s: s.m.var if math.isfinite(s.m.var) else math.inf)
             m = _add([s.m for s in ins])
-            state[node.name] = replace(main, m=m, unknown=next((s.unknown for s in ins if s.unknown), None))
+            state[node.name] = replace(main, m=m, unknown=next((s.unknown for s in ins if s.unknown), None),
+                                       fluct=False)
         elif kind == "mul" and ins:
             ms = [s.m for s in ins]
             if node.param and node.param in params:
@@ -404,29 +450,30 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
             unknown = next((s.unknown for s in ins if s.unknown), None)
             if trunks.get(node.name) in state:  # a gate scales the trunk: one more step on the trunk's segment
                 main = state[trunks[node.name]]
-                state[node.name] = replace(main, m=_mul(ms), depth=main.depth + 1, unknown=unknown)
+                state[node.name] = replace(main, m=_mul(ms), depth=main.depth + 1, unknown=unknown, fluct=False)
             else:
                 main = max(ins, key=lambda s: s.depth)
-                state[node.name] = replace(main, m=_mul(ms), unknown=unknown)
+                state[node.name] = replace(main, m=_mul(ms), unknown=unknown, fluct=False)
         elif kind == "cat" and ins:
             sizes = node.attrs.get("sizes") or [1.0] * len(ins)
             main = max(ins, key=lambda s: s.depth)
-            state[node.name] = replace(main, m=_weighted([s.m for s in ins], list(sizes)[:len(ins)]))
+            state[node.name] = replace(main, m=_weighted([s.m for s in ins], list(sizes)[:len(ins)]), fluct=False)
         elif kind in ("pool-avg", "pool-max"):
             k = node.attrs.get("window")
             if not k:
                 state[node.name] = replace(first, unknown=first.unknown or f"{kind} (window unknown)")
             elif kind == "pool-avg":
-                state[node.name] = replace(first, m=_average(first.m, float(k)))
+                state[node.name] = replace(first, m=_average(first.m, float(k)), fluct=False)
             else:
-                state[node.name] = replace(first, m=_max_moments(first.m, int(k)) if first.m.finite else first.m)
+                state[node.name] = replace(first, m=_max_moments(first.m, int(k)) if first.m.finite else first.m,
+                                           fluct=False)
         elif kind == "attention" and ins:
             v = ins[-1]
             t = _tokens_effective(node)
             if t is None:
                 state[node.name] = replace(v, unknown=v.unknown or "attention (tokens unknown)")
             else:
-                state[node.name] = replace(v, m=_average(v.m, t))
+                state[node.name] = replace(v, m=_average(v.m, t), fluct=False)
         elif kind == "unknown":
             state[node.name] = replace(first, unknown=first.unknown or node.op or node.name)
         else:  # transparent, output, other (a known op with no modelled effect)
@@ -434,47 +481,87 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
     return profile
 
 
-def _kurtosis(x: Moments) -> float:
-    """E[phi^4] / E[phi^2]^2 of a signal (3 for a Gaussian one)."""
-    if x.act is None or x.pre is None:
-        return 3.0
-    phi = _fn(x.act)
-    a, v = np.asarray(x.pre.a), np.sqrt(np.maximum(x.pre.v, 0.0))
-    y = phi(a[:, None] + v[:, None] * _GH_X[None, :]) ** 2
-    w = np.asarray(x.pre.w)
-    m2, m4 = float(w @ (y @ _GH_W)), float(w @ ((y * y) @ _GH_W))
-    return m4 / (m2 * m2) if m2 * m2 > 0 else 3.0  # m2 * m2 underflows for a collapsed signal
+def _energy_statistics(x: Moments) -> tuple[np.ndarray, np.ndarray]:
+    """Per component k, for the units of one input, phi(h) with h ~ N(a_k, v_k) (phi the identity
+    when the signal is no activation):
+
+        K_k - 1 = Var(phi^2) / E[phi^2]^2,   r_k = Cov(phi(h)^2, phi(h')^2) / Var(phi^2)
+
+    where h and h' are one unit's pre-activations for two inputs, which share the part
+    v_k (1 - d) of the variance (d the distinct fraction): h = a + s + t, h' = a + s + t', s ~
+    N(0, v (1 - d)), t, t' ~ N(0, v d); r = (1 - d)^2 for Gaussian units, 0 for independent inputs.
+    Two-dimensional Gauss-Hermite quadrature over (s, t)."""
+    if x.act is not None and x.pre is not None:
+        pre, phi = x.pre, _fn(x.act)
+    else:
+        pre, phi = x, (lambda h: h)
+    a, v = np.asarray(pre.a), np.maximum(pre.v, 0.0)
+    d = min(max(pre.distinct, 0.0), 1.0)
+    h = (a[:, None, None] + np.sqrt(v * (1 - d))[:, None, None] * _GH2_X[None, :, None]
+         + np.sqrt(v * d)[:, None, None] * _GH2_X[None, None, :])
+    y = phi(h) ** 2  # (K, s, t)
+    g = y @ _GH2_W  # E_t[phi^2 | s]
+    m2 = g @ _GH2_W
+    with np.errstate(all="ignore"):  # m2 * m2 underflows for a collapsed signal
+        var = np.maximum(((y * y) @ _GH2_W) @ _GH2_W - m2 * m2, 0.0)
+        cov = np.maximum((g * g) @ _GH2_W - m2 * m2, 0.0)
+        k1 = var / (m2 * m2)
+        r = np.where(var > 0, np.minimum(cov / var, 1.0), 1.0)
+    ok = np.isfinite(k1) & (m2 > 0)
+    return np.where(ok, k1, 2.0), np.where(ok & np.isfinite(r), r, 1.0)
 
 
-def _finite_width(x: _State, units: int | None) -> float:
-    """exp(-kappa c^2 / N): the typical (median) over the mean second moment after a layer of N
-    units fed by a signal of kurtosis K, kappa = 1 + (K - 1) / 2 (a chi-square over N units
-    and the fluctuation of the activation's energy over them: E[log X] = -Var(X) / 2). The
-    first layer sees independent inputs, whose batch averages the fluctuation out."""
-    if not units or x.depth == 0 or x.m.pre is None:
-        return 1.0
-    # A batch of weakly correlated inputs averages the fluctuation over the weights: it is that
-    # of one input in proportion c^2 (c the correlation between inputs).
-    c = 1.0 - (x.m.distinct_var / x.m.var if x.m.var > 0 else 1.0)
-    return math.exp(-(1.0 + (_kurtosis(x.m) - 1.0) / 2.0) * c * c / units)
+def _energy_fluctuation(x: _State, n: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Finite width: the per-input energy P = (1/n) sum_i phi_i^2 that a dense layer of fan_in n
+    reads averages n units drawn given that input's pre-activation variance, so it fluctuates
+    around E[phi^2] with relative variance eps_k = (K_k - 1) / n (:func:`_energy_statistics`),
+    and the next pre-activation variance s' = n sigma^2 P inherits it. Each input follows a
+    Markov chain with E[s' | s] = f(s), the mean-field map, so E[f(s)] ~ f(s) + f''(s) Var(s) / 2:
+    above mean field where f is convex (GELU and SiLU at He gain, whose map contracts q ever
+    faster as q shrinks). Two inputs share the fraction r_k of the fluctuation (the same weights
+    act on both):
+
+    - the independent part (1 - r_k) eps_k averages over a batch: each component is split by a
+      three-point Gauss rule for Gamma(1 / eps, eps) and carried through later layers;
+    - the shared part r_k eps_k moves the whole batch together, which then sees its median: a
+      factor exp(-r_k eps_k / 2) on the energy (E[log X] = -Var(X) / 2).
+
+    Returns flat arrays over the split components: weights, independent factors, index of the
+    parent component, shared factor. n -> infinity gives the mean-field map. Only a signal whose
+    units are drawn independently given the input (a dense layer's output, an activation of
+    one, the standardised input) fluctuates so; after a norm, pool, sum or product it is left
+    as it is."""
+    pw = np.asarray(x.m.w)
+    idx = np.arange(len(pw))
+    if not x.fluct or n < 1:
+        return pw, np.ones(len(pw)), idx, np.ones(len(pw))
+    k1, r = _energy_statistics(x.m)
+    eps = k1 / n
+    shared = np.exp(-r * eps / 2)
+    ind = (1 - r) * eps
+    split = ind > 1e-6  # below a 0.1% relative std the split changes nothing
+    nodes, weights = _gamma_rule(np.where(split, ind, 0.5))
+    nodes[~split], weights[~split] = 1.0, np.array([0.0, 1.0, 0.0])
+    keep = weights.ravel() > 0
+    src = np.repeat(idx, 3)[keep]
+    return (pw[:, None] * weights).ravel()[keep], nodes.ravel()[keep], src, shared[src]
 
 
 def _layer(x: _State, fan_in: float, w: TensorStats, b: TensorStats | None,
            units: int | None = None) -> _State:
+    """One weight layer (module docstring), with the per-input fluctuation of the energy it
+    reads at finite width (:func:`_energy_fluctuation`, dense layers only: ``units`` given)."""
     mu, var = _stat_moments(w)
     bm, bv = _stat_moments(b)
     phi = x.m
     n = float(fan_in)
-    pw, pa, pv = np.asarray(phi.w), np.asarray(phi.a), np.asarray(phi.v)
-    if x.depth == 0 and x.origin == "input" and len(pw) == 1 and n >= 1:
-        # independent standardised inputs: each sample's mean square over n features is a
-        # chi-square / n, relative spread sqrt(2 / n); products of branches amplify it
-        xs, ws = _SPLIT
-        pw, pa = ws.copy(), np.repeat(pa, 3)
-        pv = pv[0] * np.maximum(1 + math.sqrt(2.0 / n) * xs, 0.0)
+    # a convolution's sites overlap and share their inputs: only the standardised input's
+    # chi-square is modelled for it
+    pw, factor, src, shared = _energy_fluctuation(x if units or x.depth == 0 else replace(x, fluct=False), n)
+    pa, pv = np.asarray(phi.a)[src], np.asarray(phi.v)[src]
     with np.errstate(all="ignore"):
         a = mu * n * pa + bm
-        v = n * var * (pv + pa * pa) * _finite_width(x, units) + bv
+        v = n * var * (pv + pa * pa) * factor * shared + bv
         # mu * sum_j phi_j is the same for every unit; its input-dependent part spreads inputs
         spread = mu * mu * n * pv * phi.distinct
         unit = float(np.dot(pw, v))
@@ -482,7 +569,8 @@ def _layer(x: _State, fan_in: float, w: TensorStats, b: TensorStats | None,
         d = min(dist / unit, 1.0) if unit > 0 and math.isfinite(unit) else 0.0
         m = _mixture(pw, a, v, spread, d)
     own = bv if math.isfinite(bv) else 0.0
-    return _State(m, x.origin_var, x.origin_distinct, x.depth + 1, x.origin, x.unknown, own)
+    return _State(m, x.origin_var, x.origin_distinct, x.depth + 1, x.origin, x.unknown, own,
+                  fluct=units is not None)
 
 
 def _signal(param: str, layer: str, st: _State) -> LayerSignal:

@@ -484,7 +484,10 @@ class PredictedVanishing(_SignalRule):
     The mean-field recursion over the model's dataflow, from standardised inputs:
     q_l = fan_in * E[W_l^2] * E[phi(h_{l-1})^2] + E[b_l^2], with E[phi(h)^2] integrated by
     Gauss-Hermite quadrature for the actual activation; normalisation resets q, residual adds
-    sum the branches. Reports the deepest collapse of sqrt(q_l / q_start) along a segment that
+    sum the branches. At finite width each input's q_l is carried as a distribution: a dense
+    layer's energy (1/n) sum_i phi_i^2 fluctuates with relative variance (K - 1)/n, K =
+    E[phi^4] / E[phi^2]^2, so a convex map (GELU/SiLU at He gain) keeps the batch's spread above
+    the mean-field value, E[f(q)] ~ f(q) + f''(q) Var(q) / 2. Reports the deepest collapse of sqrt(q_l / q_start) along a segment that
     starts at the input, an embedding or a normalisation, once it spans ``min_depth`` layers.
     Not judged: layers on a side branch of a trunk (inside a residual branch x + f(x), a gate
     x * sigmoid(g(x)), the query and key of attention), residual branch ends and output heads.

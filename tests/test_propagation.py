@@ -19,9 +19,11 @@ from tests.dataflow import build_graph, predicted, ratios
 ACTS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
         "gelu": nn.GELU, "silu": nn.SiLU, "selu": nn.SELU, "elu": nn.ELU}
 INITS = ["normal1", "normal001", "xavier", "he", "lecun", "default", "shifted"]
-# He (the relu gain) before gelu/silu sits near their edge of chaos, where finite width shifts
-# the decay per layer: measured up to 4.3x above the prediction at depth 20 (a known limitation).
-EDGE = {("gelu", "he"), ("silu", "he")}
+# GELU at He gain: the float64 forward itself spreads 6.5x between weight draws at width 100
+# (10th to 90th percentile over 20 seeds: std 0.097 to 0.63; two input batches on one draw agree,
+# corr 0.95, and no per-tensor statistic predicts the draw). The static pass predicts the typical
+# draw (test_finite_width_typical_draw); seed 0 is a low one (0.097 against a median of 0.28).
+SEED_SPREAD = {("gelu", "he"): 4.0}
 
 
 def mlp(act: str, init: str, depth: int = 20, width: int = 100, seed: int = 0) -> nn.Sequential:
@@ -66,8 +68,54 @@ def test_mlp_depth_20_within_2x_of_float64_forward(act):
     for init in INITS:
         for seed in range(3):
             *_, (param, pred, meas) = ratios(mlp(act, init, seed=seed), X)
-            limit = 8.0 if (act, init) in EDGE else 2.0
+            limit = SEED_SPREAD.get((act, init), 2.0)
             assert 1 / limit <= pred / meas <= limit, (act, init, seed, pred, meas)
+
+
+@pytest.mark.parametrize("width", [100, 64])
+@pytest.mark.parametrize("act", ["relu", "gelu", "silu", "selu", "elu"])
+def test_finite_width_typical_draw(act, width):
+    """Finite width (propagation._energy_fluctuation): each input's pre-activation variance is a
+    Markov chain whose per-layer noise (K - 1) / n makes the batch std of a contracting, convex
+    map (GELU/SiLU at He gain) larger than the mean-field value: the mean-field prediction was
+    0.18-0.46x the median draw for GELU/SiLU at width 64 and 0.30x for GELU at width 100. The
+    median over 15 weight draws of pred / measured is within 2x, per activation and width."""
+    x = torch.randn(256, width, generator=torch.Generator().manual_seed(1))
+    r = sorted(pred / meas for pred, meas in
+               (ratios(mlp(act, "he", width=width, seed=seed), x)[-1][1:] for seed in range(15)))
+    assert 0.5 <= r[7] <= 2.0, (act, width, [round(v, 2) for v in r])
+
+
+def test_gamma_rule_moments():
+    from initaudit.propagation import _gamma_rule
+
+    for eps in (2 / 64, 0.3, 2.5):
+        x, w = (r[0] for r in _gamma_rule(eps))
+        assert (x > 0).all() and w.sum() == pytest.approx(1.0)
+        # Gamma(1/eps, eps): E X = 1, E X^2 = 1 + eps, E X^3 = (1 + eps)(1 + 2 eps)
+        assert [float(w @ x**k) for k in (1, 2, 3)] == pytest.approx([1, 1 + eps, (1 + eps) * (1 + 2 * eps)])
+
+
+def test_infinite_width_is_the_mean_field_map():
+    """As n -> infinity the finite-width split vanishes: a dense layer of a huge fan_in gives the
+    mean-field moments; a narrow one splits each component by the three-point Gamma rule."""
+    from dataclasses import replace
+
+    from initaudit.analysis import TensorStats
+    from initaudit.graph import Activation
+    from initaudit.propagation import Moments, _layer, _State, activation_moments
+
+    def stats(std):
+        return TensorStats(mean=0.0, std=std, min=-1.0, max=1.0, nonfinite=0, zero_fraction=0.0, numel=1)
+
+    pre = Moments.gaussian(0.0, 0.5)
+    x = _State(activation_moments(Activation("gelu"), pre), 1.0, 1.0, 3, "input", fluct=True)
+    n = 1e9
+    mf = _layer(replace(x, fluct=False), n, stats(math.sqrt(2 / n)), None, None).m
+    wide = _layer(x, n, stats(math.sqrt(2 / n)), None, int(n)).m
+    assert wide.var == pytest.approx(mf.var, rel=1e-6) and len(wide.w) == len(mf.w)
+    narrow = _layer(x, 64, stats(math.sqrt(2 / 64)), None, 64).m
+    assert len(narrow.w) == 3 * len(mf.w)
 
 
 class SwiGLU(nn.Module):
