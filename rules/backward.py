@@ -18,11 +18,19 @@ from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 
 
-def _small_by_design(graph) -> set[str]:
+# What a branch passes through before its LayerScale gain: the gain scales all of it.
+_INSIDE_BRANCH = frozenset({"transparent", "act", "layer", "norm", "pool-max", "pool-avg"})
+
+
+def _small_by_design(graph, small_gain=lambda name: True) -> set[str]:
     """Weights whose gradients are small at init by design, read from the dataflow: attention
     query/key projections (their error passes through softmax(Q K^T / sqrt(d)), nearly
     uniform at init, whose derivative is near zero) and branches scaled by a parameter before
-    they join the stream (LayerScale: y = x + gamma * f(x), gamma ~ 1e-6..0.1)."""
+    they join the stream (LayerScale: y = x + gamma * f(x), gamma ~ 1e-6..0.1). The layer
+    right before the gain is one; so is every layer of f behind it (reached through its
+    activations, norms, inner layers and attention's value path) when the gain is small
+    (``small_gain``: |gamma| < 1), since it scales the gradient of all of them (CaiT's q/k/v
+    and fc1 as well as proj and fc2)."""
     if not graph.has_architecture:
         return set()
     users: dict[str, list] = {}
@@ -33,17 +41,27 @@ def _small_by_design(graph) -> set[str]:
     for node in graph.nodes:
         if node.kind != "layer" or not node.param:
             continue
-        stack, seen = [node.name], {node.name}
+        stack, seen = [(node.name, True)], {node.name}
         while stack:
-            for user, slot in users.get(stack.pop(), []):
+            name, direct = stack.pop()
+            for user, slot in users.get(name, []):
                 if user.name in seen:
                     continue
                 seen.add(user.name)
-                if user.kind == "transparent":
-                    stack.append(user.name)
-                elif (user.kind == "attention" and slot < 2) or (user.kind == "mul" and user.param):
+                if (direct and user.kind == "attention" and slot < 2) or (
+                        user.kind == "mul" and user.param and (direct or small_gain(user.param))):
                     small.add(node.param)
+                elif user.kind in _INSIDE_BRANCH or user.kind == "attention":
+                    stack.append((user.name, direct and user.kind == "transparent"))
     return small
+
+
+def _gain_below_one(ctx, name: str) -> bool:
+    try:
+        st = ctx.analysis(name).stats
+    except KeyError:
+        return False
+    return max(abs(st.min), abs(st.max)) < 1.0
 
 
 def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
@@ -61,7 +79,7 @@ def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
     for s in probe.sites:
         if s.kind == "layer" and s.module is not None and s.module not in first_call:
             first_call[s.module] = len(first_call)
-    small = _small_by_design(ctx.graph)
+    small = _small_by_design(ctx.graph, lambda name: _gain_below_one(ctx, name))
     out = []
     for name, g in (probe.grads or {}).items():
         p = ctx.graph.params.get(name)
