@@ -363,12 +363,12 @@ def _bare_weight(name: str, shape: tuple[int, ...], shapes: dict, common: dict) 
     if local == "in_proj_weight" and len(shape) == 2 and shape[0] == 3 * shape[1]:
         return Param(op="MultiheadAttention", kind=OpKind.ATTENTION, fan_in=shape[1], fan_out=shape[1],
                      gates=("q", "k", "v"), **{**base, "init_fan_in": shape[1], "init_fan_out": shape[1]})
+    if _broadcast_shape(shape):
+        return Param(op="parameter", kind=OpKind.OTHER, **base)
     if len(shape) == 2 and _EMBED_NAME.search(name):
         return Param(op="embedding", kind=OpKind.EMBEDDING, fan_in=shape[1], fan_out=shape[0], **base)
     if len(shape) == 2 and _HF_CONV1D.search(name):
         return Param(op="Conv1D", kind=OpKind.LINEAR, fan_in=shape[0], fan_out=shape[1], units_dim=1, **base)
-    if _broadcast_shape(shape):
-        return Param(op="parameter", kind=OpKind.OTHER, **base)
     if len(shape) == 2:
         return Param(op="linear", kind=OpKind.LINEAR, fan_in=shape[1], fan_out=shape[0], **base)
     # ConvTranspose stores (in, out/groups, *k) and cannot be told apart by shape; groups neither.
@@ -379,8 +379,9 @@ def _bare_weight(name: str, shape: tuple[int, ...], shapes: dict, common: dict) 
 
 def _broadcast_shape(shape: tuple[int, ...]) -> bool:
     """(1, N, D): a class token or position table added to a (B, N, D) signal, not a Conv1d
-    with a single output channel."""
-    return len(shape) == 3 and shape[0] == 1
+    with a single output channel; and any tensor with at most one axis longer than 1 ((H, 1, 1)
+    temperatures, (1, D) mask tokens, (1, 1, 1, C) gains: see roles.is_channel_vector)."""
+    return (len(shape) == 3 and shape[0] == 1) or (len(shape) >= 2 and sum(d > 1 for d in shape) <= 1)
 
 
 def _digits(local: str) -> str:
