@@ -334,6 +334,7 @@ def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
         else:
             params[name] = _bare_weight(name, shape, ckpt.shapes, common)
     pair_norms(params)
+    mark_heads(params)
     graph = ModelGraph(target=target, format=ckpt.format, params=params, load_tensor=ckpt.load,
                        skipped=skipped + ckpt.skipped, tensor_files=dict(ckpt.tensor_files),
                        stage_evidence=list(ckpt.evidence), source_path=str(ckpt.path),
@@ -409,6 +410,23 @@ def pair_norms(params: dict[str, Param]) -> None:
             near[0].normalized_after = True
             near[0].notes.append(f"normalised by {layer} (paired from names and shapes: its running "
                                  f"statistics hold {channels} channels)")
+
+
+def mark_heads(params: dict[str, Param]) -> None:
+    """Mark as output heads (``is_output``) the linear weights whose outputs nothing else in the
+    file reads, from shapes: a matrix that narrows (fan_out < fan_in, a classifier's classes
+    from its features) to a width that is no other weight's fan_in and no normalisation's
+    size. A zero-initialised head (timm's MLP-Mixer, ResMLP) is then legitimate, as with the
+    architecture; a zeroed hidden layer (its width is read by the next layer) is not."""
+    weights = [p for p in params.values() if p.is_weight]
+    read = {p.fan_in for p in weights if p.fan_in} | {
+        p.shape[0] for p in params.values() if p.kind is OpKind.NORM and p.shape}
+    for p in weights:
+        if p.kind is OpKind.LINEAR and len(p.shape) == 2 and p.fan_out and p.fan_in \
+                and p.fan_out < p.fan_in and p.fan_out not in read:
+            p.is_output = True
+            p.notes.append(f"read as an output head from shapes: its {p.fan_out} outputs are no other "
+                           "weight's input width")
 
 
 def _layer_scale(name: str, shapes: dict) -> bool:
