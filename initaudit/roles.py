@@ -40,8 +40,13 @@ def is_channel_vector(p: Param) -> bool:
     than 1: (H, 1, 1) attention temperatures and logit scales, (1, D) mask tokens, (1, 1, 1, C)
     GRN gains. One value per channel or head, multiplied or added elementwise: no unit mixes
     inputs through it, so equal values make no copies of units (1-D ones are norm or gain
-    vectors already)."""
-    return p.kind is OpKind.OTHER and len(p.shape) >= 2 and sum(d > 1 for d in p.shape) <= 1
+    vectors already). Also such a vector registered on a convolution or linear module beside
+    its ``weight`` (NF-ResNet's ScaledStdConv2d gain)."""
+    if len(p.shape) < 2 or sum(d > 1 for d in p.shape) > 1:
+        return False
+    # a layer's own extra vector (ScaledStdConv2d's (C, 1, 1, 1) gain beside its weight) too
+    return p.kind is OpKind.OTHER or (p.kind in (OpKind.CONV, OpKind.LINEAR)
+                                      and p.name.rsplit(".", 1)[-1] not in ("weight", "bias"))
 
 
 def refine_roles(graph: ModelGraph) -> None:
