@@ -72,7 +72,11 @@ class ConstantWeights(Rule):
     Weight tensors whose elements are all equal (max |w - w_0| <= ``atol``). Graded by where the
     tensor sits (docs/legitimate-patterns.md): a hidden layer or an embedding is an error; a
     zero-initialised output head, the last layer of a residual branch, or an adaLN-zero style
-    modulation layer is legitimate and reported as info. Biases and normalisation parameters are not judged here.
+    modulation layer is legitimate and reported as info, and so is a zero parameter that no
+    layer of the recorded dataflow applies as its weight (an additive table such as LeViT's
+    attention biases). Biases, normalisation parameters and per-channel vectors of any rank
+    ((H, 1, 1) temperatures, (1, D) tokens) are not judged here. In a checkpoint with no
+    architecture, a matrix that narrows to a width no other weight reads is read as an output head.
 
     Why it matters
     --------------
