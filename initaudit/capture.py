@@ -379,6 +379,10 @@ class _Emitter:
                     node.attrs["scale"] = 1.0 / scalar if p.op == "div" and scalar else scalar
                 else:  # a fixed tensor (a mask, rotary cos/sin): values unknown, shape kept
                     node.kind = "transparent"
+            if node.kind == "transparent" and p.op in ("reshape", "expand"):
+                # the data is the first signal argument; another one gives a shape only
+                # (reshape_as / expand_as / view_as), as the ONNX loader reads such ops
+                node.inputs = self.sources(signal[:1])
         self.emit([node], p.outputs)
 
 

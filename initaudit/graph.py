@@ -273,6 +273,32 @@ def side_branch_nodes(nodes: list[Node]) -> set[str]:
     return {name for name, s in side.items() if s}
 
 
+# What a signal may pass on its way to a normalisation for its scale to be divided away there.
+_TO_NORM = frozenset({"transparent", "pool-max", "pool-avg", "act", "layer", "cat"})
+
+
+def renormalised_downstream(graph: ModelGraph) -> set[str]:
+    """Weights whose output, on every path, reaches a normalisation through only layers,
+    activations, pooling, concatenation and shape-only ops -- before any sum, product,
+    attention or output: whatever scale they give the signal there is divided away by that
+    norm (DCGAN's conv -> leaky_relu -> conv -> BatchNorm, Swin-V2's fc1 -> gelu -> fc2 ->
+    post-norm), so their own mismatch does not carry on through depth. A layer with a
+    BatchNorm an exporter folded into it (``normalized_after`` with no norm node) is such a
+    norm too."""
+    nodes, params = graph.nodes, graph.params
+    users = _consumers(nodes)
+
+    def normalises(u: Node) -> bool:
+        return u.kind == "norm" or (u.kind == "layer" and u.param in params and params[u.param].normalized_after)
+
+    reaches: dict[str, bool] = {}
+    for node in reversed(nodes):  # users come after their inputs
+        outs = users.get(node.name, [])
+        reaches[node.name] = bool(outs) and all(
+            normalises(u) or (u.kind in _TO_NORM and reaches.get(u.name, False)) for u in outs)
+    return {n.param for n in nodes if n.kind == "layer" and n.param and reaches.get(n.name)}
+
+
 # Kinds that route units on without mixing them: what follows a layer is seen through them
 # (a max pool commutes with a monotone activation; a concatenation passes each branch's units on).
 PASS_THROUGH = frozenset({"transparent", "pool-max", "pool-avg", "cat"})

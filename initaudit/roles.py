@@ -35,6 +35,20 @@ def is_broadcast_additive(p: Param) -> bool:
     return p.kind is OpKind.OTHER and len(p.shape) >= 3 and p.shape[0] == 1
 
 
+def is_channel_vector(p: Param) -> bool:
+    """A parameter of no known layer type with two or more dims of which at most one is longer
+    than 1: (H, 1, 1) attention temperatures and logit scales, (1, D) mask tokens, (1, 1, 1, C)
+    GRN gains. One value per channel or head, multiplied or added elementwise: no unit mixes
+    inputs through it, so equal values make no copies of units (1-D ones are norm or gain
+    vectors already). Also such a vector registered on a convolution or linear module beside
+    its ``weight`` (NF-ResNet's ScaledStdConv2d gain)."""
+    if len(p.shape) < 2 or sum(d > 1 for d in p.shape) > 1:
+        return False
+    # a layer's own extra vector (ScaledStdConv2d's (C, 1, 1, 1) gain beside its weight) too
+    return p.kind is OpKind.OTHER or (p.kind in (OpKind.CONV, OpKind.LINEAR)
+                                      and p.name.rsplit(".", 1)[-1] not in ("weight", "bias"))
+
+
 def refine_roles(graph: ModelGraph) -> None:
     """Re-role the tensors above (each gets a note saying why)."""
     buffers: set[str] = set()
@@ -60,6 +74,10 @@ def refine_roles(graph: ModelGraph) -> None:
             p.kind = OpKind.OTHER
             p.notes.append("broadcast additive parameter (a class token or position table, shape "
                            f"{list(p.shape)}): added to the signal, so zeros are a neutral start")
+        elif is_channel_vector(p):
+            p.role = ParamRole.OTHER
+            p.notes.append(f"a per-channel vector (shape {list(p.shape)}: a gain, temperature or "
+                           "token), not a layer's weight matrix: constant values are a start by design")
 
 
 def renormalised_params(graph: ModelGraph) -> set[str]:

@@ -13,16 +13,24 @@ from initaudit.rules.probe_common import _is_zero, _param, _probe, _where
 from initaudit.rules.structure import depth_severity
 from initaudit.rules.weights import ConstantWeights, _init_fix
 
-from initaudit.graph import OpKind, Param
+from initaudit.graph import OpKind, Param, ParamRole
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 
 
-def _small_by_design(graph) -> set[str]:
+# What a branch passes through before its LayerScale gain: the gain scales all of it.
+_INSIDE_BRANCH = frozenset({"transparent", "act", "layer", "norm", "pool-max", "pool-avg"})
+
+
+def _small_by_design(graph, small_gain=lambda name: True) -> set[str]:
     """Weights whose gradients are small at init by design, read from the dataflow: attention
     query/key projections (their error passes through softmax(Q K^T / sqrt(d)), nearly
     uniform at init, whose derivative is near zero) and branches scaled by a parameter before
-    they join the stream (LayerScale: y = x + gamma * f(x), gamma ~ 1e-6..0.1)."""
+    they join the stream (LayerScale: y = x + gamma * f(x), gamma ~ 1e-6..0.1). The layer
+    right before the gain is one; so is every layer of f behind it (reached through its
+    activations, norms, inner layers and attention's value path) when the gain is small
+    (``small_gain``: |gamma| < 1), since it scales the gradient of all of them (CaiT's q/k/v
+    and fc1 as well as proj and fc2)."""
     if not graph.has_architecture:
         return set()
     users: dict[str, list] = {}
@@ -33,17 +41,27 @@ def _small_by_design(graph) -> set[str]:
     for node in graph.nodes:
         if node.kind != "layer" or not node.param:
             continue
-        stack, seen = [node.name], {node.name}
+        stack, seen = [(node.name, True)], {node.name}
         while stack:
-            for user, slot in users.get(stack.pop(), []):
+            name, direct = stack.pop()
+            for user, slot in users.get(name, []):
                 if user.name in seen:
                     continue
                 seen.add(user.name)
-                if user.kind == "transparent":
-                    stack.append(user.name)
-                elif (user.kind == "attention" and slot < 2) or (user.kind == "mul" and user.param):
+                if (direct and user.kind == "attention" and slot < 2) or (
+                        user.kind == "mul" and user.param and (direct or small_gain(user.param))):
                     small.add(node.param)
+                elif user.kind in _INSIDE_BRANCH or user.kind == "attention":
+                    stack.append((user.name, direct and user.kind == "transparent"))
     return small
+
+
+def _gain_below_one(ctx, name: str) -> bool:
+    try:
+        st = ctx.analysis(name).stats
+    except KeyError:
+        return False
+    return max(abs(st.min), abs(st.max)) < 1.0
 
 
 def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
@@ -61,7 +79,7 @@ def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
     for s in probe.sites:
         if s.kind == "layer" and s.module is not None and s.module not in first_call:
             first_call[s.module] = len(first_call)
-    small = _small_by_design(ctx.graph)
+    small = _small_by_design(ctx.graph, lambda name: _gain_below_one(ctx, name))
     out = []
     for name, g in (probe.grads or {}).items():
         p = ctx.graph.params.get(name)
@@ -173,7 +191,8 @@ class GradientVanishing(_GradientDepthRule):
     (m_i / m_ref)^((n - 1 - i) / (r - i)), an exponent below 2, so a steady decay per layer
     reads about as it does layer by layer. Windows must not overlap the reference and start
     ``min_depth`` layers or more below it. Left out where the dataflow shows them: attention
-    query/key projections and LayerScale branches. Also left out: embeddings, normalisation,
+    query/key projections and LayerScale branches (every layer of a branch behind a gain
+    |gamma| < 1, since the gain scales all their gradients). Also left out: embeddings, normalisation,
     parameters with no or exactly zero gradient (see IA203, IA208), and layers a
     normalisation follows (BatchNorm divides their gradient by their output's batch std, so
     their |dW| / |W| ~ 1 / |W|^2 reflects their own scale, not the depth).
@@ -231,13 +250,7 @@ class GradientVanishing(_GradientDepthRule):
 
     def _blocked(self, ctx, probe) -> Iterator[Finding]:
         """Weights with exactly zero gradient below a layer whose weights are all zero."""
-        order = [s.param for s in probe.sites if s.kind == "layer" and s.param]
-        order = list(dict.fromkeys(order))
-        # all-zero layers that get no gradient themselves stay zero: what they block stays blocked
-        # (a zero head or a zero layer before tanh gets a gradient, changes at the first step and
-        # unblocks the layers below: legitimate, not reported)
-        zero = [n for n in order if n in ctx.graph.params and ctx.analysis(n).stats.all_zero
-                and (g := probe.grads.get(n)) is not None and g.received and g.norm == 0]
+        order, zero, _ = _zero_layers(ctx, probe)
         for i, name in enumerate(order):
             g, p = probe.grads.get(name), ctx.graph.params.get(name)
             if g is None or p is None or p.kind in (OpKind.EMBEDDING, OpKind.NORM) or name in zero:
@@ -254,6 +267,41 @@ class GradientVanishing(_GradientDepthRule):
                 evidence={"grad_norm": 0.0, "weight_norm": g.weight_norm, "blocked_at": above,
                           "loss": probe.loss},
                 fix=f"initialise {above} (see IA102's fix)")
+
+
+def _zero_layers(ctx, probe) -> tuple[list[str], list[str], set[str]]:
+    """(layers in forward order, all-zero layers that stay blocked, all-zero layers blocked only
+    for now). An all-zero layer that gets no gradient itself stays zero: what it blocks stays
+    blocked (a zero head or a zero layer before tanh gets a gradient, changes at the first step
+    and unblocks the layers below: legitimate). Unless its error is zero only because zero
+    layers after it (ControlNet's zero convolutions) block it and those do get a gradient: they
+    change at the first step, and the error reaches it then. A zero layer before ReLU blocks
+    itself (relu'(0) = 0)."""
+    order = list(dict.fromkeys(s.param for s in probe.sites if s.kind == "layer" and s.param))
+    params = ctx.graph.params
+
+    def zero_with(n: str, test) -> bool:
+        g = probe.grads.get(n)
+        return n in params and g is not None and g.received and test(g) and ctx.analysis(n).stats.all_zero
+
+    learning = [i for i, n in enumerate(order) if zero_with(n, lambda g: g.norm > 0)]
+    stuck = [n for n in order if zero_with(n, lambda g: g.norm == 0)]
+    transient = {n for n in stuck if not _blocks_itself(params[n]) and any(i > order.index(n) for i in learning)}
+    return order, [n for n in stuck if n not in transient], transient
+
+
+def _gain_learns(ctx, probe, p: Param | None) -> bool:
+    """Another non-bias parameter of the layer (a ScaledStdConv2d gain at zero, skip-init) gets a
+    gradient: it changes at the first step, and the weights' gradient flows then."""
+    if p is None:
+        return False
+    return any(q.layer == p.layer and q.name != p.name and q.role is not ParamRole.BIAS
+               and (g := probe.grads.get(q.name)) is not None and g.norm > 0 for q in ctx.graph.params.values())
+
+
+def _blocks_itself(p: Param) -> bool:
+    """A zero layer whose own activation passes no error back at zero (ReLU family)."""
+    return p.activation is not None and p.activation.name in ("relu", "relu6", "hardtanh")
 
 
 class GradientExploding(_GradientDepthRule):
@@ -365,6 +413,7 @@ class IdenticalActivations(Rule):
             return
         reported = set()
         folded = renormalised_params(ctx.graph) if probe.grads is None else set()
+        transient = _zero_layers(ctx, probe)[2] if probe.grads else set()
         for s in probe.sites:
             if s.kind != "layer" or not s.identical_units or s.param in reported:
                 continue
@@ -391,7 +440,13 @@ class IdenticalActivations(Rule):
                 continue
             evidence.update(group_rows=g.group_rows, zero_gradient_rows=g.group_zero_rows,
                             distinct_gradient_rows=g.distinct_rows)
-            if g.group_zero_rows == g.group_rows:
+            if g.group_zero_rows == g.group_rows and (s.param in transient or _gain_learns(ctx, probe, p)):
+                yield self.finding(
+                    s.name, head + "; their weights get no gradient only while a zero that itself gets "
+                                   "gradients (the zero layers after them, or their layer's own gain: "
+                                   "skip-init) holds them: the first update unblocks them",
+                    evidence=evidence, fix=None, severity=Severity.INFO)
+            elif g.group_zero_rows == g.group_rows:
                 why = (f"; their weights receive no gradient at all (all {g.group_rows} rows exactly 0"
                        + (f": {s.activation}'(x) = 0 where they sit" if s.activation else "")
                        + "), so training can never separate them")

@@ -6,7 +6,8 @@ import math
 from collections.abc import Iterator
 from dataclasses import replace
 
-from initaudit.graph import OpKind, off_dataflow, score_projections
+from initaudit.graph import (OpKind, off_dataflow, renormalised_downstream, score_projections,
+                             side_branch_nodes)
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 from initaudit.lazy import lazy_function
@@ -134,7 +135,12 @@ class InitScale(Rule):
       depth-scaled projections, ConvNeXt's 0.02 with gamma 1e-6); the same layers in a plain
       chain are graded as any stack;
     - a layer before a normalisation (BatchNorm, LayerNorm; a BatchNorm an exporter folded in):
-      the forward scale is normalised away (He fan-out convs, GoogLeNet's trunc-normal 0.01);
+      the forward scale is normalised away (He fan-out convs, GoogLeNet's trunc-normal 0.01),
+      also when the way there passes only more layers, activations, pooling and concatenation
+      (DCGAN's N(0, 0.02) conv -> leaky_relu -> conv -> BatchNorm, SegFormer's projections ->
+      concat -> fuse conv -> BatchNorm, Swin-V2's fc1 -> gelu -> fc2 -> post-norm): info;
+    - a stack that shrinks in a side branch scaling or gating a trunk (a squeeze-excite gate,
+      which starts near sigmoid(0) = 1/2): info, as in a residual branch;
     - a weight the recorded forward pass never reached (a training-only auxiliary classifier) is
       judged as in a checkpoint with no architecture: only a spread outside every scheme.
 
@@ -211,6 +217,9 @@ class InitScale(Rule):
                    if res is not None and not res.accepted_by and res.ratio}
         scores = score_projections(ctx.graph)
         stacks = _stacks(ctx, set(scores))
+        self._renormalised = renormalised_downstream(ctx.graph)
+        side = side_branch_nodes(ctx.graph.nodes)
+        self._side = {n.param for n in ctx.graph.nodes if n.name in side and n.param}
         for p, st, res, label in judged:
             if res is None or res.accepted_by:
                 continue
@@ -316,10 +325,16 @@ class InitScale(Rule):
                if p.is_output else "")
         if p.normalized_after:
             return Severity.INFO, compound, why + "; a normalisation follows, so only its backward scale is affected"
+        if p.name in self._renormalised:
+            return Severity.INFO, compound, why + ("; a normalisation downstream (past layers and activations "
+                                                   "only) divides the scale away before the signal goes on")
         if ctx.graph.capture == "module-order":
             return Severity.INFO, compound, why + "; the dataflow was guessed from module order"
         if shrinking and (p.residual_end or (stack is not None and stack[2])):
             return Severity.INFO, compound, why + " inside a residual branch (the skip path carries the signal)"
+        if shrinking and p.name in self._side:  # a gate at sigmoid(0) = 1/2, attention scores
+            return Severity.INFO, compound, why + (" in a side branch that scales or gates a trunk (the "
+                                                   "trunk carries the signal past it)")
         if shrinking and p.is_output:  # a small head starts from near-uniform logits
             return Severity.INFO, compound, why
         if severity is None:

@@ -72,7 +72,11 @@ class ConstantWeights(Rule):
     Weight tensors whose elements are all equal (max |w - w_0| <= ``atol``). Graded by where the
     tensor sits (docs/legitimate-patterns.md): a hidden layer or an embedding is an error; a
     zero-initialised output head, the last layer of a residual branch, or an adaLN-zero style
-    modulation layer is legitimate and reported as info. Biases and normalisation parameters are not judged here.
+    modulation layer is legitimate and reported as info, and so is a zero parameter that no
+    layer of the recorded dataflow applies as its weight (an additive table such as LeViT's
+    attention biases). Biases, normalisation parameters and per-channel vectors of any rank
+    ((H, 1, 1) temperatures, (1, D) tokens) are not judged here. In a checkpoint with no
+    architecture, a matrix that narrows to a width no other weight reads is read as an output head.
 
     Why it matters
     --------------
@@ -107,12 +111,17 @@ class ConstantWeights(Rule):
     options = {"atol": 0.0}
 
     def check(self, ctx) -> Iterator[Finding]:
+        applied = _applied_by_a_layer(ctx.graph)
         for p in ctx.graph.weights():
             s = ctx.analysis(p.name).stats
             if s.nonfinite or s.numel < 2 or (s.max - s.min) > self.opts["atol"]:
                 continue
             what = "all zeros" if s.all_zero else f"every element equals {fmt(s.mean)}"
             legit = self._legitimate(p) if s.all_zero else None
+            if legit is None and applied is not None and p.kind is OpKind.OTHER and p.name not in applied:
+                legit = ("a parameter no layer applies as its weight (an additive table such as a "
+                         "relative position bias, or a gain): no unit mixes inputs through it, so equal "
+                         "values make no copies of units, and it receives its own gradient")
             if legit:
                 yield self.finding(p.name, f"{what}: {legit}", severity=Severity.INFO,
                                    evidence={"value": s.mean, "position": legit})
@@ -137,6 +146,14 @@ class ConstantWeights(Rule):
         if any(h in p.name.lower() for h in _MODULATION_HINTS):
             return "zero-initialised modulation layer (adaLN-zero style, legitimate)"
         return None
+
+
+def _applied_by_a_layer(graph) -> set[str] | None:
+    """Parameters a layer or embedding node of the recorded dataflow applies as its weight
+    (None without a dataflow: then nothing can be said about how a tensor is used)."""
+    if not graph.has_architecture or not graph.nodes:
+        return None
+    return {n for node in graph.nodes if node.kind in ("layer", "embedding") for n in (node.param, node.bias) if n}
 
 
 def _relu_bias_clause(ctx, p) -> str:

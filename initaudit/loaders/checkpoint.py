@@ -366,6 +366,7 @@ def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
         else:
             params[name] = _bare_weight(name, shape, ckpt.shapes, common)
     pair_norms(params)
+    mark_heads(params)
     graph = ModelGraph(target=target, format=ckpt.format, params=params, load_tensor=ckpt.load,
                        skipped=skipped + ckpt.skipped, tensor_source=ckpt.source,
                        stage_evidence=list(ckpt.evidence), source_path=str(ckpt.path),
@@ -395,12 +396,12 @@ def _bare_weight(name: str, shape: tuple[int, ...], shapes: dict, common: dict) 
     if local == "in_proj_weight" and len(shape) == 2 and shape[0] == 3 * shape[1]:
         return Param(op="MultiheadAttention", kind=OpKind.ATTENTION, fan_in=shape[1], fan_out=shape[1],
                      gates=("q", "k", "v"), **{**base, "init_fan_in": shape[1], "init_fan_out": shape[1]})
+    if _broadcast_shape(shape):
+        return Param(op="parameter", kind=OpKind.OTHER, **base)
     if len(shape) == 2 and _EMBED_NAME.search(name):
         return Param(op="embedding", kind=OpKind.EMBEDDING, fan_in=shape[1], fan_out=shape[0], **base)
     if len(shape) == 2 and _HF_CONV1D.search(name):
         return Param(op="Conv1D", kind=OpKind.LINEAR, fan_in=shape[0], fan_out=shape[1], units_dim=1, **base)
-    if _broadcast_shape(shape):
-        return Param(op="parameter", kind=OpKind.OTHER, **base)
     if len(shape) == 2:
         return Param(op="linear", kind=OpKind.LINEAR, fan_in=shape[1], fan_out=shape[0], **base)
     # ConvTranspose stores (in, out/groups, *k) and cannot be told apart by shape; groups neither.
@@ -411,8 +412,9 @@ def _bare_weight(name: str, shape: tuple[int, ...], shapes: dict, common: dict) 
 
 def _broadcast_shape(shape: tuple[int, ...]) -> bool:
     """(1, N, D): a class token or position table added to a (B, N, D) signal, not a Conv1d
-    with a single output channel."""
-    return len(shape) == 3 and shape[0] == 1
+    with a single output channel; and any tensor with at most one axis longer than 1 ((H, 1, 1)
+    temperatures, (1, D) mask tokens, (1, 1, 1, C) gains: see roles.is_channel_vector)."""
+    return (len(shape) == 3 and shape[0] == 1) or (len(shape) >= 2 and sum(d > 1 for d in shape) <= 1)
 
 
 def _digits(local: str) -> str:
@@ -440,6 +442,23 @@ def pair_norms(params: dict[str, Param]) -> None:
             near[0].normalized_after = True
             near[0].notes.append(f"normalised by {layer} (paired from names and shapes: its running "
                                  f"statistics hold {channels} channels)")
+
+
+def mark_heads(params: dict[str, Param]) -> None:
+    """Mark as output heads (``is_output``) the linear weights whose outputs nothing else in the
+    file reads, from shapes: a matrix that narrows (fan_out < fan_in, a classifier's classes
+    from its features) to a width that is no other weight's fan_in and no normalisation's
+    size. A zero-initialised head (timm's MLP-Mixer, ResMLP) is then legitimate, as with the
+    architecture; a zeroed hidden layer (its width is read by the next layer) is not."""
+    weights = [p for p in params.values() if p.is_weight]
+    read = {p.fan_in for p in weights if p.fan_in} | {
+        p.shape[0] for p in params.values() if p.kind is OpKind.NORM and p.shape}
+    for p in weights:
+        if p.kind is OpKind.LINEAR and len(p.shape) == 2 and p.fan_out and p.fan_in \
+                and p.fan_out < p.fan_in and p.fan_out not in read:
+            p.is_output = True
+            p.notes.append(f"read as an output head from shapes: its {p.fan_out} outputs are no other "
+                           "weight's input width")
 
 
 def _layer_scale(name: str, shapes: dict) -> bool:

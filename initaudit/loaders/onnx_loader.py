@@ -130,6 +130,20 @@ class _Builder(WeightsMixin, OpsMixin):
         except (TypeError, ValueError):
             return None
 
+    def channel_gain(self, n: onnx.NodeProto) -> str | None:
+        """The initializer of ``signal * g`` when g is a per-channel gain: a stored float tensor
+        with one axis of more than one element ((C,), (C, 1, 1)), as a LayerScale gamma is.
+        Masks and rotary tables (two or more such axes) and scalars are not gains."""
+        sig = [x for x in n.input if self.is_signal(x)]
+        const = [x for x in n.input if x and not self.is_signal(x)]
+        if len(n.input) != 2 or len(sig) != 1 or len(const) != 1:
+            return None
+        src = self.resolve(const[0])
+        if src is None or src.root not in self.store:
+            return None
+        shape = self.store.shape(src.root)
+        return src.root if len([d for d in shape if d > 1]) == 1 else None
+
     def sole_consumer(self, t: str) -> int | None:
         users = self.consumers.get(t, [])
         if len(users) != 1 or t in self.graph_outputs:
@@ -304,6 +318,12 @@ class _Builder(WeightsMixin, OpsMixin):
         elif op == "Mul" and self.scalar(next((x for x in n.input if not self.is_signal(x)), "")) is not None:
             scale = self.scalar(next(x for x in n.input if not self.is_signal(x)))
             self.emit(Node(name, "mul", self.src_nodes(n.input), op=op, attrs={"scale": scale}), n.output, out)
+            return
+        elif op == "Mul" and (gain := self.channel_gain(n)) is not None:
+            # a per-channel learned gain (LayerScale gamma * f(x)): what the branch ends in is seen
+            # through it, and the prediction multiplies by the gain's spread, as in the torch forms
+            self.unplaced.setdefault(gain, []).append(f"{name} ({op})")
+            self.emit(Node(name, "mul", self.src_nodes(n.input), param=gain, op=op), n.output, out)
             return
         elif op == "Div" and len(n.input) == 2 and self.is_signal(n.input[0]) and self.scalar(n.input[1]):
             scale = 1.0 / self.scalar(n.input[1])  # x / s: attention's 1/sqrt(d), a residual's 1/sqrt(2)

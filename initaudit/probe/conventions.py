@@ -12,7 +12,8 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 | timm (``pretrained_cfg`` / ``default_cfg``) | N(0, 1) (batch, *input_size), the patch embedding's ``img_size`` where the model was built for another |
 | torchvision classifiers | N(0, 1) (batch, 3, 224, 224); Inception v3 299 x 299 |
 | torchvision segmentation | N(0, 1) (batch, 3, 224, 224); detection: a list of ``batch`` 3 x 224 x 224 images |
-| diffusers ``UNet2DModel`` / ``UNet2DConditionModel`` | ``sample`` (batch, in_channels, sample_size, sample_size) + integer ``timestep`` (+ ``encoder_hidden_states`` (batch, 16, cross_attention_dim)) |
+| diffusers ``UNet2DModel`` / ``UNet2DConditionModel`` | ``sample`` (batch, in_channels, sample_size, sample_size) + integer ``timestep`` (+ ``encoder_hidden_states`` (batch, 16, cross_attention_dim)) (+ ``class_labels`` below ``num_class_embeds``) |
+| diffusers 2-D transformers (DiT: ``hidden_states``) | ``hidden_states`` as ``sample`` above + ``timestep`` (+ ``class_labels`` below ``num_embeds_ada_norm``) |
 | diffusers ``AutoencoderKL`` and other VAEs | ``sample`` (batch, in_channels, sample_size, sample_size) |
 | ``nn.Transformer``, ``nn.TransformerEncoder/Decoder(Layer)`` | N(0, 1) (batch, 16, d_model), sequence first unless ``batch_first`` |
 
@@ -168,18 +169,24 @@ def _diffusers(module: nn.Module, batch: int, gen: torch.Generator) -> Made | No
     batch = _image_batch(batch, h, w)
     sample = torch.randn((batch, c, h, w), generator=gen)
     accepts = _accepts(module)
-    kwargs: dict[str, Any] = {"sample": sample}
-    names = ["sample"]
+    # UNets and VAEs take ``sample``; the 2-D transformers (DiT, PixArt) ``hidden_states``
+    main = next((k for k in ("sample", "hidden_states") if k in accepts), None)
+    if main is None:
+        return None
+    kwargs: dict[str, Any] = {main: sample}
+    names = [main]
     if "timestep" in accepts:
         kwargs["timestep"] = torch.randint(0, 1000, (batch,), generator=gen)
         names.append("timestep")
+    classes = getattr(config, "num_class_embeds", None) or getattr(config, "num_embeds_ada_norm", None)
+    if "class_labels" in accepts and isinstance(classes, int) and classes > 0:
+        kwargs["class_labels"] = torch.randint(0, classes, (batch,), generator=gen)  # class-conditional
+        names.append("class_labels")
     cross = getattr(config, "cross_attention_dim", None)
     if "encoder_hidden_states" in accepts and cross:
         dim = int(cross[0] if isinstance(cross, (list, tuple)) else cross)
         kwargs["encoder_hidden_states"] = torch.randn((batch, SEQ_LEN, dim), generator=gen)
         names.append("encoder_hidden_states")
-    if "sample" not in accepts:
-        return None
     return Made(f"diffusers {type(module).__name__}: " + " + ".join(names), kwargs, unit_dim=1, batch=batch)
 
 

@@ -128,6 +128,14 @@ def vae_latent_path_shrinks(model, inputs, finding) -> bool:
     return (got["post_quant_conv"].std() / got["encoder.conv_norm_out"].std()).item() < 0.2
 
 
+def controlnet_cond_stem_shrinks(model, inputs, finding) -> bool:
+    """The conditioning stem (conv_in -> SiLU -> blocks.0 -> SiLU -> blocks.1: torch-default
+    convs, 1/sqrt(3 fan_in) each) carries < 10% of the conditioning image's spread to blocks.1's
+    output (measured 0.055x)."""
+    out = _outputs(model, inputs, ["controlnet_cond_embedding.blocks.1"])["controlnet_cond_embedding.blocks.1"]
+    return (out.std() / inputs["controlnet_cond"].std()).item() < 0.1
+
+
 EXPLAINED: dict[str, list[Explained]] = {
     "mobilevit": [Explained("IA108", r"mobilevit\..*normalization\.weight",
                             ("module", "safetensors-model", "safetensors-bare"), mobilevit_collapse,
@@ -148,6 +156,9 @@ EXPLAINED: dict[str, list[Explained]] = {
                            "N(0, 0.01) linears at the zoo's 512-wide classifier input really shrink the signal")],
     "unet2d": [Explained("IA109", r"time_embedding\.linear_2", ("module", "safetensors-model"),
                          unet_time_mlp_shrinks, "torch-default two-layer time MLP with SiLU")],
+    "controlnet": [Explained(rule, r"controlnet_cond_embedding\.blocks\.1", MODEL_FORMS, controlnet_cond_stem_shrinks,
+                             "three torch-default convs with SiLU on the conditioning image")
+                   for rule in ("IA109", "IA204")],
     "vae": [Explained(rule, "post_quant_conv", ("module", "safetensors-model"),
                       vae_latent_path_shrinks, "three torch-default convs in a row on the latent path")
             for rule in ("IA109", "IA204")],
@@ -162,7 +173,12 @@ ELECTRA = ("needs scheme conventions: IA104 warning on discriminator_predictions
            "fan_in 32 is 0.07x He before gelu); it feeds only the 1-unit output head, where a small scale "
            "only shrinks the initial logits, and IA104 does not yet grade a head's input by that")
 
+CONTROLNET_BARE = ("needs bare-checkpoint roles: ControlNet's zero convolutions (controlnet_down_blocks, "
+                   "controlnet_mid_block, controlnet_cond_embedding.conv_out) are output layers by design, but "
+                   "from names and shapes alone they are C -> C convolutions, read as hidden layers (IA102 error)")
+
 BLOCKED: dict[tuple[str, str], str] = {
+    ("controlnet", "safetensors-bare"): CONTROLNET_BARE,
     ("electra", "module"): ELECTRA,
     ("electra", "safetensors-model"): ELECTRA,
     ("vgg11_tv", "module"): VGG,
@@ -170,4 +186,5 @@ BLOCKED: dict[tuple[str, str], str] = {
 }
 
 BLOCKED_OWN: dict[tuple[str, str], str] = {
+    ("controlnet", "safetensors-bare"): CONTROLNET_BARE,
 }

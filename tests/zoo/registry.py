@@ -226,6 +226,50 @@ def _whisper_inputs() -> dict:
             "decoder_input_ids": torch.randint(0, VOCAB, (BATCH, 4), generator=_gen(1))}
 
 
+class DCGANDiscriminator(nn.Module):
+    """The DCGAN discriminator (PyTorch examples/dcgan) with the paper's init: N(0, 0.02) convs,
+    N(1, 0.02) BatchNorm gammas; 32x32 images."""
+
+    def __init__(self, ndf: int = 16, nc: int = 3):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4),
+            nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(ndf * 4, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.normal_(m.weight, 1.0, 0.02)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x).view(-1)
+
+
+def _mixer() -> nn.Module:
+    from timm.models.mlp_mixer import MlpMixer
+
+    return MlpMixer(num_classes=10, img_size=32, patch_size=8, embed_dim=64, num_blocks=4)
+
+
+def _controlnet() -> nn.Module:
+    from diffusers import ControlNetModel
+
+    return ControlNetModel(in_channels=4, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+                           cross_attention_dim=32, attention_head_dim=8,
+                           conditioning_embedding_out_channels=(8, 16),
+                           down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"))
+
+
+def _controlnet_inputs() -> dict:
+    g = _gen()
+    return {"sample": torch.randn(BATCH, 4, 16, 16, generator=g), "timestep": torch.tensor([10] * BATCH),
+            "encoder_hidden_states": torch.randn(BATCH, 8, 32, generator=g),
+            "controlnet_cond": torch.randn(BATCH, 3, 32, 32, generator=g)}
+
+
 def _entries() -> list[ZooModel]:
     dec, E = _DEC, []
 
@@ -323,6 +367,24 @@ def _entries() -> list[ZooModel]:
         tags={"vision", "batchnorm"})
     add("densenet_timm", "timm", _timm("densenet121", num_classes=10, block_config=(2, 2, 2, 2),
                                        growth_rate=8), images(key=None), tags={"vision", "batchnorm"})
+    # held out of the first rounds; each exposed a cause fixed by mechanism (issue 8 sweep)
+    small_vit = dict(img_size=32, patch_size=8, embed_dim=64, depth=4, num_heads=4, num_classes=10)
+    add("deit3_timm", "timm", _timm("deit3_small_patch16_224", **small_vit), images(key=None), onnx=True,
+        tags={"vision", "layerscale"})
+    add("cait_timm", "timm", _timm("cait_xxs24_224", **small_vit), images(key=None), tags={"vision", "layerscale"})
+    add("swinv2_timm", "timm", _timm("swinv2_tiny_window8_256", img_size=64, patch_size=4, window_size=4,
+                                     embed_dim=32, depths=(2, 2), num_heads=(2, 4), num_classes=10),
+        images(64, key=None), tags={"vision"})
+    add("mixer_timm", "timm", _mixer, images(key=None), tags={"vision"})
+    add("levit_hf", tf, _hf("LevitConfig", "LevitForImageClassification", image_size=64, hidden_sizes=[32, 48, 64],
+                            num_attention_heads=[2, 3, 4], depths=[1, 1, 1], key_dim=[8, 8, 8], num_labels=10),
+        images(64), tags={"vision", "batchnorm"})
+    add("segformer_hf", tf, _hf("SegformerConfig", "SegformerForSemanticSegmentation", num_encoder_blocks=2,
+                                depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], num_attention_heads=[1, 2],
+                                patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2], decoder_hidden_size=32,
+                                num_labels=4), images(64), onnx=True, tags={"vision", "batchnorm"})
+    add("controlnet", "diffusers", _controlnet, _controlnet_inputs, tags={"diffusion"})
+    add("dcgan_d", "torch", DCGANDiscriminator, images(key=None), onnx=True, tags={"gan", "batchnorm"})
     # torchvision classics
     add("resnet18_tv", "torchvision", _tv_resnet, images(key=None), onnx=True,
         tags={"vision", "batchnorm"})

@@ -1,0 +1,232 @@
+"""Causes found by the held-out sweep of vision and plain torch.nn architectures (issue 8), each
+with a measurement of what is really there and a control that must still be found."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import initaudit
+from zoo.conftest import build
+from zoo.forms import call, save_safetensors
+
+
+def _of(report, rule, severity=None):
+    return [f for f in report.findings if f.rule == rule and (severity is None or f.severity.value == severity)]
+
+
+def _layer(report, param):
+    return next(row for row in report.to_json()["layers"] if row["param"] == param)
+
+
+# --- ONNX: a Mul by a per-channel initializer is a LayerScale gain ------------------------------------
+
+def test_layerscale_residual_ends_are_seen_in_an_onnx_export(zoo_report):
+    model, inputs = build("deit3_timm")
+    block = model.blocks[0]
+    gamma = block.ls1.gamma
+    assert float(gamma.detach().abs().max()) < 1e-4  # timm's DeiT3 LayerScale init: each branch adds ~1e-5 of itself
+    x = torch.randn(2, 17, 64)
+    with torch.no_grad():
+        assert (block(x) - x).std() / x.std() < 1e-3  # the block starts as the identity
+    report = zoo_report("deit3_timm", "onnx")
+    ends = [row for row in report.to_json()["layers"] if row["residual_end"] and row["op"] == "MatMul"]
+    assert len(ends) == 8  # attn.proj and mlp.fc2 of 4 blocks, through the Mul by gamma
+    assert not [f for f in report.findings if f.severity.value != "info"]
+
+
+def test_a_plain_per_channel_scale_without_a_skip_is_still_judged(tmp_path):
+    """The gain node carries the multiply on: a 0.02 tanh stack behind a per-channel Mul in ONNX
+    is no residual branch and still warns."""
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(64, 64) for _ in range(4))
+            self.gain = nn.Parameter(torch.full((64,), 0.5))
+            for m in self.layers:
+                nn.init.normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+        def forward(self, x):
+            for m in self.layers:
+                x = torch.tanh(m(x) * self.gain)
+            return x
+
+    from zoo.forms import export_onnx
+
+    path = export_onnx(Scaled(), torch.randn(4, 64), tmp_path / "m.onnx")
+    report = initaudit.audit(path, probe_enabled=False)
+    assert [f for f in _of(report, "IA104", "warning")]
+    assert not any(row["residual_end"] for row in report.to_json()["layers"])
+
+
+# --- gradients of every layer of a LayerScale branch ----------------------------------------------------
+
+def test_cait_patch_block_gradients_are_small_by_layerscale_design(zoo_report):
+    model, inputs = build("cait_timm")
+    model = copy.deepcopy(model).train(False)
+    out = call(model, inputs)
+    out.sum().backward()
+    patch = model.blocks[-1].attn.qkv.weight
+    cls = model.blocks_token_only[0].attn.v.weight
+    ratio = (patch.grad.norm() / patch.norm()) / (cls.grad.norm() / cls.norm())
+    # the patch tokens reach the class token only through the class-attention branch's 1e-5 gain:
+    # a second LayerScale factor, by design (measured ~1e-6..1e-7)
+    assert ratio < 1e-4
+    for form in ("module", "safetensors-model"):
+        assert not _of(zoo_report("cait_timm", form), "IA206")
+
+
+# --- per-channel vectors and tables no layer applies ------------------------------------------------------
+
+def test_constant_temperatures_and_zero_bias_tables_are_not_copies_of_units(zoo_report):
+    model, _ = build("swinv2_timm")
+    scale = model.layers[0].blocks[0].attn.logit_scale
+    assert scale.shape == (2, 1, 1) and torch.allclose(scale, torch.full_like(scale, 10.0).log())
+    for form in ("module", "safetensors-model", "safetensors-bare"):
+        assert not _of(zoo_report("swinv2_timm", form), "IA102", "error")
+    levit, _ = build("levit_hf")
+    biases = [n for n, p in levit.named_parameters() if n.endswith("attention_biases")]
+    assert biases and all(bool((levit.get_parameter(n) == 0).all()) for n in biases)
+    tables = [n for n in biases if sum(d > 1 for d in levit.get_parameter(n).shape) == 2]  # (heads, points)
+    found = {f.layer: f for f in _of(zoo_report("levit_hf", "module"), "IA102")}
+    assert tables and set(tables) <= set(found)
+    assert all(found[n].severity.value == "info" for n in biases if n in found)
+
+
+def test_a_zero_hidden_weight_is_still_an_error_beside_them():
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    torch.nn.init.zeros_(model[2].weight)
+    (f,) = _of(initaudit.audit(model, probe_enabled=False), "IA102")
+    assert f.severity.value == "error"
+
+
+# --- bare checkpoints: an output head from shapes ---------------------------------------------------------
+
+def test_zero_mixer_head_in_a_bare_checkpoint_is_an_output_layer(zoo_report, tmp_path):
+    model, inputs = build("mixer_timm")
+    assert bool((model.head.weight == 0).all())  # timm zero-initialises the Mixer head
+    (f,) = _of(zoo_report("mixer_timm", "safetensors-bare"), "IA102")
+    assert f.layer == "head.weight" and f.severity.value == "info" and "output layer" in f.message
+    broken = copy.deepcopy(model)
+    torch.nn.init.zeros_(broken.blocks[1].mlp_channels.fc2.weight)  # a zeroed hidden layer: its width is read on
+    found = _of(initaudit.audit(save_safetensors(broken, tmp_path / "m.safetensors")), "IA102", "error")
+    assert [f.layer for f in found] == ["blocks.1.mlp_channels.fc2.weight"]
+
+
+# --- scales divided away by a normalisation further on ----------------------------------------------------
+
+def test_dcgan_first_conv_scale_is_divided_away_by_the_batchnorm_after_the_next(zoo_report):
+    model, inputs = build("dcgan_d")
+    model = copy.deepcopy(model).train()  # batch statistics, as in training
+    bn = model.main[3]
+    seen = []
+    hook = bn.register_forward_hook(lambda m, a, out: seen.append(out.detach()))
+    try:
+        with torch.no_grad():
+            call(model, inputs)
+            model.main[0].weight.mul_(10.0)  # ten times the first conv's scale ...
+            call(model, inputs)
+    finally:
+        hook.remove()
+    # ... gives the same normalised signal (up to the norm's eps, 1e-5 beside a variance ~1e-3)
+    assert torch.allclose(seen[0], seen[1], rtol=0.05, atol=0.02)
+    for form in ("module", "safetensors-model", "onnx"):
+        (f,) = [f for f in _of(zoo_report("dcgan_d", form), "IA104") if f.layer == "main.0.weight"]
+        assert f.severity.value == "info" and "normalisation" in f.message
+
+
+def test_the_same_convs_without_batchnorm_still_warn():
+    model = nn.Sequential(nn.Conv2d(3, 16, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
+                          nn.Conv2d(16, 32, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
+                          nn.Conv2d(32, 64, 4, 2, 1, bias=False), nn.LeakyReLU(0.2), nn.Flatten(),
+                          nn.Linear(1024, 1))
+    for m in model:
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+    report = initaudit.audit(model, inputs=torch.randn(4, 3, 32, 32))
+    assert {f.layer for f in _of(report, "IA104", "warning")} >= {"0.weight", "2.weight"}
+
+
+def test_levit_linear_before_its_batchnorm_is_normalised(zoo_report):
+    """Linear -> flatten -> BatchNorm1d -> reshape_as(linear output): reshape_as takes only a
+    shape from its second argument, so the Linear is followed by the norm, not the activation."""
+    row = _layer(zoo_report("levit_hf", "module"), "levit.encoder.stages.0.layers.1.module.linear_up.linear.weight")
+    assert row["normalized_after"] and row["activation"] is None
+
+
+# --- ControlNet's zero convolutions block the first step only ---------------------------------------------
+
+def test_controlnet_zero_convolutions_unblock_after_one_step(zoo_report):
+    model, inputs = build("controlnet")
+    model = copy.deepcopy(model).train(False)
+    zero = [m for m in model.controlnet_down_blocks] + [model.controlnet_mid_block]
+    assert all(bool((m.weight == 0).all()) for m in zero)
+
+    def grads():
+        model.zero_grad()
+        out = model(**inputs)
+        sum(t.sum() for t in [*out.down_block_res_samples, out.mid_block_res_sample]).backward()
+        return model.conv_in.weight.grad.norm().item(), [m.weight.grad.norm().item() for m in zero]
+
+    behind, own = grads()
+    assert behind == 0 and all(g > 0 for g in own)  # blocked now, but the zero convs learn
+    with torch.no_grad():
+        for m in zero:
+            m.weight.sub_(0.1 * m.weight.grad)  # one SGD step
+    assert grads()[0] > 0  # the error reaches the layers behind them
+    for form in ("module", "safetensors-model"):
+        report = zoo_report("controlnet", form)
+        assert not _of(report, "IA206", "error") and not _of(report, "IA208", "error")
+
+
+def test_a_zero_layer_before_relu_still_blocks_for_good():
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    torch.nn.init.zeros_(model[2].weight)
+    torch.nn.init.zeros_(model[2].bias)
+    torch.nn.init.zeros_(model[4].weight)  # a zero head that learns does not unblock a dead ReLU layer
+    blocked = [f for f in _of(initaudit.audit(model), "IA206", "error") if "blocked" in f.message]
+    assert [f.layer for f in blocked] == ["0.weight"]
+
+
+# --- probe conventions: diffusers 2-D transformers ------------------------------------------------------
+
+def test_dit_is_probed_with_no_inputs():
+    pytest.importorskip("diffusers")
+    from diffusers import DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    model = DiTTransformer2DModel(sample_size=8, in_channels=4, out_channels=4, patch_size=4, num_layers=2,
+                                  num_attention_heads=2, attention_head_dim=8, num_embeds_ada_norm=10,
+                                  norm_num_groups=8).eval()
+    probe = initaudit.audit(model, probe_batch_size=4).to_json()["probe"]
+    assert probe["ran"], probe["skipped_reason"]
+    assert probe["convention"] == "diffusers DiTTransformer2DModel: hidden_states + timestep + class_labels"
+
+
+# --- NF-ResNet: ScaledStdConv2d gains beside the weight, zero at the branch end (skip-init) ---------------
+
+def test_scaled_std_conv_gains_are_vectors_and_a_zero_gain_unblocks_after_one_step():
+    layers = pytest.importorskip("timm.layers")
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = layers.ScaledStdConv2d(16, 16, 3, padding=1)
+            self.conv2 = layers.ScaledStdConv2d(16, 16, 1, gain_init=0.0)  # timm's zero_init_last
+
+        def forward(self, x):
+            return x + self.conv2(torch.relu(self.conv1(x)))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), Block(), Block(), nn.Flatten(), nn.Linear(16 * 64, 4))
+    x = torch.randn(4, 3, 8, 8)
+    model(x).sum().backward()
+    branch_end = model[1].conv2
+    assert branch_end.weight.grad.norm() == 0 and branch_end.gain.grad.norm() > 0  # blocked now, the gain learns
+    report = initaudit.audit(model, inputs=x)
+    assert not [f for f in report.findings if f.severity.value == "error"]
+    assert all(f.severity.value == "info" for f in _of(report, "IA208"))
