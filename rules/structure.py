@@ -152,8 +152,9 @@ class InitScale(Rule):
     - a layer that feeds nothing but the output head (through activations, dropout, pooling;
       ELECTRA's discriminator dense, a classifier's last hidden layer): a shrink there only
       scales the initial logits, as a small head does, so its own factor does not make it a
-      warning; it is graded by its stack without it (a warning when the layers before it
-      compound past the lines). A blow-up there is judged as anywhere.
+      warning; it is graded by its stack without it (a warning when the other layers of its
+      stack compound past the lines or one of them is past them on its own: the same cause,
+      the same fix). A blow-up there is judged as anywhere.
 
     Severity follows how much the mismatch compounds. Each layer multiplies the signal's std
     by r = std / expected std relative to the scheme it should follow; over the stack of layers
@@ -338,10 +339,13 @@ class InitScale(Rule):
                 log_compound += sum(math.log(r) for r in rs) / len(rs) if rs else 0.0
             # a deep stack can compound past float range: keep it representable (and loggable)
             compound = math.exp(max(-700.0, min(700.0, log_compound)))
-        # a single layer far off (past the same thresholds on its own) is a warning too
-        if not head_shrink and depth_severity(own, own < 1, (PredictedVanishing if own < 1 else PredictedExploding).options) \
-                and abs(math.log(own)) > abs(math.log(compound)):
-            compound = own
+        # a single layer far off (past the same thresholds on its own) is a warning too; a head
+        # input shares that verdict with the other layers of its stack (one cause, one fix)
+        others = [n for level in stack[0] for n in level if n != p.name] if head_shrink and stack else []
+        for r in ([own] if not head_shrink else [factors.get(n, 1.0) for n in others]):
+            if depth_severity(r, r < 1, (PredictedVanishing if r < 1 else PredictedExploding).options) \
+                    and abs(math.log(r)) > abs(math.log(compound)):
+                compound = r
         shrinking = compound < 1
         limits = (PredictedVanishing if shrinking else PredictedExploding).options
         severity = depth_severity(compound, shrinking, limits)
