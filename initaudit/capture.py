@@ -31,7 +31,7 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from initaudit.graph import Activation, ModelGraph, Node, Param, annotate
+from initaudit.graph import Activation, ModelGraph, Node, Param, annotate, is_cell_sum, merge_trunks
 from initaudit.patterns import ACT_OPS, Pattern, Prim, PrimView, find_patterns, op_kind
 
 # torch function / method name (in-place and reflected forms folded) -> shared op vocabulary
@@ -62,6 +62,7 @@ _OPS = {
     "split_with_sizes": "slice", "unbind": "slice", "select": "slice", "index_select": "slice",
     "pad": "pad", "roll": "roll", "flip": "flip", "where": "where", "masked_fill": "masked_fill",
     "setitem": "masked_fill", "index_put": "masked_fill", "normalize": "l2norm",
+    "norm": "reducel2", "vector_norm": "reducel2", "clamp": "clamp", "clamp_min": "clamp_min",
     "interpolate": "upsample", "upsample": "upsample", "upsample_nearest": "upsample",
     "upsample_bilinear": "upsample", "pixel_shuffle": "pixelshuffle", "pixel_unshuffle": "pixelshuffle",
     "max_pool1d": "maxpool", "max_pool2d": "maxpool", "max_pool3d": "maxpool",
@@ -206,10 +207,18 @@ class _Recorder(TorchFunctionMode):
                 attrs["window"] = max(1, src.numel() // outs[0].numel())
         elif op == "sdpa" and len(values) >= 2 and isinstance(values[1], torch.Tensor):
             attrs["tokens"] = int(values[1].shape[-2])
+            scale = kwargs.get("scale", args[6] if len(args) > 6 else None)
+            # QK^T's scale relative to the default 1/sqrt(d)
+            attrs["logit_scale"] = float(scale) * values[0].shape[-1] ** 0.5 if scale else 1.0
+        elif op == "matmul" and values and isinstance(values[0], torch.Tensor) and values[0].dim():
+            attrs["contract"] = int(values[0].shape[-1])  # d, when this is attention's Q K^T
         elif op == "softmax" and outs and outs[0].dim():
             dim = kwargs.get("dim", args[1] if len(args) > 1 else -1)
             if isinstance(dim, int):
                 attrs["tokens"] = int(outs[0].shape[dim])
+        elif op == "reducel2" and kwargs.get("p", kwargs.get("ord", args[1] if len(args) > 1 else 2)) \
+                not in (2, 2.0, "fro", None):
+            op = "unknown"  # an L1 or max norm is no L2 normalisation
         elif op == "leaky_relu":
             slope = kwargs.get("negative_slope", args[1] if len(args) > 1 else 0.01)
             attrs["slope"] = float(slope) if isinstance(slope, (int, float)) else None
@@ -253,6 +262,8 @@ class _Recorder(TorchFunctionMode):
                 floats = [t for t in _tensors(out) if t.is_floating_point()]
                 outputs = [self.new_id(t, "signal") for t in floats]
                 attrs = {"module": m, "path": name}
+                if isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0.0, 6.0):
+                    attrs["act"] = "relu6"  # nn.ReLU6 inside a written-out hardswish / hardsigmoid
                 first = next(_tensors((args, kwargs)), None)
                 if first is not None and floats and floats[0].numel():
                     attrs["window"] = max(1, first.numel() // floats[0].numel())
@@ -408,6 +419,13 @@ def build_nodes(rec: _Recorder, named_inputs: dict[str, str], out: Any, graph: M
             continue
         em.prim(p)
     em.emit([Node("output", "output", em.sources(out_ids))], [])
+    # One branch descending from another is x + f(x), a residual, even where f is a layer
+    # applied again and again in depth (ALBERT's one shared layer): a recurrent cell's
+    # x_t W_ih + h_{t-1} W_hh sums parallel branches, neither made from the other.
+    trunks = merge_trunks(em.nodes)
+    for node in em.nodes:
+        if is_cell_sum(node) and node.name in trunks:
+            del node.attrs["residual"]
     return em.nodes
 
 
@@ -475,7 +493,7 @@ def capture_dataflow(graph: ModelGraph, inputs: Any, owned: dict[str, list[Param
     for p in graph.params.values():
         if p.activation_source not in ("module", "name"):
             p.activation, p.activation_source = None, None
-        p.normalized_after = p.residual_end = p.is_output = False
+        p.normalized_after = p.residual_end = p.is_output = p.feeds_head = False
     graph.nodes = nodes
     graph.notes = [n for n in graph.notes if not n.startswith(FX_FAILED)]
     annotate(graph, "trace")

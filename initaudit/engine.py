@@ -196,7 +196,7 @@ def layer_rows(ctx: Context) -> list[dict[str, Any]]:
             "activation_source": p.activation_source,
             "follows_unknown_op": p.follows_unknown,
             "normalized_after": p.normalized_after, "residual_end": p.residual_end,
-            "is_output": p.is_output, "tied_with": p.aliases, "notes": p.notes,
+            "is_output": p.is_output, "feeds_head": p.feeds_head, "tied_with": p.aliases, "notes": p.notes,
             "stats": a.stats.to_json(),
             "expected": ({"scheme": res.expected.scheme, "std": res.expected.std, "gain": res.expected.gain}
                          if res and res.expected else None),

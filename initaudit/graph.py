@@ -80,6 +80,10 @@ class Param:
     normalized_after: bool = False
     residual_end: bool = False
     is_output: bool = False
+    # Its output reaches nothing but output layers (through activations, dropout, pooling and
+    # shape ops; no normalisation, no other layer): a shrink there only scales the initial
+    # logits, as a small head does (:func:`annotate`).
+    feeds_head: bool = False
     aliases: list[str] = field(default_factory=list)  # tied names for the same tensor
     notes: list[str] = field(default_factory=list)
 
@@ -330,6 +334,7 @@ def annotate(graph: ModelGraph, source: str) -> None:
     for node in reversed(graph.nodes):
         feeds_layer[node.name] = any(u.kind in ("layer", "embedding") or feeds_layer.get(u.name, False)
                                      for u in users.get(node.name, []))
+    head_fed: dict[str, bool] = {}
     for node in graph.nodes:
         targets = [n for n in (node.param, node.bias, *node.norm_params) if n]
         if node.kind not in ("layer", "embedding", "norm") or not targets:
@@ -348,6 +353,19 @@ def annotate(graph: ModelGraph, source: str) -> None:
             p.normalized_after = bool(beyond_act) and all(n.kind == "norm" for n in beyond_act)
             p.residual_end = any(n.kind == "add" for n in _behind_gains(direct, users))
             p.is_output = node.kind == "layer" and not feeds_layer[node.name] and bool(users.get(node.name))
+            # at every call site of a reused weight (a recurrent cell's last step feeds the head,
+            # its other steps feed the next step)
+            here = node.kind == "layer" and feeds_layer[node.name] and _feeds_only_heads(node.name, users, feeds_layer)
+            head_fed[name] = head_fed.get(name, True) and here
+    for name, fed in head_fed.items():
+        graph.params[name].feeds_head = fed
+
+
+def _feeds_only_heads(name: str, users: dict[str, list[Node]], feeds_layer: dict[str, bool]) -> bool:
+    """Whether every path from ``name`` reaches an output layer (a layer with no layer after it)
+    through activations, pooling and shape ops only, and nothing else."""
+    after = _following(name, users, _SHAPE_OR_ACT)
+    return bool(after) and all(n.kind == "layer" and not feeds_layer[n.name] for n in after)
 
 
 def off_dataflow(graph: ModelGraph) -> set[str]:
@@ -377,17 +395,7 @@ def score_projections(graph: ModelGraph) -> dict[str, set[str]]:
     users = _consumers(graph.nodes)
 
     def sources(start: str) -> set[str]:
-        found, stack, seen = set(), [start], {start}
-        while stack:
-            node = by_name.get(stack.pop())
-            if node is None:
-                continue
-            if node.kind == "layer" and node.param:
-                found.add(node.param)
-            elif node.kind in _TO_ATTENTION and len(dict.fromkeys(node.inputs)) <= 2:
-                stack.extend(i for i in node.inputs if i not in seen)
-                seen.update(node.inputs)
-        return found
+        return set(_projections(by_name, start))
 
     sides: dict[str, set[str]] = {}
     values: set[str] = set()
@@ -408,3 +416,47 @@ def score_projections(graph: ModelGraph) -> dict[str, set[str]]:
         if after and all(n.kind == "attention" for n in after):
             out[name] = other  # itself too when one layer makes both Q and K
     return out
+
+
+def _projections(by_name: dict[str, Node], start: str) -> dict[str, float]:
+    """The weights whose output reaches ``start`` through the ops of ``_TO_ATTENTION``, each with
+    the product of the constant factors on its way (``q * d^-1/2``)."""
+    found: dict[str, float] = {}
+    stack, seen = [(start, 1.0)], {start}
+    while stack:
+        name, scale = stack.pop()
+        node = by_name.get(name)
+        if node is None:
+            continue
+        if node.kind == "layer" and node.param:
+            found.setdefault(node.param, scale)
+        elif node.kind in _TO_ATTENTION and len(dict.fromkeys(node.inputs)) <= 2:
+            if node.kind == "mul" and len(node.inputs) == 1 and "scale" in node.attrs:
+                scale *= abs(float(node.attrs["scale"]))
+            for i in node.inputs:
+                if i not in seen:
+                    seen.add(i)
+                    stack.append((i, scale))
+    return found
+
+
+def attention_logit_scales(graph: ModelGraph) -> dict[str, float]:
+    """Per query or key projection, the scale its attention applies to Q K^T relative to the
+    usual 1/sqrt(d), read from the graph: the constant factors between Q K^T and the softmax
+    (``attrs["logit_scale"]`` of the attention node, SDPA's ``scale``) and on the way from the
+    projections (``q * d^-1/2`` before the product). 1 for ``softmax(Q K^T / sqrt(d))``; sqrt(d)
+    where nothing scales (T5, which folds the scale into its query's init). Attention nodes
+    whose scale is not known are left out (taken as 1/sqrt(d))."""
+    by_name = {n.name: n for n in graph.nodes}
+    scales: dict[str, list[float]] = {}
+    for node in graph.nodes:
+        if node.kind != "attention" or len(node.inputs) < 3 or not node.attrs.get("logit_scale"):
+            continue
+        q, k = _projections(by_name, node.inputs[0]), _projections(by_name, node.inputs[1])
+        if not q or not k:
+            continue
+        side = math.exp(sum(math.log(v) for v in q.values() if v) / len(q)
+                        + sum(math.log(v) for v in k.values() if v) / len(k))
+        for name in (*q, *k):
+            scales.setdefault(name, []).append(float(node.attrs["logit_scale"]) * side)
+    return {n: math.exp(sum(math.log(v) for v in vs) / len(vs)) for n, vs in scales.items()}

@@ -11,8 +11,12 @@ into single :class:`Pattern` objects:
   ``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))`` (the inner ``x + 0.044715 x^3`` is
   part of the activation, not a residual add); quick GELU ``x * sigmoid(1.702 x)``;
 - SiLU ``x * sigmoid(x)``, Mish ``x * tanh(softplus(x))``, hardswish ``x * hardsigmoid(x)``;
+  hardsigmoid written out ``relu6(x + 3) / 6`` (relu6 also as ``hardtanh(., 0, 6)`` or ONNX
+  ``Clip(., 0, 6)``) and hardswish ``x * relu6(x + 3) / 6``, as MobileNetV3 code writes them;
 - LayerNorm ``(x - mean(x)) / sqrt(mean((x - mean(x))^2) + eps) * g + b`` and RMSNorm
-  ``x / sqrt(mean(x^2) + eps) * g``;
+  ``x / sqrt(mean(x^2) + eps) * g``; L2 normalisation ``x / ||x||`` (``x.norm(dim=-1,
+  keepdim=True)``, ONNX ``ReduceL2``; an ``eps`` added or clamped in, as ``F.normalize``
+  exports), CLIP's normalised embeddings;
 - attention ``softmax(Q K^T * s + mask) V`` (with dropout or casts in between).
 
 :func:`op_kind` gives the :class:`~initaudit.graph.Node` kind of a single op that is not part of a
@@ -51,7 +55,12 @@ ACT_OPS = {
     "hardtanh": "hardtanh", "leakyrelu": "leaky_relu", "leaky_relu": "leaky_relu", "prelu": "prelu",
     "logsigmoid": "logsigmoid", "tanhshrink": "tanhshrink",
 }
-_CORES = ("erf", "tanh", "sigmoid", "hardsigmoid", "reducemean", "softmax")
+_L2_CORES = ("reducel2", "sum", "reducesum", "reducesumsquare")  # ||x||, or the sum of x^2 under it
+_CORES = ("erf", "tanh", "sigmoid", "hardsigmoid", "reducemean", "softmax", "relu6", "clip", "hardtanh",
+          *_L2_CORES)
+_RELU6 = ("relu6", "clip", "hardtanh")  # relu6(x) = min(max(x, 0), 6); the others with bounds (0, 6)
+# between ||x|| and x / ||x||: an eps added or clamped in, casts, the broadcast back to x's shape
+_NORM_GUARD = {"add", "clip", "clamp", "clamp_min", "max", "maximum", "cast", "expand"}
 _SCORE_PATH = {"add", "sub", "mul", "div", "where", "masked_fill", "cast", "dropout", "identity",
                "castlike", "reshape", "transpose", "expand", "contiguous"}
 
@@ -125,10 +134,14 @@ def find_patterns(view: PrimView) -> dict[int, Pattern]:
     """Every pattern of the module docstring, keyed by each member prim's index."""
     found: dict[int, Pattern] = {}
     for i, p in enumerate(view.prims):
-        if i in found or p.op not in _CORES:
+        if i in found or _core(p) not in _CORES:
             continue
         if p.op == "reducemean":
             pat = _norm_pattern(view, i)
+        elif p.op in _L2_CORES:
+            pat = _l2_norm_pattern(view, i)
+        elif _core(p) in _RELU6:
+            pat = _hard_pattern(view, i)
         elif p.op == "softmax":
             pat = _attention_pattern(view, i)
         else:
@@ -312,6 +325,101 @@ def _norm_pattern(view: PrimView, ri: int) -> Pattern | None:
     return Pattern("norm", name, root, cur, members, op=op, scale=scale, shift=shift)
 
 
+def _core(p: Prim) -> str:
+    """The op a pattern starts from: a recorded activation module (``nn.ReLU6``) counts as its op."""
+    return p.attrs.get("act", p.op) if p.op == "module" else p.op
+
+
+def _is_relu6(view: PrimView, p: Prim) -> bool:
+    bounds = [view.scalar(x) for x in p.inputs[1:] if x]
+    op = _core(p)
+    return op == "relu6" and not bounds or op in ("clip", "hardtanh") and bounds == [0.0, 6.0]
+
+
+def _hard_pattern(view: PrimView, ci: int) -> Pattern | None:
+    """hardsigmoid ``relu6(x + 3) / 6`` and hardswish ``x * relu6(x + 3) / 6`` (the product by
+    x before or after the division), divided by 6 or multiplied by 1/6."""
+    core = view.prims[ci]
+    if not core.inputs or not _is_relu6(view, core):
+        return None
+    shift = view.op(core.inputs[0])
+    if shift is None or shift.op != "add" or len(shift.inputs) != 2:
+        return None
+    root = next((x for x in shift.inputs if view.is_signal(x)), None)
+    other = next((x for x in shift.inputs if x != root), None)
+    if root is None or other is None or view.scalar(other) != 3.0 or view.sole_consumer(core.inputs[0]) is None:
+        return None
+    members, cur, sixth, by_x = {view.producer[core.inputs[0]], ci}, core.outputs[0], False, False
+    for _ in range(2):
+        u = view.sole_consumer(cur)
+        if u is None or view.prims[u].op not in ("mul", "div"):
+            break
+        un = view.prims[u]
+        rest = [x for x in un.inputs if x != cur]
+        value = view.scalar(rest[0]) if len(rest) == 1 else None
+        if not sixth and value is not None and abs((value if un.op == "div" else 1 / value if value else 0) - 6) < 1e-4:
+            sixth = True
+        elif not by_x and un.op == "mul" and rest == [root]:
+            by_x = True
+        else:
+            break
+        members.add(u)
+        cur = un.outputs[0]
+    if not sixth or not _internal_ok(view, members, cur):
+        return None
+    act = Activation("hardswish" if by_x else "hardsigmoid")
+    return Pattern("act", core.name, root, cur, members, activation=act, op=f"{act.name}(decomposed)")
+
+
+def _l2_norm_pattern(view: PrimView, ri: int) -> Pattern | None:
+    """``x / ||x||`` over the feature axis: ``||x||`` as ReduceL2 (``x.norm()``) or as
+    ``sqrt(sum(x^2))`` / ``pow(sum(x^2), 0.5)`` (CLIP's ``_get_vector_norm``), ``x *
+    rsqrt(sum(x^2))``; an eps added or clamped in on the way."""
+    r = view.prims[ri]
+    if not r.inputs or not view.is_signal(r.inputs[0]):
+        return None
+    root, members, cur = r.inputs[0], {ri}, r.outputs[0]
+    product = False  # x * rsqrt(.) rather than x / sqrt(.)
+    if r.op in ("sum", "reducesum"):
+        root = _square_of(view, r.inputs[0])
+        if root is None or view.sole_consumer(r.inputs[0]) is None:
+            return None
+        members.add(view.producer[r.inputs[0]])
+    for _ in range(3 if r.op != "reducel2" else 0):  # sum(x^2) (+ eps): the square root comes next
+        u = view.sole_consumer(cur)
+        if u is None:
+            return None
+        un = view.prims[u]
+        members.add(u)
+        cur = un.outputs[0]
+        if un.op in ("sqrt", "rsqrt") or un.op == "pow" and len(un.inputs) > 1 and view.scalar(un.inputs[1]) == 0.5:
+            product = un.op == "rsqrt"
+            break
+        if un.op not in _NORM_GUARD or any(view.is_signal(x) for x in un.inputs if x and x != un.inputs[0]):
+            return None
+    else:
+        if r.op != "reducel2":
+            return None
+    for _ in range(4):
+        u = view.sole_consumer(cur)
+        if u is None:
+            return None
+        un = view.prims[u]
+        operands = un.inputs[:2] == [root, cur] or (product and un.inputs[:2] == [cur, root])
+        if un.op == ("mul" if product else "div") and operands:
+            members.add(u)
+            if not _internal_ok(view, members, un.outputs[0]):
+                return None
+            return Pattern("norm", un.name, root, un.outputs[0], members, op="L2Norm(decomposed)")
+        if un.op == "reciprocal" or un.op == "div" and un.inputs[1:2] == [cur] and view.scalar(un.inputs[0]) == 1.0:
+            product = not product  # rsqrt exported as Reciprocal(Sqrt(.)) or 1 / Sqrt(.)
+        elif un.op not in _NORM_GUARD or any(view.is_signal(x) for x in un.inputs if x and x != cur):
+            return None
+        members.add(u)
+        cur = un.outputs[0]
+    return None
+
+
 def _attention_pattern(view: PrimView, si: int) -> Pattern | None:
     """softmax(Q K^T * s + mask) V: back from the softmax through scaling, masking and casts to
     a product of two signals, forward through dropout and casts to the product with V."""
@@ -337,13 +445,30 @@ def _attention_pattern(view: PrimView, si: int) -> Pattern | None:
             if not _internal_ok(view, members, out):
                 return None
             q, k = (x for x in scores.inputs[:2])
+            attrs = {k: v for k, v in sm.attrs.items() if k == "tokens"}
+            if scores.attrs.get("contract"):  # QK^T's scale relative to 1/sqrt(d), as written
+                attrs["logit_scale"] = _path_scale(view, path[:-1]) * scores.attrs["contract"] ** 0.5
             return Pattern("attention", sm.name, q, out, members, op="attention(decomposed)",
-                           inputs=[q, k, p.inputs[1]], attrs={k: v for k, v in sm.attrs.items() if k == "tokens"})
+                           inputs=[q, k, p.inputs[1]], attrs=attrs)
         if p.op not in ("dropout", "cast", "castlike", "identity"):
             return None
         members.add(u)
         cur = p.outputs[0]
     return None
+
+
+def _path_scale(view: PrimView, path: list[int]) -> float:
+    """The product of the constant factors along the scores' path (``* s``, ``/ sqrt(d)``); a
+    mask added on the way is no factor."""
+    scale = 1.0
+    for i in path:
+        p = view.prims[i]
+        consts = [view.scalar(x) for x in p.inputs[1:] if x and view.is_const(x)] if p.op == "div" else \
+            [view.scalar(x) for x in p.inputs if x and view.is_const(x)] if p.op == "mul" else []
+        for c in consts:
+            if c:
+                scale *= 1.0 / c if p.op == "div" else c
+    return scale
 
 
 def _scores_path(view: PrimView, t: str, budget: int) -> list[int] | None:

@@ -2,12 +2,11 @@
 engine through the ``initaudit.rules`` entry point, exactly as third-party plugins do."""
 
 from initaudit.rules.correlation import MeasuredCorrelationCollapse, PredictedCorrelationCollapse
+from initaudit.rules.depth import PredictedExploding, PredictedVanishing
 from initaudit.rules.probe import PROBE_RULES
 from initaudit.rules.structure import (
                                        DuplicateUnits,
                                        InitScale,
-                                       PredictedExploding,
-                                       PredictedVanishing,
                                        RecurrentSpectrum,
 )
 from initaudit.rules.weights import (

@@ -10,7 +10,7 @@ import textwrap
 from collections.abc import Iterator
 
 from initaudit.rules.probe_common import _is_zero, _param, _probe, _where
-from initaudit.rules.structure import depth_severity
+from initaudit.rules.depth import depth_severity
 from initaudit.rules.weights import ConstantWeights, _init_fix
 
 from initaudit.graph import OpKind, Param, ParamRole

@@ -15,7 +15,7 @@ from initaudit.lazy import lazy_function
 
 measured_profile = lazy_function("initaudit.probe.profile", "measured_profile")
 from initaudit.rule import Finding, Rule, Severity, fmt
-from initaudit.rules.structure import GUESSED_NOTE, depth_severity
+from initaudit.rules.depth import GUESSED_NOTE, depth_severity
 from initaudit.rules.weights import _init_fix
 
 _FIX = ("initialise each layer for the activation that follows it (IA104's fixes: Xavier before "

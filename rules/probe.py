@@ -21,7 +21,7 @@ from initaudit.rules.backward import (
     UnusedParameters,
 )
 from initaudit.rules.probe_common import _is_zero, _param, _pct, _probe, _where
-from initaudit.rules.structure import depth_severity
+from initaudit.rules.depth import HEAD_NOTE, depth_severity, head_input_shrinks
 from initaudit.rules.weights import _init_fix
 
 from initaudit.graph import OpKind
@@ -290,8 +290,10 @@ class _ActivationDepthRule(Rule):
                                            or params[m.signal.param].is_output))]
         if not profile:
             return
-        worst = (min if vanishing else max)(profile, key=lambda m: m.ratio)
-        r, sig = worst.ratio, worst.signal
+        head = head_input_shrinks(ctx) if vanishing else {}  # only scales the logits: taken out
+        worst = (min if vanishing else max)(profile, key=lambda m: m.ratio / head.get(m.signal.param, 1.0))
+        sig = worst.signal
+        r = worst.ratio / head.get(sig.param, 1.0)
         severity = depth_severity(r, vanishing, self.opts)
         if severity is None:
             return
@@ -300,9 +302,11 @@ class _ActivationDepthRule(Rule):
         yield self.finding(
             worst.site.name,
             f"measured activation spread {verb} to {fmt(r)}x its value at {start} after {sig.depth} "
-            f"layers (std {fmt(worst.site.spread)}; static prediction {fmt(sig.ratio)}x)",
+            f"layers (std {fmt(worst.site.spread)}; static prediction {fmt(sig.ratio)}x)"
+            + (HEAD_NOTE.format(r=fmt(head[sig.param])) if sig.param in head else ""),
             severity=severity,
             evidence={"ratio": r, "depth": sig.depth, "std": worst.site.spread,
+                      "head_input_shrink": head.get(sig.param),
                       "predicted_ratio": sig.ratio, "origin": sig.origin, "param": sig.param,
                       "profile": [[m.site.name, m.ratio] for m in profile][:64]},
             fix=_init_fix(params[sig.param]) + "  # and the layers before it, for their activations")
@@ -321,7 +325,8 @@ class ActivationVanishing(_ActivationDepthRule):
     ends and output heads (small by design: a small or zero head starts from uniform logits),
     layers on a side branch of a trunk (inside a residual branch, a squeeze-excite gate, the
     query and key of attention: the trunk carries the signal past them, as in IA109) and
-    all-zero layers (IA102) are not judged.
+    all-zero layers (IA102) are not judged. A layer that feeds only the head is judged with its
+    own shrink r < 1 taken out (ratio / r), as in IA109: it only scales the initial logits.
     Layers whose segment crosses a BatchNorm an exporter folded into a layer (an eval-mode
     ONNX export with fresh running statistics, where it computes the identity) are not judged:
     in training the batch statistics renormalise the signal there.

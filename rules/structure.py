@@ -1,4 +1,5 @@
-"""Static rules on how weights fit their place: symmetry, init scale, recurrence, depth."""
+"""Static rules on how weights fit their place: symmetry, init scale, recurrence (the depth rules
+are in depth.py)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,18 @@ import math
 from collections.abc import Iterator
 from dataclasses import replace
 
-from initaudit.graph import (OpKind, off_dataflow, renormalised_downstream, score_projections,
-                             side_branch_nodes)
-from initaudit.roles import renormalised_params
-from initaudit.rule import Finding, Rule, Severity, fmt
+from initaudit.graph import (OpKind, attention_logit_scales, off_dataflow, renormalised_downstream,
+                             score_projections, side_branch_nodes)
 from initaudit.lazy import lazy_function
+from initaudit.rule import Finding, Rule, Severity, fmt
+# the depth rules and their grading live in depth.py; imported here for IA104's grading and
+# for code that imports them from this module
+from initaudit.rules.depth import (  # noqa: F401
+    GUESSED_NOTE,
+    PredictedExploding,
+    PredictedVanishing,
+    depth_severity,
+)
 
 # initaudit.schemes imports torch: load it when a rule runs, not when the rules are listed.
 assess = lazy_function("initaudit.schemes", "assess")
@@ -129,7 +137,11 @@ class InitScale(Rule):
       logits' spread relative to the schemes' is L = r_q * r_k (r of each projection and the
       geometric mean of its partners'). L < 1 only starts the attention nearer uniform (info:
       BART/Swin/Whisper 0.02, CLIP's d^-1/2 (2 L)^-1/2, T5's (d_model d_kv)^-1/2 query);
-      L > 1 sharpens it towards one-hot, graded with IA110's thresholds;
+      L > 1 sharpens it towards one-hot, graded with IA110's thresholds. L includes the scale s
+      the attention applies to Q K^T relative to 1/sqrt(d), read from the graph (the constant
+      between Q K^T and the softmax or on the query's way, SDPA's ``scale``): T5 divides by
+      nothing (s = sqrt(d_kv)), so its folded query gives L = 1, and queries and keys that fit
+      their schemes in such an attention (L = sqrt(d)) are reported;
     - a stack that ends in a residual add, directly or behind a LayerScale gain or constant
       scale (``x + gamma * f(x)``), shrinks only its branch (info: GPT-2's and CLIP's
       depth-scaled projections, ConvNeXt's 0.02 with gamma 1e-6); the same layers in a plain
@@ -142,7 +154,13 @@ class InitScale(Rule):
     - a stack that shrinks in a side branch scaling or gating a trunk (a squeeze-excite gate,
       which starts near sigmoid(0) = 1/2): info, as in a residual branch;
     - a weight the recorded forward pass never reached (a training-only auxiliary classifier) is
-      judged as in a checkpoint with no architecture: only a spread outside every scheme.
+      judged as in a checkpoint with no architecture: only a spread outside every scheme;
+    - a layer that feeds nothing but the output head (through activations, dropout, pooling;
+      ELECTRA's discriminator dense, a classifier's last hidden layer): a shrink there only
+      scales the initial logits, as a small head does, so its own factor does not make it a
+      warning; it is graded by its stack without it (a warning when the other layers of its
+      stack compound past the lines or one of them is past them on its own: the same cause,
+      the same fix). A blow-up there is judged as anywhere.
 
     Severity follows how much the mismatch compounds. Each layer multiplies the signal's std
     by r = std / expected std relative to the scheme it should follow; over the stack of layers
@@ -216,17 +234,23 @@ class InitScale(Rule):
         factors = {p.name: res.ratio for p, _, res, _ in judged
                    if res is not None and not res.accepted_by and res.ratio}
         scores = score_projections(ctx.graph)
+        logit_scales = attention_logit_scales(ctx.graph) if scores else {}
         stacks = _stacks(ctx, set(scores))
         self._renormalised = renormalised_downstream(ctx.graph)
         side = side_branch_nodes(ctx.graph.nodes)
         self._side = {n.param for n in ctx.graph.nodes if n.name in side and n.param}
         for p, st, res, label in judged:
-            if res is None or res.accepted_by:
+            if res is None:
+                continue
+            scores_at = p.name in scores and res.expected is not None and res.ratio
+            # a query or key that fits its scheme still sets the logits with its attention's scale
+            if res.accepted_by and not (scores_at and logit_scales.get(p.name, 1.0) > 1.05):
                 continue
             if p.normalized_after and res.ratio and abs(math.log(res.ratio)) <= math.log(2):
                 continue  # normalised away forwards; a backward scale within 2x is no finding
-            if p.name in scores and res.expected is not None:
-                yield from self._report_scores(p, st, res, label, scores[p.name], factors)
+            if scores_at:
+                yield from self._report_scores(p, st, res, label, scores[p.name], factors,
+                                               logit_scales.get(p.name, 1.0), bool(res.accepted_by))
                 continue
             yield from self._report(ctx, p, st, res, label, stacks.get(p.name), factors)
 
@@ -282,41 +306,55 @@ class InitScale(Rule):
                       **(extra or {})},
             fix=exp.fix)
 
-    def _report_scores(self, p, stats, res, label, partners, factors) -> Iterator[Finding]:
+    def _report_scores(self, p, stats, res, label, partners, factors, scale=1.0,
+                       accepted=False) -> Iterator[Finding]:
         """A query or key projection: its spread and its partners' set the attention logits'
-        spread, L = r_q * r_k relative to the schemes' (1 for a partner that fits its scheme).
-        L < 1 only starts the softmax nearer uniform (info); L > 1 sharpens it towards one-hot
-        attention, graded with IA110's thresholds."""
+        spread, L = r_q * r_k * s relative to the schemes' (r = 1 for a partner that fits its
+        scheme; s the scale the attention applies to Q K^T relative to 1/sqrt(d), read from the
+        graph: sqrt(d) where nothing scales, as in T5). L < 1 only starts the softmax nearer
+        uniform (info); L > 1 sharpens it towards one-hot attention, graded with IA110's
+        thresholds."""
         rs = [factors.get(n, 1.0) for n in partners]
-        logits = res.ratio * (math.exp(sum(math.log(r) for r in rs) / len(rs)) if rs else 1.0)
+        logits = res.ratio * scale * (math.exp(sum(math.log(r) for r in rs) / len(rs)) if rs else 1.0)
         severity = depth_severity(logits, False, PredictedExploding.options) if logits > 1 else None
+        if accepted and severity is None:
+            return  # its own scheme, and logits inside the lines: nothing to say
         if logits > 1:
             why = (f"; it feeds attention scores softmax(QK^T)V, whose logits it and its partner "
                    f"scale to {fmt(logits)}x the schemes' spread: the softmax starts sharper")
         else:
             why = (f"; it feeds attention scores softmax(QK^T)V: logits at {fmt(logits)}x the schemes' "
                    "spread only start the softmax nearer uniform (the values carry the signal)")
+        if abs(math.log(scale)) > math.log(1.05):
+            why += f" (its attention scales Q K^T by {fmt(scale)}x 1/sqrt(d))"
         yield self._finding(p, stats, res, label, Severity.WARNING if severity else Severity.INFO,
                             logits, None, why, {"attention_logits_factor": logits,
-                                                "attention_partners": sorted(partners)})
+                                                "attention_partners": sorted(partners),
+                                                "attention_logit_scale": scale})
 
     def _severity(self, ctx, p, res, stack, factors):
         """(severity, compounded factor P, reason text) -- see the class docstring."""
+        own = res.ratio or 1.0
+        # A layer that feeds only the output head: its own shrink only scales the initial logits
+        # (as a small head does), so it is graded by what its stack does before it.
+        head_shrink = p.feeds_head and own < 1
         if stack is None:  # an output layer, or not on the predicted signal path (recurrent)
             compound, members = res.ratio, 1
         else:
             levels, members, _ = stack
             log_compound = 0.0
             for level in levels[1:]:
-                rs = [factors.get(n, 1.0) for n in level]
-                log_compound += sum(math.log(r) for r in rs) / len(rs)
+                rs = [factors.get(n, 1.0) for n in level if not (head_shrink and n == p.name)]
+                log_compound += sum(math.log(r) for r in rs) / len(rs) if rs else 0.0
             # a deep stack can compound past float range: keep it representable (and loggable)
             compound = math.exp(max(-700.0, min(700.0, log_compound)))
-        # a single layer far off (past the same thresholds on its own) is a warning too
-        own = res.ratio or 1.0
-        if depth_severity(own, own < 1, (PredictedVanishing if own < 1 else PredictedExploding).options) \
-                and abs(math.log(own)) > abs(math.log(compound)):
-            compound = own
+        # a single layer far off (past the same thresholds on its own) is a warning too; a head
+        # input shares that verdict with the other layers of its stack (one cause, one fix)
+        others = [n for level in stack[0] for n in level if n != p.name] if head_shrink and stack else []
+        for r in ([own] if not head_shrink else [factors.get(n, 1.0) for n in others]):
+            if depth_severity(r, r < 1, (PredictedVanishing if r < 1 else PredictedExploding).options) \
+                    and abs(math.log(r)) > abs(math.log(compound)):
+                compound = r
         shrinking = compound < 1
         limits = (PredictedVanishing if shrinking else PredictedExploding).options
         severity = depth_severity(compound, shrinking, limits)
@@ -337,6 +375,9 @@ class InitScale(Rule):
                                                    "trunk carries the signal past it)")
         if shrinking and p.is_output:  # a small head starts from near-uniform logits
             return Severity.INFO, compound, why
+        if head_shrink and severity is None:
+            return Severity.INFO, compound, why + ("; it feeds only the output head, so its small scale only "
+                                                   "scales the initial logits (as a small head does)")
         if severity is None:
             return Severity.INFO, compound, why
         return Severity.WARNING, compound, why
@@ -430,171 +471,3 @@ class RecurrentSpectrum(Rule):
                             f"(h_T ~ {rho:.3g}^T h_0; 50 steps: x{fmt(rho ** 50)})",
                     severity=sev, evidence={"spectral_radius": rho, "gate": gate or None},
                     fix="torch.nn.init.orthogonal_(w_hh_block)  # per gate block")
-
-
-GUESSED_NOTE = ("; the dataflow was guessed from module registration order, so this is at most "
-                "info")
-
-
-def depth_severity(ratio: float, vanishing: bool, opts: dict) -> Severity | None:
-    """Grading shared by the depth rules (static, measured, gradient): a warning past
-    ``warn_ratio``, an error past ``error_ratio`` (below them when vanishing, above when
-    exploding), None inside."""
-    def past(limit: float) -> bool:
-        return ratio < limit if vanishing else ratio > limit
-
-    if not past(opts["warn_ratio"]):
-        return None
-    return Severity.ERROR if past(opts["error_ratio"]) else Severity.WARNING
-
-
-class _SignalRule(Rule):
-    """Shared check of the static signal prediction; subclasses pick the direction."""
-
-    direction = ""
-    applies_when_trained = False
-    scope = "model"  # the layer only says where the collapse is worst; baselines leave it out
-
-    def check(self, ctx) -> Iterator[Finding]:
-        # Small by design, so not judged for vanishing: a residual branch, its last layer above
-        # all (GPT-2's scaled projections, Fixup, zero-init, LayerScale), a gate or attention
-        # scores (the trunk they add to or scale carries the signal past them), an output head
-        # (small logits are a uniform start). An all-zero layer is IA102's to judge.
-        folded = renormalised_params(ctx.graph)  # segments across a folded BatchNorm
-        params = ctx.graph.params
-        # Unknown predictions (after an op nothing models) are skipped.
-        profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"] and s.param not in folded
-                   and s.ratio == s.ratio
-                   and not (self.direction == "vanishing" and (
-                       s.side_branch or params[s.param].residual_end or params[s.param].is_output
-                       or ctx.analysis(s.param).stats.all_zero))]
-        if not profile:
-            return
-        pick = min if self.direction == "vanishing" else max
-        worst = pick(profile, key=lambda s: s.ratio)
-        r = worst.ratio
-        severity = depth_severity(r, self.direction == "vanishing", self.opts)
-        if severity is None:
-            return
-        guessed = ctx.graph.capture == "module-order"
-        if guessed:
-            severity = Severity.INFO
-        start = "the input" if worst.origin == "input" else worst.origin
-        verb = "falls" if self.direction == "vanishing" else "grows"
-        yield self.finding(
-            worst.layer, f"predicted activation std {verb} to {fmt(r)}x its value at {start} after "
-                         f"{worst.depth} layers (mean-field estimate, before any forward pass)"
-                         + GUESSED_NOTE * guessed,
-            severity=severity,
-            evidence={"ratio": r, "depth": worst.depth, "predicted_std": worst.predicted_std,
-                      "origin": worst.origin, "param": worst.param},
-            fix="initialise each layer for the activation that follows it (IA104's fixes), or add normalisation")
-
-
-class PredictedVanishing(_SignalRule):
-    """Signal spread predicted to collapse through depth, before any forward pass.
-
-    What it checks
-    --------------
-    The mean-field recursion over the model's dataflow, from standardised inputs:
-    q_l = fan_in * E[W_l^2] * E[phi(h_{l-1})^2] + E[b_l^2], with E[phi(h)^2] integrated by
-    Gauss-Hermite quadrature for the actual activation; normalisation resets q, residual adds
-    sum the branches. At finite width each input's q_l is carried as a distribution: a dense
-    layer's energy (1/n) sum_i phi_i^2 fluctuates with relative variance (K - 1)/n, K =
-    E[phi^4] / E[phi^2]^2, so a convex map (GELU/SiLU at He gain) keeps the batch's spread above
-    the mean-field value, E[f(q)] ~ f(q) + f''(q) Var(q) / 2. Reports the deepest collapse of sqrt(q_l / q_start) along a segment that
-    starts at the input, an embedding or a normalisation, once it spans ``min_depth`` layers.
-    Not judged: layers on a side branch of a trunk (inside a residual branch x + f(x), a gate
-    x * sigmoid(g(x)), the query and key of attention), residual branch ends and output heads.
-    The trunk carries the signal past them, so a small branch (LayerScale, BERT's 0.02 at small
-    width), a gate at sigmoid(0) = 1/2, uniform attention or small logits are starts by
-    design. A gate counts as one step on its trunk's segment, so a gate that closes collapses
-    the trunk where it is judged.
-
-    Why it matters
-    --------------
-    If each layer multiplies the second moment by chi < 1, after L layers the signal is
-    chi^(L/2) of the input's std and the gradients shrink the same way: the first layers stop
-    learning. Xavier before ReLU gives chi = 1/2 per layer: 20 layers leave 0.1% of the signal.
-
-    Example
-    -------
-    ```python
-    layers = []
-    for _ in range(10):
-        layers += [nn.Linear(100, 100), nn.ReLU()]
-    model = nn.Sequential(*layers)
-    for m in model:
-        if isinstance(m, nn.Linear):
-            torch.nn.init.normal_(m.weight, std=0.05)
-            torch.nn.init.zeros_(m.bias)
-    ```
-
-    Fix
-    ---
-    ```python
-    for m in model:
-        if isinstance(m, nn.Linear):
-            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    ```
-
-    Options
-    -------
-    warn_ratio (float, default 0.2): predicted std ratio below which to warn.
-    error_ratio (float, default 0.01): ratio below which the finding is an error.
-    min_depth (int, default 2): layers a segment must span before it is judged.
-    """
-
-    code = "IA109"
-    name = "predicted-vanishing"
-    category = "vanishing"
-    severity = Severity.WARNING
-    options = {"warn_ratio": 0.2, "error_ratio": 0.01, "min_depth": 2}
-    direction = "vanishing"
-
-
-class PredictedExploding(_SignalRule):
-    """Signal spread predicted to grow through depth, before any forward pass.
-
-    What it checks
-    --------------
-    The same mean-field recursion as IA109 (q_l = fan_in * E[W_l^2] * E[phi(h_{l-1})^2] +
-    E[b_l^2]), reporting the largest growth of sqrt(q_l / q_start) along a segment that spans
-    ``min_depth`` layers or more.
-
-    Why it matters
-    --------------
-    With a per-layer factor chi > 1 the signal grows as chi^(L/2): N(0, 1) weights in a
-    100-wide ReLU net give chi = 50 per layer, so five layers multiply the std by 1.8e4,
-    overflowing fp16 and saturating every bounded unit downstream.
-
-    Example
-    -------
-    ```python
-    model = nn.Sequential(nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10))
-    for m in model:
-        if isinstance(m, nn.Linear):
-            torch.nn.init.normal_(m.weight, std=1.0)
-    ```
-
-    Fix
-    ---
-    ```python
-    for m in model:
-        if isinstance(m, nn.Linear):
-            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    ```
-
-    Options
-    -------
-    warn_ratio (float, default 5.0): predicted std ratio above which to warn.
-    error_ratio (float, default 100.0): ratio above which the finding is an error.
-    min_depth (int, default 2): layers a segment must span before it is judged.
-    """
-
-    code = "IA110"
-    name = "predicted-exploding"
-    category = "exploding"
-    severity = Severity.WARNING
-    options = {"warn_ratio": 5.0, "error_ratio": 100.0, "min_depth": 2}
-    direction = "exploding"

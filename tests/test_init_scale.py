@@ -4,7 +4,6 @@ defaults stay at info."""
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch

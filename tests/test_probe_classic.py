@@ -125,7 +125,9 @@ def test_deep_relu_he_stays_healthy_and_xavier_decays_to_a_warning():
     report, xavier, _ = run(mlp(nn.ReLU, "xavier", 10, 500))
     assert xavier[-1].std / xavier[0].std == pytest.approx(math.sqrt(0.5) ** 9, rel=0.35)  # 0.044
     finding = next(f for f in report.findings if f.rule == "IA204")
-    assert finding.severity.value == "warning" and 0.03 < finding.evidence["ratio"] < 0.07
+    # the last hidden layer feeds only the last (output) layer: its own 0.71x only scales the
+    # output and is taken out, so the fall judged is 0.71^7 = 0.088 (0.71^8 before it)
+    assert finding.severity.value == "warning" and 0.05 < finding.evidence["ratio"] < 0.12
 
 
 def test_depth_profile_shows_static_and_measured_side_by_side():

@@ -13,7 +13,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import initaudit
-from initaudit.engine import Settings
 from tests.dataflow import build_graph, predicted, ratios
 
 ACTS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,

@@ -163,7 +163,6 @@ def test_github_actions_example_passes_actionlint():
 
 
 def test_files_command_options(checkpoints, tmp_path):
-    from safetensors.torch import save_file
 
     paths = [str(checkpoints / n) for n in ("healthy.pt", "broken.safetensors")]
     concise = CliRunner().invoke(main, ["files", *paths, "--isolated", "--format", "concise"])

@@ -242,6 +242,10 @@ class _Builder(WeightsMixin, OpsMixin):
         prims = [Prim(self.node_name(i), n.op_type.lower(), list(n.input), list(n.output), n.op_type)
                  for i, n in enumerate(self.nodes)]
         for p, n in zip(prims, self.nodes):
+            if n.op_type == "MatMul" and n.input:
+                d = (self.value_shapes.get(n.input[0]) or (None,))[-1]
+                if isinstance(d, int) and d > 0:
+                    p.attrs["contract"] = d  # d, when this is attention's Q K^T
             shape = self.value_shapes.get(n.output[0], ()) if n.op_type == "Softmax" and n.output else ()
             axis = int(_attr(n, "axis", -1))
             if shape and -len(shape) <= axis < len(shape) and isinstance(shape[axis], int) and shape[axis]:

@@ -39,11 +39,12 @@ def broken() -> nn.Module:
 
 
 def warn_reseeded() -> nn.Module:
-    """``warn`` drawn with another seed: the same defects with different numbers."""
+    """``warn`` drawn with another seed and std: the same defects with different numbers (0.009,
+    so that IA109, which takes the head input's own shrink out, stays as far past its line)."""
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(100, 100), nn.Tanh(), nn.Linear(100, 100), nn.Tanh(), nn.Linear(100, 10))
     for layer in (model[0], model[2]):
-        nn.init.normal_(layer.weight, std=0.012)
+        nn.init.normal_(layer.weight, std=0.009)
     return model
 
 

@@ -136,6 +136,30 @@ def controlnet_cond_stem_shrinks(model, inputs, finding) -> bool:
     return (out.std() / inputs["controlnet_cond"].std()).item() < 0.1
 
 
+def vgg_classifier_starves_trunk(model, inputs, finding) -> bool:
+    """One forward and backward pass (cross-entropy on fixed labels, train mode): the gradient
+    reaching the first conv, |dW|/|W|, is < 0.1x what the same model with its two hidden
+    classifier layers re-drawn He gets (measured 2.6e-3 against 7.2e-2: 0.036x; torchvision's
+    full VGG-11 gets 7.2e-2 too), and 20 SGD steps of the standard recipe (lr 0.01, momentum
+    0.9) move the loss by 0.08 where both others move it by 0.5-0.7."""
+    import copy
+
+    def first_conv_grad(m) -> float:
+        m = copy.deepcopy(m).train()
+        x = inputs if isinstance(inputs, torch.Tensor) else next(iter(inputs.values()))
+        labels = torch.arange(x.shape[0]) % 10
+        torch.manual_seed(0)  # the dropout masks
+        torch.nn.functional.cross_entropy(call(m, x), labels).backward()
+        w = m.features[0].weight
+        return (w.grad.norm() / w.norm()).item()
+
+    he = copy.deepcopy(model)
+    torch.manual_seed(0)
+    for i in (0, 3):
+        torch.nn.init.kaiming_normal_(he.classifier[i].weight, nonlinearity="relu")
+    return first_conv_grad(model) < 0.1 * first_conv_grad(he)
+
+
 EXPLAINED: dict[str, list[Explained]] = {
     "mobilevit": [Explained("IA108", r"mobilevit\..*normalization\.weight",
                             ("module", "safetensors-model", "safetensors-bare"), mobilevit_collapse,
@@ -153,7 +177,15 @@ EXPLAINED: dict[str, list[Explained]] = {
     # at info): the hidden classifier signal is 0.037x a He classifier's.
     "vgg11_tv": [Explained("IA104", r"classifier\.[03]\.weight", MODEL_FORMS,
                            he_mismatch(("classifier.0", "classifier.3"), "classifier.3"),
-                           "N(0, 0.01) linears at the zoo's 512-wide classifier input really shrink the signal")],
+                           "N(0, 0.01) linears at the zoo's 512-wide classifier input really shrink the signal")]
+    # The fall before the head input (classifier.3 feeds only the head: its own shrink only scales
+    # the logits, graph.Param.feeds_head, and is taken out) is a warning, not an error: measured,
+    # the conv trunk gets 0.036x the gradient a He classifier lets through and 20 SGD steps of
+    # the recipe move the loss by 0.08 (0.5-0.7 with a He classifier or torchvision's widths):
+    # it trains, slowly.
+    + [Explained(rule, r"classifier\.[03]", MODEL_FORMS, vgg_classifier_starves_trunk,
+                 "the narrow N(0, 0.01) classifier starves the conv trunk's gradient")
+       for rule in ("IA109", "IA204")],
     "unet2d": [Explained("IA109", r"time_embedding\.linear_2", ("module", "safetensors-model"),
                          unet_time_mlp_shrinks, "torch-default two-layer time MLP with SiLU")],
     "controlnet": [Explained(rule, r"controlnet_cond_embedding\.blocks\.1", MODEL_FORMS, controlnet_cond_stem_shrinks,
@@ -164,25 +196,12 @@ EXPLAINED: dict[str, list[Explained]] = {
             for rule in ("IA109", "IA204")],
 }
 
-VGG = ("needs depth rules: the zoo's VGG-11 feeds that classifier "
-       "from a 1x1 pool (fan_in 512, not 25088), so 0.01 is 0.16x He there and the signal really "
-       "falls to 0.0095x at classifier.3 (measured; IA204 error, IA109 warning 0.017x), where "
-       "torchvision's full VGG-11 keeps 0.19x: the zoo model is not the healthy one it stands for")
-
-ELECTRA = ("needs scheme conventions: IA104 warning on discriminator_predictions.dense (N(0, 0.02) at the zoo's "
-           "fan_in 32 is 0.07x He before gelu); it feeds only the 1-unit output head, where a small scale "
-           "only shrinks the initial logits, and IA104 does not yet grade a head's input by that")
-
 CONTROLNET_BARE = ("needs bare-checkpoint roles: ControlNet's zero convolutions (controlnet_down_blocks, "
                    "controlnet_mid_block, controlnet_cond_embedding.conv_out) are output layers by design, but "
                    "from names and shapes alone they are C -> C convolutions, read as hidden layers (IA102 error)")
 
 BLOCKED: dict[tuple[str, str], str] = {
     ("controlnet", "safetensors-bare"): CONTROLNET_BARE,
-    ("electra", "module"): ELECTRA,
-    ("electra", "safetensors-model"): ELECTRA,
-    ("vgg11_tv", "module"): VGG,
-    ("vgg11_tv", "safetensors-model"): VGG,
 }
 
 BLOCKED_OWN: dict[tuple[str, str], str] = {
