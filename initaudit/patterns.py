@@ -281,6 +281,10 @@ def _norm_pattern(view: PrimView, ri: int) -> Pattern | None:
             members.add(u)
             cur = un.outputs[0]
             continue
+        if un.op == "div" and len(un.inputs) == 2 and un.inputs[1] == cur and view.scalar(un.inputs[0]) is not None:
+            members.add(u)  # 1 / sqrt(...): torch.rsqrt as the exporter writes it (Sqrt, then Div)
+            cur = un.outputs[0]
+            continue
         if un.op in ("div", "mul") and d in un.inputs and cur in un.inputs:
             members.add(u)
             cur = un.outputs[0]
