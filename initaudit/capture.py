@@ -438,6 +438,7 @@ def capture_dataflow(graph: ModelGraph, inputs: Any, owned: dict[str, list[Param
     from initaudit.errors import first_line
     from initaudit.loaders.torch_module import FX_FAILED, is_capture_leaf, owned_params, trace_module_node
     from initaudit.probe.torch_probe import _BATCH_STAT_NORMS, _Snapshot
+    from initaudit.roles import mark_unapplied
 
     module = graph.module
     if module is None:
@@ -476,6 +477,7 @@ def capture_dataflow(graph: ModelGraph, inputs: Any, owned: dict[str, list[Param
     graph.notes = [n for n in graph.notes if not n.startswith(FX_FAILED)]
     annotate(graph, "trace")
     graph.capture = "trace"
+    mark_unapplied(graph)
     unknown = sorted({n.op or "?" for n in nodes if n.kind == "unknown"})
     if unknown:
         graph.notes.append(f"dataflow recorded from a forward pass; ops it does not model (the signal "

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from initaudit.graph import ModelGraph, OpKind, Param, ParamRole
+from initaudit.graph import ModelGraph, OpKind, Param, ParamRole, off_dataflow
 
 # torch.nn.utils.parametrizations.weight_norm stores g as original0 and v as original1;
 # the older torch.nn.utils.weight_norm as weight_g / weight_v.
@@ -60,6 +60,20 @@ def refine_roles(graph: ModelGraph) -> None:
             p.kind = OpKind.OTHER
             p.notes.append("broadcast additive parameter (a class token or position table, shape "
                            f"{list(p.shape)}): added to the signal, so zeros are a neutral start")
+
+
+def mark_unapplied(graph: ModelGraph) -> None:
+    """Re-role the weights of no known layer type that the recorded forward pass applies as no
+    layer: the model uses them elementwise or builds them into something else (Mamba's
+    ``A = -exp(A_log)``, a per-channel decay or gain), so their rows are not units computing
+    features of one input, and identical rows (S4D's A_log = log(1..N) in every channel) or a
+    positive mean are their design. Called on a dataflow recorded from a real forward pass."""
+    for name in off_dataflow(graph):
+        p = graph.params[name]
+        if p.kind is OpKind.OTHER:
+            p.role = ParamRole.OTHER
+            p.notes.append("a parameter the recorded forward pass applies as no layer (used elementwise "
+                           "or transformed first): its rows are not units, not judged as a weight")
 
 
 def renormalised_params(graph: ModelGraph) -> set[str]:

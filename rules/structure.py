@@ -6,10 +6,11 @@ import math
 from collections.abc import Iterator
 from dataclasses import replace
 
-from initaudit.graph import OpKind, off_dataflow, score_projections
+from initaudit.graph import OpKind, off_dataflow, sandwich_ends, score_projections
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 from initaudit.lazy import lazy_function
+from initaudit.rules.weights import no_layer
 
 # initaudit.schemes imports torch: load it when a rule runs, not when the rules are listed.
 assess = lazy_function("initaudit.schemes", "assess")
@@ -68,7 +69,7 @@ class DuplicateUnits(Rule):
     def check(self, ctx) -> Iterator[Finding]:
         for p in ctx.graph.weights():
             dup = ctx.analysis(p.name).duplicates
-            if dup is None or not (dup.exact_groups or dup.near_groups):
+            if dup is None or not (dup.exact_groups or dup.near_groups) or no_layer(ctx, p):
                 continue
             unit = "rows (tokens)" if p.kind is OpKind.EMBEDDING else "units"
             if dup.exact_groups:
@@ -130,8 +131,10 @@ class InitScale(Rule):
       BART/Swin/Whisper 0.02, CLIP's d^-1/2 (2 L)^-1/2, T5's (d_model d_kv)^-1/2 query);
       L > 1 sharpens it towards one-hot, graded with IA110's thresholds;
     - a stack that ends in a residual add, directly or behind a LayerScale gain or constant
-      scale (``x + gamma * f(x)``), shrinks only its branch (info: GPT-2's and CLIP's
-      depth-scaled projections, ConvNeXt's 0.02 with gamma 1e-6); the same layers in a plain
+      scale (``x + gamma * f(x)``) or a gate in (0, 1) (``x + sigmoid(g(x)) * f(x)``: a
+      shared expert), shrinks only its branch (info: GPT-2's and CLIP's depth-scaled
+      projections, ConvNeXt's 0.02 with gamma 1e-6); so does one whose output a norm resets
+      before the add (``x + norm(f(x))``: Gemma-2's sandwich norms); the same layers in a plain
       chain are graded as any stack;
     - a layer before a normalisation (BatchNorm, LayerNorm; a BatchNorm an exporter folded in):
       the forward scale is normalised away (He fan-out convs, GoogLeNet's trunc-normal 0.01);
@@ -334,11 +337,12 @@ def _stacks(ctx, off_path: set[str] = frozenset()) -> dict[str, tuple[list[list[
     params = ctx.graph.params
     segments: dict[str, dict[int, list[str]]] = {}
     ends_residual: dict[str, bool] = {}  # output layers count here: a last block's branch end
+    sandwiched = sandwich_ends(ctx.graph)  # x + norm(f(x)): a branch too, its norm before the add
     for s in ctx.signal:
         p = params.get(s.param)
         if p is None or s.param in off_path:
             continue
-        ends_residual[s.origin] = ends_residual.get(s.origin, False) or p.residual_end
+        ends_residual[s.origin] = ends_residual.get(s.origin, False) or p.residual_end or s.param in sandwiched
         if p.is_output:
             continue
         segments.setdefault(f"{s.origin}", {}).setdefault(s.depth, []).append(s.param)
