@@ -13,7 +13,7 @@ into single :class:`Pattern` objects:
 - SiLU ``x * sigmoid(x)``, Mish ``x * tanh(softplus(x))``, hardswish ``x * hardsigmoid(x)``;
 - LayerNorm ``(x - mean(x)) / sqrt(mean((x - mean(x))^2) + eps) * g + b`` and RMSNorm
   ``x / sqrt(mean(x^2) + eps) * g``;
-- attention ``softmax(Q K^T * s + mask) V`` (with dropout or casts in between).
+- attention ``softmax(Q K^T * s + mask) V`` (with dropout, casts or tanh soft-capping in between).
 
 :func:`op_kind` gives the :class:`~initaudit.graph.Node` kind of a single op that is not part of a
 pattern: gated products ``act(gate(x)) * up(x)`` are ``mul`` nodes of two branches; a sum of two
@@ -52,8 +52,10 @@ ACT_OPS = {
     "logsigmoid": "logsigmoid", "tanhshrink": "tanhshrink",
 }
 _CORES = ("erf", "tanh", "sigmoid", "hardsigmoid", "reducemean", "softmax")
+# ops between Q K^T and the softmax: scaling, masks, casts, and tanh soft-capping
+# (cap * tanh(s / cap), Gemma-2): monotone, so the scores stay scores
 _SCORE_PATH = {"add", "sub", "mul", "div", "where", "masked_fill", "cast", "dropout", "identity",
-               "castlike", "reshape", "transpose", "expand", "contiguous"}
+               "castlike", "reshape", "transpose", "expand", "contiguous", "tanh"}
 
 
 @dataclass

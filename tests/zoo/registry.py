@@ -254,7 +254,7 @@ def _entries() -> list[ZooModel]:
     add("qwen3", tf, _hf("Qwen3Config", "Qwen3ForCausalLM", **dec, head_dim=8, num_key_value_heads=2),
         tokens(), onnx=True, tags={"decoder"})  # RMSNorm exported as Sqrt, Div(1, .), Mul
     add("gemma2", tf, _hf("Gemma2Config", "Gemma2ForCausalLM", **dec, head_dim=8, num_key_value_heads=2),
-        tokens(), tags={"decoder"})  # x + norm(f(x)): sandwich norms
+        tokens(), onnx=True, tags={"decoder"})  # x + norm(f(x)); tanh soft-capped attention scores
     add("qwen2_moe", tf, _hf("Qwen2MoeConfig", "Qwen2MoeForCausalLM", **dec, num_key_value_heads=2,
                              num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
                              shared_expert_intermediate_size=64), tokens(), tags={"decoder", "moe"})

@@ -131,6 +131,18 @@ def test_a_small_stack_ending_in_a_norm_without_a_skip_still_warns():
     assert not _of(initaudit.audit(NormedChain(residual=True)), "IA104", "fc.")
 
 
+def test_gemma2_soft_capped_scores_are_attention_scores_in_onnx(zoo_report, tmp_path):
+    from initaudit.loaders.target import load_target
+    from zoo.forms import export_onnx
+
+    model, inputs = build("gemma2")
+    cap = model.config.attn_logit_softcapping
+    assert cap and cap > 0  # scores = cap * tanh(scores / cap) before the softmax
+    graph, _ = load_target(str(export_onnx(model, inputs, tmp_path / "g.onnx")))
+    assert sum(n.kind == "attention" for n in graph.nodes) == model.config.num_hidden_layers
+    assert not _of(zoo_report("gemma2", "onnx"), "IA104")
+
+
 # --- Qwen2-MoE: a branch behind a sigmoid gate ------------------------------------------------------------
 
 def test_qwen2_moe_shared_expert_behind_its_gate_is_a_residual_branch(zoo_report):
