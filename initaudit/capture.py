@@ -187,6 +187,12 @@ class _Recorder(TorchFunctionMode):
         values = [*_values(args), *_values(list(kwargs.values()))]
         known = [self.tid.get(v) for v in values if isinstance(v, torch.Tensor)]
         kinds = {self.kind.get(t) for t in known if t}
+        if not kinds and _OPS.get(raw) in _ID_OPS and values and isinstance(values[0], torch.Tensor):
+            pname = self.param_names.get(id(values[0]))
+            if pname:  # a view of a parameter (w.t(), w[expert]) is that parameter to the ops after it
+                for t in _tensors(out):
+                    self.tid[t] = f"p:{pname}"
+            return
         if "signal" not in kinds and not ("ids" in kinds and (raw == "embedding" or _OPS.get(raw) in _ID_OPS)):
             return
         reflected = raw in ("rsub", "rdiv", "rtruediv", "rpow", "rmatmul")
@@ -350,6 +356,8 @@ class _Emitter:
         params = [x for x in params if x]
         consts = [t for t in p.inputs if kinds.get(t) == "const"]
         node = Node(p.name, "unknown", ins, op=p.source_op, attrs=dict(p.attrs))
+        if params:
+            node.attrs["params"] = tuple(params)  # applied by an op nothing models (grouped_mm)
         if p.op in ("linear", "conv", "embedding"):
             weight = params[0] if params else None
             node.kind = "embedding" if p.op == "embedding" else "layer"

@@ -194,3 +194,24 @@ def test_qwen3_onnx_norms_are_norm_nodes(zoo_report):
                 and f.severity.value != "info"]
     # q_proj and k_proj of both layers feed q_norm / k_norm (RMSNorm over each head)
     assert sum(bool(r["normalized_after"]) for r in report.layers) >= 4
+
+
+# --- Mixtral: expert weights applied through views the recorder follows ----------------------------------
+
+def test_moe_expert_weights_stay_judged_as_weights():
+    pytest.importorskip("transformers")
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.MixtralConfig(vocab_size=96, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
+                                        num_experts_per_tok=2, max_position_embeddings=64)
+    model = transformers.MixtralForCausalLM(config).eval()
+    experts = model.model.layers[0].mlp.experts
+    with torch.no_grad():
+        experts.gate_up_proj.zero_()  # a defect: every expert's output is zero
+        assert experts(torch.randn(16, 32), torch.zeros(16, 2, dtype=torch.long),
+                       torch.ones(16, 2)).abs().max() == 0
+    report = initaudit.audit(model)
+    assert "model.layers.0.mlp.experts.down_proj" in {r["param"] for r in report.layers}
+    assert [f.layer for f in report.findings if f.rule == "IA102"] == ["model.layers.0.mlp.experts.gate_up_proj"]
