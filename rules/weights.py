@@ -109,7 +109,7 @@ class ConstantWeights(Rule):
     def check(self, ctx) -> Iterator[Finding]:
         for p in ctx.graph.weights():
             s = ctx.analysis(p.name).stats
-            if s.nonfinite or s.numel < 2 or (s.max - s.min) > self.opts["atol"]:
+            if s.nonfinite or s.numel < 2 or (s.max - s.min) > self.opts["atol"] or no_layer(ctx, p):
                 continue
             what = "all zeros" if s.all_zero else f"every element equals {fmt(s.mean)}"
             legit = self._legitimate(p) if s.all_zero else None

@@ -88,6 +88,23 @@ def test_raw_parameters_applied_as_a_layer_are_still_judged(tmp_path):
     assert [f.layer for f in _of(initaudit.audit(path), "IA103")] == ["0.weight"]
 
 
+class ConstGate(nn.Module):
+    """WavLM's gated relative-position constant, ones(1, heads, 1, 1), and a constant per-channel
+    decay table, beside a zeroed layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.gru_rel_pos_const = nn.Parameter(torch.ones(1, 4, 1, 1))
+        self.decay = nn.Parameter(torch.ones(4, 8))
+        self.fc = nn.Linear(16, 16)
+        nn.init.zeros_(self.fc.weight)
+
+
+def test_a_constant_parameter_of_no_layer_in_a_bare_checkpoint_is_not_a_dead_layer(tmp_path):
+    report = initaudit.audit(save_safetensors(ConstGate(), tmp_path / "m.safetensors"))
+    assert [f.layer for f in report.findings if f.rule == "IA102" and f.severity.value == "error"] == ["fc.weight"]
+
+
 # --- Gemma-2: x + norm(f(x)) --------------------------------------------------------------------------
 
 def test_gemma2_sandwich_norm_resets_the_small_branch(zoo_report):
