@@ -360,8 +360,7 @@ def off_dataflow(graph: ModelGraph) -> set[str]:
     those weights is unknown and they are judged as in a checkpoint with no architecture."""
     if not graph.nodes:
         return set()
-    placed = {n for node in graph.nodes
-              for n in (node.param, node.bias, *node.norm_params, *node.attrs.get("params", ())) if n}
+    placed = {n for node in graph.nodes for n in (node.param, node.bias, *node.norm_params) if n}
     return {p.name for p in graph.weights() if not placed.intersection([p.name, *p.aliases])}
 
 # Ops between a projection and the attention that take it in: reshapes, head splits, q * d^-1/2

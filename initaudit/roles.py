@@ -68,7 +68,10 @@ def mark_unapplied(graph: ModelGraph) -> None:
     ``A = -exp(A_log)``, a per-channel decay or gain), so their rows are not units computing
     features of one input, and identical rows (S4D's A_log = log(1..N) in every channel) or a
     positive mean are their design. Called on a dataflow recorded from a real forward pass."""
-    for name in off_dataflow(graph):
+    # applied by an op nothing models (grouped_mm, multi_head_attention_forward): weights whose
+    # activation is unknown, not parameters used elementwise
+    by_unknown = {n for node in graph.nodes for n in node.attrs.get("params", ())}
+    for name in off_dataflow(graph) - by_unknown:
         p = graph.params[name]
         if p.kind is OpKind.OTHER:
             p.role = ParamRole.OTHER

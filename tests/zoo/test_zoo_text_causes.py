@@ -232,3 +232,31 @@ def test_moe_expert_weights_stay_judged_as_weights():
     report = initaudit.audit(model)
     assert "model.layers.0.mlp.experts.down_proj" in {r["param"] for r in report.layers}
     assert [f.layer for f in report.findings if f.rule == "IA102"] == ["model.layers.0.mlp.experts.gate_up_proj"]
+
+
+class FunctionalAttention(nn.Module):
+    """WavLM's attention: its projections' weights handed to F.multi_head_attention_forward, an
+    op nothing models, so what follows them is unknown (not "no activation")."""
+
+    def __init__(self, d: int = 32):
+        super().__init__()
+        self.q, self.k, self.v, self.out = (nn.Linear(d, d) for _ in range(4))
+        for m in (self.q, self.k, self.v, self.out):
+            nn.init.normal_(m.weight, std=0.02)
+        self.head = nn.Linear(d, 4)
+
+    def forward(self, x):
+        x = x.transpose(0, 1)
+        bias = torch.cat((self.q.bias, self.k.bias, self.v.bias))
+        y, _ = nn.functional.multi_head_attention_forward(
+            x, x, x, 32, 4, torch.empty([0]), bias, None, None, False, 0.0, self.out.weight, self.out.bias,
+            use_separate_proj_weight=True, q_proj_weight=self.q.weight, k_proj_weight=self.k.weight,
+            v_proj_weight=self.v.weight, need_weights=False)
+        return self.head(y.transpose(0, 1).mean(1))
+
+
+def test_weights_an_unmodelled_op_applies_keep_an_unknown_activation():
+    torch.manual_seed(0)
+    report = initaudit.audit(FunctionalAttention(), inputs=torch.randn(4, 8, 32))
+    assert {"q.weight", "k.weight", "v.weight", "out.weight"} <= {r["param"] for r in report.layers}
+    assert not _of(report, "IA104")
