@@ -188,6 +188,12 @@ class _Recorder(TorchFunctionMode):
         values = [*_values(args), *_values(list(kwargs.values()))]
         known = [self.tid.get(v) for v in values if isinstance(v, torch.Tensor)]
         kinds = {self.kind.get(t) for t in known if t}
+        if not kinds and _OPS.get(raw) in _ID_OPS and values and isinstance(values[0], torch.Tensor):
+            pname = self.param_names.get(id(values[0]))
+            if pname:  # a view of a parameter (w.t(), w[expert]) is that parameter to the ops after it
+                for t in _tensors(out):
+                    self.tid[t] = f"p:{pname}"
+            return
         if "signal" not in kinds and not ("ids" in kinds and (raw == "embedding" or _OPS.get(raw) in _ID_OPS)):
             return
         reflected = raw in ("rsub", "rdiv", "rtruediv", "rpow", "rmatmul")
@@ -361,6 +367,8 @@ class _Emitter:
         params = [x for x in params if x]
         consts = [t for t in p.inputs if kinds.get(t) == "const"]
         node = Node(p.name, "unknown", ins, op=p.source_op, attrs=dict(p.attrs))
+        if params:
+            node.attrs["params"] = tuple(params)  # applied by an op nothing models (grouped_mm)
         if p.op in ("linear", "conv", "embedding"):
             weight = params[0] if params else None
             node.kind = "embedding" if p.op == "embedding" else "layer"
@@ -460,6 +468,7 @@ def capture_dataflow(graph: ModelGraph, inputs: Any, owned: dict[str, list[Param
     from initaudit.errors import first_line
     from initaudit.loaders.torch_module import FX_FAILED, is_capture_leaf, owned_params, trace_module_node
     from initaudit.probe.torch_probe import _BATCH_STAT_NORMS, _Snapshot
+    from initaudit.roles import mark_unapplied
 
     module = graph.module
     if module is None:
@@ -498,6 +507,7 @@ def capture_dataflow(graph: ModelGraph, inputs: Any, owned: dict[str, list[Param
     graph.notes = [n for n in graph.notes if not n.startswith(FX_FAILED)]
     annotate(graph, "trace")
     graph.capture = "trace"
+    mark_unapplied(graph)
     unknown = sorted({n.op or "?" for n in nodes if n.kind == "unknown"})
     if unknown:
         graph.notes.append(f"dataflow recorded from a forward pass; ops it does not model (the signal "

@@ -316,8 +316,20 @@ def _is_gain(node: Node) -> bool:
     return node.kind == "mul" and len(node.inputs) == 1 and (node.param is not None or "scale" in node.attrs)
 
 
-def _behind_gains(direct: list[Node], users: dict[str, list[Node]]) -> list[Node]:
-    return direct + [n for g in direct if _is_gain(g) for n in _following(g.name, users, _SHAPE_ONLY)]
+_GATES = frozenset({"sigmoid", "hardsigmoid"})
+
+
+def gate_products(nodes: Iterable[Node]) -> set[str]:
+    """Products of a branch and a gate in (0, 1), ``f(x) * sigmoid(g(x))`` (Qwen2-MoE's shared
+    expert, GLU): like a LayerScale gain, the gate scales the branch on its way to the sum."""
+    acts = {n.name for n in nodes if n.kind == "act" and n.activation and n.activation.name in _GATES}
+    return {n.name for n in nodes if n.kind == "mul" and len(set(n.inputs)) == 2
+            and len(acts.intersection(n.inputs)) == 1}
+
+
+def _behind_gains(direct: list[Node], users: dict[str, list[Node]], gated: set[str] = frozenset()) -> list[Node]:
+    return direct + [n for g in direct if _is_gain(g) or g.name in gated
+                     for n in _following(g.name, users, _SHAPE_ONLY)]
 
 
 def annotate(graph: ModelGraph, source: str) -> None:
@@ -328,6 +340,7 @@ def annotate(graph: ModelGraph, source: str) -> None:
     shape-only and bias ops; normalisation is also seen through an activation (Conv-ReLU-BN).
     """
     users = _consumers(graph.nodes)
+    gated = gate_products(graph.nodes)
     # Whether a weight layer lies anywhere downstream (one reverse pass over the topological
     # order): a layer with none after it is an output layer, softmax or loss ops included.
     feeds_layer: dict[str, bool] = {}
@@ -351,7 +364,7 @@ def annotate(graph: ModelGraph, source: str) -> None:
                 p.activation, p.activation_source = acts[0], source
             p.follows_unknown = unknown[0] if unknown and p.activation is None else None
             p.normalized_after = bool(beyond_act) and all(n.kind == "norm" for n in beyond_act)
-            p.residual_end = any(n.kind == "add" for n in _behind_gains(direct, users))
+            p.residual_end = any(n.kind == "add" for n in _behind_gains(direct, users, gated))
             p.is_output = node.kind == "layer" and not feeds_layer[node.name] and bool(users.get(node.name))
             # at every call site of a reused weight (a recurrent cell's last step feeds the head,
             # its other steps feed the next step)
@@ -366,6 +379,23 @@ def _feeds_only_heads(name: str, users: dict[str, list[Node]], feeds_layer: dict
     through activations, pooling and shape ops only, and nothing else."""
     after = _following(name, users, _SHAPE_OR_ACT)
     return bool(after) and all(n.kind == "layer" and not feeds_layer[n.name] for n in after)
+
+
+def sandwich_ends(graph: ModelGraph) -> set[str]:
+    """Weights whose output is normalised and then added to a residual stream, x + norm(f(x))
+    (Gemma-2/3's and OLMo-2's post-branch norms): the last layers of a branch whose spread
+    the norm resets before the skip path adds it, so a small stack inside shrinks nothing
+    that goes on."""
+    users = _consumers(graph.nodes)
+    out: set[str] = set()
+    for node in graph.nodes:
+        if node.kind != "layer" or not node.param:
+            continue
+        after = _following(node.name, users, _SHAPE_OR_ACT)
+        if after and all(n.kind == "norm" and any(m.kind == "add" for m in _behind_gains(
+                _following(n.name, users, _SHAPE_ONLY), users)) for n in after):
+            out.add(node.param)
+    return out
 
 
 def off_dataflow(graph: ModelGraph) -> set[str]:

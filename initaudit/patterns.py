@@ -17,7 +17,7 @@ into single :class:`Pattern` objects:
   ``x / sqrt(mean(x^2) + eps) * g``; L2 normalisation ``x / ||x||`` (``x.norm(dim=-1,
   keepdim=True)``, ONNX ``ReduceL2``; an ``eps`` added or clamped in, as ``F.normalize``
   exports), CLIP's normalised embeddings;
-- attention ``softmax(Q K^T * s + mask) V`` (with dropout or casts in between).
+- attention ``softmax(Q K^T * s + mask) V`` (with dropout, casts or tanh soft-capping in between).
 
 :func:`op_kind` gives the :class:`~initaudit.graph.Node` kind of a single op that is not part of a
 pattern: gated products ``act(gate(x)) * up(x)`` are ``mul`` nodes of two branches; a sum of two
@@ -61,8 +61,10 @@ _CORES = ("erf", "tanh", "sigmoid", "hardsigmoid", "reducemean", "softmax", "rel
 _RELU6 = ("relu6", "clip", "hardtanh")  # relu6(x) = min(max(x, 0), 6); the others with bounds (0, 6)
 # between ||x|| and x / ||x||: an eps added or clamped in, casts, the broadcast back to x's shape
 _NORM_GUARD = {"add", "clip", "clamp", "clamp_min", "max", "maximum", "cast", "expand"}
+# ops between Q K^T and the softmax: scaling, masks, casts, and tanh soft-capping
+# (cap * tanh(s / cap), Gemma-2): monotone, so the scores stay scores
 _SCORE_PATH = {"add", "sub", "mul", "div", "where", "masked_fill", "cast", "dropout", "identity",
-               "castlike", "reshape", "transpose", "expand", "contiguous"}
+               "castlike", "reshape", "transpose", "expand", "contiguous", "tanh"}
 
 
 @dataclass
@@ -292,6 +294,10 @@ def _norm_pattern(view: PrimView, ri: int) -> Pattern | None:
         if un.op in ("add", "sqrt", "rsqrt", "reciprocal", "pow", "cast") and (
                 un.op in ("sqrt", "rsqrt", "reciprocal", "cast") or any(view.is_const(x) for x in un.inputs)):
             members.add(u)
+            cur = un.outputs[0]
+            continue
+        if un.op == "div" and len(un.inputs) == 2 and un.inputs[1] == cur and view.scalar(un.inputs[0]) is not None:
+            members.add(u)  # 1 / sqrt(...): torch.rsqrt as the exporter writes it (Sqrt, then Div)
             cur = un.outputs[0]
             continue
         if un.op in ("div", "mul") and d in un.inputs and cur in un.inputs:

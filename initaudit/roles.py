@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from initaudit.graph import ModelGraph, OpKind, Param, ParamRole
+from initaudit.graph import ModelGraph, OpKind, Param, ParamRole, off_dataflow
 
 # torch.nn.utils.parametrizations.weight_norm stores g as original0 and v as original1;
 # the older torch.nn.utils.weight_norm as weight_g / weight_v.
@@ -78,6 +78,23 @@ def refine_roles(graph: ModelGraph) -> None:
             p.role = ParamRole.OTHER
             p.notes.append(f"a per-channel vector (shape {list(p.shape)}: a gain, temperature or "
                            "token), not a layer's weight matrix: constant values are a start by design")
+
+
+def mark_unapplied(graph: ModelGraph) -> None:
+    """Re-role the weights of no known layer type that the recorded forward pass applies as no
+    layer: the model uses them elementwise or builds them into something else (Mamba's
+    ``A = -exp(A_log)``, a per-channel decay or gain), so their rows are not units computing
+    features of one input, and identical rows (S4D's A_log = log(1..N) in every channel) or a
+    positive mean are their design. Called on a dataflow recorded from a real forward pass."""
+    # applied by an op nothing models (grouped_mm, multi_head_attention_forward): weights whose
+    # activation is unknown, not parameters used elementwise
+    by_unknown = {n for node in graph.nodes for n in node.attrs.get("params", ())}
+    for name in off_dataflow(graph) - by_unknown:
+        p = graph.params[name]
+        if p.kind is OpKind.OTHER:
+            p.role = ParamRole.OTHER
+            p.notes.append("a parameter the recorded forward pass applies as no layer (used elementwise "
+                           "or transformed first): its rows are not units, not judged as a weight")
 
 
 def renormalised_params(graph: ModelGraph) -> set[str]:

@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from initaudit.graph import (OpKind, attention_logit_scales, off_dataflow, renormalised_downstream,
-                             score_projections, side_branch_nodes)
+                             sandwich_ends, score_projections, side_branch_nodes)
 from initaudit.lazy import lazy_function
 from initaudit.rule import Finding, Rule, Severity, fmt
+from initaudit.rules.weights import no_layer
 # the depth rules and their grading live in depth.py; imported here for IA104's grading and
 # for code that imports them from this module
 from initaudit.rules.depth import (  # noqa: F401
@@ -77,7 +78,7 @@ class DuplicateUnits(Rule):
     def check(self, ctx) -> Iterator[Finding]:
         for p in ctx.graph.weights():
             dup = ctx.analysis(p.name).duplicates
-            if dup is None or not (dup.exact_groups or dup.near_groups):
+            if dup is None or not (dup.exact_groups or dup.near_groups) or no_layer(ctx, p):
                 continue
             unit = "rows (tokens)" if p.kind is OpKind.EMBEDDING else "units"
             if dup.exact_groups:
@@ -143,8 +144,10 @@ class InitScale(Rule):
       nothing (s = sqrt(d_kv)), so its folded query gives L = 1, and queries and keys that fit
       their schemes in such an attention (L = sqrt(d)) are reported;
     - a stack that ends in a residual add, directly or behind a LayerScale gain or constant
-      scale (``x + gamma * f(x)``), shrinks only its branch (info: GPT-2's and CLIP's
-      depth-scaled projections, ConvNeXt's 0.02 with gamma 1e-6); the same layers in a plain
+      scale (``x + gamma * f(x)``) or a gate in (0, 1) (``x + sigmoid(g(x)) * f(x)``: a
+      shared expert), shrinks only its branch (info: GPT-2's and CLIP's depth-scaled
+      projections, ConvNeXt's 0.02 with gamma 1e-6); so does one whose output a norm resets
+      before the add (``x + norm(f(x))``: Gemma-2's sandwich norms); the same layers in a plain
       chain are graded as any stack;
     - a layer before a normalisation (BatchNorm, LayerNorm; a BatchNorm an exporter folded in):
       the forward scale is normalised away (He fan-out convs, GoogLeNet's trunc-normal 0.01),
@@ -390,11 +393,12 @@ def _stacks(ctx, off_path: set[str] = frozenset()) -> dict[str, tuple[list[list[
     params = ctx.graph.params
     segments: dict[str, dict[int, list[str]]] = {}
     ends_residual: dict[str, bool] = {}  # output layers count here: a last block's branch end
+    sandwiched = sandwich_ends(ctx.graph)  # x + norm(f(x)): a branch too, its norm before the add
     for s in ctx.signal:
         p = params.get(s.param)
         if p is None or s.param in off_path:
             continue
-        ends_residual[s.origin] = ends_residual.get(s.origin, False) or p.residual_end
+        ends_residual[s.origin] = ends_residual.get(s.origin, False) or p.residual_end or s.param in sandwiched
         if p.is_output:
             continue
         segments.setdefault(f"{s.origin}", {}).setdefault(s.depth, []).append(s.param)

@@ -114,7 +114,7 @@ class ConstantWeights(Rule):
         applied = _applied_by_a_layer(ctx.graph)
         for p in ctx.graph.weights():
             s = ctx.analysis(p.name).stats
-            if s.nonfinite or s.numel < 2 or (s.max - s.min) > self.opts["atol"]:
+            if s.nonfinite or s.numel < 2 or (s.max - s.min) > self.opts["atol"] or no_layer(ctx, p):
                 continue
             what = "all zeros" if s.all_zero else f"every element equals {fmt(s.mean)}"
             legit = self._legitimate(p) if s.all_zero else None
@@ -288,7 +288,7 @@ class MeanShift(Rule):
     def check(self, ctx) -> Iterator[Finding]:
         for p in ctx.graph.weights():
             s = ctx.analysis(p.name).stats
-            if s.nonfinite or s.std == 0 or s.numel < 16 or p.kind is OpKind.EMBEDDING:
+            if s.nonfinite or s.std == 0 or s.numel < 16 or p.kind is OpKind.EMBEDDING or no_layer(ctx, p):
                 continue
             ratio = abs(s.mean) / s.std
             if ratio > self.opts["max_ratio"] and abs(s.mean) > 6 * s.std / s.numel**0.5:
@@ -452,3 +452,9 @@ def _zero_scale_patterns(ctx) -> dict[str, str]:
                 out.setdefault(n, f"at the same place in all {len(names)} repeated blocks ({pattern}: "
                                   "the zero-init residual convention)")
     return out
+
+
+def no_layer(ctx, p) -> bool:
+    """A parameter of no known layer in a file with no architecture (Mamba's A_log read from a
+    bare checkpoint): which dimension holds units, and whether it should be centred, is unknown."""
+    return p.kind is OpKind.OTHER and not ctx.graph.has_architecture

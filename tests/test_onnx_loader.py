@@ -233,6 +233,27 @@ def test_rms_norm_decomposed(tmp_path):
     assert g.params["W"].normalized_after
 
 
+def test_rms_norm_with_rsqrt_as_exported(tmp_path):
+    """LLaMA's RMSNorm, x * torch.rsqrt(mean(x^2) + eps) * w, as torch.onnx writes it: Sqrt,
+    then Div(1, sqrt), then Mul with x (Qwen3, Phi-3, OLMo-2, Gemma-2 exports)."""
+    d = 8
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="fc"),
+             helper.make_node("Pow", ["h", "two"], ["sq"], name="pow"),
+             helper.make_node("ReduceMean", ["sq", "axes"], ["ms"], name="mean", keepdims=1),
+             helper.make_node("Add", ["ms", "eps"], ["mse"], name="addeps"),
+             helper.make_node("Sqrt", ["mse"], ["rms"], name="sqrt"),
+             helper.make_node("Div", ["one", "rms"], ["inv"], name="inv"),
+             helper.make_node("Mul", ["h", "inv"], ["n"], name="mul"),
+             helper.make_node("Mul", ["gamma", "n"], ["y"], name="scale")]
+    inits = [init("W", rng().standard_normal((d, d)).astype(np.float32)), init("two", np.array(2.0, np.float32)),
+             init("axes", np.array([-1], np.int64)), init("eps", np.array(1e-6, np.float32)),
+             init("one", np.array(1.0, np.float32)), init("gamma", np.ones(d, np.float32))]
+    g = load_onnx(save(tmp_path / "rms.onnx", nodes, [tensor_in("x", ["n", d])], [tensor_in("y", ["n", d])], inits))
+    assert [n.kind for n in g.nodes if n.kind in ("norm", "unknown")] == ["norm"]
+    assert g.params["gamma"].role is ParamRole.NORM_SCALE and "RMSNorm" in g.params["gamma"].op
+    assert g.params["W"].normalized_after
+
+
 @pytest.mark.parametrize("norm", ["batch", "instance", "group"])
 def test_normalization_ops(tmp_path, norm):
     c = 8

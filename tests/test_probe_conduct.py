@@ -4,6 +4,8 @@ deterministic (same seed, same JSON, byte for byte)."""
 
 from __future__ import annotations
 
+import copy
+
 import json
 import textwrap
 
@@ -92,6 +94,35 @@ def test_parameters_written_in_place_by_forward_are_restored():
     report = initaudit.audit(model)
     assert report.probe.ran
     assert snapshot(model) == before
+
+
+class KeepsItsState(nn.Module):
+    """A forward that keeps its recurrent state as a plain attribute (RecurrentGemma's RG-LRU,
+    key/value caches): after a run with grad it would hold a tensor of the run's autograd graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.state = None
+        self.steps = torch.zeros(1)
+
+    def forward(self, x):
+        self.state = torch.tanh(self.fc(x))
+        self.steps = self.steps + 1
+        self.extra = self.state.sum()
+        return self.state
+
+
+def test_tensors_a_forward_keeps_as_attributes_are_put_back(tmp_path):
+    torch.manual_seed(0)
+    model = KeepsItsState()
+    steps = model.steps
+    assert initaudit.audit(model).probe.ran
+    assert model.state is None and model.steps is steps and not hasattr(model, "extra")
+    copy.deepcopy(model)  # a tensor of the probe's autograd graph left behind cannot be copied
+    path = tmp_path / "m.pt"
+    torch.save(model.state_dict(), path)
+    assert initaudit.audit(str(path), model=model).probe.ran  # the checkpoint goes into a copy
 
 
 def test_checkpoint_values_go_into_a_copy_of_a_live_model(tmp_path):

@@ -55,6 +55,19 @@ def test_whisper_speech_features():
     assert doc["probe"]["input_shapes"][0] == [4, 16, 32]  # mel bins x 2 * max_source_positions
 
 
+def test_speech2text_filter_bank_frames():
+    tf = _tf()
+    torch.manual_seed(0)
+    cfg = tf.Speech2TextConfig(vocab_size=128, d_model=32, encoder_layers=1, decoder_layers=1,
+                               encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
+                               decoder_ffn_dim=64, max_source_positions=64, max_target_positions=64,
+                               input_feat_per_channel=16, conv_channels=32, pad_token_id=0, bos_token_id=1,
+                               eos_token_id=2, decoder_start_token_id=1)
+    doc = audited(tf.Speech2TextForConditionalGeneration(cfg))
+    assert doc["probe"]["convention"] == "transformers: input_features + decoder_input_ids"
+    assert doc["probe"]["input_shapes"][0] == [4, 64, 16]  # (batch, frames, features), not Whisper's layout
+
+
 def test_wav2vec2_raw_audio():
     tf = _tf()
     torch.manual_seed(0)

@@ -328,6 +328,8 @@ _NORM_NAME = re.compile(r"(^|[._])(ln|norm|bn|layernorm|layer_norm|batchnorm|rms
 _EMBED_NAME = re.compile(r"(embed|wte|wpe|tok_emb|pos_emb|word_embeddings|position_embeddings|"
                          r"token_type_embeddings|shared)", re.IGNORECASE)
 # GPT-2 style Conv1D modules store (in, out).
+# What layers call their weight matrices and kernels (torch, Hugging Face, Flax/TF exports).
+_LAYER_WEIGHT = re.compile(r"weight|kernel|^w$|_w$|^w_|proj", re.IGNORECASE)
 _HF_CONV1D = re.compile(r"(^|\.)(c_attn|c_fc|c_proj|c_attn_q)\.weight$")
 
 
@@ -402,6 +404,10 @@ def _bare_weight(name: str, shape: tuple[int, ...], shapes: dict, common: dict) 
         return Param(op="embedding", kind=OpKind.EMBEDDING, fan_in=shape[1], fan_out=shape[0], **base)
     if len(shape) == 2 and _HF_CONV1D.search(name):
         return Param(op="Conv1D", kind=OpKind.LINEAR, fan_in=shape[0], fan_out=shape[1], units_dim=1, **base)
+    if not _LAYER_WEIGHT.search(local):  # A_log, time_decay, seg_embed: a parameter, not a layer's weight
+        p = Param(op="parameter", kind=OpKind.OTHER, **base)
+        p.notes.append(f"'{local}' is not a layer weight's name: read as a parameter of no known layer")
+        return p
     if len(shape) == 2:
         return Param(op="linear", kind=OpKind.LINEAR, fan_in=shape[1], fan_out=shape[0], **base)
     # ConvTranspose stores (in, out/groups, *k) and cannot be told apart by shape; groups neither.

@@ -266,8 +266,30 @@ def trace_module_node(site: str, m: nn.Module, inputs: list[str], owned: dict[st
     return made
 
 
+class ModuleAttributes:
+    """Every module's plain attributes, to be put back after code of the model ran: a forward
+    (or an fx trace) may keep tensors there (a recurrent state, a cache, a Proxy), which would
+    change the caller's model and tie it to the run's autograd graph (no deepcopy then)."""
+
+    def __init__(self, module: nn.Module):
+        self.kept = [(m, dict(vars(m))) for m in module.modules()]
+
+    def restore(self) -> None:
+        for m, kept in self.kept:
+            now = vars(m)
+            for k in [k for k, v in now.items() if kept.get(k, now) is not v]:
+                if k in kept:
+                    now[k] = kept[k]
+                else:
+                    del now[k]  # made by the run
+
+
 def _fx_nodes(module: nn.Module, owned: dict[str, list[Param]]) -> list[Node]:
-    graph = _Tracer().trace(module)
+    kept = ModuleAttributes(module)
+    try:
+        graph = _Tracer().trace(module)
+    finally:
+        kept.restore()
     modules = dict(module.named_modules())
     nodes: list[Node] = []
     rename: dict[str, str] = {}  # fx node name -> our node name (module path for call_module)

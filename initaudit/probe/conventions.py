@@ -7,6 +7,7 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 | encoder-decoder (``config.is_encoder_decoder``) | + ``decoder_input_ids`` (batch, 16) |
 | vision (``main_input_name == "pixel_values"``) | N(0, 1) (batch, num_channels, image_size, image_size) |
 | speech, ``input_features`` (Whisper) | N(0, 1) (batch, num_mel_bins, 2 * max_source_positions) |
+| speech, ``input_features`` with ``input_feat_per_channel`` (Speech2Text) | N(0, 1) (batch, 64 frames, input_feat_per_channel * input_channels) |
 | speech, ``input_values`` (Wav2Vec2, HuBERT) | N(0, 1) (batch, samples) with samples giving 16 frames after the conv feature extractor |
 | text + vision (CLIP-style, ``text_config`` and ``vision_config``) | ``input_ids`` and ``pixel_values`` from each sub-config |
 | timm (``pretrained_cfg`` / ``default_cfg``) | N(0, 1) (batch, *input_size), the patch embedding's ``img_size`` where the model was built for another |
@@ -110,7 +111,13 @@ def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made |
         batch = _image_batch(batch, h, w)
         kwargs["pixel_values"] = torch.randn((batch, c, h, w), generator=gen)
         names.append("pixel_values")
-    if main == "input_features":
+    if main == "input_features" and getattr(config, "input_feat_per_channel", None):
+        # Speech2Text: (batch, frames, features) filter-bank frames, subsampled by its conv stem
+        feats = int(config.input_feat_per_channel) * int(getattr(config, "input_channels", 1) or 1)
+        batch = min(batch, BIG_INPUT_BATCH)
+        kwargs["input_features"] = torch.randn((batch, 4 * SEQ_LEN, feats), generator=gen)
+        names.append("input_features")
+    elif main == "input_features":
         mels = int(getattr(config, "num_mel_bins", 80))
         frames = 2 * int(getattr(config, "max_source_positions", 1500))
         batch = min(batch, BIG_INPUT_BATCH)

@@ -46,7 +46,7 @@ from initaudit.errors import first_line
 from initaudit.distributed import (full_value, is_sharded, l2_norm, nonfinite_count, unit_row_norms,
                                    unit_rows_at)
 from initaudit.graph import Activation, ModelGraph, OpKind, Param, ParamRole
-from initaudit.loaders.torch_module import _ACT_MODULES, _NORM, activation_of_module
+from initaudit.loaders.torch_module import _ACT_MODULES, _NORM, ModuleAttributes, activation_of_module
 from initaudit.probe.inputs import CHANNEL_FIRST, ProbeInputs, _flatten
 from initaudit.probe.options import ProbeOptions
 from initaudit.probe.result import GradStats, ProbeResult, SiteStats
@@ -244,6 +244,7 @@ class _Snapshot:
         self.buffers = [(m, k, b, None if b is None else b.detach().clone())
                         for m in module.modules() for k, b in m._buffers.items()]
         self.grads = [(p, p.grad) for _, _, p in self.params if p is not None]
+        self.attrs = ModuleAttributes(module)  # a recurrent state or cache a forward keeps
         self.writes = _CopyOnWrite([p for p, _ in self.values])
         self.unrestored = 0
 
@@ -269,6 +270,7 @@ class _Snapshot:
         for p, g in self.grads:
             if p.grad is not g:
                 p.grad = g
+        self.attrs.restore()
 
 
 def _device_of(module: nn.Module) -> torch.device:

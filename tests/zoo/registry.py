@@ -294,6 +294,16 @@ def _entries() -> list[ZooModel]:
     add("falcon", tf, _hf("FalconConfig", "FalconForCausalLM", vocab_size=VOCAB, hidden_size=32,
                           num_hidden_layers=2, num_attention_heads=4), tokens(), tags={"decoder"})
     add("phi", tf, _hf("PhiConfig", "PhiForCausalLM", **dec), tokens(), tags={"decoder"})
+    # held out of the first zoo, each added for the cause it exposed (tests/zoo/test_zoo_text_causes.py)
+    add("qwen3", tf, _hf("Qwen3Config", "Qwen3ForCausalLM", **dec, head_dim=8, num_key_value_heads=2),
+        tokens(), onnx=True, tags={"decoder"})  # RMSNorm exported as Sqrt, Div(1, .), Mul
+    add("gemma2", tf, _hf("Gemma2Config", "Gemma2ForCausalLM", **dec, head_dim=8, num_key_value_heads=2),
+        tokens(), onnx=True, tags={"decoder"})  # x + norm(f(x)); tanh soft-capped attention scores
+    add("qwen2_moe", tf, _hf("Qwen2MoeConfig", "Qwen2MoeForCausalLM", **dec, num_key_value_heads=2,
+                             num_experts=4, num_experts_per_tok=2, moe_intermediate_size=32,
+                             shared_expert_intermediate_size=64), tokens(), tags={"decoder", "moe"})
+    add("mamba", tf, _hf("MambaConfig", "MambaForCausalLM", vocab_size=VOCAB, hidden_size=32, state_size=8,
+                         num_hidden_layers=2, expand=2, conv_kernel=4), tokens(), tags={"decoder", "ssm"})
     # encoders
     enc = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                intermediate_size=64, max_position_embeddings=64)
