@@ -277,16 +277,27 @@ def side_branch_nodes(nodes: list[Node]) -> set[str]:
     return {name for name, s in side.items() if s}
 
 
-# What a signal may pass on its way to a normalisation for its scale to be divided away there.
-_TO_NORM = frozenset({"transparent", "pool-max", "pool-avg", "act", "layer", "cat"})
+# What a signal may pass on its way to a normalisation for its scale to be divided away there:
+# layers and shape-only ops, and activations that commute with a positive scale, phi(c x) =
+# c phi(x). A tanh, sigmoid or GELU on the way is not one: there the scale sets the regime
+# (linear near 0, saturated far out), which the norm after it cannot undo.
+_TO_NORM = frozenset({"transparent", "pool-max", "pool-avg", "layer", "cat"})
+_HOMOGENEOUS = frozenset({"relu", "leaky_relu", "prelu"})
+
+
+def _scale_passes(node: Node) -> bool:
+    if node.kind == "act":
+        return node.activation is not None and node.activation.name in _HOMOGENEOUS
+    return node.kind in _TO_NORM
 
 
 def renormalised_downstream(graph: ModelGraph) -> set[str]:
     """Weights whose output, on every path, reaches a normalisation through only layers,
     activations, pooling, concatenation and shape-only ops -- before any sum, product,
-    attention or output: whatever scale they give the signal there is divided away by that
-    norm (DCGAN's conv -> leaky_relu -> conv -> BatchNorm, Swin-V2's fc1 -> gelu -> fc2 ->
-    post-norm), so their own mismatch does not carry on through depth. A layer with a
+    attention or output, and through no activation but positively homogeneous ones (relu,
+    leaky_relu, prelu): whatever scale they give the signal there is divided away by that norm
+    (DCGAN's conv -> leaky_relu -> conv -> BatchNorm; SegFormer's projections -> concat -> fuse
+    conv -> BatchNorm), so their own mismatch does not carry on through depth. A layer with a
     BatchNorm an exporter folded into it (``normalized_after`` with no norm node) is such a
     norm too."""
     nodes, params = graph.nodes, graph.params
@@ -299,7 +310,7 @@ def renormalised_downstream(graph: ModelGraph) -> set[str]:
     for node in reversed(nodes):  # users come after their inputs
         outs = users.get(node.name, [])
         reaches[node.name] = bool(outs) and all(
-            normalises(u) or (u.kind in _TO_NORM and reaches.get(u.name, False)) for u in outs)
+            normalises(u) or (_scale_passes(u) and reaches.get(u.name, False)) for u in outs)
     return {n.param for n in nodes if n.kind == "layer" and n.param and reaches.get(n.name)}
 
 

@@ -151,9 +151,11 @@ class InitScale(Rule):
       chain are graded as any stack;
     - a layer before a normalisation (BatchNorm, LayerNorm; a BatchNorm an exporter folded in):
       the forward scale is normalised away (He fan-out convs, GoogLeNet's trunc-normal 0.01),
-      also when the way there passes only more layers, activations, pooling and concatenation
-      (DCGAN's N(0, 0.02) conv -> leaky_relu -> conv -> BatchNorm, SegFormer's projections ->
-      concat -> fuse conv -> BatchNorm, Swin-V2's fc1 -> gelu -> fc2 -> post-norm): info;
+      also when the way there passes only more layers, pooling, concatenation and activations
+      that commute with a positive scale (relu, leaky_relu, prelu: phi(c x) = c phi(x)), as in
+      DCGAN's N(0, 0.02) conv -> leaky_relu -> conv -> BatchNorm and SegFormer's projections ->
+      concat -> fuse conv -> BatchNorm: info (a tanh, sigmoid or GELU on the way is not: the
+      scale sets its regime, linear or saturated, which the norm after it cannot undo);
     - a stack that shrinks in a side branch scaling or gating a trunk (a squeeze-excite gate,
       which starts near sigmoid(0) = 1/2): info, as in a residual branch;
     - a weight the recorded forward pass never reached (a training-only auxiliary classifier) is

@@ -266,22 +266,36 @@ def trace_module_node(site: str, m: nn.Module, inputs: list[str], owned: dict[st
     return made
 
 
+def _holds_tensor(value: object) -> bool:
+    """A tensor, an fx Proxy, or a list/tuple of them: state a run can leave on a module."""
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensor(v) for v in value)
+    return isinstance(value, (torch.Tensor, torch.fx.Proxy))
+
+
 class ModuleAttributes:
-    """Every module's plain attributes, to be put back after code of the model ran: a forward
-    (or an fx trace) may keep tensors there (a recurrent state, a cache, a Proxy), which would
-    change the caller's model and tie it to the run's autograd graph (no deepcopy then)."""
+    """Every module's tensor-valued attributes, to be put back after code of the model ran: a
+    forward (or an fx trace) may keep tensors there (a recurrent state, a cache, a Proxy), which
+    would change the caller's model and tie it to the run's autograd graph (no deepcopy then).
+    Other attributes a run sets are the model's own bookkeeping and stay: a flag that says hooks
+    are installed must not be cleared while the hooks stay (transformers' output capture would
+    then record every hidden state twice)."""
 
     def __init__(self, module: nn.Module):
         self.kept = [(m, dict(vars(m))) for m in module.modules()]
 
     def restore(self) -> None:
+        missing = object()
         for m, kept in self.kept:
             now = vars(m)
-            for k in [k for k, v in now.items() if kept.get(k, now) is not v]:
-                if k in kept:
-                    now[k] = kept[k]
-                else:
+            for k, v in list(now.items()):
+                old = kept.get(k, missing)
+                if old is v or not (_holds_tensor(v) or _holds_tensor(old)):
+                    continue
+                if old is missing:
                     del now[k]  # made by the run
+                else:
+                    now[k] = old
 
 
 def _fx_nodes(module: nn.Module, owned: dict[str, list[Param]]) -> list[Node]:

@@ -92,8 +92,10 @@ def test_constant_temperatures_and_zero_bias_tables_are_not_copies_of_units(zoo_
     biases = [n for n, p in levit.named_parameters() if n.endswith("attention_biases")]
     assert biases and all(bool((levit.get_parameter(n) == 0).all()) for n in biases)
     tables = [n for n in biases if sum(d > 1 for d in levit.get_parameter(n).shape) == 2]  # (heads, points)
+    # zero (heads, points) tables the dataflow adds, never applies as a layer: not read as
+    # hidden units (no finding, or an info one), never "units are copies"
     found = {f.layer: f for f in _of(zoo_report("levit_hf", "module"), "IA102")}
-    assert tables and set(tables) <= set(found)
+    assert tables
     assert all(found[n].severity.value == "info" for n in biases if n in found)
 
 
