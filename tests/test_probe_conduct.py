@@ -125,6 +125,35 @@ def test_tensors_a_forward_keeps_as_attributes_are_put_back(tmp_path):
     assert initaudit.audit(str(path), model=model).probe.ran  # the checkpoint goes into a copy
 
 
+class InstallsHooksOnce(nn.Module):
+    """Output capture as transformers 5 does it: the first forward registers hooks that collect
+    the hidden states and sets a plain flag so later forwards do not register them again."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Linear(8, 8) for _ in range(2))
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        if not getattr(self, "_hooks_installed", False):
+            for b in self.blocks:
+                b.register_forward_hook(lambda m, i, out: self._seen.append(out))
+            self._hooks_installed = True
+        self._seen = []
+        h = x
+        for b in self.blocks:
+            h = torch.relu(b(h))
+        return self.head(torch.cat(self._seen, dim=-1))  # 16 wide only if each hook ran once
+
+
+def test_bookkeeping_a_forward_sets_stays_while_its_hooks_stay():
+    torch.manual_seed(0)
+    model = InstallsHooksOnce()
+    report = initaudit.audit(model, inputs=torch.randn(4, 8))
+    assert report.probe.ran, report.probe.skipped_reason
+    assert model._hooks_installed and not torch.is_tensor(getattr(model, "_seen", None))
+
+
 def test_checkpoint_values_go_into_a_copy_of_a_live_model(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
