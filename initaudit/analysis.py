@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from initaudit.graph import OpKind, Param
-from initaudit.moments import TensorStats, tensor_stats
+from initaudit.moments import TensorStats, as_fp32, tensor_stats
 from initaudit.rowsearch import (NEAR_DUPLICATE_MIN_DIM, DuplicateRows, duplicate_rows,  # noqa: F401
                                  merge_blocks, orthogonal_gain, param_orthogonal_gain)
 
-__all__ = ["TensorStats", "tensor_stats", "analyze"]  # TensorStats and tensor_stats live in moments
+__all__ = ["TensorStats", "as_fp32", "tensor_stats", "analyze"]  # all but analyze live in moments
 
 SAMPLE_SIZE = 8192
 _IN_PLACE = (torch.float32, torch.bfloat16, torch.float16)
@@ -71,13 +71,6 @@ class AnalysisOptions:
     spectral_max_dim: int = 2048
     seed: int = 0
     duplicates: bool = True  # search duplicate rows (off when no enabled rule reads them)
-
-
-def as_fp32(t: torch.Tensor) -> torch.Tensor:
-    """Dequantised fp32 view of ``t`` (fp16/bf16/int8/quantised weights are judged in fp32)."""
-    if t.is_quantized:
-        t = t.dequantize()
-    return t if t.dtype == torch.float32 else t.to(torch.float32)
 
 
 def sample_positions(numel: int) -> range:

@@ -87,7 +87,8 @@ class Moments:
                        zeros=int(zeros), lo=lo, hi=hi)
 
 
-def _fp32(t: torch.Tensor) -> torch.Tensor:
+def as_fp32(t: torch.Tensor) -> torch.Tensor:
+    """Dequantised fp32 view of ``t`` (fp16/bf16/int8/quantised weights are judged in fp32)."""
     if t.is_quantized:
         t = t.dequantize()
     return t if t.dtype == torch.float32 else t.to(torch.float32)
@@ -99,7 +100,7 @@ def moments(t: torch.Tensor, center: float = 0.0) -> Moments:
     flat = t.detach().reshape(-1)
     out = Moments(count=flat.numel(), center=center)
     if center:
-        parts = [_centred(_fp32(flat[s:s + CHUNK]), center) for s in range(0, flat.numel(), CHUNK)]
+        parts = [_centred(as_fp32(flat[s:s + CHUNK]), center) for s in range(0, flat.numel(), CHUNK)]
     else:
         # One widening buffer for all chunks: a fresh 1 MB fp32 chunk per step, freed between the
         # small per-chunk results kept, fragments the heap (a 125 MB bf16 tensor grew RSS 250 MB).
@@ -110,7 +111,7 @@ def moments(t: torch.Tensor, center: float = 0.0) -> Moments:
             sums = torch.stack([torch.stack([p[1], p[2]]) for p in parts])
             for i in torch.nonzero(~torch.isfinite(sums).all(dim=1)).flatten().tolist():
                 start = i * CHUNK
-                parts[i] = _centred(_fp32(flat[start:start + CHUNK]), 0.0)
+                parts[i] = _centred(as_fp32(flat[start:start + CHUNK]), 0.0)
     for finite, total, sumsq, lo, hi, zeros in parts:
         out.finite += int(finite)
         if int(finite):
