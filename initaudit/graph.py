@@ -268,13 +268,22 @@ def side_branch_nodes(nodes: list[Node]) -> set[str]:
             return bool(user.inputs) and name != user.inputs[-1]
         return user.name in trunks and trunks[user.name] != name
 
-    side: dict[str, bool] = {}
+    side = _on_every_path(nodes, users, side_edge, lambda user: True)
+    return {name for name, s in side.items() if s}
+
+
+def _on_every_path(nodes: list[Node], users: dict[str, list[Node]],
+                   ends: Callable[[str, Node], bool], passes: Callable[[Node], bool]) -> dict[str, bool]:
+    """Per node, whether every consumer of its output either ends the walk there (``ends(name,
+    user)``) or passes it on (``passes(user)``) to a node for which this holds too: one reverse
+    pass over the topological order. A node nothing consumes gets False; a consumer listed before
+    its input (a reused module recorded out of order) counts as one for which it does not hold."""
+    holds: dict[str, bool] = {}
     for node in reversed(nodes):
         outs = users.get(node.name, [])
-        # .get: a consumer listed before its input (a reused module recorded out of order) counts as
-        # the main path
-        side[node.name] = bool(outs) and all(side_edge(node.name, u) or side.get(u.name, False) for u in outs)
-    return {name for name, s in side.items() if s}
+        holds[node.name] = bool(outs) and all(
+            ends(node.name, u) or (passes(u) and holds.get(u.name, False)) for u in outs)
+    return holds
 
 
 # What a signal may pass on its way to a normalisation for its scale to be divided away there:
@@ -306,11 +315,7 @@ def renormalised_downstream(graph: ModelGraph) -> set[str]:
     def normalises(u: Node) -> bool:
         return u.kind == "norm" or (u.kind == "layer" and u.param in params and params[u.param].normalized_after)
 
-    reaches: dict[str, bool] = {}
-    for node in reversed(nodes):  # users come after their inputs
-        outs = users.get(node.name, [])
-        reaches[node.name] = bool(outs) and all(
-            normalises(u) or (_scale_passes(u) and reaches.get(u.name, False)) for u in outs)
+    reaches = _on_every_path(nodes, users, lambda name, u: normalises(u), _scale_passes)
     return {n.param for n in nodes if n.kind == "layer" and n.param and reaches.get(n.name)}
 
 
@@ -379,16 +384,15 @@ def annotate(graph: ModelGraph, source: str) -> None:
             p.is_output = node.kind == "layer" and not feeds_layer[node.name] and bool(users.get(node.name))
             # at every call site of a reused weight (a recurrent cell's last step feeds the head,
             # its other steps feed the next step)
-            here = node.kind == "layer" and feeds_layer[node.name] and _feeds_only_heads(node.name, users, feeds_layer)
+            here = node.kind == "layer" and feeds_layer[node.name] and _only_heads(beyond_act, feeds_layer)
             head_fed[name] = head_fed.get(name, True) and here
     for name, fed in head_fed.items():
         graph.params[name].feeds_head = fed
 
 
-def _feeds_only_heads(name: str, users: dict[str, list[Node]], feeds_layer: dict[str, bool]) -> bool:
-    """Whether every path from ``name`` reaches an output layer (a layer with no layer after it)
-    through activations, pooling and shape ops only, and nothing else."""
-    after = _following(name, users, _SHAPE_OR_ACT)
+def _only_heads(after: list[Node], feeds_layer: dict[str, bool]) -> bool:
+    """Whether the first nodes past activations, pooling and shape ops (``after``) are all output
+    layers (layers with no layer after them), and there is one."""
     return bool(after) and all(n.kind == "layer" and not feeds_layer[n.name] for n in after)
 
 

@@ -143,7 +143,7 @@ def test_without_the_mechanism_the_head_input_warns(std, monkeypatch):
     """The control fails without the notion: with ``feeds_head`` never set, the same dense warns."""
     import initaudit.graph as graph
 
-    monkeypatch.setattr(graph, "_feeds_only_heads", lambda *a: False)
+    monkeypatch.setattr(graph, "_only_heads", lambda *a: False)
     report = audit(HeadOnTrunk(std))
     dense = [f for f in by_rule(report, "IA104") if f.layer == "dense.weight"]
     assert dense and dense[0].severity.value == "warning"
