@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import NamedTuple
 
 from initaudit.graph import (OpKind, attention_logit_scales, off_dataflow, renormalised_downstream,
                              sandwich_ends, score_projections, side_branch_nodes)
@@ -102,6 +103,14 @@ class DuplicateUnits(Rule):
                     severity=sev, evidence={"near_duplicate_rows": near, "rows": dup.rows,
                                             "min_cosine": dup.near_min_cosine, "example": example},
                     fix="re-initialise the tensor so every row is drawn independently")
+
+
+class _Scene(NamedTuple):
+    """What IA104 reads from the whole graph once per audit, for every layer's severity."""
+    stacks: dict[str, tuple[list[list[str]], int, bool]]  # weight -> its stack (see _stacks)
+    factors: dict[str, float]  # weight -> its std over the scheme's, where no convention accepts it
+    renormalised: set[str]  # weights whose scale a norm downstream divides away
+    side: set[str]  # weights in a side branch that scales or gates a trunk
 
 
 class InitScale(Rule):
@@ -240,10 +249,9 @@ class InitScale(Rule):
                    if res is not None and not res.accepted_by and res.ratio}
         scores = score_projections(ctx.graph)
         logit_scales = attention_logit_scales(ctx.graph) if scores else {}
-        stacks = _stacks(ctx, set(scores))
-        self._renormalised = renormalised_downstream(ctx.graph)
         side = side_branch_nodes(ctx.graph.nodes)
-        self._side = {n.param for n in ctx.graph.nodes if n.name in side and n.param}
+        scene = _Scene(_stacks(ctx, set(scores)), factors, renormalised_downstream(ctx.graph),
+                       {n.param for n in ctx.graph.nodes if n.name in side and n.param})
         for p, st, res, label in judged:
             if res is None:
                 continue
@@ -257,14 +265,14 @@ class InitScale(Rule):
                 yield from self._report_scores(p, st, res, label, scores[p.name], factors,
                                                logit_scales.get(p.name, 1.0), bool(res.accepted_by))
                 continue
-            yield from self._report(ctx, p, st, res, label, stacks.get(p.name), factors)
+            yield from self._report(ctx, p, st, res, label, scene)
 
     def _assess(self, ctx, p, stats, orthogonal, dist, fixed, off):
         g = ctx.graph
         return assess(p, stats, orthogonal, g.family, g.has_architecture and p.name not in off,
                       self.opts["tolerance"], distribution=dist, fixed_std=fixed.get(p.name))
 
-    def _report(self, ctx, p, stats, res, label, stack, factors) -> Iterator[Finding]:
+    def _report(self, ctx, p, stats, res, label, scene: _Scene) -> Iterator[Finding]:
         tol, std = self.opts["tolerance"], stats.std
         shape = f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}"
         if res.expected is None:  # activation unknown (no architecture, unknown op): outside every scheme?
@@ -286,7 +294,8 @@ class InitScale(Rule):
                 fix="torch.nn.init.kaiming_normal_(w, nonlinearity='relu') or xavier_normal_(w), "
                     "for the activation that follows")
             return
-        severity, compound, why = self._severity(ctx, p, res, stack, factors)
+        stack = scene.stacks.get(p.name)
+        severity, compound, why = self._severity(ctx, p, res, stack, scene)
         yield self._finding(p, stats, res, label, severity, compound, stack[1] if stack else None, why)
 
     def _finding(self, p, stats, res, label, severity, compound, members, why, extra=None) -> Finding:
@@ -337,8 +346,9 @@ class InitScale(Rule):
                                                 "attention_partners": sorted(partners),
                                                 "attention_logit_scale": scale})
 
-    def _severity(self, ctx, p, res, stack, factors):
+    def _severity(self, ctx, p, res, stack, scene: _Scene):
         """(severity, compounded factor P, reason text) -- see the class docstring."""
+        factors = scene.factors
         own = res.ratio or 1.0
         # A layer that feeds only the output head: its own shrink only scales the initial logits
         # (as a small head does), so it is graded by what its stack does before it.
@@ -368,14 +378,14 @@ class InitScale(Rule):
                if p.is_output else "")
         if p.normalized_after:
             return Severity.INFO, compound, why + "; a normalisation follows, so only its backward scale is affected"
-        if p.name in self._renormalised:
+        if p.name in scene.renormalised:
             return Severity.INFO, compound, why + ("; a normalisation downstream (past layers and activations "
                                                    "only) divides the scale away before the signal goes on")
         if ctx.graph.capture == "module-order":
             return Severity.INFO, compound, why + "; the dataflow was guessed from module order"
         if shrinking and (p.residual_end or (stack is not None and stack[2])):
             return Severity.INFO, compound, why + " inside a residual branch (the skip path carries the signal)"
-        if shrinking and p.name in self._side:  # a gate at sigmoid(0) = 1/2, attention scores
+        if shrinking and p.name in scene.side:  # a gate at sigmoid(0) = 1/2, attention scores
             return Severity.INFO, compound, why + (" in a side branch that scales or gates a trunk (the "
                                                    "trunk carries the signal past it)")
         if shrinking and p.is_output:  # a small head starts from near-uniform logits
