@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from initaudit.analysis import AnalysisOptions, TensorAnalysis, analyze
-from initaudit.graph import ModelGraph, Param
+from initaudit.graph import ModelGraph, Param, off_dataflow
 from initaudit.propagation import LayerSignal, predict
 
 
@@ -20,6 +20,7 @@ class Context:
     analysis_options: AnalysisOptions = field(default_factory=AnalysisOptions)
     probe: Any = None  # initaudit.probe result when the probe ran
     _cache: dict[str, TensorAnalysis] = field(default_factory=dict)
+    _assessments: dict[str, Any] = field(default_factory=dict)
     on_tensor: Callable[[Param], None] | None = None  # progress callback
 
     def analysis(self, name: str) -> TensorAnalysis:
@@ -60,6 +61,23 @@ class Context:
             self.analysis(name)
         if close is not None:
             close()  # analysed: the last shard is unmapped (a later read reopens it)
+
+    def assessment(self, name: str) -> Any:
+        """The scheme judgement of one weight (schemes.assess at its default tolerance: a
+        ScaleAssessment, or None where no scheme applies), computed on first use and kept; the
+        layer table and the depth rules read the same one."""
+        if name not in self._assessments:
+            from initaudit.schemes import assess
+
+            g, p, a = self.graph, self.graph.params[name], self.analysis(name)
+            self._assessments[name] = assess(
+                p, a.stats, a.orthogonal_gain, g.family, g.has_architecture and name not in self._off_dataflow,
+                distribution=a.shape.distribution if a.shape else None)
+        return self._assessments[name]
+
+    @cached_property
+    def _off_dataflow(self) -> set[str]:
+        return off_dataflow(self.graph)
 
     @cached_property
     def signal(self) -> list[LayerSignal]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from initaudit.errors import ConfigError, TargetError
-from initaudit.graph import ModelGraph, OpKind, ParamRole, off_dataflow
+from initaudit.graph import ModelGraph, OpKind, ParamRole
 from initaudit.registry import RuleSet, discover
 from initaudit.report import FAIL_ON, Report
 from initaudit.roles import refine_roles
@@ -177,18 +177,13 @@ def _layer_ignored(finding: Finding, settings: Settings, rules: dict[str, type[R
 
 def layer_rows(ctx: Context) -> list[dict[str, Any]]:
     """The per-layer table: every weight and normalisation scale, with stats and schemes."""
-    from initaudit.schemes import assess
-
     g = ctx.graph
     signal = {s.param: s for s in ctx.signal} if g.has_architecture else {}
-    off = off_dataflow(g)
     rows = []
     for p in g.params.values():
         if not (p.is_weight or p.role is ParamRole.NORM_SCALE):
             continue
-        a = ctx.analysis(p.name)
-        res = assess(p, a.stats, a.orthogonal_gain, g.family, g.has_architecture and p.name not in off,
-                     distribution=a.shape.distribution if a.shape else None)
+        a, res = ctx.analysis(p.name), ctx.assessment(p.name)
         row = {
             "name": p.layer, "op": p.op, "param": p.name, "shape": list(p.shape), "dtype": p.dtype,
             "kind": p.kind.value, "fan_in": p.fan_in, "fan_out": p.fan_out,

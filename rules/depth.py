@@ -5,13 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from initaudit.graph import off_dataflow
-from initaudit.lazy import lazy_function
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
-
-# initaudit.schemes imports torch: load it when a rule runs, not when the rules are listed.
-assess = lazy_function("initaudit.schemes", "assess")
 
 
 GUESSED_NOTE = ("; the dataflow was guessed from module registration order, so this is at most "
@@ -23,16 +18,14 @@ def head_input_shrinks(ctx) -> dict[str, float]:
     r = std / expected std < 1. That shrink only scales the initial logits (as a small head
     does), so the depth rules take it out and judge the signal that enters the layer:
     ratio / r; a collapse before it (a gate that closes, a stack drawn small) stays in."""
-    g, out = ctx.graph, {}
-    off = off_dataflow(g)
-    for p in g.weights():
+    out = {}
+    for p in ctx.graph.weights():
         if not p.feeds_head:
             continue
         a = ctx.analysis(p.name)
         if a.stats.nonfinite or a.stats.std == 0:
             continue
-        res = assess(p, a.stats, a.orthogonal_gain, g.family, g.has_architecture and p.name not in off,
-                     distribution=a.shape.distribution if a.shape else None)
+        res = ctx.assessment(p.name)
         if res is not None and res.ratio and res.ratio < 1:
             out[p.name] = res.ratio
     return out
