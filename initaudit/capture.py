@@ -270,6 +270,9 @@ class _Recorder(TorchFunctionMode):
                 attrs = {"module": m, "path": name}
                 if isinstance(m, nn.Hardtanh) and (m.min_val, m.max_val) == (0.0, 6.0):
                     attrs["act"] = "relu6"  # nn.ReLU6 inside a written-out hardswish / hardsigmoid
+                elif isinstance(m, (nn.modules.dropout._DropoutNd, nn.Identity)):
+                    # an nn.Dropout between softmax(Q K^T) and V passes the weights on, as F.dropout does
+                    attrs["act"] = "dropout" if isinstance(m, nn.modules.dropout._DropoutNd) else "identity"
                 first = next(_tensors((args, kwargs)), None)
                 if first is not None and floats and floats[0].numel():
                     attrs["window"] = max(1, first.numel() // floats[0].numel())

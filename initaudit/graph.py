@@ -114,8 +114,9 @@ class Node:
     - ``cat``: concatenation of branches along the feature or channel axis;
     - ``pool-max`` / ``pool-avg``: max or average pooling over ``attrs["window"]`` elements
       (global pooling: the whole spatial extent, when known);
-    - ``attention``: ``softmax(Q K^T / sqrt(d)) V`` with inputs ``[q, k, v]``; the output
-      averages v over ``attrs["tokens"]`` positions when known;
+    - ``attention``: ``softmax(Q K^T / sqrt(d)) V`` with inputs ``[q, k, v]``, or softmax
+      weights from other logits ``softmax(s) V`` with inputs ``[s, v]``; the output averages v
+      (the last input) over ``attrs["tokens"]`` positions when known;
     - ``transparent``: shape-only ops, bias adds, dropout: the signal passes unchanged;
     - ``unknown``: an op nothing recognises; the signal after it is unknown (never silently
       passed through);

@@ -17,7 +17,8 @@ into single :class:`Pattern` objects:
   ``x / sqrt(mean(x^2) + eps) * g``; L2 normalisation ``x / ||x||`` (``x.norm(dim=-1,
   keepdim=True)``, ONNX ``ReduceL2``; an ``eps`` added or clamped in, as ``F.normalize``
   exports), CLIP's normalised embeddings;
-- attention ``softmax(Q K^T * s + mask) V`` (with dropout, casts or tanh soft-capping in between).
+- attention ``softmax(Q K^T * s + mask) V`` (with dropout, casts or tanh soft-capping in between),
+  and softmax weights from any other logits averaging V (``softmax(s) V``, ``V softmax(s)``).
 
 :func:`op_kind` gives the :class:`~initaudit.graph.Node` kind of a single op that is not part of a
 pattern: gated products ``act(gate(x)) * up(x)`` are ``mul`` nodes of two branches; a sum of two
@@ -332,7 +333,8 @@ def _norm_pattern(view: PrimView, ri: int) -> Pattern | None:
 
 
 def _core(p: Prim) -> str:
-    """The op a pattern starts from: a recorded activation module (``nn.ReLU6``) counts as its op."""
+    """The op a recorded module stands for (``nn.ReLU6`` as relu6, ``nn.Dropout`` as dropout), else
+    the prim's op."""
     return p.attrs.get("act", p.op) if p.op == "module" else p.op
 
 
@@ -428,38 +430,57 @@ def _l2_norm_pattern(view: PrimView, ri: int) -> Pattern | None:
 
 def _attention_pattern(view: PrimView, si: int) -> Pattern | None:
     """softmax(Q K^T * s + mask) V: back from the softmax through scaling, masking and casts to
-    a product of two signals, forward through dropout and casts to the product with V."""
+    a product of two signals, forward through dropout and casts to the product with V.
+
+    Logits that are no such product (a layer's output: ConvBERT's dynamic convolution kernels,
+    attention pooling) still make softmax weights that average V: an attention node with inputs
+    ``[logits, V]``. V may come first (``V @ softmax(s)``) when the softmax runs over the
+    contracted axis (its size is the product's inner dimension)."""
     sm = view.prims[si]
     if not sm.inputs or not view.is_signal(sm.inputs[0]):
         return None
     members = {si}
     path = _scores_path(view, sm.inputs[0], 8)
-    if path is None:
-        return None
-    members |= set(path)
-    scores = view.prims[path[-1]]
+    members |= set(path or ())
     cur = sm.outputs[0]
     for _ in range(4):
         u = view.sole_consumer(cur)
         if u is None:
             return None
         p = view.prims[u]
-        if p.op == "matmul" and p.inputs and p.inputs[0] == cur and len(p.inputs) > 1 \
-                and view.is_signal(p.inputs[1]):
+        if p.op == "matmul" and len(p.inputs) > 1:
+            v = _averaged(view, p, cur, sm.attrs.get("tokens"))
+            if v is None:
+                return None
             members.add(u)
             out = p.outputs[0]
             if not _internal_ok(view, members, out):
                 return None
+            attrs = {key: val for key, val in sm.attrs.items() if key == "tokens"}
+            if path is None:
+                return Pattern("attention", sm.name, sm.inputs[0], out, members, op="attention(weights)",
+                               inputs=[sm.inputs[0], v], attrs=attrs)
+            scores = view.prims[path[-1]]
             q, k = (x for x in scores.inputs[:2])
-            attrs = {k: v for k, v in sm.attrs.items() if k == "tokens"}
             if scores.attrs.get("contract"):  # QK^T's scale relative to 1/sqrt(d), as written
                 attrs["logit_scale"] = _path_scale(view, path[:-1]) * scores.attrs["contract"] ** 0.5
             return Pattern("attention", sm.name, q, out, members, op="attention(decomposed)",
-                           inputs=[q, k, p.inputs[1]], attrs=attrs)
-        if p.op not in ("dropout", "cast", "castlike", "identity"):
+                           inputs=[q, k, v], attrs=attrs)
+        if _core(p) not in ("dropout", "cast", "castlike", "identity"):
             return None
         members.add(u)
         cur = p.outputs[0]
+    return None
+
+
+def _averaged(view: PrimView, mm: Prim, weights: str, tokens: int | None) -> str | None:
+    """The signal a product with softmax ``weights`` averages: ``weights @ V``, or ``V @ weights``
+    where the softmax ran over the contracted axis (its size is V's last dimension)."""
+    a, b = mm.inputs[:2]
+    if a == weights and b and view.is_signal(b):
+        return b
+    if b == weights and a and view.is_signal(a) and tokens and mm.attrs.get("contract") == tokens:
+        return a
     return None
 
 
@@ -489,7 +510,7 @@ def _scores_path(view: PrimView, t: str, budget: int) -> list[int] | None:
     sig = [x for x in p.inputs if x and view.is_signal(x)]
     if p.op == "matmul" and len(sig) == 2:
         return [i]
-    if p.op not in _SCORE_PATH or not sig:
+    if _core(p) not in _SCORE_PATH or not sig:
         return None
     for x in dict.fromkeys(sig):
         rest = _scores_path(view, x, budget - 1)

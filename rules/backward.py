@@ -24,8 +24,9 @@ _INSIDE_BRANCH = frozenset({"transparent", "act", "layer", "norm", "pool-max", "
 
 def _small_by_design(graph, small_gain=lambda name: True) -> set[str]:
     """Weights whose gradients are small at init by design, read from the dataflow: attention
-    query/key projections (their error passes through softmax(Q K^T / sqrt(d)), nearly
-    uniform at init, whose derivative is near zero) and branches scaled by a parameter before
+    query/key projections and other layers making softmax logits that weight V (their error
+    passes through softmax(Q K^T / sqrt(d)), nearly uniform at init, whose derivative is near
+    zero; ConvBERT's dynamic convolution kernels) and branches scaled by a parameter before
     they join the stream (LayerScale: y = x + gamma * f(x), gamma ~ 1e-6..0.1). The layer
     right before the gain is one; so is every layer of f behind it (reached through its
     activations, norms, inner layers and attention's value path) when the gain is small
@@ -48,7 +49,7 @@ def _small_by_design(graph, small_gain=lambda name: True) -> set[str]:
                 if user.name in seen:
                     continue
                 seen.add(user.name)
-                if (direct and user.kind == "attention" and slot < 2) or (
+                if (direct and user.kind == "attention" and slot < len(user.inputs) - 1) or (
                         user.kind == "mul" and user.param and (direct or small_gain(user.param))):
                     small.add(node.param)
                 elif user.kind in _INSIDE_BRANCH or user.kind == "attention":

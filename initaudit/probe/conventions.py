@@ -3,7 +3,7 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 
 | model | inputs |
 |---|---|
-| transformers ``PreTrainedModel``, text | ``input_ids`` uniform on [0, vocab_size), (batch, 16) + ``attention_mask`` of ones |
+| transformers ``PreTrainedModel``, text | ``input_ids`` uniform on [0, vocab_size) (no ``vocab_size``: the first embedding table's rows), (batch, 16) + ``attention_mask`` of ones |
 | encoder-decoder (``config.is_encoder_decoder``) | + ``decoder_input_ids`` (batch, 16) |
 | vision (``main_input_name == "pixel_values"``) | N(0, 1) (batch, num_channels, image_size, image_size) |
 | speech, ``input_features`` (Whisper) | N(0, 1) (batch, num_mel_bins, 2 * max_source_positions) |
@@ -131,6 +131,8 @@ def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made |
         tc = text_cfg if text_cfg is not None else config
         vocab = getattr(tc, "vocab_size", None)
         if not isinstance(vocab, int):
+            vocab = _first_table_rows(module)
+        if vocab is None:
             return None
         seq = _seq_len(tc)
         kwargs["input_ids"] = _ids(gen, vocab, batch, seq)
@@ -154,6 +156,13 @@ def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made |
             kwargs[k] = kwargs[k][:batch]
     return Made("transformers: " + " + ".join(names), kwargs,
                 unit_dim=1 if names[0] == "pixel_values" else -1, batch=batch)
+
+
+def _first_table_rows(module: nn.Module) -> int | None:
+    """Rows of the first embedding table, for a text model whose config names no vocabulary
+    (CANINE reads Unicode code points into hashed tables): ids below it index every table."""
+    table = next((m for m in module.modules() if isinstance(m, nn.Embedding)), None)
+    return int(table.num_embeddings) if table is not None else None
 
 
 def _samples_for_frames(config: Any, frames: int) -> int:

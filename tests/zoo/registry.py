@@ -316,6 +316,10 @@ def _entries() -> list[ZooModel]:
         tags={"encoder"})
     add("electra", tf, _hf("ElectraConfig", "ElectraForPreTraining", **enc, embedding_size=16),
         tokens(), tags={"encoder"})
+    # third held-out sweep: softmax weights from a layer's logits (span-based dynamic convolution)
+    # and an nn.Dropout between softmax(Q K^T) and V (tests/zoo/test_zoo_text_causes.py)
+    add("convbert", tf, _hf("ConvBertConfig", "ConvBertForMaskedLM", **enc, embedding_size=32), tokens(),
+        onnx=True, tags={"encoder"})
     # encoder-decoders
     add("t5", tf, _hf("T5Config", "T5ForConditionalGeneration", vocab_size=VOCAB, d_model=32, d_kv=8,
                       d_ff=64, num_layers=2, num_heads=4), seq2seq(), tags={"seq2seq"})

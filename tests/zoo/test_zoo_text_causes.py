@@ -260,3 +260,97 @@ def test_weights_an_unmodelled_op_applies_keep_an_unknown_activation():
     report = initaudit.audit(FunctionalAttention(), inputs=torch.randn(4, 8, 32))
     assert {"q.weight", "k.weight", "v.weight", "out.weight"} <= {r["param"] for r in report.layers}
     assert not _of(report, "IA104")
+
+
+# --- ConvBERT: softmax weights from a layer's logits, and nn.Dropout inside attention --------------------
+
+def _relative_gradients(model, inputs) -> dict[str, float]:
+    """|dL/dW| / |W| per weight under the probe's loss (a fixed random projection of the logits)."""
+    model = model.eval()
+    model.zero_grad()
+    logits = call(model, inputs).logits
+    r = torch.randn(logits.shape, generator=torch.Generator().manual_seed(0))
+    ((logits * r).sum() / logits.shape[0]).backward()
+    out = {n: float(p.grad.norm() / p.detach().norm()) for n, p in model.named_parameters()
+           if p.grad is not None and p.dim() > 1}
+    model.zero_grad()
+    return out
+
+
+def test_convbert_dynamic_kernels_are_small_by_design_not_a_vanishing_depth(zoo_report):
+    from initaudit.loaders.target import load_target
+    from initaudit.probe import ProbeOptions, capture_graph
+
+    model, inputs = build("convbert")
+    ratio = _relative_gradients(model, inputs)
+    att = "convbert.encoder.layer.{}.attention.self.{}.weight"
+    ffn = ratio["convbert.encoder.layer.1.intermediate.dense.weight"]
+    for part in ("key_conv_attn_layer.depthwise", "key_conv_attn_layer.pointwise", "conv_kernel_layer"):
+        first, last = ratio[att.format(0, part)], ratio[att.format(1, part)]
+        assert 1 / 3 < first / last < 3, part  # the same in both layers: no fall with depth ...
+        assert first < 1e-3 * ffn, part  # ... but ~1e-5 of the FFN's in every layer, by design
+    # the kernels are softmax(conv_kernel_layer(key_conv(x) * query(x))) averaging conv_out_layer's
+    # unfolded span; the self-attention's softmax(Q K^T) reaches V through an nn.Dropout module
+    graph, _ = load_target(model)
+    capture_graph(graph, ProbeOptions())
+    kinds = [n.op for n in graph.nodes if n.kind == "attention"]
+    layers = model.config.num_hidden_layers
+    assert kinds.count("attention(weights)") == layers and kinds.count("attention(decomposed)") == layers
+    for form in MODEL_FORMS:
+        assert not _of(zoo_report("convbert", form), "IA206"), form
+
+
+class PooledSigmoidStack(nn.Module):
+    """Ten sigmoid layers at Xavier scale, then attention pooling: softmax(score(h)) over the
+    tokens weights h (``h^T @ w``), then a head."""
+
+    def __init__(self, width: int = 64, depth: int = 10):
+        super().__init__()
+        self.body = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+        for m in self.body:
+            nn.init.xavier_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+        self.score = nn.Linear(width, 1)
+        self.head = nn.Linear(width, 4)
+
+    def forward(self, x):
+        h = x
+        for m in self.body:
+            h = torch.sigmoid(m(h))
+        w = torch.softmax(self.score(h), dim=1)  # (batch, tokens, 1)
+        return self.head((h.transpose(1, 2) @ w).squeeze(-1))
+
+
+def test_softmax_pooling_is_recognised_and_a_vanishing_stack_before_it_still_found():
+    torch.manual_seed(0)
+    model = PooledSigmoidStack().eval()
+    x = torch.randn(8, 12, 64)
+    report = initaudit.audit(model, inputs=x)
+    model.zero_grad()
+    model(x).sum().backward()
+    ratio = {n: float(p.grad.norm() / p.detach().norm()) for n, p in model.named_parameters()
+             if n.endswith("weight")}
+    assert ratio["body.0.weight"] < 0.01 * ratio["body.9.weight"]  # the fall is real
+    assert [f.layer for f in _of(report, "IA206")] == ["body.0.weight"]
+    # the pooling is softmax weights averaging h over the tokens: inputs [logits, values]
+    from initaudit.loaders.target import load_target
+    from initaudit.probe import ProbeOptions, capture_graph
+
+    graph, _ = load_target(model)
+    capture_graph(graph, ProbeOptions(inputs=x))
+    pooled = [n for n in graph.nodes if n.kind == "attention"]
+    assert [(n.op, len(n.inputs), n.attrs.get("tokens")) for n in pooled] == [("attention(weights)", 2, 12)]
+
+
+def test_a_text_model_whose_config_names_no_vocabulary_is_probed_with_no_inputs():
+    pytest.importorskip("transformers")
+    import transformers
+
+    torch.manual_seed(0)  # CANINE reads Unicode code points into hashed tables: no vocab_size
+    config = transformers.CanineConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                       intermediate_size=64, max_position_embeddings=256, num_hash_buckets=64,
+                                       downsampling_rate=4, local_transformer_stride=8)
+    assert getattr(config, "vocab_size", None) is None
+    report = initaudit.audit(transformers.CanineModel(config).eval())
+    assert report.probe is not None and report.probe.ran
+    assert "input_ids" in report.probe.convention
