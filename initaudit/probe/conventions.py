@@ -5,7 +5,7 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 |---|---|
 | transformers ``PreTrainedModel``, text | ``input_ids`` uniform on [0, vocab_size) (no ``vocab_size``: the first embedding table's rows), (batch, 16) + ``attention_mask`` of ones |
 | encoder-decoder (``config.is_encoder_decoder``) | + ``decoder_input_ids`` (batch, 16) |
-| vision (``main_input_name == "pixel_values"``) | N(0, 1) (batch, num_channels, image_size, image_size) |
+| vision (``main_input_name == "pixel_values"``) | N(0, 1) (batch, num_channels, image_size, image_size), from ``vision_config`` or a composite's ``encoder`` config where the model's own has none |
 | speech, ``input_features`` (Whisper) | N(0, 1) (batch, num_mel_bins, 2 * max_source_positions) |
 | speech, ``input_features`` with ``input_feat_per_channel`` (Speech2Text) | N(0, 1) (batch, 64 frames, input_feat_per_channel * input_channels) |
 | speech, ``input_values`` (Wav2Vec2, HuBERT) | N(0, 1) (batch, samples) with samples giving 16 frames after the conv feature extractor |
@@ -103,6 +103,9 @@ def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made |
     kwargs: dict[str, Any] = {}
     names: list[str] = []
     text_cfg, vision_cfg = getattr(config, "text_config", None), getattr(config, "vision_config", None)
+    encoder_cfg = getattr(config, "encoder", None)  # a composite encoder-decoder's own encoder config
+    if vision_cfg is None and getattr(encoder_cfg, "image_size", None) is not None:
+        vision_cfg = encoder_cfg  # VisionEncoderDecoder: the image size is the encoder's
     if main == "pixel_values" or (vision_cfg is not None and "pixel_values" in accepts):
         vc = config if main == "pixel_values" and getattr(config, "image_size", None) is not None \
             else (vision_cfg or config)

@@ -354,3 +354,21 @@ def test_a_text_model_whose_config_names_no_vocabulary_is_probed_with_no_inputs(
     report = initaudit.audit(transformers.CanineModel(config).eval())
     assert report.probe is not None and report.probe.ran
     assert "input_ids" in report.probe.convention
+
+
+def test_a_vision_encoder_decoder_is_probed_at_its_encoders_image_size():
+    pytest.importorskip("transformers")
+    import transformers
+
+    torch.manual_seed(0)
+    encoder = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                                     num_hidden_layers=2, num_attention_heads=4)
+    decoder = transformers.GPT2Config(vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                      add_cross_attention=True, is_decoder=True)
+    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id, config.pad_token_id = 1, 0
+    assert getattr(config, "image_size", None) is None  # only the encoder's config knows it
+    report = initaudit.audit(transformers.VisionEncoderDecoderModel(config).eval())
+    assert report.probe is not None and report.probe.ran, report.probe.skipped_reason
+    assert report.probe.convention == "transformers: pixel_values + decoder_input_ids"
+    assert [tuple(s) for s in report.probe.input_shapes][0][1:] == (3, 32, 32)
