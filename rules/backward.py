@@ -192,7 +192,8 @@ class GradientVanishing(_GradientDepthRule):
     (m_i / m_ref)^((n - 1 - i) / (r - i)), an exponent below 2, so a steady decay per layer
     reads about as it does layer by layer. Windows must not overlap the reference and start
     ``min_depth`` layers or more below it. Left out where the dataflow shows them: attention
-    query/key projections and LayerScale branches (every layer of a branch behind a gain
+    query/key projections (and layers making the logits of other softmax weights that average
+    values: dynamic convolution kernels, attention pooling) and LayerScale branches (every layer of a branch behind a gain
     |gamma| < 1, since the gain scales all their gradients). Also left out: embeddings, normalisation,
     parameters with no or exactly zero gradient (see IA203, IA208), and layers a
     normalisation follows (BatchNorm divides their gradient by their output's batch std, so
