@@ -43,9 +43,7 @@ class Context:
 
         source = self.graph.tensor_source
         todo = [p for n, p in self.graph.params.items() if n not in self._cache]
-        reopenable = source.names if source is not None else ()
-        remote = [p for p in todo if p.name in reopenable]
-        workers = pool.worker_count(sum(stored_bytes(p) for p in remote))
+        remote, workers = self._pooled(todo)
         close = getattr(self.graph.load_tensor, "close", None)
         if workers and remote:
             if close is not None:
@@ -79,9 +77,28 @@ class Context:
     def _off_dataflow(self) -> set[str]:
         return off_dataflow(self.graph)
 
+    def _pooled(self, params: list[Param]) -> tuple[list[Param], int]:
+        """The params a worker pool would stream (those the tensor source can reopen, in a
+        checkpoint large enough for workers) and the worker count; ([], 0) when serial."""
+        from initaudit import pool
+        from initaudit.engine import stored_bytes
+
+        source = self.graph.tensor_source
+        reopenable = source.names if source is not None else ()
+        remote = [p for p in params if p.name in reopenable]
+        workers = pool.worker_count(sum(stored_bytes(p) for p in remote))
+        return (remote, workers) if workers and remote else ([], 0)
+
     @cached_property
     def signal(self) -> list[LayerSignal]:
-        return predict(self.graph, lambda n: self.analysis(n).stats)
+        """The static prediction; dense chains from the input are carried through their actual
+        weights (initaudit.unitwise) unless a worker pool streams the checkpoint."""
+        _, workers = self._pooled(list(self.graph.params.values()))
+        return predict(self.graph, lambda n: self.analysis(n).stats, None if workers else self._tensor)
+
+    def _tensor(self, name: str):
+        """A tensor by name for the per-unit pass (None when not in the model)."""
+        return self.graph.load_tensor(name) if name in self.graph.params else None
 
     @property
     def trained(self) -> bool:

@@ -44,6 +44,11 @@ chi-square). The part two inputs do not share is carried through the mixture ove
 three-point Gamma rule per component), so where the map q -> f(q) is convex the batch's spread
 is E[f(q)] ~ f(q) + f''(q) Var(q) / 2 above mean field; the shared part moves the whole batch
 and is taken at its median. n -> infinity gives the mean-field map.
+
+The weights in hand (:mod:`initaudit.unitwise`): the shared part is no noise but the draw, so
+where a dense chain starts at the input and its weights are at hand (``predict(weights=...)``),
+its layers' spread is carried unit by unit, M' = W E[phi] + b and V' = (W o W) Var[phi], and
+the per-tensor moments serve every other layer (and the correlation map).
 """
 
 from __future__ import annotations
@@ -55,36 +60,17 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from initaudit import unitwise
 from initaudit.analysis import TensorStats
 from initaudit.graph import Activation, ModelGraph, Node, OpKind, ParamRole, merge_trunks, side_branch_nodes
-from initaudit.schemes import activation_fn
+from initaudit.quadrature import GH_W, GH_X, SPLIT, activation_numpy, gamma_rule, merge_key
 
-_GH_X, _GH_W = np.polynomial.hermite_e.hermegauss(40)
-_GH_W = _GH_W / _GH_W.sum()
 _GH2_X, _GH2_W = np.polynomial.hermite_e.hermegauss(20)  # per axis of two-dimensional integrals
 _GH2_W = _GH2_W / _GH2_W.sum()
 _GRID = np.linspace(-9.0, 9.0, 721)  # for order statistics (max pooling)
 
 
 _MAX_COMPONENTS = 16
-_SPLIT = (np.array([-math.sqrt(3.0), 0.0, math.sqrt(3.0)]), np.array([1 / 6, 2 / 3, 1 / 6]))
-
-
-def _gamma_rule(eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Three-point Gauss rules (nodes, weights), one row per entry of ``eps``, for X ~ Gamma(shape
-    1/eps, scale eps): mean 1, variance eps, exact for polynomials up to degree 5 and positive
-    nodes at any eps (a chi-square over n units divided by n is eps = 2/n). Golub-Welsch on
-    the generalised Laguerre recurrence (alpha = 1/eps - 1): diagonal 2i + alpha + 1,
-    off-diagonal sqrt(i (i + alpha))."""
-    eps = np.atleast_1d(np.asarray(eps, dtype=np.float64))
-    alpha = 1.0 / eps - 1.0
-    jac = np.zeros((len(eps), 3, 3))
-    for i in range(3):
-        jac[:, i, i] = 2 * i + alpha + 1
-    for i in (1, 2):
-        jac[:, i, i - 1] = jac[:, i - 1, i] = np.sqrt(i * (i + alpha))
-    nodes, vec = np.linalg.eigh(jac)
-    return nodes * eps[:, None], vec[:, 0, :] ** 2
 
 
 @dataclass(frozen=True)
@@ -105,7 +91,7 @@ class Moments:
     @staticmethod
     def gaussian(mean: float, unit: float, common: float = 0.0, distinct: float = 1.0) -> Moments:
         if common > 0 and math.isfinite(common):
-            x, w = _SPLIT
+            x, w = SPLIT
             return Moments(tuple(w), tuple(mean + math.sqrt(common) * x), (unit,) * 3, distinct)
         return Moments((1.0,), (mean,), (unit,), distinct)
 
@@ -147,12 +133,12 @@ def _mixture(w: np.ndarray, a: np.ndarray, v: np.ndarray, spread: np.ndarray, di
     """Components (w, a, v), each widened over inputs by ``spread`` (a variance), merged back to
     at most _MAX_COMPONENTS components with the common-mode variance kept exactly."""
     if np.any(spread > 0):
-        x, sw = _SPLIT
+        x, sw = SPLIT
         w = (w[:, None] * sw[None, :]).ravel()
         a = (a[:, None] + np.sqrt(np.maximum(spread, 0))[:, None] * x[None, :]).ravel()
         v = np.repeat(v, 3)
     if len(w) > _MAX_COMPONENTS and np.isfinite(a).all() and np.isfinite(v).all():
-        order = np.argsort(_merge_key(w, a, v), kind="stable")
+        order = np.argsort(merge_key(w, a, v), kind="stable")
         w, a, v = w[order], a[order], v[order]
         mean = float(np.dot(w, a))
         common = float(np.dot(w, (a - mean) ** 2))
@@ -169,48 +155,28 @@ def _mixture(w: np.ndarray, a: np.ndarray, v: np.ndarray, spread: np.ndarray, di
     return Moments(tuple(w), tuple(a), tuple(np.maximum(v, 0.0)), min(max(distinct, 0.0), 1.0), **kw)
 
 
-def _merge_key(w: np.ndarray, a: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Position of each component along the principal axis of (a / sqrt(mean v), log(v) / 2):
-    the common mode in units of the typical unit std and the relative change of the unit std,
-    so components are merged with their neighbours along the direction in which the mixture
-    actually spreads (the common mode for mean-shifted weights, the per-input variance for
-    zero-mean ones)."""
-    vbar = float(np.dot(w, v))
-    if not vbar > 0:
-        return a
-    z = np.stack([a / math.sqrt(vbar), 0.5 * np.log(np.maximum(v / vbar, 1e-300))], axis=1)
-    z = z - w @ z
-    _, vec = np.linalg.eigh((z * w[:, None]).T @ z)
-    return z @ vec[:, -1]
-
-
-def _fn(act: Activation) -> Callable[[np.ndarray], np.ndarray]:
-    f = activation_fn(act)
-    return lambda x: f(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))).numpy()
-
-
 def activation_moments(act: Activation, pre: Moments) -> Moments:
     """Moments of phi(h) for a Gaussian pre-activation N(a_k, v_k) in each component."""
-    phi = _fn(act)
+    phi = activation_numpy(act)
     a, v = np.asarray(pre.a), np.sqrt(np.maximum(pre.v, 0.0))
-    y = phi(a[:, None] + v[:, None] * _GH_X[None, :])
-    g = y @ _GH_W
-    var = np.maximum((y * y) @ _GH_W - g * g, 0.0)
+    y = phi(a[:, None] + v[:, None] * GH_X[None, :])
+    g = y @ GH_W
+    var = np.maximum((y * y) @ GH_W - g * g, 0.0)
     w = np.asarray(pre.w)
     unit = float(np.dot(w, var))
     d = min(max(pre.distinct, 0.0), 1.0)
     out = dict(act=act, pre=pre)
     if unit <= 0 or d <= 0:
         return Moments(pre.w, tuple(g), tuple(var), 0.0, **out)
-    s = a[:, None] + (v * math.sqrt(1 - d / 2))[:, None] * _GH_X[None, :]  # (K, nodes)
+    s = a[:, None] + (v * math.sqrt(1 - d / 2))[:, None] * GH_X[None, :]  # (K, nodes)
     if d > 1e-8:
-        t = math.sqrt(d / 2) * v[:, None, None] * _GH_X[None, None, :]
+        t = math.sqrt(d / 2) * v[:, None, None] * GH_X[None, None, :]
         diff = phi(s[:, :, None] + t) - phi(s[:, :, None] - t)
-        part = 0.5 * np.einsum("kij,i,j->k", diff * diff, _GH_W, _GH_W)
+        part = 0.5 * np.einsum("kij,i,j->k", diff * diff, GH_W, GH_W)
     else:  # linearised: (1/2) E[(2 t phi'(s))^2] = v d E[phi'(s)^2]
         h = 1e-4 * np.maximum(v, 1e-300)[:, None]
         deriv = (phi(s + h) - phi(s - h)) / (2 * h)
-        part = d * v * v * ((deriv * deriv) @ _GH_W)
+        part = d * v * v * ((deriv * deriv) @ GH_W)
     return Moments(pre.w, tuple(g), tuple(var), min(float(np.dot(w, part)) / unit, 1.0), **out)
 
 
@@ -218,19 +184,19 @@ def _max_moments(x: Moments, k: int) -> Moments:
     """Max of k elements (pooling window) that share the part common to the window (the
     per-input common mode and the per-unit offsets) and differ in their distinct part."""
     pre, act = (x.pre, x.act) if x.pre is not None else (x, Activation("identity"))
-    phi = _fn(act)
+    phi = activation_numpy(act)
     d = min(max(pre.distinct, 0.0), 1.0)
     z = _GRID
     cdf = 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
     dens = k * cdf ** (k - 1) * np.exp(-z * z / 2)
     dens = dens / dens.sum()
     a, v = np.asarray(pre.a), np.maximum(pre.v, 0.0)
-    base = a[:, None] + np.sqrt(v * (1 - d))[:, None] * _GH_X[None, :]  # (K, nodes): shared part
+    base = a[:, None] + np.sqrt(v * (1 - d))[:, None] * GH_X[None, :]  # (K, nodes): shared part
     y = phi(base[:, :, None] + np.sqrt(v * d)[:, None, None] * z[None, None, :])
     g, g2 = y @ dens, (y * y) @ dens  # (K, nodes)
-    mean_k = g @ _GH_W
-    shared = np.maximum((g * g) @ _GH_W - mean_k**2, 0.0)  # per-unit offsets, same for all inputs
-    within = np.maximum((g2 - g * g) @ _GH_W, 0.0)
+    mean_k = g @ GH_W
+    shared = np.maximum((g * g) @ GH_W - mean_k**2, 0.0)  # per-unit offsets, same for all inputs
+    within = np.maximum((g2 - g * g) @ GH_W, 0.0)
     w = np.asarray(pre.w)
     unit = shared + within
     tot = float(np.dot(w, unit))
@@ -268,6 +234,9 @@ class _State:
     # units drawn independently given the input (a dense layer's output, an elementwise function
     # of one, the standardised input): its per-input energy fluctuates at finite width
     fluct: bool = False
+    # the signal unit by unit (initaudit.unitwise) on a dense chain from the input whose
+    # weights are at hand; width 0: the standardised input, its width read at the first layer
+    unit: unitwise.UnitMoments | None = None
 
 
 def _stat_moments(stats: TensorStats | None) -> tuple[float, float]:
@@ -378,9 +347,14 @@ def _tokens_effective(node: Node) -> float | None:
     return float(t)
 
 
-def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[LayerSignal]:
-    """Predicted pre-activation moments of each weight layer, in forward order."""
+def predict(graph: ModelGraph, stats: Callable[[str], TensorStats],
+            weights: Callable[[str], torch.Tensor | None] | None = None) -> list[LayerSignal]:
+    """Predicted pre-activation moments of each weight layer, in forward order. With ``weights``
+    (a tensor by name, None where it is not at hand) a dense chain from the input is carried unit
+    by unit through its actual weights (:mod:`initaudit.unitwise`), up to
+    ``unitwise.UNITWISE_MAX_ELEMENTS`` weight elements; elsewhere the per-tensor moments."""
     state: dict[str, _State] = {}
+    budget = [unitwise.UNITWISE_MAX_ELEMENTS if weights is not None else 0]
     profile: list[LayerSignal] = []
     params = graph.params
     trunks = merge_trunks(graph.nodes)
@@ -405,7 +379,7 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
             first = replace(fresh(Moments(), "input"), fluct=True)
         kind = node.kind
         if kind == "input":
-            state[node.name] = replace(fresh(Moments(), "input"), fluct=True)
+            state[node.name] = replace(fresh(Moments(), "input"), fluct=True, unit=unitwise.STANDARD)
         elif node.param and node.param not in params:  # not analysable (e.g. not in checkpoint)
             state[node.name] = first
         elif kind == "embedding" and node.param:
@@ -414,11 +388,12 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
         elif kind == "layer" and node.param:
             p = params[node.param]
             if p.kind in (OpKind.RECURRENT_INPUT, OpKind.RECURRENT_HIDDEN) or not p.fan_in:
-                state[node.name] = replace(first, unknown=first.unknown or p.op)
+                state[node.name] = replace(first, unknown=first.unknown or p.op, unit=None)
                 continue
             dense = p.kind in (OpKind.LINEAR, OpKind.ATTENTION)
             st = _layer(first, p.fan_in, stats(node.param), pstats(node.bias),
                         p.fan_out if dense else None)
+            st.unit = unitwise.chain_layer(first.unit, p, node.param, node.bias, weights, budget)
             state[node.name] = st
             profile.append(replace(_signal(node.param, p.layer, st), side_branch=node.name in side))
         elif kind == "act" and node.activation:
@@ -426,9 +401,12 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
             try:
                 m = activation_moments(node.activation, x) if x.finite else x
             except KeyError:  # an activation nothing can integrate
-                state[node.name] = replace(first, unknown=first.unknown or str(node.activation))
+                state[node.name] = replace(first, unknown=first.unknown or str(node.activation), unit=None)
                 continue
-            state[node.name] = replace(first, m=m)
+            unit = first.unit
+            if unit is not None and unit.width:
+                unit = unitwise.activation(node.activation, unit)
+            state[node.name] = replace(first, m=m, unit=unit)
         elif kind == "norm":
             m = _norm(graph, node, first.m, pstats)
             state[node.name] = fresh(m, node.name)
@@ -478,7 +456,10 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats]) -> list[Laye
             state[node.name] = replace(first, unknown=first.unknown or node.op or node.name)
         else:  # transparent, output, other (a known op with no modelled effect)
             state[node.name] = first
+        if kind not in ("act", "transparent", "layer", "input") and state[node.name].unit is not None:
+            state[node.name] = replace(state[node.name], unit=None)  # the chain ends here
     return profile
+
 
 
 def _energy_statistics(x: Moments) -> tuple[np.ndarray, np.ndarray]:
@@ -492,7 +473,7 @@ def _energy_statistics(x: Moments) -> tuple[np.ndarray, np.ndarray]:
     N(0, v (1 - d)), t, t' ~ N(0, v d); r = (1 - d)^2 for Gaussian units, 0 for independent inputs.
     Two-dimensional Gauss-Hermite quadrature over (s, t)."""
     if x.act is not None and x.pre is not None:
-        pre, phi = x.pre, _fn(x.act)
+        pre, phi = x.pre, activation_numpy(x.act)
     else:
         pre, phi = x, (lambda h: h)
     a, v = np.asarray(pre.a), np.maximum(pre.v, 0.0)
@@ -540,7 +521,7 @@ def _energy_fluctuation(x: _State, n: float) -> tuple[np.ndarray, np.ndarray, np
     shared = np.exp(-r * eps / 2)
     ind = (1 - r) * eps
     split = ind > 1e-6  # below a 0.1% relative std the split changes nothing
-    nodes, weights = _gamma_rule(np.where(split, ind, 0.5))
+    nodes, weights = gamma_rule(np.where(split, ind, 0.5))
     nodes[~split], weights[~split] = 1.0, np.array([0.0, 1.0, 0.0])
     keep = weights.ravel() > 0
     src = np.repeat(idx, 3)[keep]
@@ -590,4 +571,10 @@ def _signal(param: str, layer: str, st: _State) -> LayerSignal:
     d0 = st.origin_distinct
     distinct_ratio = math.sqrt(frac / d0) if d0 > 0 else 1.0
     corr = 1.0 - frac
-    return LayerSignal(param, layer, std, ratio, st.depth, st.origin, m.mean, distinct_ratio, corr)
+    mean = m.mean
+    if st.unit is not None and st.unit.width:  # the spread through the actual weights
+        mean, var = st.unit.spread()
+        _, own = st.unit.spread(st.unit.offset)
+        std = math.sqrt(var) if math.isfinite(var) else math.inf
+        ratio = math.sqrt(own / st.origin_var) if math.isfinite(own) else math.inf
+    return LayerSignal(param, layer, std, ratio, st.depth, st.origin, mean, distinct_ratio, corr)

@@ -103,7 +103,13 @@ class PredictedVanishing(_SignalRule):
     sum the branches. At finite width each input's q_l is carried as a distribution: a dense
     layer's energy (1/n) sum_i phi_i^2 fluctuates with relative variance (K - 1)/n, K =
     E[phi^4] / E[phi^2]^2, so a convex map (GELU/SiLU at He gain) keeps the batch's spread above
-    the mean-field value, E[f(q)] ~ f(q) + f''(q) Var(q) / 2. Reports the deepest collapse of sqrt(q_l / q_start) along a segment that
+    the mean-field value, E[f(q)] ~ f(q) + f''(q) Var(q) / 2. A chain of dense layers from the
+    input whose weights are in memory (a module, a small checkpoint; up to 50M weight elements,
+    never tensors a worker pool streams) is carried unit by unit through its actual weights:
+    per-unit means m_{l+1} = W_l E[phi(h_l)] + b_l and variances v_{l+1} = (W_l o W_l) Var[phi(h_l)]
+    under N(m_i, v_i), with the common mode shared by all units of one input and each input's
+    energy fluctuation split off, so the weight draw in hand is predicted, not the typical one.
+    Reports the deepest collapse of sqrt(q_l / q_start) along a segment that
     starts at the input, an embedding or a normalisation, once it spans ``min_depth`` layers.
     Not judged: layers on a side branch of a trunk (inside a residual branch x + f(x), a gate
     x * sigmoid(g(x)), the query and key of attention), residual branch ends and output heads.

@@ -87,14 +87,16 @@ def build_graph(module: nn.Module, example: torch.Tensor):
     return graph
 
 
-def predicted(graph):
+def predicted(graph, per_unit: bool = True):
+    """The static prediction as an audit computes it: with the actual weights at hand (a dense
+    chain from the input carried unit by unit) unless ``per_unit`` is False."""
     cache = {}
 
     def stats(name):
         if name not in cache:
             cache[name] = tensor_stats(as_fp32(graph.load_tensor(name).detach()).reshape(-1).contiguous())
         return cache[name]
-    return predict(graph, stats)
+    return predict(graph, stats, graph.load_tensor if per_unit else None)
 
 
 def measured(module: nn.Module, x: torch.Tensor) -> dict[str, list[float]]:
@@ -112,13 +114,13 @@ def measured(module: nn.Module, x: torch.Tensor) -> dict[str, list[float]]:
     return out
 
 
-def ratios(module: nn.Module, x: torch.Tensor) -> list[tuple[str, float, float]]:
+def ratios(module: nn.Module, x: torch.Tensor, per_unit: bool = True) -> list[tuple[str, float, float]]:
     """(param, predicted std, measured std) of every weight layer, in forward order."""
     graph = build_graph(module, x)
     meas = measured(module, x)
     seen: dict[str, int] = {}
     rows = []
-    for s in predicted(graph):
+    for s in predicted(graph, per_unit):
         k = seen.get(s.param, 0)
         seen[s.param] = k + 1
         rows.append((s.param, s.predicted_std, meas[s.param][k]))
