@@ -220,6 +220,8 @@ class LayerSignal:
     # the layer's output reaches the model's output only through a residual branch, a gate or
     # attention scores (graph.side_branch_nodes): small there is a start by design
     side_branch: bool = False
+    # std, ratio and mean carried unit by unit through the actual weights (initaudit.unitwise)
+    per_unit: bool = False
 
 
 @dataclass
@@ -381,7 +383,7 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats],
         if kind == "input":
             state[node.name] = replace(fresh(Moments(), "input"), fluct=True, unit=unitwise.STANDARD)
         elif node.param and node.param not in params:  # not analysable (e.g. not in checkpoint)
-            state[node.name] = first
+            state[node.name] = replace(first, unit=None)
         elif kind == "embedding" and node.param:
             mean, var = _stat_moments(stats(node.param))
             state[node.name] = fresh(Moments.gaussian(mean, var), node.name)
@@ -571,10 +573,11 @@ def _signal(param: str, layer: str, st: _State) -> LayerSignal:
     d0 = st.origin_distinct
     distinct_ratio = math.sqrt(frac / d0) if d0 > 0 else 1.0
     corr = 1.0 - frac
-    mean = m.mean
-    if st.unit is not None and st.unit.width:  # the spread through the actual weights
+    mean, per_unit = m.mean, st.unit is not None and bool(st.unit.width)
+    if per_unit:  # the spread through the actual weights
         mean, var = st.unit.spread()
         _, own = st.unit.spread(st.unit.offset)
         std = math.sqrt(var) if math.isfinite(var) else math.inf
         ratio = math.sqrt(own / st.origin_var) if math.isfinite(own) else math.inf
-    return LayerSignal(param, layer, std, ratio, st.depth, st.origin, mean, distinct_ratio, corr)
+    return LayerSignal(param, layer, std, ratio, st.depth, st.origin, mean, distinct_ratio, corr,
+                       per_unit=per_unit)

@@ -116,24 +116,27 @@ def layer(x: UnitMoments, weight: torch.Tensor, bias: torch.Tensor | None) -> Un
             m = m + b[:, None]
         s = x.var.sum(axis=0)  # (K,) variance of sum_j delta_j
         c4 = x.c4 if x.c4 is not None else 3.0 * x.var * x.var
-        eps = np.where(s > 0, np.maximum(c4 - x.var * x.var, 0.0).sum(axis=0) / (s * s), 0.0)
-        ws, ms, vs = [], [], []
-        for k in range(len(x.w)):
-            parts = [(x.w[k], m[:, k], vd[:, k])]
-            if s[k] > 0 and math.isfinite(s[k]):
-                beta = wu[:, k] / s[k]
-                common = beta * beta * s[k]
-                if common.mean() > _COMMON_MIN * vd[:, k].mean():
-                    nodes, weights = SPLIT
-                    rest = np.maximum(vd[:, k] - common, 0.0)
-                    parts = [(x.w[k] * weights[c], m[:, k] + beta * math.sqrt(s[k]) * nodes[c], rest)
-                             for c in range(3)]
-            if eps[k] > _EPS_MIN and math.isfinite(eps[k]):
-                nodes, weights = (r[0] for r in gamma_rule(eps[k]))
-                parts = [(pw * weights[c], pm, pv * nodes[c]) for pw, pm, pv in parts for c in range(3)]
-            for pw, pm, pv in parts:
-                ws.append(pw), ms.append(pm), vs.append(pv)
-        out = _merge(np.array(ws), np.stack(ms, axis=1), np.maximum(np.stack(vs, axis=1), 0.0))
+        ok = (s > 0) & np.isfinite(s)
+        safe = np.where(ok, s, 1.0)
+        eps = np.where(ok, np.maximum(c4 - x.var * x.var, 0.0).sum(axis=0) / (safe * safe), 0.0)
+        beta = wu / safe
+        common = beta * beta * safe
+        split = ok & (common.mean(axis=0) > _COMMON_MIN * vd.mean(axis=0))  # (K,)
+        # common mode: 3 children per component (weights 0, 1, 0 where it is not split off)
+        nodes, weights = SPLIT
+        cw = np.where(split[:, None], weights[None, :], np.array([0.0, 1.0, 0.0]))  # (K, 3)
+        cm = m[:, :, None] + np.where(split, beta * np.sqrt(safe), 0.0)[:, :, None] * nodes  # (n, K, 3)
+        cv = np.where(split, np.maximum(vd - common, 0.0), vd)[:, :, None]  # (n, K, 1)
+        # energy: 3 children of each (the Gamma rule; 1 where eps is negligible)
+        grow = (eps > _EPS_MIN) & np.isfinite(eps)
+        gn, gw = gamma_rule(np.where(grow, eps, 0.5))
+        gn[~grow], gw[~grow] = 1.0, np.array([0.0, 1.0, 0.0])
+        shape = (m.shape[0], len(x.w), 3, 3)  # (unit, component, common child, energy child)
+        w = (x.w[:, None, None] * cw[:, :, None] * gw[:, None, :]).reshape(-1)
+        mm = np.broadcast_to(cm[:, :, :, None], shape).reshape(m.shape[0], -1)
+        vv = np.broadcast_to(cv[:, :, :, None] * gn[None, :, None, :], shape).reshape(m.shape[0], -1)
+        keep = w > 0
+        out = _merge(w[keep], mm[:, keep], np.maximum(vv[:, keep], 0.0))
         return replace(out, offset=b)
 
 
