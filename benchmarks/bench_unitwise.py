@@ -4,7 +4,7 @@ Prints, per model, the median over ``--rounds`` interleaved rounds of the time o
 ``initaudit.audit(model, probe_enabled=False)`` (graph capture, per-tensor statistics, the
 static prediction, every static rule) with the per-unit pass on, as a ratio of the same audit
 with it off (``unitwise.UNITWISE_MAX_ELEMENTS = 0``: the per-tensor prediction only), measured in
-the same round. Models:
+the same round (the order alternating). Models:
 
 - the zoo's largest module (torchvision VGG-11, 10.8M parameters): its dense layers follow a
   conv trunk, so no chain starts at the input and the pass reads nothing;
@@ -69,8 +69,11 @@ def main() -> None:
         model = build()
         timed(model, True)  # warm-up: imports, first capture
         off, ratios = [], []
-        for _ in range(args.rounds):
-            a, b = timed(model, False), timed(model, True)
+        for i in range(args.rounds):  # the order alternates: neither side always runs warm
+            if i % 2:
+                b, a = timed(model, True), timed(model, False)
+            else:
+                a, b = timed(model, False), timed(model, True)
             off.append(a)
             ratios.append(b / a)
         n = sum(p.numel() for p in model.parameters() if p.dim() > 1)
