@@ -232,3 +232,84 @@ def test_scaled_std_conv_gains_are_vectors_and_a_zero_gain_unblocks_after_one_st
     report = initaudit.audit(model, inputs=x)
     assert not [f for f in report.findings if f.severity.value == "error"]
     assert all(f.severity.value == "info" for f in _of(report, "IA208"))
+
+
+# --- a flow's coupling: zero last layers whose branch gates the signal passing it (RealNVP, Glow) ---------
+
+class _Coupling(nn.Module):
+    """x_a + x_b * g(tanh(s(x_a))) + t(x_a) on the unmasked half (RealNVP); g = exp starts as the
+    identity, g = tanh as a coupling that drops that half."""
+
+    def __init__(self, gate=torch.exp, d: int = 8, h: int = 32):
+        super().__init__()
+        self.gate = gate
+        self.register_buffer("mask", (torch.arange(d) % 2).float())
+        self.s = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, d))
+        self.t = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, d))
+        for last in (self.s[-1], self.t[-1]):
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, x):
+        xa = x * self.mask
+        s = torch.tanh(self.s(xa)) * (1 - self.mask)
+        return xa + (1 - self.mask) * (x * self.gate(s) + self.t(xa))
+
+
+def _flow(gate):
+    torch.manual_seed(0)
+    return nn.Sequential(*[_Coupling(gate) for _ in range(3)], nn.Linear(8, 8))
+
+
+def test_zero_ends_of_a_flow_coupling_gate_are_legitimate():
+    model, x = _flow(torch.exp), torch.randn(64, 8)
+    with torch.no_grad():
+        assert torch.equal(model[:3](x), x)  # every coupling starts as the identity: exp(0) = 1
+    model(x).pow(2).sum().backward()
+    s_end = model[0].s[-1].weight.grad
+    assert len({tuple(r) for r in s_end[0::2].tolist()}) == 4  # each unmasked unit of the zero layer gets its own gradient
+    report = initaudit.audit(model, inputs=x)
+    assert not _of(report, "IA102", "error") and not _of(report, "IA208", "warning")
+    gated = [f for f in _of(report, "IA102", "info") if f.layer.endswith("s.2.weight")]
+    assert len(gated) == 3 and all(f.evidence["position"].startswith("zero-initialised last layer of a branch that gates")
+                                   for f in gated)
+
+
+def test_a_zero_layer_whose_gate_closes_the_trunk_is_still_an_error():
+    """With g = tanh the gate is tanh(0) = 0 at init: the coupling drops the unmasked half of its
+    input (measured), so the zero layer is no legitimate start and stays an error."""
+    model, x = _flow(torch.tanh), torch.randn(64, 8)
+    with torch.no_grad():
+        out = model[0](x)
+    assert torch.equal(out[:, 0::2], torch.zeros_like(out[:, 0::2])) and out[:, 1::2].abs().min() > 0
+    report = initaudit.audit(model, inputs=x)
+    assert {f.layer for f in _of(report, "IA102", "error")} == {f"{i}.s.2.weight" for i in range(3)}
+
+
+# --- a latent rounded before its decoder: a stop-gradient by design (diffusers' AutoencoderTiny) ----------
+
+class _RoundedAE(nn.Module):
+    def __init__(self, unused_result: bool = False):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 4, 3, 2, 1))
+        self.dec = nn.Sequential(nn.ConvTranspose2d(4, 8, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(8, 3, 4, 2, 1))
+        self.side = nn.Conv2d(3, 3, 1)
+        self.unused_result = unused_result
+
+    def forward(self, x):
+        z = torch.sigmoid(self.enc(x)).mul(255).round().byte()  # stored as bytes, as a latent cache does
+        if self.unused_result:
+            self.side(x)  # computed and dropped: really unused
+        return self.dec(z / 255.0)
+
+
+def test_parameters_behind_a_rounded_latent_are_stopped_not_unused():
+    torch.manual_seed(0)
+    model, x = _RoundedAE(unused_result=True), torch.randn(4, 3, 16, 16)
+    model(x).sum().backward()
+    assert model.enc[0].weight.grad is None and model.side.weight.grad is None  # no gradient reaches either
+    report = initaudit.audit(model, inputs=x)
+    warned = {f.layer for f in _of(report, "IA209", "warning")}
+    stopped = {f.layer: f.evidence.get("stopped_at") for f in _of(report, "IA209", "info")}
+    assert warned == {"side"}  # the dropped result is still reported
+    assert stopped == {"enc.0": ["round"], "enc.2": ["round"]}
