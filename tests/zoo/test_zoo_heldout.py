@@ -313,3 +313,26 @@ def test_parameters_behind_a_rounded_latent_are_stopped_not_unused():
     stopped = {f.layer: f.evidence.get("stopped_at") for f in _of(report, "IA209", "info")}
     assert warned == {"side"}  # the dropped result is still reported
     assert stopped == {"enc.0": ["round"], "enc.2": ["round"]}
+
+
+# --- a per-device cache a forward fills in place (timm's EfficientFormer attention_bias_cache) ----------
+
+class _CachedBias(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.bias_table = nn.Parameter(torch.zeros(8))
+        self.cache: dict = {}  # filled in eval mode, as timm's get_attention_biases does
+
+    def forward(self, x):
+        if not self.training:
+            self.cache.setdefault(str(x.device), self.bias_table * 2)
+        return self.fc(x) + self.cache.get(str(x.device), self.bias_table * 2)
+
+
+def test_the_probe_leaves_no_tensor_in_a_cache_the_forward_fills_in_place():
+    torch.manual_seed(0)
+    model = _CachedBias().eval()
+    initaudit.audit(model, inputs=torch.randn(4, 8))
+    assert model.cache == {}  # the probe's tensor (part of its autograd graph) is not left in the model
+    copy.deepcopy(model)  # a non-leaf tensor there made deepcopy fail (audit(path, model=model) copies it)
