@@ -336,3 +336,33 @@ def test_the_probe_leaves_no_tensor_in_a_cache_the_forward_fills_in_place():
     initaudit.audit(model, inputs=torch.randn(4, 8))
     assert model.cache == {}  # the probe's tensor (part of its autograd graph) is not left in the model
     copy.deepcopy(model)  # a non-leaf tensor there made deepcopy fail (audit(path, model=model) copies it)
+
+
+# --- probe conventions: SD3's joint text context and pooled projection, T2I-Adapter's image, TNT's size -----
+
+def _probe_of(model):
+    probe = initaudit.audit(model, probe_batch_size=4).to_json()["probe"]
+    assert probe["ran"], probe["skipped_reason"]
+    return probe["convention"]
+
+
+def test_sd3_and_t2i_adapter_are_probed_with_no_inputs():
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    sd3 = diffusers.SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                          caption_projection_dim=32, pooled_projection_dim=32,
+                                          pos_embed_max_size=16).eval()
+    assert _probe_of(sd3) == ("diffusers SD3Transformer2DModel: hidden_states + timestep + encoder_hidden_states"
+                              " + pooled_projections")
+    adapter = diffusers.T2IAdapter(in_channels=3, channels=(32, 64), num_res_blocks=1, downscale_factor=4,
+                                   adapter_type="full_adapter").eval()
+    assert _probe_of(adapter) == "diffusers T2IAdapter: x"
+
+
+def test_a_timm_model_built_for_another_size_is_probed_at_that_size():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("tnt_s_patch16_224", pretrained=False, img_size=32, depth=2, num_classes=10).eval()
+    assert model.pretrained_cfg["input_size"] == (3, 224, 224)  # the checkpoint's size, not this model's
+    assert _probe_of(model) == "timm pretrained_cfg input_size (3, 32, 32)"
