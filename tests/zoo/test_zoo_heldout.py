@@ -366,3 +366,28 @@ def test_a_timm_model_built_for_another_size_is_probed_at_that_size():
     model = timm.create_model("tnt_s_patch16_224", pretrained=False, img_size=32, depth=2, num_classes=10).eval()
     assert model.pretrained_cfg["input_size"] == (3, 224, 224)  # the checkpoint's size, not this model's
     assert _probe_of(model) == "timm pretrained_cfg input_size (3, 32, 32)"
+
+
+# --- a squeeze-excite gate behind a zero-init last BatchNorm gamma (TResNet's blocks) -------------------
+
+def test_depth_rules_take_no_ratio_from_a_zero_gamma_norm():
+    """TResNet zero-initialises each block's last BatchNorm gamma, and its squeeze-excite gate comes
+    after that norm: from there the spread is 0 (the block is the identity at init, measured), and
+    the static prediction had 'grows to inf x' (IA110) and 'correlation 1' (IA111) errors at se.fc2."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("tresnet_m", pretrained=False, num_classes=10, layers=[1, 1, 1, 1]).eval()
+    block = model.body.layer1[0]
+    assert float(block.conv2.bn.weight.abs().max()) == 0
+    x = torch.randn(4, 3, 64, 64)
+    grabbed = []
+    hook = block.conv2.register_forward_hook(lambda m, a, out: grabbed.append(out))
+    try:
+        with torch.no_grad():
+            model.train()(x)
+    finally:
+        hook.remove()
+        model.eval()
+    assert float(grabbed[0].abs().max()) == 0  # batch statistics: the branch starts at exactly 0
+    report = initaudit.audit(model, inputs=x)
+    assert not [f for f in report.findings if f.rule in ("IA109", "IA110", "IA111") and f.severity.value != "info"]
