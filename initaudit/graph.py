@@ -84,6 +84,10 @@ class Param:
     # shape ops; no normalisation, no other layer): a shrink there only scales the initial
     # logits, as a small head does (:func:`annotate`).
     feeds_head: bool = False
+    # The value a gate of a trunk takes when this layer outputs 0 (``x * exp(tanh(f(x)))``: 1.0),
+    # when every path from the layer ends in such a gate, a residual sum or an output
+    # (:func:`gate_starts`); None otherwise.
+    gate_start: float | None = None
     aliases: list[str] = field(default_factory=list)  # tied names for the same tensor
     notes: list[str] = field(default_factory=list)
 
@@ -389,6 +393,10 @@ def annotate(graph: ModelGraph, source: str) -> None:
             head_fed[name] = head_fed.get(name, True) and here
     for name, fed in head_fed.items():
         graph.params[name].feeds_head = fed
+    from initaudit.branches import gate_starts  # builds on merge_trunks
+
+    for name, value in gate_starts(graph.nodes, users).items():
+        graph.params[name].gate_start = value
 
 
 def _only_heads(after: list[Node], feeds_layer: dict[str, bool]) -> bool:

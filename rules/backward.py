@@ -13,6 +13,7 @@ from initaudit.rules.probe_common import _is_zero, _param, _probe, _where
 from initaudit.rules.depth import depth_severity
 from initaudit.rules.weights import ConstantWeights, _init_fix
 
+from initaudit.branches import stopped_at
 from initaudit.graph import OpKind, Param, ParamRole
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
@@ -430,7 +431,7 @@ class IdenticalActivations(Rule):
             evidence = {"identical_units": s.identical_units, "units": s.units,
                         "groups": len(s.identical_groups), "example": s.identical_groups[0][:4]}
             fix = _init_fix(p) if p is not None else "re-initialise the layer with independent random rows"
-            legit = ConstantWeights._legitimate(p) if p is not None and _is_zero(ctx, p) else None
+            legit = ConstantWeights._legitimate(ctx, p) if p is not None and _is_zero(ctx, p) else None
             if legit is None and s.param in folded:
                 legit = ("measured in an eval-mode export whose BatchNorm statistics are fresh (folded "
                          "into the layers): in training, batch statistics renormalise the signal")
@@ -483,7 +484,10 @@ class UnusedParameters(Rule):
     an extra graph traversal every step). Often the sign of a wiring bug: a layer built but
     forgotten in ``forward``. Layers used only in some modes (an auxiliary head used in
     training only, an MoE expert not routed for this batch) also show up here; parameters the
-    owner's code uses only under ``if self.training`` (read from its source) are info.
+    owner's code uses only under ``if self.training`` (read from its source) are info, and so
+    are parameters the recorded forward pass uses whose every path to the outputs ends in an op
+    with zero derivative (``round``, ``floor``, ``sign``, ``argmax``: a latent quantised to bytes
+    before the decoder), a stop-gradient by design.
 
     Example
     -------
@@ -528,6 +532,15 @@ class UnusedParameters(Rule):
                     module or names[0], f"{listed} used only in training mode ({where}): the probe's "
                                         "eval-mode forward pass does not reach them",
                     severity=Severity.INFO, evidence={"params": names, "values": count, "training_only": where})
+                continue
+            stops = stopped_at(ctx.graph, names) if ctx.graph.nodes else []
+            if stops:  # used, but behind an op with no derivative: trained through another loss, by design
+                yield self.finding(
+                    module or names[0], f"{listed} used in the forward pass, but every path from them to "
+                                        f"the outputs ends in {', '.join(stops)} (zero derivative): no gradient "
+                                        "flows back through the outputs, by design (a quantised code is "
+                                        "trained through its own loss or a straight-through estimator)",
+                    severity=Severity.INFO, evidence={"params": names, "values": count, "stopped_at": stops})
                 continue
             yield self.finding(
                 module or names[0], f"{listed} receive no gradient: not reached from the model's outputs "

@@ -15,7 +15,7 @@ from initaudit.lazy import lazy_function
 
 measured_profile = lazy_function("initaudit.probe.profile", "measured_profile")
 from initaudit.rule import Finding, Rule, Severity, fmt
-from initaudit.rules.depth import GUESSED_NOTE, depth_severity
+from initaudit.rules.depth import GUESSED_NOTE, depth_severity, zero_scale_origins
 from initaudit.rules.weights import _init_fix
 
 _FIX = ("initialise each layer for the activation that follows it (IA104's fixes: Xavier before "
@@ -35,7 +35,9 @@ def _after_constant(ctx) -> set[tuple[str, int]]:
         st = ctx.analysis(s.param).stats
         if st.numel > 1 and st.max == st.min:
             first[s.origin] = min(first.get(s.origin, s.depth), s.depth)
-    return {(s.origin, s.depth) for s in ctx.signal if s.origin in first and s.depth >= first[s.origin]}
+    zero = zero_scale_origins(ctx)  # a zero-gamma norm's output is constant: the same reason
+    return {(s.origin, s.depth) for s in ctx.signal
+            if s.origin in zero or (s.origin in first and s.depth >= first[s.origin])}
 
 
 class PredictedCorrelationCollapse(Rule):

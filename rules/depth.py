@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from initaudit.graph import ParamRole
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 
@@ -46,6 +47,20 @@ def depth_severity(ratio: float, vanishing: bool, opts: dict) -> Severity | None
     return Severity.ERROR if past(opts["error_ratio"]) else Severity.WARNING
 
 
+def zero_scale_origins(ctx) -> set[str]:
+    """Segment origins that are normalisations with an all-zero scale (a zero-init last BatchNorm
+    gamma, TResNet's and torchvision's ``zero_init_residual``): their output is the constant shift,
+    so spreads and correlations measured from there have no reference (x / 0). IA108 judges the
+    zero gamma itself."""
+    out = set()
+    for node in ctx.graph.nodes:
+        scales = [n for n in node.norm_params if n in ctx.graph.params
+                  and ctx.graph.params[n].role is ParamRole.NORM_SCALE]
+        if node.kind == "norm" and scales and all(ctx.analysis(n).stats.all_zero for n in scales):
+            out.add(node.name)
+    return out
+
+
 class _SignalRule(Rule):
     """Shared check of the static signal prediction; subclasses pick the direction."""
 
@@ -61,8 +76,9 @@ class _SignalRule(Rule):
         folded = renormalised_params(ctx.graph)  # segments across a folded BatchNorm
         params = ctx.graph.params
         # Unknown predictions (after an op nothing models) are skipped.
+        zero = zero_scale_origins(ctx)
         profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"] and s.param not in folded
-                   and s.ratio == s.ratio
+                   and s.ratio == s.ratio and s.origin not in zero
                    and not (self.direction == "vanishing" and (
                        s.side_branch or params[s.param].residual_end or params[s.param].is_output
                        or ctx.analysis(s.param).stats.all_zero))]

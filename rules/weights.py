@@ -71,7 +71,10 @@ class ConstantWeights(Rule):
     --------------
     Weight tensors whose elements are all equal (max |w - w_0| <= ``atol``). Graded by where the
     tensor sits (docs/legitimate-patterns.md): a hidden layer or an embedding is an error; a
-    zero-initialised output head, the last layer of a residual branch, or an adaLN-zero style
+    zero-initialised output head, the last layer of a residual branch, the last layer of a
+    branch that gates the signal passing it at a non-zero value while that layer outputs 0
+    (``x * exp(tanh(s(x)))`` at exp(0) = 1, a flow's coupling; evaluated through the recorded
+    elementwise ops, zero bias), or an adaLN-zero style
     modulation layer is legitimate and reported as info, and so is a zero parameter that no
     layer of the recorded dataflow applies as its weight (an additive table such as LeViT's
     attention biases). Biases, normalisation parameters and per-channel vectors of any rank
@@ -117,7 +120,7 @@ class ConstantWeights(Rule):
             if s.nonfinite or s.numel < 2 or (s.max - s.min) > self.opts["atol"] or no_layer(ctx, p):
                 continue
             what = "all zeros" if s.all_zero else f"every element equals {fmt(s.mean)}"
-            legit = self._legitimate(p) if s.all_zero else None
+            legit = self._legitimate(ctx, p) if s.all_zero else None
             if legit is None and applied is not None and p.kind is OpKind.OTHER and p.name not in applied:
                 legit = ("a parameter no layer applies as its weight (an additive table such as a "
                          "relative position bias, or a gain): no unit mixes inputs through it, so equal "
@@ -138,11 +141,16 @@ class ConstantWeights(Rule):
                 fix=_init_fix(p))
 
     @staticmethod
-    def _legitimate(p) -> str | None:
+    def _legitimate(ctx, p) -> str | None:
         if p.is_output:
             return "zero-initialised output layer (legitimate: logits start at the bias)"
         if p.residual_end:
             return "zero-initialised last layer of a residual branch (legitimate: the block starts as identity)"
+        if p.gate_start is not None and _bias_is_zero(ctx, p):
+            return (f"zero-initialised last layer of a branch that gates the signal passing it, at "
+                    f"{fmt(p.gate_start)} while the layer outputs 0 (legitimate: the block starts as a fixed "
+                    "scaling of its input, as a flow's coupling starts as the identity, and each unit "
+                    "gets its own gradient)")
         if any(h in p.name.lower() for h in _MODULATION_HINTS):
             return "zero-initialised modulation layer (adaLN-zero style, legitimate)"
         return None
@@ -156,10 +164,19 @@ def _applied_by_a_layer(graph) -> set[str] | None:
     return {n for node in graph.nodes if node.kind in ("layer", "embedding") for n in (node.param, node.bias) if n}
 
 
+def _bias(ctx, p):
+    return next((q for q in ctx.graph.params.values() if q.layer == p.layer and q.role is ParamRole.BIAS), None)
+
+
+def _bias_is_zero(ctx, p) -> bool:
+    bias = _bias(ctx, p)
+    return bias is None or ctx.analysis(bias.name).stats.all_zero
+
+
 def _relu_bias_clause(ctx, p) -> str:
     """What a zero weight before ReLU does, by the layer's bias: zero or missing, every gradient
     is blocked; otherwise each unit outputs relu(b_i) whatever its input."""
-    bias = next((q for q in ctx.graph.params.values() if q.layer == p.layer and q.role is ParamRole.BIAS), None)
+    bias = _bias(ctx, p)
     if bias is None:
         return "; with no bias, relu'(0) = 0 blocks every gradient and the layer stays dead"
     if ctx.analysis(bias.name).stats.all_zero:

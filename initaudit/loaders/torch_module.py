@@ -267,10 +267,24 @@ def trace_module_node(site: str, m: nn.Module, inputs: list[str], owned: dict[st
 
 
 def _holds_tensor(value: object) -> bool:
-    """A tensor, an fx Proxy, or a list/tuple of them: state a run can leave on a module."""
+    """A tensor, an fx Proxy, or a list/tuple/dict of them: state a run can leave on a module."""
     if isinstance(value, (list, tuple)):
         return any(_holds_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_tensor(v) for v in value.values())
     return isinstance(value, (torch.Tensor, torch.fx.Proxy))
+
+
+def _contents(value: object) -> object:
+    """A shallow copy of a list or dict attribute a run may fill in place (a per-device cache)."""
+    return dict(value) if isinstance(value, dict) else list(value) if isinstance(value, list) else None
+
+
+def _same(now: dict | list, saved: dict | list) -> bool:
+    """Whether a container holds the very objects it held (identity: tensors have no plain ==)."""
+    if isinstance(now, dict):
+        return now.keys() == saved.keys() and all(now[k] is saved[k] for k in now)
+    return len(now) == len(saved) and all(a is b for a, b in zip(now, saved))
 
 
 class ModuleAttributes:
@@ -283,6 +297,8 @@ class ModuleAttributes:
 
     def __init__(self, module: nn.Module):
         self.kept = [(m, dict(vars(m))) for m in module.modules()]
+        self.contents = {(id(m), k): _contents(v) for m, kept in self.kept for k, v in kept.items()
+                         if isinstance(v, (dict, list)) and not isinstance(v, nn.Module)}
 
     def restore(self) -> None:
         missing = object()
@@ -290,6 +306,13 @@ class ModuleAttributes:
             now = vars(m)
             for k, v in list(now.items()):
                 old = kept.get(k, missing)
+                saved = self.contents.get((id(m), k))
+                if old is v and saved is not None and _holds_tensor(v) and not _same(v, saved):
+                    # filled in place (timm's attention_bias_cache in eval mode): a tensor of the
+                    # run's autograd graph would stay in the caller's model (no deepcopy then)
+                    v.clear()
+                    v.update(saved) if isinstance(v, dict) else v.extend(saved)
+                    continue
                 if old is v or not (_holds_tensor(v) or _holds_tensor(old)):
                     continue
                 if old is missing:

@@ -188,8 +188,9 @@ def _diffusers(module: nn.Module, batch: int, gen: torch.Generator) -> Made | No
     batch = _image_batch(batch, h, w)
     sample = torch.randn((batch, c, h, w), generator=gen)
     accepts = _accepts(module)
-    # UNets and VAEs take ``sample``; the 2-D transformers (DiT, PixArt) ``hidden_states``
-    main = next((k for k in ("sample", "hidden_states") if k in accepts), None)
+    # UNets and VAEs take ``sample``; the 2-D transformers (DiT, PixArt, SD3) ``hidden_states``;
+    # adapters (T2I-Adapter) the conditioning image ``x``
+    main = next((k for k in ("sample", "hidden_states", "x") if k in accepts), None)
     if main is None:
         return None
     kwargs: dict[str, Any] = {main: sample}
@@ -201,11 +202,16 @@ def _diffusers(module: nn.Module, batch: int, gen: torch.Generator) -> Made | No
     if "class_labels" in accepts and isinstance(classes, int) and classes > 0:
         kwargs["class_labels"] = torch.randint(0, classes, (batch,), generator=gen)  # class-conditional
         names.append("class_labels")
-    cross = getattr(config, "cross_attention_dim", None)
+    # the text context: UNets' cross_attention_dim, MMDiT's (SD3) joint_attention_dim
+    cross = getattr(config, "cross_attention_dim", None) or getattr(config, "joint_attention_dim", None)
     if "encoder_hidden_states" in accepts and cross:
         dim = int(cross[0] if isinstance(cross, (list, tuple)) else cross)
         kwargs["encoder_hidden_states"] = torch.randn((batch, SEQ_LEN, dim), generator=gen)
         names.append("encoder_hidden_states")
+    pooled = getattr(config, "pooled_projection_dim", None)
+    if "pooled_projections" in accepts and isinstance(pooled, int) and pooled > 0:
+        kwargs["pooled_projections"] = torch.randn((batch, pooled), generator=gen)  # a pooled text embedding
+        names.append("pooled_projections")
     return Made(f"diffusers {type(module).__name__}: " + " + ".join(names), kwargs, unit_dim=1, batch=batch)
 
 
@@ -215,7 +221,9 @@ def _timm(module: nn.Module, batch: int, gen: torch.Generator) -> Made | None:
     if not (isinstance(size, (list, tuple)) and len(size) == 3 and all(isinstance(d, int) for d in size)):
         return None
     c, h, w = size
-    built = getattr(getattr(module, "patch_embed", None), "img_size", None)  # built for another size
+    # built for another size: the first embedding that records one (PatchEmbed, TNT's PixelEmbed)
+    built = next((m.img_size for m in module.modules() if m is not module and isinstance(
+        getattr(m, "img_size", None), (list, tuple))), None)
     if isinstance(built, (list, tuple)) and len(built) == 2 and tuple(built) != (h, w):
         h, w = (int(d) for d in built)
         size = (c, h, w)

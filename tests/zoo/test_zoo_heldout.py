@@ -232,3 +232,162 @@ def test_scaled_std_conv_gains_are_vectors_and_a_zero_gain_unblocks_after_one_st
     report = initaudit.audit(model, inputs=x)
     assert not [f for f in report.findings if f.severity.value == "error"]
     assert all(f.severity.value == "info" for f in _of(report, "IA208"))
+
+
+# --- a flow's coupling: zero last layers whose branch gates the signal passing it (RealNVP, Glow) ---------
+
+class _Coupling(nn.Module):
+    """x_a + x_b * g(tanh(s(x_a))) + t(x_a) on the unmasked half (RealNVP); g = exp starts as the
+    identity, g = tanh as a coupling that drops that half."""
+
+    def __init__(self, gate=torch.exp, d: int = 8, h: int = 32):
+        super().__init__()
+        self.gate = gate
+        self.register_buffer("mask", (torch.arange(d) % 2).float())
+        self.s = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, d))
+        self.t = nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, d))
+        for last in (self.s[-1], self.t[-1]):
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+
+    def forward(self, x):
+        xa = x * self.mask
+        s = torch.tanh(self.s(xa)) * (1 - self.mask)
+        return xa + (1 - self.mask) * (x * self.gate(s) + self.t(xa))
+
+
+def _flow(gate):
+    torch.manual_seed(0)
+    return nn.Sequential(*[_Coupling(gate) for _ in range(3)], nn.Linear(8, 8))
+
+
+def test_zero_ends_of_a_flow_coupling_gate_are_legitimate():
+    model, x = _flow(torch.exp), torch.randn(64, 8)
+    with torch.no_grad():
+        assert torch.equal(model[:3](x), x)  # every coupling starts as the identity: exp(0) = 1
+    model(x).pow(2).sum().backward()
+    s_end = model[0].s[-1].weight.grad
+    assert len({tuple(r) for r in s_end[0::2].tolist()}) == 4  # each unmasked unit of the zero layer gets its own gradient
+    report = initaudit.audit(model, inputs=x)
+    assert not _of(report, "IA102", "error") and not _of(report, "IA208", "warning")
+    gated = [f for f in _of(report, "IA102", "info") if f.layer.endswith("s.2.weight")]
+    assert len(gated) == 3 and all(f.evidence["position"].startswith("zero-initialised last layer of a branch that gates")
+                                   for f in gated)
+
+
+def test_a_zero_layer_whose_gate_closes_the_trunk_is_still_an_error():
+    """With g = tanh the gate is tanh(0) = 0 at init: the coupling drops the unmasked half of its
+    input (measured), so the zero layer is no legitimate start and stays an error."""
+    model, x = _flow(torch.tanh), torch.randn(64, 8)
+    with torch.no_grad():
+        out = model[0](x)
+    assert torch.equal(out[:, 0::2], torch.zeros_like(out[:, 0::2])) and out[:, 1::2].abs().min() > 0
+    report = initaudit.audit(model, inputs=x)
+    assert {f.layer for f in _of(report, "IA102", "error")} == {f"{i}.s.2.weight" for i in range(3)}
+
+
+# --- a latent rounded before its decoder: a stop-gradient by design (diffusers' AutoencoderTiny) ----------
+
+class _RoundedAE(nn.Module):
+    def __init__(self, unused_result: bool = False):
+        super().__init__()
+        self.enc = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 4, 3, 2, 1))
+        self.dec = nn.Sequential(nn.ConvTranspose2d(4, 8, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(8, 3, 4, 2, 1))
+        self.side = nn.Conv2d(3, 3, 1)
+        self.unused_result = unused_result
+
+    def forward(self, x):
+        z = torch.sigmoid(self.enc(x)).mul(255).round().byte()  # stored as bytes, as a latent cache does
+        if self.unused_result:
+            self.side(x)  # computed and dropped: really unused
+        return self.dec(z / 255.0)
+
+
+def test_parameters_behind_a_rounded_latent_are_stopped_not_unused():
+    torch.manual_seed(0)
+    model, x = _RoundedAE(unused_result=True), torch.randn(4, 3, 16, 16)
+    model(x).sum().backward()
+    assert model.enc[0].weight.grad is None and model.side.weight.grad is None  # no gradient reaches either
+    report = initaudit.audit(model, inputs=x)
+    warned = {f.layer for f in _of(report, "IA209", "warning")}
+    stopped = {f.layer: f.evidence.get("stopped_at") for f in _of(report, "IA209", "info")}
+    assert warned == {"side"}  # the dropped result is still reported
+    assert stopped == {"enc.0": ["round"], "enc.2": ["round"]}
+
+
+# --- a per-device cache a forward fills in place (timm's EfficientFormer attention_bias_cache) ----------
+
+class _CachedBias(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.bias_table = nn.Parameter(torch.zeros(8))
+        self.cache: dict = {}  # filled in eval mode, as timm's get_attention_biases does
+
+    def forward(self, x):
+        if not self.training:
+            self.cache.setdefault(str(x.device), self.bias_table * 2)
+        return self.fc(x) + self.cache.get(str(x.device), self.bias_table * 2)
+
+
+def test_the_probe_leaves_no_tensor_in_a_cache_the_forward_fills_in_place():
+    torch.manual_seed(0)
+    model = _CachedBias().eval()
+    initaudit.audit(model, inputs=torch.randn(4, 8))
+    assert model.cache == {}  # the probe's tensor (part of its autograd graph) is not left in the model
+    copy.deepcopy(model)  # a non-leaf tensor there made deepcopy fail (audit(path, model=model) copies it)
+
+
+# --- probe conventions: SD3's joint text context and pooled projection, T2I-Adapter's image, TNT's size -----
+
+def _probe_of(model):
+    probe = initaudit.audit(model, probe_batch_size=4).to_json()["probe"]
+    assert probe["ran"], probe["skipped_reason"]
+    return probe["convention"]
+
+
+def test_sd3_and_t2i_adapter_are_probed_with_no_inputs():
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    sd3 = diffusers.SD3Transformer2DModel(sample_size=16, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                          caption_projection_dim=32, pooled_projection_dim=32,
+                                          pos_embed_max_size=16).eval()
+    assert _probe_of(sd3) == ("diffusers SD3Transformer2DModel: hidden_states + timestep + encoder_hidden_states"
+                              " + pooled_projections")
+    adapter = diffusers.T2IAdapter(in_channels=3, channels=(32, 64), num_res_blocks=1, downscale_factor=4,
+                                   adapter_type="full_adapter").eval()
+    assert _probe_of(adapter) == "diffusers T2IAdapter: x"
+
+
+def test_a_timm_model_built_for_another_size_is_probed_at_that_size():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("tnt_s_patch16_224", pretrained=False, img_size=32, depth=2, num_classes=10).eval()
+    assert model.pretrained_cfg["input_size"] == (3, 224, 224)  # the checkpoint's size, not this model's
+    assert _probe_of(model) == "timm pretrained_cfg input_size (3, 32, 32)"
+
+
+# --- a squeeze-excite gate behind a zero-init last BatchNorm gamma (TResNet's blocks) -------------------
+
+def test_depth_rules_take_no_ratio_from_a_zero_gamma_norm():
+    """TResNet zero-initialises each block's last BatchNorm gamma, and its squeeze-excite gate comes
+    after that norm: from there the spread is 0 (the block is the identity at init, measured), and
+    the static prediction had 'grows to inf x' (IA110) and 'correlation 1' (IA111) errors at se.fc2."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("tresnet_m", pretrained=False, num_classes=10, layers=[1, 1, 1, 1]).eval()
+    block = model.body.layer1[0]
+    assert float(block.conv2.bn.weight.abs().max()) == 0
+    x = torch.randn(4, 3, 64, 64)
+    grabbed = []
+    hook = block.conv2.register_forward_hook(lambda m, a, out: grabbed.append(out))
+    try:
+        with torch.no_grad():
+            model.train()(x)
+    finally:
+        hook.remove()
+        model.eval()
+    assert float(grabbed[0].abs().max()) == 0  # batch statistics: the branch starts at exactly 0
+    report = initaudit.audit(model, inputs=x)
+    assert not [f for f in report.findings if f.rule in ("IA109", "IA110", "IA111") and f.severity.value != "info"]

@@ -1,0 +1,105 @@
+"""What a branch of the recorded dataflow starts as, and where its gradient stops: the value a
+gate takes while the layer in front of it outputs 0 (:func:`gate_starts`), and the ops with a
+zero derivative that cut a forward path from the loss (:func:`stopped_at`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from initaudit.graph import ModelGraph, Node, _consumers, _is_gain, is_cell_sum, merge_trunks
+
+_NO_VALUE = frozenset({"add", "sub", "rsub"})  # a constant added on the way: the value is unknown
+_SCALING = frozenset({"mul", "div"})  # a factor on the way: 0 stays 0, any other value is unknown
+_KNOWN_FNS: dict[str, Callable[[float], float]] = {"exp": math.exp}
+
+
+def _value_after(node: Node, v: float | None) -> float | None:
+    """What a signal that is ``v`` everywhere becomes after ``node`` (None: not known)."""
+    op = _op(node)
+    if v is None:
+        return None
+    if node.kind == "act":
+        from initaudit.schemes import activation_fn  # imports torch
+
+        try:
+            import torch
+
+            return float(activation_fn(node.activation)(torch.tensor([v], dtype=torch.float64))[0])
+        except (KeyError, TypeError):
+            return None
+    if node.kind == "unknown":
+        return _KNOWN_FNS[op](v) if len(node.inputs) == 1 else None
+    if _is_gain(node) or op in _SCALING:
+        return 0.0 if v == 0 else None
+    return None if op in _NO_VALUE else v
+
+
+def gate_starts(nodes: list[Node], users: dict[str, list[Node]]) -> dict[str, float]:
+    """Weights of layers that end a branch gating a trunk, ``x * g(f(x))`` (a flow's coupling
+    ``x * exp(tanh(s(x)))``, a squeeze-excite gate), mapped to the gate's value when the layer
+    outputs 0: every path from the layer passes only elementwise ops and ends in a product
+    with the trunk that carries the signal past it (:func:`merge_trunks`), a residual sum or the
+    output, and at least one ends in such a product. A zero layer there starts the block as
+    the fixed scaling x * g(0), when g(0) != 0, and each of its units gets its own gradient."""
+    trunks = merge_trunks(nodes)
+    out: dict[str, float] = {}
+    for node in nodes:
+        if node.kind != "layer" or not node.param:
+            continue
+        gates: list[float] = []
+        stack, seen, ok = [(node.name, 0.0)], set(), True
+        while stack and ok:
+            name, v = stack.pop()
+            for user in users.get(name, []):
+                if user.kind == "output" or (user.kind == "add" and not is_cell_sum(user)):
+                    continue
+                if user.kind == "mul" and len(set(user.inputs)) > 1:
+                    trunk = trunks.get(user.name)
+                    ok = trunk is not None and trunk != name and v is not None and v != 0
+                    gates.append(v or 0.0)
+                elif user.kind in ("act", "transparent") or _is_gain(user) or (
+                        user.kind == "unknown" and _op(user) in _KNOWN_FNS):
+                    if (user.name, v) not in seen:
+                        seen.add((user.name, v))
+                        stack.append((user.name, _value_after(user, v)))
+                else:
+                    ok = False
+                if not ok:
+                    break
+        if ok and gates:
+            out[node.param] = gates[0]
+    return out
+
+
+# Ops whose derivative is zero wherever it exists (or that leave autograd): a path that ends in
+# one passes no gradient back, by design (a quantised latent, a stop-gradient).
+_STOPS = frozenset({"round", "floor", "ceil", "trunc", "sign", "argmax", "argmin", "detach"})
+
+
+def _op(node: Node) -> str:
+    return (node.op or "").rpartition(".")[2].lower()
+
+
+def stopped_at(graph: ModelGraph, params: list[str]) -> list[str]:
+    """The zero-derivative ops where every forward path from the nodes applying ``params`` ends
+    (an autoencoder's latent rounded to bytes before its decoder), or [] when one reaches the
+    output or ends elsewhere (a result computed and dropped is unused, not stopped)."""
+    users = _consumers(graph.nodes)
+    stack = [n.name for n in graph.nodes if n.kind in ("layer", "embedding") and {n.param, n.bias} & set(params)]
+    seen, stops = set(stack), []
+    while stack:
+        name = stack.pop()
+        outs = users.get(name, [])
+        node = next(n for n in graph.nodes if n.name == name) if not outs else None
+        if node is not None:
+            if _op(node) not in _STOPS:
+                return []
+            stops.append(_op(node))
+        for user in outs:
+            if user.kind == "output":
+                return []
+            if user.name not in seen:
+                seen.add(user.name)
+                stack.append(user.name)
+    return sorted(set(stops))
