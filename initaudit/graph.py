@@ -72,6 +72,10 @@ class Param:
     init_fan_out: int | None = None
     gates: tuple[str, ...] = ()  # per-gate row blocks (LSTM i,f,g,o; GRU r,z,n); empty = one block
     units_dim: int = 0  # dimension that indexes output units (1 when stored (in, out))
+    # A grouped convolution's groups: an input channel feeds only its group's out / groups
+    # channels, so the fan_out a scheme's spread (Xavier) balances is fan_out / groups; the
+    # reported fan_out follows torch's rule (DESIGN §5), which init functions also read.
+    groups: int = 1
     activation: Activation | None = None
     activation_source: str | None = None  # "fx", "module-order", "onnx", "name"
     # The op that follows when it is one nobody models (a custom ONNX domain's op, an unknown

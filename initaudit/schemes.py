@@ -117,8 +117,13 @@ class Expectation:
     fix: str
 
 
-def expected(act: Activation | None, fan_in: int, fan_out: int) -> Expectation:
-    """The scheme the following activation calls for, with its std and the exact fix."""
+def expected(act: Activation | None, fan_in: float, fan_out: float) -> Expectation:
+    """The scheme the following activation calls for, with its std and the exact fix.
+
+    ``fan_out`` is the number of outputs one input reaches: for a grouped convolution
+    (``Param.groups``) the out / groups channels of its group times the kernel taps, so a
+    depthwise conv with no activation expects Xavier's sqrt(2 / (k + k)) = 1 / sqrt(k), the
+    variance-preserving spread, not sqrt(2 / (k + C k))."""
     name = act.name if act else "identity"
     g = gain(act)
     if name in ("selu",):
@@ -331,8 +336,8 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
         # An embedding's scale is the input's scale: N(0, 1), 0.02, uniform(+-0.1) are all usual.
         ok = 0.005 <= stats.std <= 2.0
         return ScaleAssessment(exp, names, stats.std, "embedding" if ok else None, matches)
-    exp = expected(Activation("tanh") if recurrent and act is None else act, param.fan_in, param.fan_out) \
-        if not unknown_act else None
+    exp = expected(Activation("tanh") if recurrent and act is None else act, param.fan_in,
+                   param.fan_out / param.groups) if not unknown_act else None
     ratio = stats.std / exp.std if exp else None
     accepted = None
     fit = next((m for m in matches if fits_activation(m, exp and act)), None) if exp else None

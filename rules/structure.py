@@ -274,7 +274,7 @@ class InitScale(Rule):
 
     def _report(self, ctx, p, stats, res, label, scene: _Scene) -> Iterator[Finding]:
         tol, std = self.opts["tolerance"], stats.std
-        shape = f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}"
+        shape = f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}" + (f", groups={p.groups}" if p.groups > 1 else "")
         if res.expected is None:  # activation unknown (no architecture, unknown op): outside every scheme?
             # a std shared by many layers is no scheme by itself (N(0, 1) everywhere is shared too)
             if any(m not in ("none", "fixed-std") for m in res.matched):
@@ -300,7 +300,7 @@ class InitScale(Rule):
 
     def _finding(self, p, stats, res, label, severity, compound, members, why, extra=None) -> Finding:
         exp, std = res.expected, stats.std
-        shape = f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}"
+        shape = f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}" + (f", groups={p.groups}" if p.groups > 1 else "")
         title = SCHEME_TITLES.get(exp.scheme, exp.scheme)
         found = [m.label for m in res.matches[:3]]
         if res.convention:

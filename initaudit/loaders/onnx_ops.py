@@ -151,7 +151,7 @@ class OpsMixin:
             units = shape[1] * groups
         pname, made = self.claim(src, src.root, name, op, kind, ParamRole.WEIGHT, fan_in=fan_in,
                                  fan_out=fan_out, init_fan_in=init_in, init_fan_out=init_out,
-                                 units_dim=units_dim)
+                                 units_dim=units_dim, groups=groups if op == "Conv" else 1)
         if self.params[pname].kind is not kind:
             return False
         if made:

@@ -102,7 +102,8 @@ def weight_param(prefix: str, m: nn.Module, name: str, t: torch.Tensor) -> Param
         # (a 16x16 patch stem with stride 16: each input pixel reaches `out` outputs, not 256 out).
         taps = k / math.prod(m.stride) if math.prod(m.stride) > 1 else k
         return _param(name, t, prefix, op, OpKind.CONV, ParamRole.WEIGHT,
-                      fan_in=t.shape[1] * k, fan_out=_whole(t.shape[0] * max(taps, 1)), **common)
+                      fan_in=t.shape[1] * k, fan_out=_whole(t.shape[0] * max(taps, 1)),
+                      groups=m.groups, **common)
     if isinstance(m, _CONV_T):
         k = math.prod(t.shape[2:])
         overlap = max(1.0, k / math.prod(m.stride))  # kernel taps per output pixel, on average
