@@ -1,12 +1,9 @@
 """Probe rules on the backward pass: gradient depth (IA206/IA207), units that copy each other
-and whether training separates them (IA208), parameters no gradient reaches (IA209)."""
+and whether training separates them (IA208). Parameters no gradient reaches (IA209) are in
+:mod:`initaudit.rules.unused`."""
 
 from __future__ import annotations
 
-import ast
-import functools
-import inspect
-import textwrap
 from collections.abc import Iterator
 
 from initaudit.rules.probe_common import _is_zero, _param, _probe, _where
@@ -463,115 +460,3 @@ class IdenticalActivations(Rule):
                             + (f" ({legit})" if legit else ""),
                     evidence=evidence, fix=None if legit else fix,
                     severity=Severity.INFO if legit else Severity.WARNING)
-
-
-class UnusedParameters(Rule):
-    """Parameters that receive no gradient from the probe loss.
-
-    What it checks
-    --------------
-    After the probe's backward pass, every trainable parameter (``requires_grad=True``) whose
-    gradient is ``None``: autograd never reached it from the model's outputs - a module that
-    is registered but not called in ``forward``, or whose output does not reach the outputs.
-    Reported once per owning module. Frozen parameters and parameters that got an exactly zero
-    gradient (blocked, not unused: IA203/IA208) are not reported.
-
-    Why it matters
-    --------------
-    The optimizer will never update them; they cost memory and checkpoint space, and
-    DistributedDataParallel fails on them unless ``find_unused_parameters=True`` (which costs
-    an extra graph traversal every step). Often the sign of a wiring bug: a layer built but
-    forgotten in ``forward``. Layers used only in some modes (an auxiliary head used in
-    training only, an MoE expert not routed for this batch) also show up here; parameters the
-    owner's code uses only under ``if self.training`` (read from its source) are info.
-
-    Example
-    -------
-    ```python
-    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
-    model[2].projection = nn.Linear(32, 32)  # registered, never called in forward
-    ```
-
-    Fix
-    ---
-    ```python
-    del model[2].projection
-    ```
-
-    Options
-    -------
-    None.
-    """
-
-    code = "IA209"
-    name = "unused-parameters"
-    category = "unused"
-    severity = Severity.WARNING
-    needs_probe = True
-
-    def check(self, ctx) -> Iterator[Finding]:
-        probe = _probe(ctx)
-        if probe is None or probe.grads is None:
-            return
-        by_module: dict[str, list[str]] = {}
-        for name, g in probe.grads.items():
-            if not g.received:
-                p = ctx.graph.params.get(name)
-                by_module.setdefault(p.layer if p is not None else name.rpartition(".")[0], []).append(name)
-        for module, names in by_module.items():
-            count = sum(ctx.graph.params[n].numel for n in names if n in ctx.graph.params)
-            where = training_only(ctx.graph.module, names[0]) if ctx.graph.module is not None else None
-            listed = (f"{len(names)} parameter(s) ({count:,} values: "
-                      f"{', '.join(n.rpartition('.')[2] for n in names[:4])}{', ...' if len(names) > 4 else ''})")
-            if where:
-                yield self.finding(
-                    module or names[0], f"{listed} used only in training mode ({where}): the probe's "
-                                        "eval-mode forward pass does not reach them",
-                    severity=Severity.INFO, evidence={"params": names, "values": count, "training_only": where})
-                continue
-            yield self.finding(
-                module or names[0], f"{listed} receive no gradient: not reached from the model's outputs "
-                                    "in this forward pass",
-                evidence={"params": names, "values": count},
-                fix="call the module in forward(), or remove it (or set requires_grad_(False) if it "
-                    "is meant to be frozen)")
-
-
-def _mentions_training(test: ast.AST) -> bool:
-    return any(isinstance(n, ast.Attribute) and n.attr == "training" and isinstance(n.value, ast.Name)
-               and n.value.id == "self" for n in ast.walk(test))
-
-
-@functools.lru_cache(maxsize=256)
-def _training_guarded(cls: type, attr: str) -> str | None:
-    """The method of ``cls`` that uses ``self.<attr>`` under an ``if`` testing ``self.training``."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
-        return None
-    for fn in ast.walk(tree):
-        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        for branch in ast.walk(fn):
-            if isinstance(branch, ast.If) and _mentions_training(branch.test) and any(
-                    isinstance(n, ast.Attribute) and n.attr == attr and isinstance(n.value, ast.Name)
-                    and n.value.id == "self" for stmt in branch.body for n in ast.walk(stmt)):
-                return f"{cls.__name__}.{fn.name}"
-    return None
-
-
-def training_only(root, path: str) -> str | None:
-    """Where the module or parameter at ``path`` is used only under ``if self.training`` in its
-    owner's code (an auxiliary classifier, a SpecAugment mask embedding), read from the
-    owner's source: the branch is there, the eval-mode probe just does not take it."""
-    parts = path.split(".")
-    for i in range(len(parts) - 1, -1, -1):
-        owner = ".".join(parts[:i])
-        try:
-            mod = root.get_submodule(owner) if owner else root
-        except AttributeError:
-            continue
-        found = _training_guarded(type(mod), parts[i])
-        if found:
-            return f"{'.'.join(parts[:i + 1])} under `if self.training` in {found}"
-    return None
