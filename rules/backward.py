@@ -371,7 +371,13 @@ class IdenticalActivations(Rule):
     - identical gradient rows: every update keeps them copies, an error;
     - distinct gradient rows: the first update breaks the symmetry (a zero-initialised layer
       before tanh: the layer above sends each unit its own error), a warning; info where a
-      zero initialisation is legitimate (output head, residual branch end, adaLN-zero).
+      zero initialisation is legitimate (output head, residual branch end, adaLN-zero);
+    - no gradient, but the copied units' weight rows differ and each unit read only n =
+      fan_in x samples input values on the probe: a ReLU-family input is 0 about half the
+      time, so units * 2^-n units read only zeros by chance (a 1x1 depthwise branch on a 1x1
+      map: n = 4 at 4 samples, 16 of 256 units). Where no more units copy than about 4x that
+      count, the probe's input cannot tell them apart: info, with n (a larger batch or the
+      model's own input size can). A dead input that starves every unit stays an error.
 
     Why it matters
     --------------
@@ -445,6 +451,16 @@ class IdenticalActivations(Rule):
                                    "gradients (the zero layers after them, or their layer's own gain: "
                                    "skip-init) holds them: the first update unblocks them",
                     evidence=evidence, fix=None, severity=Severity.INFO)
+            elif g.group_zero_rows == g.group_rows and (reads := _too_few_reads(ctx, s, p)):
+                yield self.finding(
+                    s.name, head + f"; their weights receive no gradient, but are not copies: the "
+                                   f"inputs they read are zero at all {reads} values each unit reads on "
+                                   f"this probe (fan_in {fmt(p.fan_in)} x {s.samples} samples), which a "
+                                   f"ReLU-family input is by chance for ~{_chance(s, reads):.3g} of "
+                                   f"{s.units} units: too few values to tell the units apart (a larger "
+                                   "batch or the model's own input size can)",
+                    evidence={**evidence, "values_read": reads, "chance_copies": _chance(s, reads)},
+                    fix=None, severity=Severity.INFO)
             elif g.group_zero_rows == g.group_rows:
                 why = (f"; their weights receive no gradient at all (all {g.group_rows} rows exactly 0"
                        + (f": {s.activation}'(x) = 0 where they sit" if s.activation else "")
@@ -460,3 +476,31 @@ class IdenticalActivations(Rule):
                             + (f" ({legit})" if legit else ""),
                     evidence=evidence, fix=None if legit else fix,
                     severity=Severity.INFO if legit else Severity.WARNING)
+
+
+def _chance(site, reads: int) -> float:
+    """Units expected to read only zeros by chance: each of ``reads`` input values is a
+    ReLU-family output, exactly 0 for about half the inputs: units * 2^-reads."""
+    return site.units * 2.0 ** -reads
+
+
+def _too_few_reads(ctx, site, p: Param | None) -> int | None:
+    """The number of input values each unit of ``site`` read on the probe (fan_in x samples)
+    where its copies are explained by that number: the copied units' weight rows differ (the
+    copying is not the weights'), and no more units copy than about four times the count
+    expected by chance, units * 2^-reads (MobileOne's 1x1 depthwise branch on a 1x1 map: one
+    input value per unit and sample, 4 samples, 16 of 256 units expected). None otherwise
+    (a dead input that starves every unit is still an error)."""
+    if p is None or not p.fan_in or not site.samples or not site.identical_groups:
+        return None
+    reads = int(p.fan_in * site.samples)
+    if site.identical_units + 1 > 4 * max(1.0, _chance(site, reads)):
+        return None
+    import torch
+
+    w = ctx.graph.load_tensor(p.name).detach()
+    rows = w.movedim(p.units_dim or 0, 0).reshape(w.shape[p.units_dim or 0], -1)
+    for group in site.identical_groups:
+        if any(torch.equal(rows[group[0]], rows[i]) for i in group[1:] if i < rows.shape[0]):
+            return None
+    return reads
