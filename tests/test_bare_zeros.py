@@ -51,3 +51,22 @@ def test_a_zero_layer_among_non_zero_peers_stays_an_error(tmp_path):
     mlp = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32))
     nn.init.zeros_(mlp[2].weight)  # 0.weight and 4.weight are its peers
     assert _ia102(_bare(mlp, tmp_path)) == {"2.weight": "error"}
+
+
+def test_a_small_head_in_a_bare_checkpoint_is_info(tmp_path):
+    """timm's BEiT scales its head by head_init_scale = 0.001 (std 2e-5): in a bare checkpoint
+    the head (a matrix narrowing to a width no other weight reads) is an output layer, and a
+    small head only starts the logits near uniform: info, not an IA104 warning. A hidden layer
+    as small stays a warning."""
+    timm = __import__("pytest").importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("beit_base_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=64,
+                              depth=2, num_heads=4, num_classes=10).eval()
+    assert model.head.weight.std().item() < 1e-4  # the measurement: 0.001 x trunc_normal(0.02)
+    report = _bare(model, tmp_path)
+    head = [f for f in report.findings if f.rule == "IA104" and f.layer == "head.weight"]
+    assert [f.severity.value for f in head] == ["info"] and "output layer" in head[0].message
+    with torch.no_grad():
+        model.blocks[0].mlp.fc1.weight.mul_(0.001)
+    hidden = [f for f in _bare(model, tmp_path).findings if f.rule == "IA104" and f.layer == "blocks.0.mlp.fc1.weight"]
+    assert [f.severity.value for f in hidden] == ["warning"]
