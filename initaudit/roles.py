@@ -49,8 +49,67 @@ def is_channel_vector(p: Param) -> bool:
                                       and p.name.rsplit(".", 1)[-1] not in ("weight", "bias"))
 
 
+def _stack_candidate(p: Param) -> bool:
+    """A 3-D weight of no known layer type (a live module's own parameter), or one a bare
+    checkpoint read as a convolution only from its shape although its name is not a conv
+    module's ``weight`` (``gate_up_proj``, ``down_proj``, ``w1``)."""
+    if not p.is_weight or len(p.shape) != 3 or p.shape[0] < 2:
+        return False
+    return p.kind is OpKind.OTHER or (p.kind is OpKind.CONV and p.op == "conv"
+                                      and "weight" not in p.name.rsplit(".", 1)[-1])
+
+
+def _chain_layout(a: tuple[int, ...], b: tuple[int, ...]) -> str | None:
+    """How two per-expert matrices a, b (the stored (d1, d2) of each) chain as x -> A -> B
+    back to the width x came in: "out-in" where each stores (out, in) (F.linear; Mixtral,
+    Qwen-MoE, OLMoE), "in-out" where each stores (in, out) (x @ W; GPT-OSS). A's output may
+    feed B whole or halved (a gated unit: gate and up stacked in one tensor)."""
+    def chains(width_in, mid_out, mid_in, width_out):
+        return width_in == width_out and mid_in in (mid_out, mid_out / 2)
+    if chains(a[1], a[0], b[1], b[0]):
+        return "out-in"
+    if chains(a[0], a[1], b[0], b[1]):
+        return "in-out"
+    return None
+
+
+def read_expert_stacks(graph: ModelGraph) -> None:
+    """Give mixture-of-experts weights stored as one 3-D parameter (E, d1, d2) per projection
+    the fans of a stack of E linear maps: fan_in = in, fan_out = out of one expert (torch's
+    shape rule reads them as a Conv1d, fan_in = d1 * d2). The layout comes from the pair of
+    stacks of one expert MLP (in one module): they must chain from the model width back to
+    it, which tells (E, out, in) from (E, in, out) wherever the widths differ or a gate is
+    stacked with its up projection; (E, out, in), F.linear's, where both read alike. A lone
+    3-D parameter is left as it is (it may be anything)."""
+    owners: dict[str, list[Param]] = {}
+    for p in graph.params.values():
+        if _stack_candidate(p):
+            owners.setdefault(p.layer, []).append(p)
+    for stacks in owners.values():
+        for p in stacks:
+            layouts = set()
+            for q in stacks:
+                if q is p or q.shape[0] != p.shape[0]:
+                    continue
+                first, second = _chain_layout(p.shape[1:], q.shape[1:]), _chain_layout(q.shape[1:], p.shape[1:])
+                layouts |= {x for x in (first, second) if x}
+            if not layouts:
+                continue
+            layout = "in-out" if layouts == {"in-out"} else "out-in"
+            units, inputs = (1, 2) if layout == "out-in" else (2, 1)
+            p.kind, p.units_dim = OpKind.LINEAR, units
+            p.fan_in, p.fan_out = p.shape[inputs], p.shape[units]
+            p.notes = [n for n in p.notes if "fans read from the shape" not in n
+                       and "read as a convolution" not in n]
+            stored = "E, out, in" if units == 1 else "E, in, out"
+            p.notes.append(f"a stack of {p.shape[0]} expert matrices stored ({stored}), read from how it chains "
+                           f"with the other stack of its module: fans of one expert, fan_in={p.fan_in}, "
+                           f"fan_out={p.fan_out}")
+
+
 def refine_roles(graph: ModelGraph) -> None:
-    """Re-role the tensors above (each gets a note saying why)."""
+    """Re-role the tensors above (each gets a note saying why); read 3-D expert stacks."""
+    read_expert_stacks(graph)
     buffers: set[str] = set()
     if graph.module is not None:
         buffers = {n for n, _ in graph.module.named_buffers()}

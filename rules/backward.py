@@ -1,19 +1,15 @@
 """Probe rules on the backward pass: gradient depth (IA206/IA207), units that copy each other
-and whether training separates them (IA208), parameters no gradient reaches (IA209)."""
+and whether training separates them (IA208). Parameters no gradient reaches (IA209) are in
+:mod:`initaudit.rules.unused`."""
 
 from __future__ import annotations
 
-import ast
-import functools
-import inspect
-import textwrap
 from collections.abc import Iterator
 
 from initaudit.rules.probe_common import _is_zero, _param, _probe, _where
 from initaudit.rules.depth import depth_severity
 from initaudit.rules.weights import ConstantWeights, _init_fix
 
-from initaudit.branches import stopped_at
 from initaudit.graph import OpKind, Param, ParamRole
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
@@ -375,7 +371,13 @@ class IdenticalActivations(Rule):
     - identical gradient rows: every update keeps them copies, an error;
     - distinct gradient rows: the first update breaks the symmetry (a zero-initialised layer
       before tanh: the layer above sends each unit its own error), a warning; info where a
-      zero initialisation is legitimate (output head, residual branch end, adaLN-zero).
+      zero initialisation is legitimate (output head, residual branch end, adaLN-zero);
+    - no gradient, but the copied units' weight rows differ and each unit read only n =
+      fan_in x samples input values on the probe: a ReLU-family input is 0 about half the
+      time, so units * 2^-n units read only zeros by chance (a 1x1 depthwise branch on a 1x1
+      map: n = 4 at 4 samples, 16 of 256 units). Where no more units copy than about 4x that
+      count, the probe's input cannot tell them apart: info, with n (a larger batch or the
+      model's own input size can). A dead input that starves every unit stays an error.
 
     Why it matters
     --------------
@@ -449,6 +451,16 @@ class IdenticalActivations(Rule):
                                    "gradients (the zero layers after them, or their layer's own gain: "
                                    "skip-init) holds them: the first update unblocks them",
                     evidence=evidence, fix=None, severity=Severity.INFO)
+            elif g.group_zero_rows == g.group_rows and (reads := _too_few_reads(ctx, s, p)):
+                yield self.finding(
+                    s.name, head + f"; their weights receive no gradient, but are not copies: the "
+                                   f"inputs they read are zero at all {reads} values each unit reads on "
+                                   f"this probe (fan_in {fmt(p.fan_in)} x {s.samples} samples), which a "
+                                   f"ReLU-family input is by chance for ~{_chance(s, reads):.3g} of "
+                                   f"{s.units} units: too few values to tell the units apart (a larger "
+                                   "batch or the model's own input size can)",
+                    evidence={**evidence, "values_read": reads, "chance_copies": _chance(s, reads)},
+                    fix=None, severity=Severity.INFO)
             elif g.group_zero_rows == g.group_rows:
                 why = (f"; their weights receive no gradient at all (all {g.group_rows} rows exactly 0"
                        + (f": {s.activation}'(x) = 0 where they sit" if s.activation else "")
@@ -466,125 +478,29 @@ class IdenticalActivations(Rule):
                     severity=Severity.INFO if legit else Severity.WARNING)
 
 
-class UnusedParameters(Rule):
-    """Parameters that receive no gradient from the probe loss.
-
-    What it checks
-    --------------
-    After the probe's backward pass, every trainable parameter (``requires_grad=True``) whose
-    gradient is ``None``: autograd never reached it from the model's outputs - a module that
-    is registered but not called in ``forward``, or whose output does not reach the outputs.
-    Reported once per owning module. Frozen parameters and parameters that got an exactly zero
-    gradient (blocked, not unused: IA203/IA208) are not reported.
-
-    Why it matters
-    --------------
-    The optimizer will never update them; they cost memory and checkpoint space, and
-    DistributedDataParallel fails on them unless ``find_unused_parameters=True`` (which costs
-    an extra graph traversal every step). Often the sign of a wiring bug: a layer built but
-    forgotten in ``forward``. Layers used only in some modes (an auxiliary head used in
-    training only, an MoE expert not routed for this batch) also show up here; parameters the
-    owner's code uses only under ``if self.training`` (read from its source) are info, and so
-    are parameters the recorded forward pass uses whose every path to the outputs ends in an op
-    with zero derivative (``round``, ``floor``, ``sign``, ``argmax``: a latent quantised to bytes
-    before the decoder), a stop-gradient by design.
-
-    Example
-    -------
-    ```python
-    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
-    model[2].projection = nn.Linear(32, 32)  # registered, never called in forward
-    ```
-
-    Fix
-    ---
-    ```python
-    del model[2].projection
-    ```
-
-    Options
-    -------
-    None.
-    """
-
-    code = "IA209"
-    name = "unused-parameters"
-    category = "unused"
-    severity = Severity.WARNING
-    needs_probe = True
-
-    def check(self, ctx) -> Iterator[Finding]:
-        probe = _probe(ctx)
-        if probe is None or probe.grads is None:
-            return
-        by_module: dict[str, list[str]] = {}
-        for name, g in probe.grads.items():
-            if not g.received:
-                p = ctx.graph.params.get(name)
-                by_module.setdefault(p.layer if p is not None else name.rpartition(".")[0], []).append(name)
-        for module, names in by_module.items():
-            count = sum(ctx.graph.params[n].numel for n in names if n in ctx.graph.params)
-            where = training_only(ctx.graph.module, names[0]) if ctx.graph.module is not None else None
-            listed = (f"{len(names)} parameter(s) ({count:,} values: "
-                      f"{', '.join(n.rpartition('.')[2] for n in names[:4])}{', ...' if len(names) > 4 else ''})")
-            if where:
-                yield self.finding(
-                    module or names[0], f"{listed} used only in training mode ({where}): the probe's "
-                                        "eval-mode forward pass does not reach them",
-                    severity=Severity.INFO, evidence={"params": names, "values": count, "training_only": where})
-                continue
-            stops = stopped_at(ctx.graph, names) if ctx.graph.nodes else []
-            if stops:  # used, but behind an op with no derivative: trained through another loss, by design
-                yield self.finding(
-                    module or names[0], f"{listed} used in the forward pass, but every path from them to "
-                                        f"the outputs ends in {', '.join(stops)} (zero derivative): no gradient "
-                                        "flows back through the outputs, by design (a quantised code is "
-                                        "trained through its own loss or a straight-through estimator)",
-                    severity=Severity.INFO, evidence={"params": names, "values": count, "stopped_at": stops})
-                continue
-            yield self.finding(
-                module or names[0], f"{listed} receive no gradient: not reached from the model's outputs "
-                                    "in this forward pass",
-                evidence={"params": names, "values": count},
-                fix="call the module in forward(), or remove it (or set requires_grad_(False) if it "
-                    "is meant to be frozen)")
+def _chance(site, reads: int) -> float:
+    """Units expected to read only zeros by chance: each of ``reads`` input values is a
+    ReLU-family output, exactly 0 for about half the inputs: units * 2^-reads."""
+    return site.units * 2.0 ** -reads
 
 
-def _mentions_training(test: ast.AST) -> bool:
-    return any(isinstance(n, ast.Attribute) and n.attr == "training" and isinstance(n.value, ast.Name)
-               and n.value.id == "self" for n in ast.walk(test))
-
-
-@functools.lru_cache(maxsize=256)
-def _training_guarded(cls: type, attr: str) -> str | None:
-    """The method of ``cls`` that uses ``self.<attr>`` under an ``if`` testing ``self.training``."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):
+def _too_few_reads(ctx, site, p: Param | None) -> int | None:
+    """The number of input values each unit of ``site`` read on the probe (fan_in x samples)
+    where its copies are explained by that number: the copied units' weight rows differ (the
+    copying is not the weights'), and no more units copy than about four times the count
+    expected by chance, units * 2^-reads (MobileOne's 1x1 depthwise branch on a 1x1 map: one
+    input value per unit and sample, 4 samples, 16 of 256 units expected). None otherwise
+    (a dead input that starves every unit is still an error)."""
+    if p is None or not p.fan_in or not site.samples or not site.identical_groups:
         return None
-    for fn in ast.walk(tree):
-        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            continue
-        for branch in ast.walk(fn):
-            if isinstance(branch, ast.If) and _mentions_training(branch.test) and any(
-                    isinstance(n, ast.Attribute) and n.attr == attr and isinstance(n.value, ast.Name)
-                    and n.value.id == "self" for stmt in branch.body for n in ast.walk(stmt)):
-                return f"{cls.__name__}.{fn.name}"
-    return None
+    reads = int(p.fan_in * site.samples)
+    if site.identical_units + 1 > 4 * max(1.0, _chance(site, reads)):
+        return None
+    import torch
 
-
-def training_only(root, path: str) -> str | None:
-    """Where the module or parameter at ``path`` is used only under ``if self.training`` in its
-    owner's code (an auxiliary classifier, a SpecAugment mask embedding), read from the
-    owner's source: the branch is there, the eval-mode probe just does not take it."""
-    parts = path.split(".")
-    for i in range(len(parts) - 1, -1, -1):
-        owner = ".".join(parts[:i])
-        try:
-            mod = root.get_submodule(owner) if owner else root
-        except AttributeError:
-            continue
-        found = _training_guarded(type(mod), parts[i])
-        if found:
-            return f"{'.'.join(parts[:i + 1])} under `if self.training` in {found}"
-    return None
+    w = ctx.graph.load_tensor(p.name).detach()
+    rows = w.movedim(p.units_dim or 0, 0).reshape(w.shape[p.units_dim or 0], -1)
+    for group in site.identical_groups:
+        if any(torch.equal(rows[group[0]], rows[i]) for i in group[1:] if i < rows.shape[0]):
+            return None
+    return reads

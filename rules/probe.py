@@ -18,8 +18,8 @@ from initaudit.rules.backward import (
     GradientExploding,
     GradientVanishing,
     IdenticalActivations,
-    UnusedParameters,
 )
+from initaudit.rules.unused import UnusedParameters
 from initaudit.rules.probe_common import _is_zero, _param, _pct, _probe, _where
 from initaudit.rules.depth import HEAD_NOTE, depth_severity, head_input_shrinks
 from initaudit.rules.weights import _init_fix

@@ -1,4 +1,4 @@
-"""Helpers shared by the probe rules (rules/probe.py, rules/backward.py)."""
+"""Helpers shared by the probe rules (rules/probe.py, rules/backward.py, rules/unused.py)."""
 
 from __future__ import annotations
 

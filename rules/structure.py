@@ -188,7 +188,9 @@ class InitScale(Rule):
     module order. With no architecture (a bare checkpoint), and before an op nothing models (a
     custom ONNX domain's op, an unknown function: the activation is unknown, not "none"), no
     scheme is expected: only spreads outside every known scheme by ``tolerance`` are reported,
-    naming the unknown op. A layer a normalisation follows is reported only when
+    naming the unknown op; below them on an output layer (a bare checkpoint's head: a matrix
+    narrowing to a width no other weight reads), info, as a small head only starts the logits
+    near uniform (timm BEiT's head at 0.001x its 0.02 draw). A layer a normalisation follows is reported only when
     its std is more than 2x off (its forward scale is normalised away).
 
     Why it matters
@@ -286,9 +288,13 @@ class InitScale(Rule):
             ref = min(stds) if std < lo else max(stds)
             unknown = f"activation unknown: {p.follows_unknown} follows, an op initaudit does not model" \
                 if p.follows_unknown else "activation unknown"
+            small_head = p.is_output and std < lo  # only scales the initial logits, as a zero head does
             yield self.finding(
                 p.name, f"{label}std {fmt(std)} is {fmt(std / ref)}x the nearest known scheme's std "
-                        f"{fmt(ref)} ({shape}; {unknown})",
+                        f"{fmt(ref)} ({shape}; {unknown})" + (
+                            "; an output layer: a small head only starts the logits near uniform"
+                            if small_head else ""),
+                severity=Severity.INFO if small_head else None,
                 evidence={"std": std, "expected_std": ref, "ratio": std / ref,
                           "matched_schemes": res.matched},
                 fix="torch.nn.init.kaiming_normal_(w, nonlinearity='relu') or xavier_normal_(w), "

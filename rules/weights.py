@@ -11,6 +11,7 @@ from initaudit.rule import Finding, Rule, Severity, fmt
 
 measured_gain = lazy_function("initaudit.normgain", "measured_gain")  # imports torch
 
+_PEER = re.compile(r"\d+")  # block indices: layer.3.fc.weight and layer.0.fc.weight are peers
 _MODULATION_HINTS = ("adaln", "ada_ln", "modulation", "zero_conv", "zero_linear")
 
 
@@ -79,7 +80,12 @@ class ConstantWeights(Rule):
     layer of the recorded dataflow applies as its weight (an additive table such as LeViT's
     attention biases). Biases, normalisation parameters and per-channel vectors of any rank
     ((H, 1, 1) temperatures, (1, D) tokens) are not judged here. In a checkpoint with no
-    architecture, a matrix that narrows to a width no other weight reads is read as an output head.
+    architecture, a matrix that narrows to a width no other weight reads is read as an output head,
+    and a zero layer whose place the file cannot prove is a warning that says so: a hidden layer
+    (dead) and a zero-initialised output, residual-branch end or zero convolution (ControlNet's)
+    look alike by name and shape. A zero layer among non-zero peers (the tensors of the same name
+    in the other blocks: ``layer.0.fc.weight`` beside ``layer.1.fc.weight``) follows no zero-init
+    convention and stays an error.
 
     Why it matters
     --------------
@@ -129,6 +135,13 @@ class ConstantWeights(Rule):
                 yield self.finding(p.name, f"{what}: {legit}", severity=Severity.INFO,
                                    evidence={"value": s.mean, "position": legit})
                 continue
+            unplaced = self._unplaced_zero(ctx, p) if s.all_zero else None
+            if unplaced:
+                yield self.finding(p.name, f"all zeros: {unplaced}", severity=Severity.WARNING,
+                                   evidence={"value": s.mean, "numel": s.numel, "position": "unknown"},
+                                   fix="pass --model pkg.mod:factory (the architecture) to tell; if it is "
+                                       "a hidden layer: " + _init_fix(p))
+                continue
             after = f" before {p.activation}" if p.activation else ""
             why = ("every unit computes the same output, so training cannot tell them apart"
                    if s.max != 0 else "every unit outputs the same value")
@@ -139,6 +152,24 @@ class ConstantWeights(Rule):
                         f"{after}: {why}",
                 evidence={"value": s.mean, "numel": s.numel},
                 fix=_init_fix(p))
+
+    @staticmethod
+    def _unplaced_zero(ctx, p) -> str | None:
+        """In a checkpoint with no architecture, why a zero layer's place cannot be told: no
+        peer says otherwise (the tensors of the same name in the other blocks, ``layer.1...``
+        for ``layer.0...``, are zero too or there are none), so it may be a hidden layer (an
+        error) or a zero-initialised output, residual-branch end or zero convolution
+        (ControlNet's, legitimate). A zero layer among non-zero peers is no convention: None
+        (an error). Embeddings are inputs: None."""
+        if ctx.graph.has_architecture or p.kind is OpKind.EMBEDDING:
+            return None
+        pattern = _PEER.sub("#", p.name)
+        peers = [q for q in ctx.graph.weights() if q.name != p.name and _PEER.sub("#", q.name) == pattern]
+        if any(not ctx.analysis(q.name).stats.all_zero for q in peers):
+            return None
+        alike = f"; its {len(peers)} peer(s) in the other blocks are zero too" if peers else ""
+        return ("a hidden layer (dead) or a zero-initialised output, residual-branch end or zero "
+                f"convolution (legitimate): a checkpoint with no architecture cannot tell{alike}")
 
     @staticmethod
     def _legitimate(ctx, p) -> str | None:

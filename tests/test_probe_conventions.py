@@ -28,8 +28,22 @@ def test_bert_text():
     torch.manual_seed(0)
     doc = audited(tf.BertModel(tf.BertConfig(vocab_size=128, hidden_size=32, num_hidden_layers=2,
                                              num_attention_heads=4, intermediate_size=64)))
-    assert doc["probe"]["convention"] == "transformers: input_ids + attention_mask"
-    assert doc["probe"]["input_shapes"] == [[4, 16], [4, 16]]
+    assert doc["probe"]["convention"] == "transformers: input_ids + attention_mask + token_type_ids"
+    assert doc["probe"]["input_shapes"] == [[4, 16], [4, 16], [4, 16]]
+
+
+def test_xlnet_segments_reach_its_relative_segment_encodings():
+    """XLNet computes its segment matrix (and so uses ``seg_embed`` and ``r_s_bias``) only
+    when ``token_type_ids`` is given: the convention passes a sentence pair, and those
+    parameters receive gradients (without it, 2 IA209 warnings per layer)."""
+    tf = _tf()
+    torch.manual_seed(0)
+    model = tf.XLNetLMHeadModel(tf.XLNetConfig(vocab_size=96, d_model=32, n_layer=2, n_head=4, d_inner=64))
+    report = initaudit.audit(model, probe_batch_size=4)
+    assert report.probe.convention == "transformers: input_ids + attention_mask + token_type_ids"
+    for i in range(2):
+        assert report.probe.grads[f"transformer.layer.{i}.rel_attn.seg_embed"].received
+        assert report.probe.grads[f"transformer.layer.{i}.rel_attn.r_s_bias"].received
 
 
 def test_t5_encoder_decoder():

@@ -325,8 +325,10 @@ def read_safetensors(path: Path) -> Checkpoint:
 # --- bare checkpoints: what names and shapes honestly allow -----------------------------------
 
 _NORM_NAME = re.compile(r"(^|[._])(ln|norm|bn|layernorm|layer_norm|batchnorm|rmsnorm|gn)([._\d]|$)", re.IGNORECASE)
-_EMBED_NAME = re.compile(r"(embed|wte|wpe|tok_emb|pos_emb|word_embeddings|position_embeddings|"
-                         r"token_type_embeddings|shared)", re.IGNORECASE)
+# ``emb`` as a word of its own (``emb``, ``src_emb``, ``tgt_emb``, ``tok_emb``, ``pos_emb``), not
+# inside another word (``member``)
+_EMBED_NAME = re.compile(r"(embed|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings|shared|"
+                         r"(^|[._])([a-z\d]+_)*embs?(\.|$))", re.IGNORECASE)
 # GPT-2 style Conv1D modules store (in, out).
 # What layers call their weight matrices and kernels (torch, Hugging Face, Flax/TF exports).
 _LAYER_WEIGHT = re.compile(r"weight|kernel|^w$|_w$|^w_|proj", re.IGNORECASE)

@@ -3,7 +3,7 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 
 | model | inputs |
 |---|---|
-| transformers ``PreTrainedModel``, text | ``input_ids`` uniform on [0, vocab_size) (no ``vocab_size``: the first embedding table's rows), (batch, 16) + ``attention_mask`` of ones |
+| transformers ``PreTrainedModel``, text | ``input_ids`` uniform on [0, vocab_size) (no ``vocab_size``: the first embedding table's rows), (batch, 16) + ``attention_mask`` of ones (+ ``token_type_ids``, a sentence pair: 0 then 1, where the forward takes them) |
 | encoder-decoder (``config.is_encoder_decoder``) | + ``decoder_input_ids`` (batch, 16) |
 | vision (``main_input_name == "pixel_values"``) | N(0, 1) (batch, num_channels, image_size, image_size), from ``vision_config`` or a composite's ``encoder`` config where the model's own has none |
 | speech, ``input_features`` (Whisper) | N(0, 1) (batch, num_mel_bins, 2 * max_source_positions) |
@@ -88,6 +88,18 @@ def _ids(gen: torch.Generator, vocab: int, batch: int, seq: int) -> torch.Tensor
     return torch.randint(0, max(1, vocab), (batch, seq), generator=gen)
 
 
+def _segments(config: Any, batch: int, seq: int) -> torch.Tensor:
+    """``token_type_ids`` of a sentence pair, as these models are trained: segment 0 then
+    segment 1 (half each), so parameters that only a segment boundary reaches (XLNet's
+    relative segment encodings, which its forward computes only when ``token_type_ids`` is
+    given) are exercised; all 0 where ``type_vocab_size`` has one type (RoBERTa)."""
+    types = getattr(config, "type_vocab_size", None)
+    second = 0 if isinstance(types, int) and types < 2 else 1
+    ids = torch.zeros((batch, seq), dtype=torch.long)
+    ids[:, seq // 2:] = second
+    return ids
+
+
 def _seq_len(config: Any) -> int:
     limit = getattr(config, "max_position_embeddings", None)
     return min(SEQ_LEN, limit) if isinstance(limit, int) and limit > 0 else SEQ_LEN
@@ -143,6 +155,9 @@ def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made |
         if "attention_mask" in accepts:
             kwargs["attention_mask"] = torch.ones((batch, seq), dtype=torch.long)
             names.append("attention_mask")
+        if "token_type_ids" in accepts:
+            kwargs["token_type_ids"] = _segments(tc, batch, seq)
+            names.append("token_type_ids")
     if not kwargs:
         return None
     if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in accepts:

@@ -135,6 +135,29 @@ class TransformerEncoderClassifier(nn.Module):
         return self.head(self.encoder(self.embed(tokens)).mean(dim=1))
 
 
+class GRUSeq2Seq(nn.Module):
+    """A GRU encoder-decoder as people write it (PyTorch's seq2seq tutorial): the encoder's
+    final state starts the decoder; ``src_emb``/``tgt_emb`` tables at torch's N(0, 1)."""
+
+    def __init__(self, vocab: int = VOCAB, emb: int = 32, hidden: int = 64):
+        super().__init__()
+        self.src_emb = nn.Embedding(vocab, emb)
+        self.tgt_emb = nn.Embedding(vocab, emb)
+        self.encoder = nn.GRU(emb, hidden, batch_first=True)
+        self.decoder = nn.GRU(emb, hidden, batch_first=True)
+        self.out = nn.Linear(hidden, vocab)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        _, state = self.encoder(self.src_emb(src))
+        output, _ = self.decoder(self.tgt_emb(tgt), state)
+        return self.out(output)
+
+
+def _seq2seq_tensors() -> tuple[torch.Tensor, torch.Tensor]:
+    g = _gen()
+    return torch.randint(0, VOCAB, (BATCH, 12), generator=g), torch.randint(0, VOCAB, (BATCH, 10), generator=g)
+
+
 def _word_lm_inputs() -> torch.Tensor:
     return torch.randint(0, VOCAB, (SEQ, BATCH), generator=_gen())  # (seq, batch): not batch_first
 
@@ -416,6 +439,7 @@ def _entries() -> list[ZooModel]:
         tags={"encoder"})
     add("word_lm", "torch", WordLM, _word_lm_inputs, onnx=True, tags={"rnn"})
     add("word_lm_untied", "torch", lambda: WordLM(tie_weights=False), _word_lm_inputs, tags={"rnn"})
+    add("gru_seq2seq", "torch", GRUSeq2Seq, _seq2seq_tensors, tags={"rnn", "seq2seq"})  # emb-named tables
     return E
 
 

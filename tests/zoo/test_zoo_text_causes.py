@@ -102,7 +102,10 @@ class ConstGate(nn.Module):
 
 def test_a_constant_parameter_of_no_layer_in_a_bare_checkpoint_is_not_a_dead_layer(tmp_path):
     report = initaudit.audit(save_safetensors(ConstGate(), tmp_path / "m.safetensors"))
-    assert [f.layer for f in report.findings if f.rule == "IA102" and f.severity.value == "error"] == ["fc.weight"]
+    # the zeroed layer is still found; alone in a file with no architecture (no peers), its place
+    # cannot be told (hidden or a zero-initialised end), so a warning that says so
+    assert [(f.layer, f.severity.value) for f in report.findings if f.rule == "IA102" and f.severity.value != "info"] \
+        == [("fc.weight", "warning")]
 
 
 # --- Gemma-2: x + norm(f(x)) --------------------------------------------------------------------------

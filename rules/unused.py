@@ -1,0 +1,222 @@
+"""Probe rule on the backward pass: parameters no gradient reaches (IA209), and why (a branch
+taken only in training mode or only for an input the probe did not give), read from the
+owner's source."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import textwrap
+from collections.abc import Iterator
+
+from initaudit.rules.probe_common import _probe
+
+from initaudit.branches import stopped_at
+
+from initaudit.rule import Finding, Rule, Severity
+
+
+class UnusedParameters(Rule):
+    """Parameters that receive no gradient from the probe loss.
+
+    What it checks
+    --------------
+    After the probe's backward pass, every trainable parameter (``requires_grad=True``) whose
+    gradient is ``None``: autograd never reached it from the model's outputs - a module that
+    is registered but not called in ``forward``, or whose output does not reach the outputs.
+    Reported once per owning module. Frozen parameters and parameters that got an exactly zero
+    gradient (blocked, not unused: IA203/IA208) are not reported.
+
+    Why it matters
+    --------------
+    The optimizer will never update them; they cost memory and checkpoint space, and
+    DistributedDataParallel fails on them unless ``find_unused_parameters=True`` (which costs
+    an extra graph traversal every step). Often the sign of a wiring bug: a layer built but
+    forgotten in ``forward``. Layers used only in some modes (an auxiliary head used in
+    training only, an MoE expert not routed for this batch) also show up here. Two such
+    mechanisms are read from the owner's source and reported as info, naming what the probe
+    did not exercise:
+
+    - used only under ``if self.training`` (an auxiliary classifier, a SpecAugment mask
+      embedding): the eval-mode probe does not take that branch;
+    - used only in a branch on an argument of the method that uses it (``if target_mapping is
+      not None``, ``if seg_mat is None: ... else: ...``): the parameter serves an input the
+      probe's inputs did not give (XLNet's ``mask_emb`` for its permutation objective's query
+      stream); pass that input with ``--inputs`` to probe it.
+
+    Also info: parameters the recorded forward pass uses whose every path to the outputs ends
+    in an op with zero derivative (``round``, ``floor``, ``sign``, ``argmax``: a latent quantised
+    to bytes before the decoder), a stop-gradient by design.
+
+    Example
+    -------
+    ```python
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
+    model[2].projection = nn.Linear(32, 32)  # registered, never called in forward
+    ```
+
+    Fix
+    ---
+    ```python
+    del model[2].projection
+    ```
+
+    Options
+    -------
+    None.
+    """
+
+    code = "IA209"
+    name = "unused-parameters"
+    category = "unused"
+    severity = Severity.WARNING
+    needs_probe = True
+
+    def check(self, ctx) -> Iterator[Finding]:
+        probe = _probe(ctx)
+        if probe is None or probe.grads is None:
+            return
+        by_module: dict[str, list[str]] = {}
+        for name, g in probe.grads.items():
+            if not g.received:
+                p = ctx.graph.params.get(name)
+                by_module.setdefault(p.layer if p is not None else name.rpartition(".")[0], []).append(name)
+        root = ctx.graph.module
+        for module, names in by_module.items():
+            count = sum(ctx.graph.params[n].numel for n in names if n in ctx.graph.params)
+            listed = (f"{len(names)} parameter(s) ({count:,} values: "
+                      f"{', '.join(n.rpartition('.')[2] for n in names[:4])}{', ...' if len(names) > 4 else ''})")
+            where = training_only(root, names[0]) if root is not None else None
+            if where:
+                yield self.finding(
+                    module or names[0], f"{listed} used only in training mode ({where}): the probe's "
+                                        "eval-mode forward pass does not reach them",
+                    severity=Severity.INFO, evidence={"params": names, "values": count, "training_only": where})
+                continue
+            gated = [input_gated(root, n) for n in names] if root is not None else [None]
+            if all(gated):
+                branches = sorted(set(gated))
+                yield self.finding(
+                    module or names[0], f"{listed} used only in a branch on an input the probe did not "
+                                        f"give ({'; '.join(branches[:3])}): not exercised by the probe's "
+                                        "inputs, not unused; pass that input with --inputs to probe them",
+                    severity=Severity.INFO, evidence={"params": names, "values": count, "input_gated": branches})
+                continue
+            stops = stopped_at(ctx.graph, names) if ctx.graph.nodes else []
+            if stops:  # used, but behind an op with no derivative: trained through another loss, by design
+                yield self.finding(
+                    module or names[0], f"{listed} used in the forward pass, but every path from them to "
+                                        f"the outputs ends in {', '.join(stops)} (zero derivative): no gradient "
+                                        "flows back through the outputs, by design (a quantised code is "
+                                        "trained through its own loss or a straight-through estimator)",
+                    severity=Severity.INFO, evidence={"params": names, "values": count, "stopped_at": stops})
+                continue
+            yield self.finding(
+                module or names[0], f"{listed} receive no gradient: not reached from the model's outputs "
+                                    "in this forward pass",
+                evidence={"params": names, "values": count},
+                fix="call the module in forward(), or remove it (or set requires_grad_(False) if it "
+                    "is meant to be frozen)")
+
+
+def _mentions_training(test: ast.AST) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr == "training" and isinstance(n.value, ast.Name)
+               and n.value.id == "self" for n in ast.walk(test))
+
+
+def _uses(nodes: list[ast.stmt], attr: str) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr == attr and isinstance(n.value, ast.Name)
+               and n.value.id == "self" for stmt in nodes for n in ast.walk(stmt))
+
+
+@functools.lru_cache(maxsize=256)
+def _source_tree(cls: type) -> ast.AST | None:
+    try:
+        return ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+
+
+def _methods(cls: type):
+    tree = _source_tree(cls)
+    for fn in ast.walk(tree) if tree is not None else ():
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield fn
+
+
+@functools.lru_cache(maxsize=256)
+def _training_guarded(cls: type, attr: str) -> str | None:
+    """The method of ``cls`` that uses ``self.<attr>`` under an ``if`` testing ``self.training``."""
+    for fn in _methods(cls):
+        for branch in ast.walk(fn):
+            if isinstance(branch, ast.If) and _mentions_training(branch.test) and _uses(branch.body, attr):
+                return f"{cls.__name__}.{fn.name}"
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _argument_guarded(cls: type, attr: str) -> str | None:
+    """Where ``cls`` uses ``self.<attr>`` only inside branches of ``if`` statements that test
+    an argument of the method (``if target_mapping is not None``; the ``else`` of ``if seg_mat
+    is None``): the parameter serves an input that may be absent. None where it is used
+    anywhere else (then an input does not explain its missing gradient)."""
+    found = None
+    for fn in _methods(cls):
+        args = {a.arg for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs)} - {"self", "cls"}
+        uses = [n for n in ast.walk(fn) if isinstance(n, ast.Attribute) and n.attr == attr
+                and isinstance(n.value, ast.Name) and n.value.id == "self" and isinstance(n.ctx, ast.Load)]
+        if not uses:
+            continue
+        guarded: set[int] = set()
+        tests: list[str] = []
+        for branch in ast.walk(fn):
+            if not isinstance(branch, ast.If):
+                continue
+            names = sorted({n.id for n in ast.walk(branch.test) if isinstance(n, ast.Name)} & args)
+            if not names:
+                continue
+            inside = {id(n) for stmt in (*branch.body, *branch.orelse) for n in ast.walk(stmt)}
+            hit = [u for u in uses if id(u) in inside]
+            if hit:
+                guarded.update(id(u) for u in hit)
+                tests.append(f"`{ast.unparse(branch.test)}` in {cls.__name__}.{fn.name}")
+        if len(guarded) < len(uses):
+            return None
+        found = found or tests[0]
+    return found
+
+
+def _owners(root, path: str):
+    """(owner module, attribute name, path up to it) for each module on ``path``, innermost first."""
+    parts = path.split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        owner = ".".join(parts[:i])
+        try:
+            mod = root.get_submodule(owner) if owner else root
+        except AttributeError:
+            continue
+        yield mod, parts[i], ".".join(parts[:i + 1])
+
+
+def training_only(root, path: str) -> str | None:
+    """Where the module or parameter at ``path`` is used only under ``if self.training`` in its
+    owner's code (an auxiliary classifier, a SpecAugment mask embedding), read from the
+    owner's source: the branch is there, the eval-mode probe just does not take it."""
+    for mod, attr, upto in _owners(root, path):
+        found = _training_guarded(type(mod), attr)
+        if found:
+            return f"{upto} under `if self.training` in {found}"
+    return None
+
+
+def input_gated(root, path: str) -> str | None:
+    """Where the parameter (or the module holding it) at ``path`` is used only in branches on
+    an argument of its owner's method, read from the owner's source: ``mask_emb`` under ``if
+    target_mapping is not None`` in XLNetModel.forward. None where no owner on the path
+    uses it that way."""
+    for mod, attr, upto in _owners(root, path):
+        found = _argument_guarded(type(mod), attr)
+        if found:
+            return f"{upto} only under {found}"
+    return None
