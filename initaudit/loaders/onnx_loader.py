@@ -30,6 +30,7 @@ from onnx import numpy_helper
 
 from initaudit.errors import TargetError
 from initaudit.graph import ModelGraph, Node, OpKind, Param, ParamRole, annotate
+from initaudit.loaders.onnx_fold import fold
 from initaudit.loaders.onnx_ops import _ACT_OPS, _NORM_OPS, OpsMixin
 from initaudit.loaders.onnx_store import TensorStore, _one_line, _read_model, _skeleton, check_graph
 from initaudit.loaders.onnx_weights import WeightsMixin, _all_tensors, _apply, _attr, _Source
@@ -118,11 +119,16 @@ class _Builder(WeightsMixin, OpsMixin):
         return self.nodes[i] if i is not None else None
 
     def scalar(self, t: str) -> float | None:
-        """Value of a scalar constant (initializer, Constant node, through Cast/Identity)."""
+        """Value of a scalar constant (initializer, Constant node, through Cast/Identity), or of
+        one computed from known shapes (SDPA's default ``1/sqrt(d)``: initaudit.loaders.onnx_fold)."""
         src = self.resolve(t)
         if src is None:
-            return None
-        arr = self.store.small(src.root)
+            if self.status.get(t) != "meta":
+                return None
+            arr = fold(t, self.op, lambda x: self.store.small(x) if x in self.store else None,
+                       lambda x: self.value_shapes.get(x, ()))
+        else:
+            arr = self.store.small(src.root)
         if arr is None or arr.size != 1:
             return None
         try:
