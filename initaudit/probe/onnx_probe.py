@@ -282,7 +282,10 @@ def _sites(graph: ModelGraph, info, notes: list[str]) -> list[_Site]:
             act = p.activation if p is not None else None
             if act is None:  # e.g. a BatchNorm folded into the layer: the act follows directly
                 act = _act_after(node, users)
-            site = _Site(node, tensor, "layer", param=node.param, activation=act, identical=True,
+            # copied units are a symmetry of trained weights: a buffer or a fixed table (re-roled by
+            # initaudit.roles) is not judged for them, as the torch probe does not hook it
+            site = _Site(node, tensor, "layer", param=node.param, activation=act,
+                         identical=p is None or p.is_weight,
                          bias=node.bias, unit_dim=ud)
         recorded[tensor] = site
         sites.append(site)
