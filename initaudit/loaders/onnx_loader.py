@@ -51,6 +51,8 @@ _VIEW_OPS = {"Reshape", "Flatten", "Identity", "Dropout", "Squeeze", "Unsqueeze"
 _META_OPS = {"Shape", "Size"}  # outputs describe a tensor, they are not signal
 _RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                "Multinomial", "Bernoulli"}
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                onnx.TensorProto.BFLOAT16}
 _QUANTISED_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm",
                   "DynamicQuantizeMatMul", "MatMulNBits"}
 
@@ -217,9 +219,13 @@ class _Builder(WeightsMixin, OpsMixin):
     def build(self) -> list[Node]:
         self.classify()
         patterns = find_patterns(self.prim_view())
-        for inp in self.g.input:
-            if self.is_signal(inp.name):
-                self.emit(Node(self.unique(inp.name), "input"), [inp.name], inp.name)
+        # The probe measures "the input" on the first float input (as the torch probe does); the
+        # others (token ids, a diffusion timestep, a second image) start segments of their own
+        ins = [inp for inp in self.g.input if self.is_signal(inp.name)]
+        observed = next((inp for inp in ins if inp.type.tensor_type.elem_type in _FLOAT_TYPES), None)
+        for inp in ins:
+            self.emit(Node(self.unique(inp.name), "input", attrs={} if inp is observed else {"own_segment": True}),
+                      [inp.name], inp.name)
         done_patterns: set[int] = set()
         for i, n in enumerate(self.nodes):
             pat = patterns.get(i)
