@@ -66,12 +66,13 @@ def is_sinusoidal_table(t: torch.Tensor) -> bool:
             or not t.is_floating_point():
         return False
     tol = max(2e-3, 4 * torch.finfo(t.dtype).eps)  # the stored precision's rounding (bf16: 0.03)
-    x = t.detach().to(torch.float64)
-    if not torch.isfinite(x).all() or float(x.abs().max()) > 1.0 + 1e-3:
+    t = t.detach()
+    if not torch.isfinite(t).all() or float(t.abs().max()) > 1.0 + 1e-3:  # cheap rejections first
         return False
-    span = x.max(dim=0).values - x.min(dim=0).values
-    if float((span >= 0.5).double().mean()) < 0.2:
+    span = t.amax(dim=0).float() - t.amin(dim=0).float()
+    if float((span >= 0.5).float().mean()) < 0.2:
         return False
+    x = t.to(torch.float64)
     mid, ends = x[1:-1], x[:-2] + x[2:]
     # 2 cos(w_c) per column: the median ratio (robust to a zeroed row), then least squares on
     # the rows that fit it; columns too flat for a ratio are lines (w ~ 0: k = 2)

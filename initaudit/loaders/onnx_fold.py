@@ -15,16 +15,11 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
+from initaudit.loaders.onnx_weights import _attr
+
 _MAX_DEPTH = 16
 _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide, "Pow": np.power}
 _UNARY = {"Sqrt": np.sqrt, "Reciprocal": np.reciprocal, "Neg": np.negative, "Identity": lambda a: a}
-
-
-def _attr(n: onnx.NodeProto, name: str, default=None):
-    for a in n.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
 
 
 def fold(t: str, producer: Callable[[str], onnx.NodeProto | None],
@@ -66,10 +61,13 @@ def fold(t: str, producer: Callable[[str], onnx.NodeProto | None],
                 if x is None or starts is None or ends is None or x.ndim != 1:
                     return None
                 step = arg(4)
-                return x[int(starts.reshape(-1)[0]):int(ends.reshape(-1)[0]):int(step.reshape(-1)[0]) if step is not None else 1]
+                first, last = int(starts.reshape(-1)[0]), int(ends.reshape(-1)[0])
+                return x[first:last:int(step.reshape(-1)[0]) if step is not None else 1]
             if op == "Gather":
                 x, idx = arg(0), arg(1)
-                return None if x is None or idx is None else np.take(x, idx.astype(np.int64), axis=int(_attr(n, "axis", 0)))
+                if x is None or idx is None:
+                    return None
+                return np.take(x, idx.astype(np.int64), axis=int(_attr(n, "axis", 0)))
             if op in ("Squeeze", "Unsqueeze", "Reshape", "Flatten"):
                 x = arg(0)
                 if x is None or x.size != 1:

@@ -32,7 +32,7 @@ from initaudit.errors import TargetError
 from initaudit.graph import ModelGraph, Node, OpKind, Param, ParamRole, annotate
 from initaudit.loaders.onnx_fold import fold
 from initaudit.loaders.onnx_ops import _ACT_OPS, _NORM_OPS, OpsMixin
-from initaudit.loaders.onnx_store import TensorStore, _one_line, _read_model, _skeleton, check_graph
+from initaudit.loaders.onnx_store import _FLOAT_TYPES, TensorStore, _one_line, _read_model, _skeleton, check_graph
 from initaudit.loaders.onnx_weights import WeightsMixin, _all_tensors, _apply, _attr, _Source
 from initaudit.loaders.torch_module import detect_family
 from initaudit.patterns import Pattern, Prim, PrimView, find_patterns, op_kind
@@ -51,8 +51,6 @@ _VIEW_OPS = {"Reshape", "Flatten", "Identity", "Dropout", "Squeeze", "Unsqueeze"
 _META_OPS = {"Shape", "Size"}  # outputs describe a tensor, they are not signal
 _RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                "Multinomial", "Bernoulli"}
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
-                onnx.TensorProto.BFLOAT16}
 _QUANTISED_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm",
                   "DynamicQuantizeMatMul", "MatMulNBits"}
 
