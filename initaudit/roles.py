@@ -12,8 +12,7 @@ signal, so zeros there are a neutral start that receives its own gradient, not a
 from __future__ import annotations
 
 import re
-
-import torch
+from typing import TYPE_CHECKING
 
 from initaudit.graph import ModelGraph, OpKind, Param, ParamRole, off_dataflow
 
@@ -52,16 +51,21 @@ def is_channel_vector(p: Param) -> bool:
                                       and p.name.rsplit(".", 1)[-1] not in ("weight", "bias"))
 
 
+if TYPE_CHECKING:
+    import torch
+
 _TABLE_MAX_NUMEL = 1 << 22  # tables read whole for the check (16 MB in fp32); larger ones are judged
 
 
-def is_sinusoidal_table(t: torch.Tensor) -> bool:
+def is_sinusoidal_table(t: "torch.Tensor") -> bool:
     """A fixed table of sinusoids of the row index: every column c is sin(p w_c + phi_c) over the
     rows p (Transformer/Marian/Pegasus/Speech2Text position tables, rotary cos/sin caches), so
     x[p-1] + x[p+1] = 2 cos(w_c) x[p] holds in every column, with |x| <= 1. A learned table
     (N(0, 1), N(0, 0.02), trained) satisfies no such recurrence. A few rows may break it (a
     padding row set to zero breaks the three equations around it); at least a fifth of the
     columns must oscillate (span >= 0.5), so a constant or zero table is not one."""
+    import torch  # here: commands that touch no model never import torch
+
     if t.dim() != 2 or t.shape[0] < 16 or t.shape[1] < 4 or t.numel() > _TABLE_MAX_NUMEL \
             or not t.is_floating_point():
         return False
