@@ -17,7 +17,8 @@ into single :class:`Pattern` objects:
   ``x / sqrt(mean(x^2) + eps) * g``; L2 normalisation ``x / ||x||`` (``x.norm(dim=-1,
   keepdim=True)``, ONNX ``ReduceL2``; an ``eps`` added or clamped in, as ``F.normalize``
   exports), CLIP's normalised embeddings;
-- attention ``softmax(Q K^T * s + mask) V`` (with dropout, casts or tanh soft-capping in between),
+- attention ``softmax(Q K^T * s + mask) V`` (with dropout, casts or tanh soft-capping in between,
+  and the NaN guard ``where(isnan(w), 0, w)`` torch.onnx writes after a boolean-masked SDPA),
   and softmax weights from any other logits averaging V (``softmax(s) V``, ``V softmax(s)``).
 
 :func:`op_kind` gives the :class:`~initaudit.graph.Node` kind of a single op that is not part of a
@@ -444,6 +445,11 @@ def _attention_pattern(view: PrimView, si: int) -> Pattern | None:
     members |= set(path or ())
     cur = sm.outputs[0]
     for _ in range(4):
+        guard = _nan_guard(view, cur)
+        if guard is not None:  # where(isnan(w), 0, w): values pass on unchanged
+            members |= set(guard)
+            cur = view.prims[guard[-1]].outputs[0]
+            continue
         u = view.sole_consumer(cur)
         if u is None:
             return None
@@ -482,6 +488,23 @@ def _averaged(view: PrimView, mm: Prim, weights: str, tokens: int | None) -> str
     if b == weights and a and view.is_signal(a) and tokens and mm.attrs.get("contract") == tokens:
         return a
     return None
+
+
+def _nan_guard(view: PrimView, t: str) -> list[int] | None:
+    """``where(isnan(t), c, t)``: the guard torch.onnx writes after the softmax of
+    scaled_dot_product_attention with a boolean mask (a fully masked row is 0/0). ``t`` passes
+    on unchanged wherever it is a number; the indices of (isnan, where), or None."""
+    users = list(dict.fromkeys(view.consumers.get(t, [])))
+    if len(users) != 2 or t in view.outputs:
+        return None
+    ops = {view.prims[u].op: u for u in users}
+    if set(ops) != {"isnan", "where"}:
+        return None
+    isnan, where = view.prims[ops["isnan"]], view.prims[ops["where"]]
+    if len(where.inputs) != 3 or where.inputs[0] != isnan.outputs[0] or where.inputs[2] != t \
+            or view.sole_consumer(isnan.outputs[0]) != ops["where"]:
+        return None
+    return [ops["isnan"], ops["where"]]
 
 
 def _path_scale(view: PrimView, path: list[int]) -> float:

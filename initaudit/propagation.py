@@ -380,8 +380,9 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats],
         else:
             first = replace(fresh(Moments(), "input"), fluct=True)
         kind = node.kind
-        if kind == "input":
-            state[node.name] = replace(fresh(Moments(), "input"), fluct=True, unit=unitwise.STANDARD)
+        if kind == "input":  # one the probe does not read as "the input" starts a segment of its own
+            origin = node.name if node.attrs.get("own_segment") else "input"
+            state[node.name] = replace(fresh(Moments(), origin), fluct=True, unit=unitwise.STANDARD)
         elif node.param and node.param not in params:  # not analysable (e.g. not in checkpoint)
             state[node.name] = replace(first, unit=None)
         elif kind == "embedding" and node.param:

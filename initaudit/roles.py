@@ -1,6 +1,7 @@
 """Tensors a loader placed as weights that are not weights of a layer, told apart by what they
-are (format-neutral, after loading): buffers, weight-norm magnitudes and directions, and
-broadcast additive parameters (class/distillation tokens, learned position tables).
+are (format-neutral, after loading): buffers, fixed sinusoidal tables (recognised from their
+values), weight-norm magnitudes and directions, and broadcast additive parameters
+(class/distillation tokens, learned position tables).
 
 Rules judge ``Param.is_weight`` tensors as a layer's weights (init scale, mean shift,
 constant values); these are not: a buffer is never trained, a weight-norm magnitude is one
@@ -11,6 +12,7 @@ signal, so zeros there are a neutral start that receives its own gradient, not a
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from initaudit.graph import ModelGraph, OpKind, Param, ParamRole, off_dataflow
 
@@ -106,6 +108,45 @@ def read_expert_stacks(graph: ModelGraph) -> None:
                            f"with the other stack of its module: fans of one expert, fan_in={p.fan_in}, "
                            f"fan_out={p.fan_out}")
 
+if TYPE_CHECKING:
+    import torch
+
+_TABLE_MAX_NUMEL = 1 << 22  # tables read whole for the check (16 MB in fp32); larger ones are judged
+
+
+def is_sinusoidal_table(t: "torch.Tensor") -> bool:
+    """A fixed table of sinusoids of the row index: every column c is sin(p w_c + phi_c) over the
+    rows p (Transformer/Marian/Pegasus/Speech2Text position tables, rotary cos/sin caches), so
+    x[p-1] + x[p+1] = 2 cos(w_c) x[p] holds in every column, with |x| <= 1. A learned table
+    (N(0, 1), N(0, 0.02), trained) satisfies no such recurrence. A few rows may break it (a
+    padding row set to zero breaks the three equations around it); at least a fifth of the
+    columns must oscillate (span >= 0.5), so a constant or zero table is not one."""
+    import torch  # here: commands that touch no model never import torch
+
+    if t.dim() != 2 or t.shape[0] < 16 or t.shape[1] < 4 or t.numel() > _TABLE_MAX_NUMEL \
+            or not t.is_floating_point():
+        return False
+    tol = max(2e-3, 4 * torch.finfo(t.dtype).eps)  # the stored precision's rounding (bf16: 0.03)
+    t = t.detach()
+    if not torch.isfinite(t).all() or float(t.abs().max()) > 1.0 + 1e-3:  # cheap rejections first
+        return False
+    span = t.amax(dim=0).float() - t.amin(dim=0).float()
+    if float((span >= 0.5).float().mean()) < 0.2:
+        return False
+    x = t.to(torch.float64)
+    mid, ends = x[1:-1], x[:-2] + x[2:]
+    # 2 cos(w_c) per column: the median ratio (robust to a zeroed row), then least squares on
+    # the rows that fit it; columns too flat for a ratio are lines (w ~ 0: k = 2)
+    ratio = torch.where(mid.abs() > 1e-2, ends / mid.where(mid.abs() > 1e-2, torch.ones_like(mid)),
+                        torch.full_like(mid, float("nan")))
+    k = ratio.nanmedian(dim=0).values.nan_to_num(2.0)
+    for _ in range(2):
+        inliers = (ends - k * mid).abs() <= tol
+        w = inliers.to(torch.float64)
+        fit = (w * ends * mid).sum(0) / (w * mid * mid).sum(0).clamp_min(1e-12)
+        k = torch.where((w * mid * mid).sum(0) > 1e-6, fit, k)
+    return float(((ends - k * mid).abs() <= tol).double().mean()) >= 0.9
+
 
 def refine_roles(graph: ModelGraph) -> None:
     """Re-role the tensors above (each gets a note saying why); read 3-D expert stacks."""
@@ -120,6 +161,12 @@ def refine_roles(graph: ModelGraph) -> None:
             p.role = ParamRole.OTHER
             p.notes.append("a buffer (a mask, a fixed position table or other state): never trained, "
                            "not judged as a weight")
+        elif p.kind in (OpKind.EMBEDDING, OpKind.OTHER) and len(p.shape) == 2 \
+                and 16 <= p.shape[0] and p.numel <= _TABLE_MAX_NUMEL \
+                and is_sinusoidal_table(graph.load_tensor(p.name)):
+            p.role = ParamRole.OTHER
+            p.notes.append("a fixed sinusoidal table (every column a sin/cos of the row index: positions "
+                           "times a frequency): computed, not learned; not judged as a weight")
         elif _WN_MAGNITUDE.search(p.name) and _partner(p.name, graph) in graph.params:
             p.role = ParamRole.OTHER
             p.notes.append("weight-norm magnitude g (w = g * v / |v|): one positive scale per unit, "

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from initaudit.lazy import lazy_function
+from initaudit.roles import renormalised_params
 
 measured_profile = lazy_function("initaudit.probe.profile", "measured_profile")
 from initaudit.rule import Finding, Rule, Severity, fmt
@@ -22,9 +23,12 @@ _FIX = ("initialise each layer for the activation that follows it (IA104's fixes
         "sigmoid/tanh, He before ReLU), keep biases small, or add normalisation")
 
 
-def _judged(ctx, param: str) -> bool:
+def _judged(ctx, param: str, folded: set[str]) -> bool:
+    """Not a residual end or an all-zero layer (IA102's), and not measured across a BatchNorm an
+    eval-mode export folded into the layers (``folded``: in training its batch statistics
+    subtract the mean the samples share, which is what the correlation measures)."""
     p = ctx.graph.params[param]
-    return not (p.residual_end or ctx.analysis(param).stats.all_zero)
+    return not (p.residual_end or param in folded or ctx.analysis(param).stats.all_zero)
 
 
 def _after_constant(ctx) -> set[tuple[str, int]]:
@@ -59,7 +63,9 @@ class PredictedCorrelationCollapse(Rule):
     deepest collapse of D = sqrt((1 - c_l) / (1 - c_start)) along a segment (from the input, an
     embedding or a normalisation, with independent inputs c_start = 0), graded a warning below
     ``warn_ratio`` and an error below ``error_ratio``; at most info when the dataflow was
-    guessed from module order. Residual branch ends and all-zero layers are not judged.
+    guessed from module order. Residual branch ends and all-zero layers are not judged, nor
+    layers behind a BatchNorm an eval-mode export folded into the convolutions (in training its
+    batch statistics subtract the shared mean again at every layer, as the module form shows).
 
     Why it matters
     --------------
@@ -109,9 +115,9 @@ class PredictedCorrelationCollapse(Rule):
     scope = "model"
 
     def check(self, ctx) -> Iterator[Finding]:
-        skip = _after_constant(ctx)
+        skip, folded = _after_constant(ctx), renormalised_params(ctx.graph)
         profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"] and (s.origin, s.depth) not in skip
-                   and s.distinct_ratio == s.distinct_ratio and _judged(ctx, s.param)]
+                   and s.distinct_ratio == s.distinct_ratio and _judged(ctx, s.param, folded)]
         if not profile:
             return
         worst = min(profile, key=lambda s: s.distinct_ratio)
@@ -143,7 +149,8 @@ class MeasuredCorrelationCollapse(Rule):
     the same at the start of the layer's segment (the input, an embedding or a normalisation).
     Reports the deepest collapse of D = sqrt((1 - c_l) / (1 - c_start)) once the segment spans
     ``min_depth`` layers: the measured counterpart of IA111, with the same grading. Residual
-    branch ends and all-zero layers are not judged.
+    branch ends, all-zero layers and layers behind a BatchNorm folded by an exporter are not
+    judged (as for IA111).
 
     Why it matters
     --------------
@@ -195,13 +202,13 @@ class MeasuredCorrelationCollapse(Rule):
         if probe is None or not getattr(probe, "ran", False) or not ctx.graph.has_architecture:
             return
         rows = []
-        skip = _after_constant(ctx)
+        skip, folded = _after_constant(ctx), renormalised_params(ctx.graph)
         for m in measured_profile(ctx.signal, probe):
             if (m.signal.origin, m.signal.depth) in skip:
                 continue
             c, c0 = m.site.correlation, m.origin.correlation if m.origin else None
             if c is None or c0 is None or m.signal.depth < self.opts["min_depth"] \
-                    or not _judged(ctx, m.signal.param) or c0 >= 1:
+                    or not _judged(ctx, m.signal.param, folded) or c0 >= 1:
                 continue
             rows.append((m, max(1 - c, 0.0) ** 0.5 / (1 - c0) ** 0.5, c))
         if not rows:

@@ -30,8 +30,9 @@ from onnx import numpy_helper
 
 from initaudit.errors import TargetError
 from initaudit.graph import ModelGraph, Node, OpKind, Param, ParamRole, annotate
+from initaudit.loaders.onnx_fold import fold
 from initaudit.loaders.onnx_ops import _ACT_OPS, _NORM_OPS, OpsMixin
-from initaudit.loaders.onnx_store import TensorStore, _one_line, _read_model, _skeleton, check_graph
+from initaudit.loaders.onnx_store import _FLOAT_TYPES, TensorStore, _one_line, _read_model, _skeleton, check_graph
 from initaudit.loaders.onnx_weights import WeightsMixin, _all_tensors, _apply, _attr, _Source
 from initaudit.loaders.torch_module import detect_family
 from initaudit.patterns import Pattern, Prim, PrimView, find_patterns, op_kind
@@ -118,11 +119,16 @@ class _Builder(WeightsMixin, OpsMixin):
         return self.nodes[i] if i is not None else None
 
     def scalar(self, t: str) -> float | None:
-        """Value of a scalar constant (initializer, Constant node, through Cast/Identity)."""
+        """Value of a scalar constant (initializer, Constant node, through Cast/Identity), or of
+        one computed from known shapes (SDPA's default ``1/sqrt(d)``: initaudit.loaders.onnx_fold)."""
         src = self.resolve(t)
         if src is None:
-            return None
-        arr = self.store.small(src.root)
+            if self.status.get(t) != "meta":
+                return None
+            arr = fold(t, self.op, lambda x: self.store.small(x) if x in self.store else None,
+                       lambda x: self.value_shapes.get(x, ()))
+        else:
+            arr = self.store.small(src.root)
         if arr is None or arr.size != 1:
             return None
         try:
@@ -211,9 +217,13 @@ class _Builder(WeightsMixin, OpsMixin):
     def build(self) -> list[Node]:
         self.classify()
         patterns = find_patterns(self.prim_view())
-        for inp in self.g.input:
-            if self.is_signal(inp.name):
-                self.emit(Node(self.unique(inp.name), "input"), [inp.name], inp.name)
+        # The probe measures "the input" on the first float input (as the torch probe does); the
+        # others (token ids, a diffusion timestep, a second image) start segments of their own
+        ins = [inp for inp in self.g.input if self.is_signal(inp.name)]
+        observed = next((inp for inp in ins if inp.type.tensor_type.elem_type in _FLOAT_TYPES), None)
+        for inp in ins:
+            self.emit(Node(self.unique(inp.name), "input", attrs={} if inp is observed else {"own_segment": True}),
+                      [inp.name], inp.name)
         done_patterns: set[int] = set()
         for i, n in enumerate(self.nodes):
             pat = patterns.get(i)

@@ -282,7 +282,10 @@ def _sites(graph: ModelGraph, info, notes: list[str]) -> list[_Site]:
             act = p.activation if p is not None else None
             if act is None:  # e.g. a BatchNorm folded into the layer: the act follows directly
                 act = _act_after(node, users)
-            site = _Site(node, tensor, "layer", param=node.param, activation=act, identical=True,
+            # copied units are a symmetry of trained weights: a buffer or a fixed table (re-roled by
+            # initaudit.roles) is not judged for them, as the torch probe does not hook it
+            site = _Site(node, tensor, "layer", param=node.param, activation=act,
+                         identical=p is None or p.is_weight,
                          bias=node.bias, unit_dim=ud)
         recorded[tensor] = site
         sites.append(site)
@@ -370,6 +373,20 @@ def _skip(reason: str, batch_size: int, seed: int) -> ProbeResult:
 def _first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return (text[:240] + "...") if len(text) > 240 else (text or type(exc).__name__)
+
+
+def _run_failure(exc: BaseException) -> str:
+    """Why onnxruntime could not run the model, in one line. A graph whose shapes contradict
+    each other (onnxruntime's shape inference rejects it while loading: a MatMul of
+    incompatible sizes) is not runnable as written anywhere; that is the file's fault (an
+    exporter bug), so the line says so and names the node."""
+    text = _first_line(exc)
+    if "ShapeInferenceError" in text:
+        where = text[text.find("Node ("):] if "Node (" in text else text
+        return (f"onnxruntime cannot load the graph, whose shapes contradict each other ({where}): the "
+                "file is not runnable as written (an exporter bug; re-export it, e.g. with "
+                "torch.onnx.export(..., dynamo=True))")
+    return f"onnxruntime could not run the model: {text}"
 
 
 def _model_bytes(graph: ModelGraph, weights: _Weights) -> int:
@@ -515,7 +532,7 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
             return _runtime_failed(str(exc), graph, batch_size, seed)
         except Exception as exc:
             if len(segments) == 1:
-                return _runtime_failed(f"onnxruntime could not run the model: {_first_line(exc)}", graph,
+                return _runtime_failed(_run_failure(exc), graph,
                                        batch_size, seed)
             results[:] = [None] * len(sites)
             try:  # a cut onnxruntime did not accept: run the whole graph at once
@@ -526,7 +543,7 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
             except RuntimeCrash as exc2:
                 return _runtime_failed(str(exc2), graph, batch_size, seed)
             except Exception as exc2:
-                return _runtime_failed(f"onnxruntime could not run the model: {_first_line(exc2)}", graph,
+                return _runtime_failed(_run_failure(exc2), graph,
                                        batch_size, seed)
     depth: dict[str, int] = {}
     for site in results:

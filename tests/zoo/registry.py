@@ -80,12 +80,13 @@ _DEC = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_l
             num_attention_heads=4, max_position_embeddings=64)
 
 
-def _hf(config_cls: str, model_cls: str, **kw) -> Callable[[], nn.Module]:
+def _hf(config_cls: str, model_cls: str, _attn: str = "eager", **kw) -> Callable[[], nn.Module]:
+    """``_attn``: the attention implementation ("sdpa" is transformers' default for users)."""
     def build() -> nn.Module:
         import transformers
 
         config = getattr(transformers, config_cls)(**kw)
-        config._attn_implementation = "eager"
+        config._attn_implementation = _attn
         return getattr(transformers, model_cls)(config)
     build.__name__ = model_cls
     return build
@@ -350,6 +351,13 @@ def _entries() -> list[ZooModel]:
                         encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
                         decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
                         max_position_embeddings=64), seq2seq(), tags={"seq2seq"})
+    # transformers' default SDPA attention, as users get it: torch.onnx writes a NaN guard after
+    # the softmax and Q, K scaled by sqrt(scale) (tests/zoo/test_zoo_onnx_causes.py)
+    add("marian", tf, _hf("MarianConfig", "MarianMTModel", _attn="sdpa", vocab_size=VOCAB, d_model=32,
+                          encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                          decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                          max_position_embeddings=64, pad_token_id=0, decoder_start_token_id=0),
+        seq2seq(), onnx=True, tags={"seq2seq"})
     add("whisper", tf, _hf("WhisperConfig", "WhisperForConditionalGeneration", vocab_size=VOCAB,
                            num_mel_bins=16, d_model=32, encoder_layers=2, decoder_layers=2,
                            encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
@@ -411,7 +419,7 @@ def _entries() -> list[ZooModel]:
     add("cait_timm", "timm", _timm("cait_xxs24_224", **small_vit), images(key=None), tags={"vision", "layerscale"})
     add("swinv2_timm", "timm", _timm("swinv2_tiny_window8_256", img_size=64, patch_size=4, window_size=4,
                                      embed_dim=32, depths=(2, 2), num_heads=(2, 4), num_classes=10),
-        images(64, key=None), tags={"vision"})
+        images(64, key=None), onnx=True, tags={"vision"})
     add("mixer_timm", "timm", _mixer, images(key=None), tags={"vision"})
     add("levit_hf", tf, _hf("LevitConfig", "LevitForImageClassification", image_size=64, hidden_sizes=[32, 48, 64],
                             num_attention_heads=[2, 3, 4], depths=[1, 1, 1], key_dim=[8, 8, 8], num_labels=10),
@@ -432,7 +440,7 @@ def _entries() -> list[ZooModel]:
     add("mobilenet_v2_tv", "torchvision", _tv("mobilenet_v2", num_classes=10), images(key=None),
         tags={"vision", "batchnorm"})
     # diffusers
-    add("unet2d", "diffusers", _unet2d, _unet_inputs, tags={"diffusion"})
+    add("unet2d", "diffusers", _unet2d, _unet_inputs, onnx=True, tags={"diffusion"})  # int timestep input
     add("vae", "diffusers", _vae, images(16, key="sample"), tags={"diffusion"})
     # torch.nn programs
     add("transformer_encoder", "torch", TransformerEncoderClassifier, _token_tensor, onnx=True,
