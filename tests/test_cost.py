@@ -89,3 +89,24 @@ def test_spectra_run_on_one_thread(monkeypatch):
 
 
 OUTLIER = stage.OUTLIER_RHO
+
+
+def test_a_distributed_checkpoint_chunk_is_read_into_its_tensor_not_copied_first(tmp_path):
+    """The chunk's bytes go from the file into the tensor's storage through the byte-range
+    window: no Python copy of the chunk (a BytesIO of it held it twice) beside the tensor."""
+    import tracemalloc
+
+    from tests.test_checkpoint_dirs import _dcp_save
+
+    from initaudit.loaders.directory import read_dcp
+
+    w = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0)) * 0.02  # 4 MB
+    ckpt = read_dcp(_dcp_save({"w": w, "b": torch.zeros(4)}, tmp_path / "ck"))
+    tracemalloc.start()
+    try:
+        value = ckpt.load("w")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert torch.equal(value, w)
+    assert peak < 1 << 20  # the chunk is 4 MB
