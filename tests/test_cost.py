@@ -85,10 +85,7 @@ def test_spectra_run_on_one_thread(monkeypatch):
     finally:
         torch.set_num_threads(before)
     assert len(found) == 4 and seen == [1] * 4
-    assert all(0.5 < s.rho < OUTLIER for s in found)
-
-
-OUTLIER = stage.OUTLIER_RHO
+    assert all(0.5 < s.rho < stage.OUTLIER_RHO for s in found)  # i.i.d. inits: no evidence
 
 
 def test_a_distributed_checkpoint_chunk_is_read_into_its_tensor_not_copied_first(tmp_path):
@@ -96,9 +93,8 @@ def test_a_distributed_checkpoint_chunk_is_read_into_its_tensor_not_copied_first
     window: no Python copy of the chunk (a BytesIO of it held it twice) beside the tensor."""
     import tracemalloc
 
-    from tests.test_checkpoint_dirs import _dcp_save
-
     from initaudit.loaders.directory import read_dcp
+    from tests.test_checkpoint_dirs import _dcp_save
 
     w = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0)) * 0.02  # 4 MB
     ckpt = read_dcp(_dcp_save({"w": w, "b": torch.zeros(4)}, tmp_path / "ck"))
