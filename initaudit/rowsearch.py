@@ -20,6 +20,11 @@ if TYPE_CHECKING:
 # random rows are close by chance).
 NEAR_DUPLICATE_MIN_DIM = 16
 _ORTHO_LINES = 64
+_ORTHO_FIRST = 8  # lines whose lengths are compared first
+_ORTHO_TOL = 1e-3  # relative deviation of G from g^2 I still taken as orthogonal (fp32 precision)
+# Range of the first lines' squared lengths, over their largest, past which step 2 must fail:
+# 2 tol / (1 - tol), with a margin for float64 rounding of the lengths.
+_ORTHO_RANGE = 2.5 * _ORTHO_TOL
 
 
 @dataclass
@@ -122,7 +127,9 @@ def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator)
     # A random window of columns: a strided view, so no gather is needed.
     start = int(torch.randint(0, d - _LSH_COLUMNS + 1, (1,), generator=gen)) if d > _LSH_COLUMNS else 0
     cols = slice(start, start + _LSH_COLUMNS)
-    window = rows[:, cols].float()  # fp32: a view of fp32 rows, an n x 64 copy of bf16/fp16 ones
+    window = rows[:, cols]  # fp32: a view of fp32 rows, an n x 64 copy of bf16/fp16 ones (copied
+    # contiguous, then widened: the same values, in half the time of widening the strided view)
+    window = window if window.dtype == torch.float32 else window.contiguous().float()
     wmean = window.mean(dim=0)  # the column means of the window: n x 64 read, not the whole matrix
     planes = torch.randn(min(d, _LSH_COLUMNS), tables * bits, generator=gen)
     offset = wmean @ planes
@@ -213,9 +220,16 @@ def orthogonal_gain(rows: torch.Tensor, seed: int = 0) -> float | None:
     Any subset of orthonormal rows is orthonormal, so the Gram matrix G = S S^T of up to 64
     rows (or columns) decides: G = g^2 I to fp32 precision for an orthogonal init, while a
     Gaussian matrix has off-diagonal entries of relative size ~1/sqrt(cols) and diagonal ones
-    that vary by sqrt(2/cols) (read first: the whole G is formed only when the lengths agree). The 64 are
-    consecutive from a random start: adjacent in memory (consecutive columns of a row-major
-    matrix share cache lines; random ones cost a cache line each, 6.6x slower).
+    that vary by sqrt(2/cols). The 64 are consecutive from a random start: adjacent in memory
+    (consecutive columns of a row-major matrix share cache lines; random ones cost a cache line
+    each, 6.6x slower). Three steps, each only when the one before passed:
+
+    1. the squared lengths of the first 8 of the 64 lines: the test of step 2 (every one within
+       tol = 1e-3 of their mean M) bounds their range by 2 tol M <= 2 tol max / (1 - tol), so a
+       range above that rejects exactly what step 2 would (an i.i.d. init's range is ~2.8
+       sqrt(2 / length) max, 8x the bound at 32k);
+    2. the 64 squared lengths (k dot products, not k^2);
+    3. the whole G.
     """
     r, c = rows.shape
     if r < 2 or c < 2:
@@ -223,20 +237,28 @@ def orthogonal_gain(rows: torch.Tensor, seed: int = 0) -> float | None:
     gen = torch.Generator().manual_seed(seed)
     k = min(_ORTHO_LINES, min(r, c))
     start = int(torch.randint(0, min(r, c) - k + 1, (1,), generator=gen))
-    if r <= c:
-        lines = rows[start:start + k].double()
-    else:  # columns: copied row by row (r x k), so each row's k values are read together
-        lines = rows[:, start:start + k].double().T
-    # The Gram diagonal first (k dot products, not k^2): lines of unequal length already fail
-    # the test below, and an i.i.d. init's do (squared lengths vary by sqrt(2 / length) >> 1e-3).
+    first = _lines(rows, start, min(k, _ORTHO_FIRST))
+    lengths = (first * first).sum(dim=1)
+    top = float(lengths.max())
+    if top <= 0 or float(lengths.min()) < top * (1 - _ORTHO_RANGE):
+        return None
+    lines = _lines(rows, start, k)
     diagonal = (lines * lines).sum(dim=1)
     scale = float(diagonal.mean())
-    if scale <= 0 or float((diagonal - scale).abs().max()) > 1e-3 * scale:
+    if scale <= 0 or float((diagonal - scale).abs().max()) > _ORTHO_TOL * scale:
         return None
     gram = lines @ lines.T
-    if float((gram - scale * torch.eye(k, dtype=gram.dtype)).abs().max()) > 1e-3 * scale:
+    if float((gram - scale * torch.eye(k, dtype=gram.dtype)).abs().max()) > _ORTHO_TOL * scale:
         return None
     return math.sqrt(scale)
+
+
+def _lines(rows: torch.Tensor, start: int, k: int) -> torch.Tensor:
+    """Lines start..start+k in float64: rows, or columns when there are fewer columns (copied row
+    by row, r x k, so each row's k values are read together)."""
+    if rows.shape[0] <= rows.shape[1]:
+        return rows[start:start + k].double()
+    return rows[:, start:start + k].contiguous().double().T
 
 
 def param_orthogonal_gain(w: torch.Tensor, param: Param, seed: int) -> float | None:

@@ -66,13 +66,24 @@ def _top_singular(m: torch.Tensor, iterations: int = 12) -> float:
 
 
 def spectra(params: Iterable[Param], load: Callable[[str], torch.Tensor]) -> list[Spectrum]:
+    """rho of up to ``MAX_MATRICES`` weight matrices, evenly spaced in storage order (on one
+    torch thread: initaudit.pool.one_thread)."""
+    from initaudit.pool import one_thread
+
     chosen = [p for p in params if p.is_weight and p.kind in _KINDS and len(p.shape) >= 2]
     step = max(1, math.ceil(len(chosen) / MAX_MATRICES))
     out = []
-    for p in chosen[::step]:
-        rho = edge_ratio(strided_matrix(load(p.name), 256, 512))  # a DTensor: only the sample
-        if rho is not None:
-            out.append(Spectrum(p.name, rho))
+    # A sample's rows page in most of a matrix (the kernel maps 64 kB around each page read), so
+    # a reader that maps files (initaudit.loaders.shards) is closed after each matrix: the
+    # caller held ~50 MB of a 1B checkpoint's pages to the end of this step otherwise.
+    close = getattr(load, "close", None)
+    with one_thread():
+        for p in chosen[::step]:
+            rho = edge_ratio(strided_matrix(load(p.name), 256, 512))  # a DTensor: only the sample
+            if close is not None:
+                close()
+            if rho is not None:
+                out.append(Spectrum(p.name, rho))
     return out
 
 

@@ -92,6 +92,12 @@ def test_shard_reader_holds_one_file_within_its_budget(tmp_path):
     assert tight.opens == 3  # over budget after each tensor: reopened
     tight.close()
     assert tight._handle is None
+    # x and y are 4000 bytes each: y would take a 6000-byte budget to 8000, so the handle is
+    # closed before y is read (not once the budget was already passed), and z opens b.
+    before = ShardReader(files, budget=6000)
+    for name in ("x", "y", "z"):
+        before(name)
+    assert before.opens == 3
 
 
 def _linear_with_copies() -> torch.nn.Module:

@@ -208,6 +208,42 @@ def _chunk_file(folder: Path, relative: object, where: str) -> Path:
     return Path(full)
 
 
+class _ByteRange(io.RawIOBase):
+    """Bytes ``offset .. offset + length`` of an open file as a seekable file of their own.
+
+    A chunk is a torch.save archive inside its ``.distcp`` file: the allow-list scan and
+    ``torch.load`` read it through this window, and torch reads each storage record straight
+    into the tensor (``readinto``), so a chunk is held once, not twice (a ``BytesIO`` copy of
+    the whole chunk beside the tensor made from it)."""
+
+    def __init__(self, file: io.BufferedReader, offset: int, length: int) -> None:
+        super().__init__()
+        self._file, self._offset, self._length, self._pos = file, offset, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
+        self._pos = max(0, base + pos)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        n = max(0, min(len(buffer), self._length - self._pos))
+        if n == 0:
+            return 0
+        self._file.seek(self._offset + self._pos)
+        got = self._file.readinto(memoryview(buffer).cast("B")[:n])
+        self._pos += got
+        return got
+
+
 class _DcpReader:
     """Reads one tensor at a time from the chunks the metadata lists."""
 
@@ -255,17 +291,16 @@ class _DcpReader:
 
         file = self._checked_range(fqn, info)
         with open(file, "rb") as f:
-            f.seek(info.offset)
-            data = io.BytesIO(f.read(info.length))
-        try:
-            _scan_stream(data)
-            data.seek(0)
-            value = torch.load(data, map_location="cpu", weights_only=True)
-        except _PickleRefused as exc:
-            raise UnsafeCheckpointError(file, f"chunk of {fqn!r}: {exc}") from None
-        except Exception as exc:  # _Corrupt, or whatever torch.load raises on a damaged archive
-            raise TargetError(file, f"chunk of {fqn!r} cannot be read: "
-                                    f"{first_line(exc) or type(exc).__name__}") from None
+            data = _ByteRange(f, info.offset, info.length)
+            try:
+                _scan_stream(data)
+                data.seek(0)
+                value = torch.load(data, map_location="cpu", weights_only=True)
+            except _PickleRefused as exc:
+                raise UnsafeCheckpointError(file, f"chunk of {fqn!r}: {exc}") from None
+            except Exception as exc:  # _Corrupt, or whatever torch.load raises on a damaged archive
+                raise TargetError(file, f"chunk of {fqn!r} cannot be read: "
+                                        f"{first_line(exc) or type(exc).__name__}") from None
         if not isinstance(value, torch.Tensor):
             raise TargetError(file, f"chunk of {fqn!r} holds a {type(value).__name__}, not a tensor")
         return value

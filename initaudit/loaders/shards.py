@@ -4,9 +4,13 @@ A safetensors handle maps its whole file, and ``get_tensor`` returns a view into
 every page a tensor touched stays resident (and counts in the process's RSS) until the handle is
 closed and the tensors read through it are freed. Keeping every shard open to the end grows RSS
 to the whole checkpoint (13.2 GB for a 7B bf16 model). :class:`ShardReader` holds one handle at a
-time and closes it when the next tensor lies in another file or once ``budget`` bytes were read
-through it, so RSS stays bounded by the budget plus the tensors the caller still holds; a handle
-is reopened (its JSON header parsed again, well under a millisecond) at most once per budget.
+time and closes it before a read when the tensor lies in another file or when reading it would
+take the bytes read through the handle past ``budget`` (its size is in the header), so the pages
+a handle holds stay within the budget, or within one tensor when that tensor alone is larger,
+plus the tensors the caller still holds. Closing only once the budget was already passed let a
+large tensor land on top of a nearly full budget (a 131 MB embedding table over 60 MB of earlier
+tensors). A handle is reopened (its JSON header parsed again, well under a millisecond) at most
+once per budget or per large tensor.
 
 The reader is described by plain data (tensor name -> file), so a worker process builds its own
 and opens the files itself (initaudit.pool): tensors never cross a process boundary, and nothing
@@ -21,6 +25,7 @@ checkpoints in :mod:`initaudit.loaders.zip_records`, ``DcpSource`` for distribut
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +35,9 @@ import torch
 
 #: Bytes read through one handle before it is closed and reopened (a few large tensors).
 HANDLE_BUDGET = 64 << 20
+#: Bytes per element of safetensors' dtype names (an unknown name counts as 8: closes sooner).
+_ITEMSIZE = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2,
+             "I16": 2, "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1}
 
 
 class ShardReader:
@@ -45,7 +53,7 @@ class ShardReader:
 
     def __call__(self, name: str) -> torch.Tensor:
         file = self.files[name]
-        if self._handle is not None and (file != self._file or self._read >= self.budget):
+        if self._handle is not None and (file != self._file or self._read + self._size(name) > self.budget):
             self.close()
         if self._handle is None:
             from safetensors import safe_open
@@ -56,6 +64,11 @@ class ShardReader:
         tensor = self._handle.get_tensor(name)
         self._read += tensor.numel() * tensor.element_size()
         return tensor
+
+    def _size(self, name: str) -> int:
+        """Bytes of ``name`` as stored, from the open handle's header (nothing is read)."""
+        sl = self._handle.get_slice(name)
+        return math.prod(sl.get_shape()) * _ITEMSIZE.get(sl.get_dtype(), 8)
 
     def close(self) -> None:
         """Unmap the open file (tensors already returned keep their own pages until freed)."""

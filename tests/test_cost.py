@@ -1,0 +1,108 @@
+"""The static pass's cost cuts change no result: the orthogonality check's first step rejects
+only what its full test would, and the weight spectra run on one torch thread."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from initaudit import stage
+from initaudit.loaders.target import load_target
+from initaudit.pool import one_thread
+from initaudit.rowsearch import orthogonal_gain
+
+
+def _full_test(lines: torch.Tensor) -> float | None:
+    """The orthogonality test as defined: G = S S^T of the lines equals g^2 I within 1e-3 g^2."""
+    s = lines.double()
+    gram = s @ s.T
+    scale = float(gram.diagonal().mean())
+    if scale <= 0 or float((gram - scale * torch.eye(s.shape[0], dtype=s.dtype)).abs().max()) > 1e-3 * scale:
+        return None
+    return math.sqrt(scale)
+
+
+def _scaled_orthogonal(excess: list[float], cols: int = 256) -> torch.Tensor:
+    """64 orthonormal rows (x 1.5), row i's squared length times 1 + excess[i] (rest: 1)."""
+    w = torch.empty(64, cols)
+    torch.nn.init.orthogonal_(w, gain=1.5, generator=torch.Generator().manual_seed(0))
+    factor = torch.ones(64, dtype=torch.float64)
+    factor[:len(excess)] += torch.tensor(excess, dtype=torch.float64)
+    return (w.double() * factor.sqrt()[:, None]).float()
+
+
+@pytest.mark.parametrize("excess", [
+    [0.00099, -0.00099],  # the first lines' range near its bound: the full test still passes
+    [0.0009, 0.0],
+    [0.0011, -0.0011],  # just past the tolerance: the full test fails
+    [0.004, 0.0],  # past the first step's bound: rejected there
+    [0.0] * 8 + [0.003],  # the first 8 agree, line 9 does not: rejected by the full test
+    [],
+])
+def test_orthogonal_first_step_rejects_only_what_the_full_test_does(excess):
+    w = _scaled_orthogonal(excess)
+    expected = _full_test(w)  # 64 rows: all of them are the lines
+    got = orthogonal_gain(w)
+    assert (got is None) == (expected is None)
+    if expected is not None:
+        assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_orthogonal_first_step_on_columns_and_iid():
+    tall = _scaled_orthogonal([0.00099, -0.00099]).T.contiguous()  # 256 x 64: columns are the lines
+    assert orthogonal_gain(tall) == pytest.approx(_full_test(tall.T), rel=1e-6)
+    iid = torch.randn(4096, 512, generator=torch.Generator().manual_seed(3)) * 0.02
+    assert orthogonal_gain(iid) is None and orthogonal_gain(iid.to(torch.bfloat16)) is None
+
+
+def test_one_thread_restores_the_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with one_thread():
+            inside = torch.get_num_threads()
+        assert (inside, torch.get_num_threads()) == (1, 2)
+        with pytest.raises(ValueError), one_thread():
+            raise ValueError
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_spectra_run_on_one_thread(monkeypatch):
+    model = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(4)])
+    graph, _ = load_target(model)
+    seen = []
+    real = stage.edge_ratio
+    monkeypatch.setattr(stage, "edge_ratio", lambda m: seen.append(torch.get_num_threads()) or real(m))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        found = stage.spectra(graph.params.values(), graph.load_tensor)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert len(found) == 4 and seen == [1] * 4
+    assert all(0.5 < s.rho < stage.OUTLIER_RHO for s in found)  # i.i.d. inits: no evidence
+
+
+def test_a_distributed_checkpoint_chunk_is_read_into_its_tensor_not_copied_first(tmp_path):
+    """The chunk's bytes go from the file into the tensor's storage through the byte-range
+    window: no Python copy of the chunk (a BytesIO of it held it twice) beside the tensor."""
+    import tracemalloc
+
+    from initaudit.loaders.directory import read_dcp
+    from tests.test_checkpoint_dirs import _dcp_save
+
+    w = torch.randn(1024, 1024, generator=torch.Generator().manual_seed(0)) * 0.02  # 4 MB
+    ckpt = read_dcp(_dcp_save({"w": w, "b": torch.zeros(4)}, tmp_path / "ck"))
+    tracemalloc.start()
+    try:
+        value = ckpt.load("w")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert torch.equal(value, w)
+    assert peak < 1 << 20  # the chunk is 4 MB
