@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from initaudit.distributed import full_value
 from initaudit.graph import Activation, OpKind, Param
 from initaudit.quadrature import GH_W, GH_X, SPLIT, activation_numpy, gamma_rule, merge_key
 
@@ -166,13 +167,15 @@ def _merge(w: np.ndarray, m: np.ndarray, v: np.ndarray) -> UnitMoments:
 
 def dense_matrix(param: Param, tensor: torch.Tensor | None) -> torch.Tensor | None:
     """The (out, in) matrix of a dense layer's weight, or None when the per-unit pass does not
-    apply to it (not a plain linear map, gate blocks, a higher-rank or missing tensor)."""
-    from initaudit.distributed import is_sharded
-
+    apply to it (not a plain linear map, gate blocks, a higher-rank or missing tensor). A
+    DTensor is gathered whole (a collective: every rank walks the same chains under the same
+    element budget, so the gathers line up, and the sharded audit predicts what the unsharded
+    one does)."""
     if tensor is None or param.kind is not OpKind.LINEAR or param.gates or tensor.dim() != 2:
         return None
-    if tensor.is_meta or not tensor.dtype.is_floating_point or is_sharded(tensor):
-        return None  # a DTensor shard is never gathered for it
+    if tensor.is_meta or not tensor.dtype.is_floating_point:
+        return None
+    tensor = full_value(tensor)
     return tensor.t() if param.units_dim == 1 else tensor
 
 
@@ -193,6 +196,7 @@ def chain_layer(x: UnitMoments | None, param: Param, weight: str, bias: str | No
         return None
     budget[0] -= param.numel
     b = tensors(bias) if bias else None
+    b = full_value(b) if b is not None else None
     if b is not None and tuple(b.shape) != (w.shape[0],):
         return None
     return layer(x if x.width else UnitMoments.standard(w.shape[1]), w, b)
