@@ -72,9 +72,8 @@ class Param:
     init_fan_out: int | None = None
     gates: tuple[str, ...] = ()  # per-gate row blocks (LSTM i,f,g,o; GRU r,z,n); empty = one block
     units_dim: int = 0  # dimension that indexes output units (1 when stored (in, out))
-    # A grouped convolution's groups: an input channel feeds only its group's out / groups
-    # channels, so the fan_out a scheme's spread (Xavier) balances is fan_out / groups; the
-    # reported fan_out follows torch's rule (DESIGN §5), which init functions also read.
+    # A grouped convolution's groups (see group_fan_out); the reported fan_out follows torch's
+    # rule (DESIGN §5), which init functions also read.
     groups: int = 1
     activation: Activation | None = None
     activation_source: str | None = None  # "fx", "module-order", "onnx", "name"
@@ -98,6 +97,12 @@ class Param:
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def group_fan_out(self) -> float | None:
+        """The outputs one input reaches, the fan_out a scheme's spread (Xavier) balances: an
+        input channel of a grouped convolution feeds only its group's out / groups channels."""
+        return self.fan_out / self.groups if self.fan_out else self.fan_out
 
     @property
     def is_weight(self) -> bool:

@@ -121,7 +121,7 @@ def expected(act: Activation | None, fan_in: float, fan_out: float) -> Expectati
     """The scheme the following activation calls for, with its std and the exact fix.
 
     ``fan_out`` is the number of outputs one input reaches: for a grouped convolution
-    (``Param.groups``) the out / groups channels of its group times the kernel taps, so a
+    (``Param.group_fan_out``) the out / groups channels of its group times the kernel taps, so a
     depthwise conv with no activation expects Xavier's sqrt(2 / (k + k)) = 1 / sqrt(k), the
     variance-preserving spread, not sqrt(2 / (k + C k))."""
     name = act.name if act else "identity"
@@ -337,7 +337,7 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
         ok = 0.005 <= stats.std <= 2.0
         return ScaleAssessment(exp, names, stats.std, "embedding" if ok else None, matches)
     exp = expected(Activation("tanh") if recurrent and act is None else act, param.fan_in,
-                   param.fan_out / param.groups) if not unknown_act else None
+                   param.group_fan_out) if not unknown_act else None
     ratio = stats.std / exp.std if exp else None
     accepted = None
     fit = next((m for m in matches if fits_activation(m, exp and act)), None) if exp else None

@@ -105,6 +105,11 @@ class DuplicateUnits(Rule):
                     fix="re-initialise the tensor so every row is drawn independently")
 
 
+def _fans(p) -> str:
+    """The fans a message names (and the groups of a grouped convolution)."""
+    return f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}" + (f", groups={p.groups}" if p.groups > 1 else "")
+
+
 class _Scene(NamedTuple):
     """What IA104 reads from the whole graph once per audit, for every layer's severity."""
     stacks: dict[str, tuple[list[list[str]], int, bool]]  # weight -> its stack (see _stacks)
@@ -276,7 +281,7 @@ class InitScale(Rule):
 
     def _report(self, ctx, p, stats, res, label, scene: _Scene) -> Iterator[Finding]:
         tol, std = self.opts["tolerance"], stats.std
-        shape = f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}" + (f", groups={p.groups}" if p.groups > 1 else "")
+        shape = _fans(p)
         if res.expected is None:  # activation unknown (no architecture, unknown op): outside every scheme?
             # a std shared by many layers is no scheme by itself (N(0, 1) everywhere is shared too)
             if any(m not in ("none", "fixed-std") for m in res.matched):
@@ -306,7 +311,7 @@ class InitScale(Rule):
 
     def _finding(self, p, stats, res, label, severity, compound, members, why, extra=None) -> Finding:
         exp, std = res.expected, stats.std
-        shape = f"fan_in={fmt(p.fan_in)}, fan_out={fmt(p.fan_out)}" + (f", groups={p.groups}" if p.groups > 1 else "")
+        shape = _fans(p)
         title = SCHEME_TITLES.get(exp.scheme, exp.scheme)
         found = [m.label for m in res.matches[:3]]
         if res.convention:

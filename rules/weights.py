@@ -222,7 +222,7 @@ def _init_fix(p) -> str:
     if p.kind is OpKind.EMBEDDING:
         return "torch.nn.init.normal_(w, std=1.0)  # or std=0.02 in transformer models"
     if p.fan_in and p.fan_out:
-        return expected(p.activation, p.fan_in, p.fan_out / p.groups).fix
+        return expected(p.activation, p.fan_in, p.group_fan_out).fix
     return "initialise this tensor with torch.nn.init (e.g. kaiming_normal_ or xavier_normal_)"
 
 
