@@ -37,12 +37,24 @@ DEEP = "report_models.py:deep_tanh"  # run from tests/data: goldens hold no abso
 STATIC = ["--isolated", "-q", "--no-probe", "--select", "IA1"]
 
 
+# A ratio below 1e-20 has vanished in any reading; its mantissa depends on the CPU's float kernels
+# (the per-unit pass merges mixture components along a principal axis that LAPACK resolves with
+# the CPU's SIMD: 2.63e-33 with AVX2, 2.75e-33 with the default kernels, 3.04e-33 elsewhere).
+_VANISHED = re.compile(r"\b\d\.\d\de-(?:[2-9]\d|\d{3})(?!\d)")
+
+
+def _layout(text: str) -> str:
+    """The text with vanished ratios' digits masked (same width: the layout is still checked)."""
+    return _VANISHED.sub(lambda m: "#" * len(m[0]), text)
+
+
 def check_golden(name: str, text: str) -> None:
     path = GOLDEN / name
     if os.environ.get("INITAUDIT_UPDATE_GOLDEN"):
         path.write_text(text)
     assert path.exists(), f"golden file {path} missing: run with INITAUDIT_UPDATE_GOLDEN=1"
-    assert text == path.read_text(), f"report differs from {path} (INITAUDIT_UPDATE_GOLDEN=1 to accept)"
+    assert _layout(text) == _layout(path.read_text()), \
+        f"report differs from {path} (INITAUDIT_UPDATE_GOLDEN=1 to accept)"
 
 
 def rendered(report, width: int, view: ViewOptions | None = None) -> str:
