@@ -1,9 +1,9 @@
 """Whole-tensor statistics as mergeable sufficient statistics, read once in the stored dtype.
 
 A tensor is read in chunks of ``CHUNK`` elements, three reductions per chunk while it is in
-cache: the extrema in the stored dtype (exact: a bf16 minimum is a bf16 value), and the sum and
-sum of squares in fp32 (bf16/fp16 chunks are widened one at a time, never the whole tensor; an
-fp32 chunk is a view). The zero count is read from the chunk's bit patterns (an integer view):
+cache: the sum and sum of squares in fp32 (bf16/fp16 chunks are widened one at a time, never the
+whole tensor; an fp32 chunk is a view) and the extrema of that fp32 chunk, read by numpy on the
+CPU (exact: a widened bf16 value is the stored one; torch.aminmax cost 3-5x as much). The zero count is read from the chunk's bit patterns (an integer view):
 a +0 has all bits clear, and a -0 (``w * 0`` of a negative w) has the smallest integer value,
 so the count of non-zero bit patterns is exact unless the integer minimum says a -0 is present,
 when the chunk is counted again by value. A NaN or inf makes the chunk's sums non-finite, so
@@ -130,8 +130,18 @@ def _figures(chunk: torch.Tensor, buf: torch.Tensor | None) -> list:
     wide = chunk if chunk.dtype == torch.float32 else buf[:chunk.numel()].copy_(chunk)
     if chunk.dtype not in _BITS:
         chunk = wide
-    lo, hi = torch.aminmax(chunk)
+    lo, hi = _extrema(wide)
     return [chunk.numel(), wide.sum(), torch.dot(wide, wide), lo, hi, _zeros(chunk)]
+
+
+def _extrema(wide: torch.Tensor) -> tuple:
+    """(min, max) of an fp32 chunk, exact (a widened bf16/fp16 value is the stored one). On the
+    CPU numpy's min and max read the cache-resident chunk in 0.44x one bf16 ``sum`` of it where
+    ``torch.aminmax`` took 1.4x (2.4x on the bf16 chunk itself): one thread, CPU time."""
+    if wide.device.type != "cpu":
+        return torch.aminmax(wide)
+    values = wide.numpy()
+    return values.min(), values.max()
 
 
 def _zeros(chunk: torch.Tensor) -> int | torch.Tensor:
@@ -151,7 +161,7 @@ def _centred(chunk: torch.Tensor, center: float) -> tuple:
     if fin.numel() == 0:
         return (0, 0.0, 0.0, math.inf, -math.inf, 0)
     d = fin.double() - center
-    lo, hi = torch.aminmax(fin)
+    lo, hi = _extrema(fin)
     return (fin.numel(), d.sum(), torch.dot(d, d), lo, hi, fin.numel() - torch.count_nonzero(fin))
 
 
