@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -133,11 +134,9 @@ def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator)
     wmean = window.mean(dim=0)  # the column means of the window: n x 64 read, not the whole matrix
     planes = torch.randn(min(d, _LSH_COLUMNS), tables * bits, generator=gen)
     offset = wmean @ planes
-    weights = (2 ** torch.arange(bits)).float()  # < 2^24: exact in fp32
     keys = torch.empty(n, tables, dtype=torch.int64)
     for s in range(0, n, _CHUNK):
-        signs = (window[s:s + _CHUNK] @ planes > offset).float().view(-1, tables, bits)
-        keys[s:s + _CHUNK] = (signs @ weights).to(torch.int64)
+        keys[s:s + _CHUNK] = _pack_signs(window[s:s + _CHUNK] @ planes > offset, tables, bits)
     cand = lsh_candidates(keys, bits)
     if cand.numel() == 0:
         return {}
@@ -153,6 +152,17 @@ def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator)
         hit = cos >= opts.near_duplicate_cosine
         found.update({(int(i), int(j)): float(c) for i, j, c in zip(a[hit], b[hit], cos[hit])})
     return found
+
+
+def _pack_signs(signs: torch.Tensor, tables: int, bits: int) -> torch.Tensor:
+    """(rows x tables) keys from (rows x tables*bits) sign bits: bit b of table t's key is sign
+    t*bits + b. numpy packs the bits (the float products sum(sign * 2^b) they replace cost
+    2.4x the projection itself on a 5632-row matrix)."""
+    packed = np.packbits(signs.numpy().reshape(-1, tables, bits), axis=-1, bitorder="little")
+    keys = np.zeros((packed.shape[0], tables), dtype=np.int64)
+    for byte in range(packed.shape[-1]):
+        keys |= packed[..., byte].astype(np.int64) << (8 * byte)
+    return torch.from_numpy(keys)
 
 
 def _column_mean(rows: torch.Tensor) -> torch.Tensor:
