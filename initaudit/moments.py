@@ -34,6 +34,8 @@ import torch
 CHUNK = 1 << 18
 # Stored dtypes read in place: the integer view whose bit patterns the zero count reads.
 _BITS = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
+# -0 on that view (the sign bit alone): the smallest integer (np.iinfo per chunk cost 12 us).
+_NEGATIVE_ZERO = {torch.float32: -2**31, torch.bfloat16: -2**15, torch.float16: -2**15}
 
 
 @dataclass
@@ -107,11 +109,9 @@ def moments(t: torch.Tensor, center: float = 0.0) -> Moments:
         buf = None if flat.dtype == torch.float32 else torch.empty(
             min(CHUNK, flat.numel()), dtype=torch.float32, device=flat.device)
         parts = [_figures(flat[start:start + CHUNK], buf) for start in range(0, flat.numel(), CHUNK)]
-        if parts:  # NaN/inf, or an fp32 overflow: that chunk again, exactly (one check, one sync)
-            sums = torch.stack([torch.stack([p[1], p[2]]) for p in parts])
-            for i in torch.nonzero(~torch.isfinite(sums).all(dim=1)).flatten().tolist():
-                start = i * CHUNK
-                parts[i] = _centred(as_fp32(flat[start:start + CHUNK]), 0.0)
+        for i in _non_finite(parts):  # NaN/inf, or an fp32 overflow: that chunk again, exactly
+            start = i * CHUNK
+            parts[i] = _centred(as_fp32(flat[start:start + CHUNK]), 0.0)
     for finite, total, sumsq, lo, hi, zeros in parts:
         out.finite += int(finite)
         if int(finite):
@@ -131,7 +131,20 @@ def _figures(chunk: torch.Tensor, buf: torch.Tensor | None) -> list:
     if chunk.dtype not in _BITS:
         chunk = wide
     lo, hi = _extrema(wide)
-    return [chunk.numel(), wide.sum(), torch.dot(wide, wide), lo, hi, _zeros(chunk)]
+    total, sumsq = wide.sum(), torch.dot(wide, wide)
+    if wide.device.type == "cpu":  # read now: the finiteness check is then a float test, no stack
+        total, sumsq = float(total), float(sumsq)
+    return [chunk.numel(), total, sumsq, lo, hi, _zeros(chunk)]
+
+
+def _non_finite(parts: list) -> list[int]:
+    """The chunks whose sums are not finite: float tests on the CPU, where ``_figures`` read
+    them already (stacking two 0-d tensors per chunk cost more than the test); elsewhere one
+    stacked check, one sync."""
+    if not parts or isinstance(parts[0][1], float):
+        return [i for i, p in enumerate(parts) if not (math.isfinite(p[1]) and math.isfinite(p[2]))]
+    sums = torch.stack([torch.stack([p[1], p[2]]) for p in parts])
+    return torch.nonzero(~torch.isfinite(sums).all(dim=1)).flatten().tolist()
 
 
 def _extrema(wide: torch.Tensor) -> tuple:
@@ -150,7 +163,7 @@ def _zeros(chunk: torch.Tensor) -> int | torch.Tensor:
     if chunk.device.type != "cpu":
         return chunk.numel() - torch.count_nonzero(chunk)
     bits = chunk.view(_BITS[chunk.dtype]).numpy()
-    if bits.min() == np.iinfo(bits.dtype).min:  # a -0 (sign bit alone): count by value
+    if bits.min() == _NEGATIVE_ZERO[chunk.dtype]:  # a -0 (sign bit alone): count by value
         return chunk.numel() - int(torch.count_nonzero(chunk))
     return chunk.numel() - int(np.count_nonzero(bits))
 
