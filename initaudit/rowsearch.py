@@ -85,11 +85,23 @@ def _key_pairs(keys: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def _bit_hash(bits: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
-    """A 64-bit key per row of int32 bit patterns (integer arithmetic: exact, order-free)."""
+    """A 64-bit key per row of integer bit patterns (integer arithmetic: exact, order-free)."""
     keys = torch.empty(bits.shape[0], dtype=torch.int64)
     for start in range(0, bits.shape[0], _CHUNK):
         keys[start:start + _CHUNK] = (bits[start:start + _CHUNK].to(torch.int64) * coeffs).sum(dim=1)
     return keys
+
+
+def _words(window: torch.Tensor, coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A window of bit patterns as 64-bit words (4 bf16/fp16 or 2 fp32 values each), with as
+    many of its coefficients: identical windows give identical words, so the key finds the
+    same candidates from 4x (2x) fewer products (the window as is when its rows are not whole
+    words)."""
+    row_bytes = window.shape[1] * window.element_size()
+    if row_bytes % 8:
+        return window, coeffs
+    words = window.contiguous().view(torch.int64)
+    return words, coeffs[:words.shape[1]]
 
 
 def _exact_pairs(rows: torch.Tensor, gen: torch.Generator) -> list[tuple[int, int]]:
@@ -100,7 +112,7 @@ def _exact_pairs(rows: torch.Tensor, gen: torch.Generator) -> list[tuple[int, in
     coeffs = torch.randint(1, 2**62, (d,), generator=gen, dtype=torch.int64) | 1
     start = int(torch.randint(0, max(1, d - _HASH_COLUMNS + 1), (1,), generator=gen))
     cols = slice(start, start + _HASH_COLUMNS)  # a window: a strided view, no gather
-    coarse = _key_pairs(_bit_hash(bits[:, cols], coeffs[cols]), 1)
+    coarse = _key_pairs(_bit_hash(*_words(bits[:, cols], coeffs[cols])), 1)
     if coarse.numel() == 0:
         return []
     cand = torch.unique(coarse.flatten())

@@ -184,3 +184,21 @@ def test_lsh_keys_are_the_sign_bits_packed():
     signs = torch.randn(300, 144, generator=g) > 0
     expected = (signs.float().view(-1, 6, 24) @ (2 ** torch.arange(24)).float()).to(torch.int64)
     assert torch.equal(_pack_signs(signs, 6, 24), expected)
+
+
+@pytest.mark.parametrize("dtype,cols,words", [(torch.bfloat16, 2048, 16), (torch.float32, 2048, 32),
+                                              (torch.float16, 6, 6)])
+def test_the_exact_search_hashes_its_window_as_64_bit_words(dtype, cols, words):
+    """The exact-duplicate key of a 64-column window reads 4 bf16/fp16 (2 fp32) values per
+    64-bit word, so 4x (2x) fewer products; a row that is not whole words (6 fp16 columns) is
+    hashed as it is. Copies are found either way."""
+    from initaudit.rowsearch import _HASH_COLUMNS, _exact_pairs, _words
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(300, cols, generator=g).to(dtype)
+    rows[10], rows[299] = rows[3], rows[3]
+    window = rows.view(torch.int16 if dtype != torch.float32 else torch.int32)[:, :_HASH_COLUMNS]
+    packed, coeffs = _words(window, torch.ones(window.shape[1], dtype=torch.int64))
+    assert packed.shape == (300, words) and coeffs.numel() == words
+    assert torch.equal(packed[3], packed[10])
+    assert sorted(_exact_pairs(rows, torch.Generator().manual_seed(0))) == [(3, 10), (10, 299)]
