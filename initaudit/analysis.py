@@ -62,6 +62,11 @@ class TensorAnalysis:
     orthogonal_gain: float | None = None  # set when rows (or columns) are orthonormal x gain
     gate_std: list[float] | None = None  # per-gate std for stacked recurrent weights
     spectral_radius: list[float] | None = None  # per gate block of a recurrent hidden weight
+    # The stage evidence's spectrum statistic (initaudit.stage.edge_ratio), when the options asked
+    # for this tensor: measured where the tensor is read (a pool worker), so the caller never maps
+    # it again for a 256 x 512 sample. None when not asked for, or not measurable (held tensors).
+    edge_ratio: float | None = None
+    edge_measured: bool = False
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class AnalysisOptions:
     spectral_max_dim: int = 2048
     seed: int = 0
     duplicates: bool = True  # search duplicate rows (off when no enabled rule reads them)
+    spectra: frozenset[str] = frozenset()  # tensors whose edge ratio the stage evidence reads
 
 
 def sample_positions(numel: int) -> range:
@@ -118,6 +124,18 @@ def spectral_radius(block: torch.Tensor) -> float:
     return float(torch.linalg.eigvals(block.double()).abs().max())
 
 
+def _edge_ratio(t: torch.Tensor, param: Param, opts: AnalysisOptions) -> tuple[float | None] | None:
+    """(rho,) of a tensor the stage evidence samples (``opts.spectra``), else None; on one torch
+    thread, as ``initaudit.stage.spectra`` runs it (the same value to the last bit)."""
+    if param.name not in opts.spectra:
+        return None
+    from initaudit.pool import one_thread
+    from initaudit.stage import edge_ratio
+
+    with one_thread():
+        return (edge_ratio(t),)
+
+
 def analyze(t: torch.Tensor, param: Param, opts: AnalysisOptions = AnalysisOptions()) -> TensorAnalysis:
     """All value-level facts the rules need about one tensor.
 
@@ -134,10 +152,13 @@ def analyze(t: torch.Tensor, param: Param, opts: AnalysisOptions = AnalysisOptio
         from initaudit.held_analysis import analyze_held
 
         return analyze_held(held, param, opts)
+    edge = _edge_ratio(t, param, opts)  # on the tensor as the stage evidence would load it
     if t.is_quantized:
         t = t.dequantize()
     flat = t.reshape(-1)
     result = TensorAnalysis(stats=tensor_stats(flat))  # in the stored dtype, chunk by chunk
+    if edge is not None:
+        result.edge_ratio, result.edge_measured = edge[0], True
     if not param.is_weight or flat.numel() == 0:
         return result
     result.shape = shape_stats(flat)

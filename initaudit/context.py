@@ -60,6 +60,10 @@ class Context:
         if close is not None:
             close()  # analysed: the last shard is unmapped (a later read reopens it)
 
+    def edge_ratios(self) -> dict[str, float | None]:
+        """The stage evidence's spectra the analyses measured (``AnalysisOptions.spectra``)."""
+        return {n: a.edge_ratio for n, a in self._cache.items() if a.edge_measured}
+
     def assessment(self, name: str) -> Any:
         """The scheme judgement of one weight (schemes.assess at its default tolerance: a
         ScaleAssessment, or None where no scheme applies), computed on first use and kept; the

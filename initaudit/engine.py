@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,15 +123,16 @@ def _instantiate_all(classes: list[type[Rule]], settings: Settings, errors: list
     return rules
 
 
-def resolve_stage(requested: str, graph: ModelGraph) -> tuple[str, str]:
+def resolve_stage(requested: str, graph: ModelGraph,
+                  known: Mapping[str, float | None] | None = None) -> tuple[str, str]:
     """(stage, why). ``auto`` never treats "matches no known scheme" as evidence of training;
     it reads the checkpoint's counters, a live module's BatchNorm counters and the weights'
-    spectra (initaudit.stage)."""
+    spectra (initaudit.stage; ``known``: spectra the static pass measured, by name)."""
     if requested != "auto":
         return requested, f"set by the user (--stage {requested})"
     from initaudit import stage as stage_evidence
 
-    found = stage_evidence.collect(graph)
+    found = stage_evidence.collect(graph, known)
     if graph.stage_evidence:
         return "trained", "; ".join(graph.stage_evidence)
     spectra = stage_evidence.init_summary(found)
@@ -287,8 +288,15 @@ def _analysed(graph: ModelGraph, settings: Settings, progress: Progress | None,
     from initaudit.analysis import AnalysisOptions
     from initaudit.context import Context
 
-    stage, why = resolve_stage(settings.stage, graph)
-    ctx = Context(graph, stage, AnalysisOptions(duplicates=duplicates))
+    # The spectra of the stage evidence are measured by the static pass where it reads each
+    # sampled matrix (a pool worker at scale), and the stage resolved once it is done: nothing
+    # in the pass depends on the stage, and the caller no longer maps those matrices again.
+    spectra = frozenset()
+    if settings.stage == "auto":
+        from initaudit.stage import sampled
+
+        spectra = frozenset(p.name for p in sampled(graph.params.values()))
+    ctx = Context(graph, settings.stage, AnalysisOptions(duplicates=duplicates, spectra=spectra))
     if progress is not None:  # in bytes as stored (fp16 counts 2 per element), as the file's size
         total = sum(stored_bytes(p) for p in graph.params.values())
         done = 0
@@ -300,6 +308,8 @@ def _analysed(graph: ModelGraph, settings: Settings, progress: Progress | None,
 
         ctx.on_tensor = on_tensor
     ctx.analyze_all()
+    stage, why = resolve_stage(settings.stage, graph, ctx.edge_ratios())
+    ctx.stage = stage
     if progress is not None and hasattr(progress, "phase"):
         progress.phase("probe")  # forward and backward pass: the bar says so instead of sitting at 100%
     return ctx, stage, why

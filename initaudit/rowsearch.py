@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -84,11 +85,23 @@ def _key_pairs(keys: torch.Tensor, window: int) -> torch.Tensor:
 
 
 def _bit_hash(bits: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
-    """A 64-bit key per row of int32 bit patterns (integer arithmetic: exact, order-free)."""
+    """A 64-bit key per row of integer bit patterns (integer arithmetic: exact, order-free)."""
     keys = torch.empty(bits.shape[0], dtype=torch.int64)
     for start in range(0, bits.shape[0], _CHUNK):
         keys[start:start + _CHUNK] = (bits[start:start + _CHUNK].to(torch.int64) * coeffs).sum(dim=1)
     return keys
+
+
+def _words(window: torch.Tensor, coeffs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A window of bit patterns as 64-bit words (4 bf16/fp16 or 2 fp32 values each), with as
+    many of its coefficients: identical windows give identical words, so the key finds the
+    same candidates from 4x (2x) fewer products (the window as is when its rows are not whole
+    words)."""
+    row_bytes = window.shape[1] * window.element_size()
+    if row_bytes % 8:
+        return window, coeffs
+    words = window.contiguous().view(torch.int64)
+    return words, coeffs[:words.shape[1]]
 
 
 def _exact_pairs(rows: torch.Tensor, gen: torch.Generator) -> list[tuple[int, int]]:
@@ -99,7 +112,7 @@ def _exact_pairs(rows: torch.Tensor, gen: torch.Generator) -> list[tuple[int, in
     coeffs = torch.randint(1, 2**62, (d,), generator=gen, dtype=torch.int64) | 1
     start = int(torch.randint(0, max(1, d - _HASH_COLUMNS + 1), (1,), generator=gen))
     cols = slice(start, start + _HASH_COLUMNS)  # a window: a strided view, no gather
-    coarse = _key_pairs(_bit_hash(bits[:, cols], coeffs[cols]), 1)
+    coarse = _key_pairs(_bit_hash(*_words(bits[:, cols], coeffs[cols])), 1)
     if coarse.numel() == 0:
         return []
     cand = torch.unique(coarse.flatten())
@@ -133,11 +146,9 @@ def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator)
     wmean = window.mean(dim=0)  # the column means of the window: n x 64 read, not the whole matrix
     planes = torch.randn(min(d, _LSH_COLUMNS), tables * bits, generator=gen)
     offset = wmean @ planes
-    weights = (2 ** torch.arange(bits)).float()  # < 2^24: exact in fp32
     keys = torch.empty(n, tables, dtype=torch.int64)
     for s in range(0, n, _CHUNK):
-        signs = (window[s:s + _CHUNK] @ planes > offset).float().view(-1, tables, bits)
-        keys[s:s + _CHUNK] = (signs @ weights).to(torch.int64)
+        keys[s:s + _CHUNK] = _pack_signs(window[s:s + _CHUNK] @ planes > offset, tables, bits)
     cand = lsh_candidates(keys, bits)
     if cand.numel() == 0:
         return {}
@@ -153,6 +164,17 @@ def _near_pairs(rows: torch.Tensor, opts: AnalysisOptions, gen: torch.Generator)
         hit = cos >= opts.near_duplicate_cosine
         found.update({(int(i), int(j)): float(c) for i, j, c in zip(a[hit], b[hit], cos[hit])})
     return found
+
+
+def _pack_signs(signs: torch.Tensor, tables: int, bits: int) -> torch.Tensor:
+    """(rows x tables) keys from (rows x tables*bits) sign bits: bit b of table t's key is sign
+    t*bits + b. numpy packs the bits (the float products sum(sign * 2^b) they replace cost
+    2.4x the projection itself on a 5632-row matrix)."""
+    packed = np.packbits(signs.numpy().reshape(-1, tables, bits), axis=-1, bitorder="little")
+    keys = np.zeros((packed.shape[0], tables), dtype=np.int64)
+    for byte in range(packed.shape[-1]):
+        keys |= packed[..., byte].astype(np.int64) << (8 * byte)
+    return torch.from_numpy(keys)
 
 
 def _column_mean(rows: torch.Tensor) -> torch.Tensor:

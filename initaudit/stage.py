@@ -18,7 +18,7 @@ model's matrices.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -65,23 +65,33 @@ def _top_singular(m: torch.Tensor, iterations: int = 12) -> float:
     return (m @ v).norm().item()
 
 
-def spectra(params: Iterable[Param], load: Callable[[str], torch.Tensor]) -> list[Spectrum]:
-    """rho of up to ``MAX_MATRICES`` weight matrices, evenly spaced in storage order (on one
-    torch thread: initaudit.pool.one_thread)."""
+def sampled(params: Iterable[Param]) -> list[Param]:
+    """The weight matrices the spectra read: up to ``MAX_MATRICES``, evenly spaced in storage
+    order."""
+    chosen = [p for p in params if p.is_weight and p.kind in _KINDS and len(p.shape) >= 2]
+    return chosen[::max(1, math.ceil(len(chosen) / MAX_MATRICES))]
+
+
+def spectra(params: Iterable[Param], load: Callable[[str], torch.Tensor],
+            known: Mapping[str, float | None] | None = None) -> list[Spectrum]:
+    """rho of the ``sampled`` matrices (on one torch thread: initaudit.pool.one_thread); a value
+    in ``known`` (measured by the static pass where it read the tensor) is taken as it is."""
     from initaudit.pool import one_thread
 
-    chosen = [p for p in params if p.is_weight and p.kind in _KINDS and len(p.shape) >= 2]
-    step = max(1, math.ceil(len(chosen) / MAX_MATRICES))
+    known = known or {}
     out = []
     # A sample's rows page in most of a matrix (the kernel maps 64 kB around each page read), so
     # a reader that maps files (initaudit.loaders.shards) is closed after each matrix: the
     # caller held ~50 MB of a 1B checkpoint's pages to the end of this step otherwise.
     close = getattr(load, "close", None)
     with one_thread():
-        for p in chosen[::step]:
-            rho = edge_ratio(strided_matrix(load(p.name), 256, 512))  # a DTensor: only the sample
-            if close is not None:
-                close()
+        for p in sampled(params):
+            if p.name in known:
+                rho = known[p.name]
+            else:
+                rho = edge_ratio(strided_matrix(load(p.name), 256, 512))  # a DTensor: only the sample
+                if close is not None:
+                    close()
             if rho is not None:
                 out.append(Spectrum(p.name, rho))
     return out
@@ -117,14 +127,14 @@ def module_evidence(module: torch.nn.Module) -> list[str]:
     return []
 
 
-def collect(graph: ModelGraph) -> list[Spectrum]:
+def collect(graph: ModelGraph, known: Mapping[str, float | None] | None = None) -> list[Spectrum]:
     """Add the weights' and the live module's evidence of training to ``graph.stage_evidence``;
-    returns the spectra measured (for the report)."""
+    returns the spectra measured (for the report). ``known``: rho already measured by name."""
     if graph.module is not None:
         for line in module_evidence(graph.module):
             if line not in graph.stage_evidence:
                 graph.stage_evidence.append(line)
-    found = spectra(graph.params.values(), graph.load_tensor)
+    found = spectra(graph.params.values(), graph.load_tensor, known)
     line = spectral_evidence(found)
     if line is not None:
         graph.stage_evidence.append(line)

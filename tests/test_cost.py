@@ -106,3 +106,99 @@ def test_a_distributed_checkpoint_chunk_is_read_into_its_tensor_not_copied_first
         tracemalloc.stop()
     assert torch.equal(value, w)
     assert peak < 1 << 20  # the chunk is 4 MB
+
+
+def _matrices(path, trained: bool):
+    """Four 64 x 128 matrices in one safetensors file: i.i.d. N(0, 0.02), or with the rank-one
+    outlier training leaves (largest singular value several times the Marchenko-Pastur edge)."""
+    from safetensors.torch import save_file
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {}
+    for i in range(4):
+        w = torch.randn(64, 128, generator=g) * 0.02
+        if trained:
+            w += 0.02 * torch.randn(64, 1, generator=g) @ torch.randn(1, 128, generator=g)
+        tensors[f"layers.{i}.weight"] = w
+    save_file(tensors, path)
+    return path
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_the_pool_measures_the_spectra_where_it_reads_the_matrices(tmp_path, monkeypatch, trained):
+    """The stage evidence's spectra come from the workers (the caller maps no matrix again for
+    its 256 x 512 sample: at 1B bf16 that moment was the caller's whole peak), with the values the
+    caller would have measured; a trained-looking checkpoint is still recognised."""
+    import initaudit
+    from initaudit import pool
+
+    path = _matrices(tmp_path / "model.safetensors", trained)
+    graph, _ = load_target(str(path))
+    direct = stage.spectra(graph.params.values(), graph.load_tensor)
+    median = sorted(s.rho for s in direct)[len(direct) // 2]
+    calls = []
+    real = stage.edge_ratio
+    monkeypatch.setattr(stage, "edge_ratio", lambda m: calls.append(m.shape) or real(m))
+    monkeypatch.setattr(pool, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(pool, "available_cores", lambda: 2)
+    report = initaudit.audit(str(path), config=False)
+    assert calls == []  # every spectrum was measured in a (forked) worker
+    assert len(direct) == 4 and f"{median:.2g}x" in report.stage_reason
+    if trained:
+        assert report.stage == "trained" and "weight spectra: 4 of 4 matrices" in report.stage_reason
+    else:
+        assert report.stage == "init" and "median of 4 matrices" in report.stage_reason
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_extrema_come_from_numpy_and_stay_exact(monkeypatch, dtype):
+    """A CPU chunk's min and max are read by numpy from the fp32 chunk (torch.aminmax cost 3-5x
+    as much on it); exact against float64 on chunks that are all negative, all positive, hold
+    -0, +0, an inf or a NaN."""
+    from initaudit import moments
+
+    monkeypatch.setattr(moments, "CHUNK", 1000)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6000, generator=g)
+    x[:1000] = -x[:1000].abs() - 1  # all negative
+    x[1000:2000] = x[1000:2000].abs() + 1  # all positive
+    x[2500], x[2600] = -0.0, 0.0
+    x[3500], x[4500] = math.inf, math.nan
+    x = x.to(dtype)
+    monkeypatch.setattr(torch, "aminmax", lambda *a, **k: pytest.fail("torch.aminmax on a CPU chunk"))
+    got = moments.tensor_stats(x)
+    ref = x.double()
+    fin = ref[torch.isfinite(ref)]
+    assert (got.min, got.max) == (float(fin.min()), float(fin.max()))
+    assert got.nonfinite == 2 and got.zero_fraction == 2 / 6000
+    assert got.mean == pytest.approx(float(fin.mean()), rel=1e-6)
+    assert got.std == pytest.approx(float(fin.std(correction=0)), rel=1e-6)
+
+
+def test_lsh_keys_are_the_sign_bits_packed():
+    """The near-duplicate search's keys: bit b of table t is sign t * 24 + b, as the float
+    product sum(sign * 2^b) it replaces gave them (the same candidates, the same findings)."""
+    from initaudit.rowsearch import _pack_signs
+
+    g = torch.Generator().manual_seed(0)
+    signs = torch.randn(300, 144, generator=g) > 0
+    expected = (signs.float().view(-1, 6, 24) @ (2 ** torch.arange(24)).float()).to(torch.int64)
+    assert torch.equal(_pack_signs(signs, 6, 24), expected)
+
+
+@pytest.mark.parametrize("dtype,cols,words", [(torch.bfloat16, 2048, 16), (torch.float32, 2048, 32),
+                                              (torch.float16, 6, 6)])
+def test_the_exact_search_hashes_its_window_as_64_bit_words(dtype, cols, words):
+    """The exact-duplicate key of a 64-column window reads 4 bf16/fp16 (2 fp32) values per
+    64-bit word, so 4x (2x) fewer products; a row that is not whole words (6 fp16 columns) is
+    hashed as it is. Copies are found either way."""
+    from initaudit.rowsearch import _HASH_COLUMNS, _exact_pairs, _words
+
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(300, cols, generator=g).to(dtype)
+    rows[10], rows[299] = rows[3], rows[3]
+    window = rows.view(torch.int16 if dtype != torch.float32 else torch.int32)[:, :_HASH_COLUMNS]
+    packed, coeffs = _words(window, torch.ones(window.shape[1], dtype=torch.int64))
+    assert packed.shape == (300, words) and coeffs.numel() == words
+    assert torch.equal(packed[3], packed[10])
+    assert sorted(_exact_pairs(rows, torch.Generator().manual_seed(0))) == [(3, 10), (10, 299)]
