@@ -21,6 +21,7 @@ import torch
 from initaudit.errors import TargetError, first_line
 from initaudit.graph import ModelGraph, OpKind, Param, ParamRole, torch_shape_fans
 from initaudit.loaders.pickle_safety import loadable_copy, scan_checkpoint
+from initaudit.loaders.low_rank import mark_low_rank
 from initaudit.loaders.shards import SafetensorsSource, ShardReader, TensorSource
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
@@ -371,6 +372,7 @@ def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
             params[name] = _bare_weight(name, shape, ckpt.shapes, common)
     pair_norms(params)
     mark_heads(params)
+    mark_low_rank(params)  # after the heads: a narrow up factor B is no output head
     graph = ModelGraph(target=target, format=ckpt.format, params=params, load_tensor=ckpt.load,
                        skipped=skipped + ckpt.skipped, tensor_source=ckpt.source,
                        stage_evidence=list(ckpt.evidence), source_path=str(ckpt.path),
