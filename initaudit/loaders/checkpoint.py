@@ -20,9 +20,10 @@ import torch
 
 from initaudit.errors import TargetError, first_line
 from initaudit.graph import ModelGraph, OpKind, Param, ParamRole, torch_shape_fans
-from initaudit.loaders.pickle_safety import loadable_copy, scan_checkpoint
 from initaudit.loaders.low_rank import mark_low_rank
+from initaudit.loaders.pickle_safety import loadable_copy, scan_checkpoint
 from initaudit.loaders.shards import SafetensorsSource, ShardReader, TensorSource
+from initaudit.loaders.wrappers import WRAPPER_PREFIXES
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 META_REASON = ("on the meta device: it holds no values (materialise it with to_empty() and call "
@@ -94,9 +95,12 @@ def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], list[str]
                             f"{', '.join(repr(k) for k in _WRAPPER_KEYS[:3])}")
 
 
-def _strip_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    if tensors and all(k.startswith(prefix) for k in tensors):
-        return {k[len(prefix):]: v for k, v in tensors.items()}
+def _strip_prefix(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Names without the wrappers' prefixes every name shares (``module.`` of DataParallel/DDP,
+    ``_orig_mod.`` of a torch.compile'd model's state_dict, in any nesting)."""
+    while tensors and (prefix := next((w for w in WRAPPER_PREFIXES if all(k.startswith(w) for k in tensors)),
+                                      None)):
+        tensors = {k[len(prefix):]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -126,7 +130,7 @@ def read_pickle_checkpoint(path: Path, unsafe_pickle: bool = False) -> Checkpoin
     if module is not None:
         obj = module.state_dict()
     tensors, evidence = _unwrap(obj, path)
-    tensors = _strip_prefix(tensors, "module.")
+    tensors = _strip_prefix(tensors)
     tensors, skipped = admit_tensors(tensors, path)
     ckpt = Checkpoint(path, "state-dict", {k: tuple(v.shape) for k, v in tensors.items()},
                       {k: str(v.dtype).replace("torch.", "") for k, v in tensors.items()},
@@ -154,7 +158,7 @@ def _reopenable(path: Path, scan) -> Callable[[dict[str, torch.Tensor]], TensorS
         meta, _ = _unwrap(_torch_load(path, weights_only=True, map_location="meta"), path)
     except TargetError:  # a value torch cannot build on the meta device: read it here
         return _serial_only
-    meta = _strip_prefix(meta, "module.")
+    meta = _strip_prefix(meta)
 
     def source(tensors: dict[str, torch.Tensor]) -> TensorSource | None:
         if not all(name in meta for name in tensors):

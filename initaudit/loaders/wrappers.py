@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+# What the wrappers put in front of every name of a state_dict (DataParallel/DDP, torch.compile).
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
 
 def _inner(module: nn.Module) -> nn.Module | None:
     """The wrapped module, or None when ``module`` is no wrapper."""

@@ -128,3 +128,40 @@ def test_lora_with_zero_a_never_learns(form, tmp_path):
     report = _audit(form, wrapped, inputs, tmp_path)
     zero_a = [f for f in report.findings if f.rule == "IA102" and "lora_A" in f.layer]
     assert len(zero_a) == sum("lora_A" in n for n in grads) and all(f.severity.value == "error" for f in zero_a)
+
+
+# --- transformers' default attention (sdpa) against eager -----------------------------------------
+
+@pytest.mark.parametrize("name,form", [("llama", "module"), ("whisper", "safetensors-model"),
+                                       ("bert", "onnx"), ("clip", "module")])
+def test_default_attention_gives_the_eager_findings(zoo_report, name, form, tmp_path):
+    """The zoo builds with transformers' own choice (sdpa where the architecture has it); the
+    same model switched to eager attention gives the same findings (measured on every
+    transformers entry in the module, safetensors-model and ONNX forms: identical)."""
+    model, inputs = build(name)
+    assert model.config._attn_implementation == "sdpa"
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    assert _seen(_audit(form, eager, inputs, tmp_path)) == _seen(zoo_report(name, form))
+
+
+# --- checkpoints behind a wrapper's prefix -------------------------------------------------------
+
+def _names(report) -> list[str]:
+    return sorted(r["param"] for r in report.layers)
+
+
+@pytest.mark.parametrize("wrap", ["_orig_mod.", "module._orig_mod.", "module."])
+def test_wrapped_state_dict_keeps_the_model_names(wrap, tmp_path):
+    """torch.save(torch.compile(model).state_dict()) names every tensor ``_orig_mod.*`` (DDP
+    around it: ``module._orig_mod.*``): a bare checkpoint is audited under the model's own names,
+    the same findings as the plain state_dict. Before: ``_orig_mod.`` stayed in every name."""
+    import initaudit
+
+    model, _ = build("whisper")
+    sd = model.state_dict()
+    plain, wrapped = tmp_path / "plain.pt", tmp_path / "wrapped.pt"
+    torch.save(sd, plain)
+    torch.save({"state_dict": {wrap + k: v for k, v in sd.items()}, "epoch": 0}, wrapped)
+    want, got = initaudit.audit(plain), initaudit.audit(wrapped)
+    assert _names(got) == _names(want) and _seen(got) == _seen(want)
