@@ -86,7 +86,8 @@ class ConstantWeights(Rule):
     look alike by name and shape. A zero layer among non-zero peers (the tensors of the same name
     in the other blocks: ``layer.0.fc.weight`` beside ``layer.1.fc.weight``) follows no zero-init
     convention and stays an error. A low-rank update W + B A read from shapes (LoRA: W (out, in),
-    A (r, in), B (out, r) under one parent, ``initaudit.loaders.low_rank``) has B as the end of a
+    A (r, in), B (out, r) under one parent, or an adapter file of such pairs only,
+    ``initaudit.loaders.low_rank``) has B as the end of a
     branch added to W's output, so B = 0 is legitimate; A = 0 with B = 0 is an error (both
     factors' gradients are 0: the update never leaves zero).
 
