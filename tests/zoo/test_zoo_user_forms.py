@@ -155,7 +155,22 @@ def test_default_attention_gives_the_eager_findings(zoo_report, name, form, tmp_
     assert model.config._attn_implementation == "sdpa"
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")
-    assert _seen(_audit(form, eager, inputs, tmp_path)) == _seen(zoo_report(name, form))
+    default = zoo_report(name, form)
+    assert default.probe.ran, default.probe.skipped_reason
+    assert _seen(_audit(form, eager, inputs, tmp_path)) == _seen(default)
+
+
+def test_training_mode_and_gradient_checkpointing_change_nothing(zoo_report, tmp_path):
+    """A model handed over in train() mode with gradient checkpointing on: the audit runs it as
+    it runs any model (eval mode, restored afterwards) and finds what it finds in the eval build
+    (measured on LLaMA, GPT-2, BERT, T5, Whisper, ViT, CLIP, Mistral, Qwen2: identical)."""
+    model, inputs = build("whisper")
+    model = copy.deepcopy(model)
+    model.gradient_checkpointing_enable()
+    model.train()
+    report = _audit("module", model, inputs, tmp_path)
+    assert model.training and model.is_gradient_checkpointing
+    assert _seen(report) == _seen(zoo_report("whisper", "module"))
 
 
 # --- checkpoints behind a wrapper's prefix -------------------------------------------------------
