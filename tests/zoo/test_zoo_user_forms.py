@@ -59,16 +59,18 @@ def test_half_precision_planted_defect_fires(tmp_path):
 
 # --- torch.compile -------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("wrap", [torch.compile, nn.DataParallel], ids=["compile", "DataParallel"])
 @pytest.mark.parametrize("form", ["module", "safetensors-model"])
-def test_compiled_module_is_audited_as_the_module_inside(form, tmp_path):
-    """torch.compile(model) renames every parameter ``_orig_mod.*`` and its compiled forward does
-    not run under the capture's dispatch mode: the audit is of ``_orig_mod``, with its names.
-    Before: whisper's four warnings came back at ``_orig_mod.model.encoder.*``."""
+def test_wrapped_module_is_audited_as_the_module_inside(form, wrap, tmp_path):
+    """torch.compile(model) renames every parameter ``_orig_mod.*`` (DataParallel: ``module.*``)
+    and a compiled forward does not run under the capture's dispatch mode: the audit is of the
+    module inside, with its names. Before: whisper's four warnings came back at
+    ``_orig_mod.model.encoder.*``."""
     model, inputs = build("whisper")
     eager = _audit(form, model, inputs, tmp_path / "eager")
-    compiled = _audit(form, torch.compile(model), inputs, tmp_path / "compiled")
-    assert _seen(eager) and _seen(compiled) == _seen(eager)
-    assert any("OptimizedModule" in n for n in compiled.notes) or form != "module"
+    wrapped = _audit(form, wrap(model), inputs, tmp_path / "wrapped")
+    assert _seen(eager) and _seen(wrapped) == _seen(eager)
+    assert any("audited the module inside" in n for n in wrapped.notes) or form != "module"
 
 
 def test_compiled_planted_defect_fires(tmp_path):
