@@ -23,7 +23,7 @@ from initaudit.graph import ModelGraph, OpKind, Param, ParamRole, torch_shape_fa
 from initaudit.loaders.low_rank import mark_low_rank
 from initaudit.loaders.pickle_safety import loadable_copy, scan_checkpoint
 from initaudit.loaders.shards import SafetensorsSource, ShardReader, TensorSource
-from initaudit.loaders.wrappers import WRAPPER_PREFIXES
+from initaudit.loaders.wrappers import wrapper_prefix
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 META_REASON = ("on the meta device: it holds no values (materialise it with to_empty() and call "
@@ -98,10 +98,8 @@ def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], list[str]
 def _strip_prefix(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Names without the wrappers' prefixes every name shares (``module.`` of DataParallel/DDP,
     ``_orig_mod.`` of a torch.compile'd model's state_dict, in any nesting)."""
-    while tensors and (prefix := next((w for w in WRAPPER_PREFIXES if all(k.startswith(w) for k in tensors)),
-                                      None)):
-        tensors = {k[len(prefix):]: v for k, v in tensors.items()}
-    return tensors
+    prefix = wrapper_prefix(tensors)
+    return {k[len(prefix):]: v for k, v in tensors.items()} if prefix else tensors
 
 
 UNSAFE_LOAD = ("unpickled with --unsafe-pickle (torch.load(weights_only=False)), since the allow-list "
@@ -319,9 +317,12 @@ def read_safetensors(path: Path) -> Checkpoint:
         except Exception as exc:
             raise TargetError(file, f"cannot read safetensors: {str(exc).splitlines()[0][:200]}") from exc
     evidence = [f"safetensors metadata has '{k}' ({metadata[k]})" for k in _TRAINING_KEYS if k in metadata]
-    ckpt = Checkpoint(path, "safetensors", shapes, dtypes, ShardReader(files), evidence,
+    prefix = wrapper_prefix(shapes)  # save_file(torch.compile(m).state_dict()): read under m's names
+    if prefix:
+        shapes, dtypes, files = ({k[len(prefix):]: v for k, v in d.items()} for d in (shapes, dtypes, files))
+    ckpt = Checkpoint(path, "safetensors", shapes, dtypes, ShardReader(files, prefix=prefix), evidence,
                       files=[path, *(path.parent / shard for shard in shards)],
-                      source=SafetensorsSource(files))
+                      source=SafetensorsSource(files, prefix))
     bn = [k for k in shapes if k.endswith("num_batches_tracked")]
     ckpt.evidence += _bn_evidence({k: ckpt.load(k) for k in bn})
     return ckpt

@@ -6,6 +6,8 @@ capture's and the probe's dispatch modes, while the module inside runs the same 
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch.nn as nn
 
 # What the wrappers put in front of every name of a state_dict (DataParallel/DDP, torch.compile).
@@ -31,3 +33,12 @@ def unwrap_module(module: nn.Module) -> tuple[nn.Module, list[str]]:
                      "the wrapper holds no parameter of its own")
         module = inner
     return module, notes
+
+
+def wrapper_prefix(names: Collection[str]) -> str:
+    """The wrappers' prefixes every name shares, in any nesting (``module._orig_mod.``), or ""."""
+    prefix = ""
+    while names and (w := next((w for w in WRAPPER_PREFIXES
+                                if all(n.startswith(prefix + w) for n in names)), None)):
+        prefix += w
+    return prefix

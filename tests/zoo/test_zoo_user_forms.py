@@ -195,3 +195,17 @@ def test_wrapped_state_dict_keeps_the_model_names(wrap, tmp_path):
     torch.save({"state_dict": {wrap + k: v for k, v in sd.items()}, "epoch": 0}, wrapped)
     want, got = initaudit.audit(plain), initaudit.audit(wrapped)
     assert _names(got) == _names(want) and _seen(got) == _seen(want)
+
+
+def test_compiled_safetensors_keeps_the_model_names(tmp_path):
+    """save_file(torch.compile(model).state_dict()): a bare .safetensors under ``_orig_mod.*``
+    is read under the model's names, lazily (the tensors are read as stored)."""
+    import initaudit
+    from safetensors.torch import save_file
+
+    model, _ = build("whisper")
+    sd = {k: v.contiguous() for k, v in model.state_dict().items() if "proj_out" not in k}  # untied
+    save_file(sd, str(tmp_path / "plain.safetensors"))
+    save_file({"_orig_mod." + k: v for k, v in sd.items()}, str(tmp_path / "compiled.safetensors"))
+    want, got = initaudit.audit(tmp_path / "plain.safetensors"), initaudit.audit(tmp_path / "compiled.safetensors")
+    assert _names(got) == _names(want) and _seen(got) == _seen(want)
