@@ -85,7 +85,11 @@ class ConstantWeights(Rule):
     (dead) and a zero-initialised output, residual-branch end or zero convolution (ControlNet's)
     look alike by name and shape. A zero layer among non-zero peers (the tensors of the same name
     in the other blocks: ``layer.0.fc.weight`` beside ``layer.1.fc.weight``) follows no zero-init
-    convention and stays an error.
+    convention and stays an error. A low-rank update W + B A read from shapes (LoRA: W (out, in),
+    A (r, in), B (out, r) under one parent, or an adapter file of such pairs only,
+    ``initaudit.loaders.low_rank``) has B as the end of a
+    branch added to W's output, so B = 0 is legitimate; A = 0 with B = 0 is an error (both
+    factors' gradients are 0: the update never leaves zero).
 
     Why it matters
     --------------
@@ -161,7 +165,7 @@ class ConstantWeights(Rule):
         error) or a zero-initialised output, residual-branch end or zero convolution
         (ControlNet's, legitimate). A zero layer among non-zero peers is no convention: None
         (an error). Embeddings are inputs: None."""
-        if ctx.graph.has_architecture or p.kind is OpKind.EMBEDDING:
+        if ctx.graph.has_architecture or p.kind is OpKind.EMBEDDING or _both_factors_zero(ctx, p):
             return None
         pattern = _PEER.sub("#", p.name)
         peers = [q for q in ctx.graph.weights() if q.name != p.name and _PEER.sub("#", q.name) == pattern]
@@ -185,6 +189,17 @@ class ConstantWeights(Rule):
         if any(h in p.name.lower() for h in _MODULATION_HINTS):
             return "zero-initialised modulation layer (adaLN-zero style, legitimate)"
         return None
+
+
+def _both_factors_zero(ctx, p) -> bool:
+    """``p`` is the down factor A of a low-rank update W + B A (initaudit.loaders.low_rank) whose
+    up factor B is zero too: dL/dA = B^T g x^T = 0 and dL/dB = g (A x)^T = 0, so the update never
+    leaves zero (an error, not a place the file cannot tell)."""
+    from initaudit.loaders.low_rank import low_rank_updates
+
+    if len(p.shape) != 2 or p.shape[0] >= p.shape[1]:  # A is (r, in), r < in
+        return False
+    return any(t.down is p and ctx.analysis(t.up.name).stats.all_zero for t in low_rank_updates(ctx.graph.params))
 
 
 def _applied_by_a_layer(graph) -> set[str] | None:

@@ -71,6 +71,19 @@ def _shards(tmp_path: Path) -> Path:
     return folder
 
 
+def _compiled_shards(tmp_path: Path) -> Path:
+    """The same shards as torch.compile'd models name them (``_orig_mod.*``): read and pooled
+    under the model's names, the stored names read in the workers."""
+    from safetensors.torch import save_file
+
+    folder = _shards(tmp_path)
+    for shard in folder.iterdir():
+        from safetensors.torch import load_file
+
+        save_file({"_orig_mod." + k: v for k, v in load_file(str(shard)).items()}, str(shard))
+    return folder
+
+
 @pytest.fixture()
 def pooled(monkeypatch):
     """The pool on for any size, one tensor per batch (several in flight); the list of what
@@ -85,7 +98,8 @@ def pooled(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("build", [_zip, _dcp, _shards], ids=["zip-pt", "dcp", "shards-no-index"])
+@pytest.mark.parametrize("build", [_zip, _dcp, _shards, _compiled_shards],
+                         ids=["zip-pt", "dcp", "shards-no-index", "compiled-shards"])
 def test_pooled_audit_equals_the_serial_one(tmp_path, build, request):
     target = build(tmp_path)
     serial = initaudit.audit(str(target), config=False)

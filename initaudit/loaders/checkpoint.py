@@ -20,8 +20,10 @@ import torch
 
 from initaudit.errors import TargetError, first_line
 from initaudit.graph import ModelGraph, OpKind, Param, ParamRole, torch_shape_fans
+from initaudit.loaders.low_rank import mark_low_rank
 from initaudit.loaders.pickle_safety import loadable_copy, scan_checkpoint
 from initaudit.loaders.shards import SafetensorsSource, ShardReader, TensorSource
+from initaudit.loaders.wrappers import wrapper_prefix
 
 PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt"}
 META_REASON = ("on the meta device: it holds no values (materialise it with to_empty() and call "
@@ -93,10 +95,11 @@ def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], list[str]
                             f"{', '.join(repr(k) for k in _WRAPPER_KEYS[:3])}")
 
 
-def _strip_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    if tensors and all(k.startswith(prefix) for k in tensors):
-        return {k[len(prefix):]: v for k, v in tensors.items()}
-    return tensors
+def _strip_prefix(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Names without the wrappers' prefixes every name shares (``module.`` of DataParallel/DDP,
+    ``_orig_mod.`` of a torch.compile'd model's state_dict, in any nesting)."""
+    prefix = wrapper_prefix(tensors)
+    return {k[len(prefix):]: v for k, v in tensors.items()} if prefix else tensors
 
 
 UNSAFE_LOAD = ("unpickled with --unsafe-pickle (torch.load(weights_only=False)), since the allow-list "
@@ -125,7 +128,7 @@ def read_pickle_checkpoint(path: Path, unsafe_pickle: bool = False) -> Checkpoin
     if module is not None:
         obj = module.state_dict()
     tensors, evidence = _unwrap(obj, path)
-    tensors = _strip_prefix(tensors, "module.")
+    tensors = _strip_prefix(tensors)
     tensors, skipped = admit_tensors(tensors, path)
     ckpt = Checkpoint(path, "state-dict", {k: tuple(v.shape) for k, v in tensors.items()},
                       {k: str(v.dtype).replace("torch.", "") for k, v in tensors.items()},
@@ -153,7 +156,7 @@ def _reopenable(path: Path, scan) -> Callable[[dict[str, torch.Tensor]], TensorS
         meta, _ = _unwrap(_torch_load(path, weights_only=True, map_location="meta"), path)
     except TargetError:  # a value torch cannot build on the meta device: read it here
         return _serial_only
-    meta = _strip_prefix(meta, "module.")
+    meta = _strip_prefix(meta)
 
     def source(tensors: dict[str, torch.Tensor]) -> TensorSource | None:
         if not all(name in meta for name in tensors):
@@ -314,9 +317,12 @@ def read_safetensors(path: Path) -> Checkpoint:
         except Exception as exc:
             raise TargetError(file, f"cannot read safetensors: {str(exc).splitlines()[0][:200]}") from exc
     evidence = [f"safetensors metadata has '{k}' ({metadata[k]})" for k in _TRAINING_KEYS if k in metadata]
-    ckpt = Checkpoint(path, "safetensors", shapes, dtypes, ShardReader(files), evidence,
+    prefix = wrapper_prefix(shapes)  # save_file(torch.compile(m).state_dict()): read under m's names
+    if prefix:
+        shapes, dtypes, files = ({k[len(prefix):]: v for k, v in d.items()} for d in (shapes, dtypes, files))
+    ckpt = Checkpoint(path, "safetensors", shapes, dtypes, ShardReader(files, prefix=prefix), evidence,
                       files=[path, *(path.parent / shard for shard in shards)],
-                      source=SafetensorsSource(files))
+                      source=SafetensorsSource(files, prefix))
     bn = [k for k in shapes if k.endswith("num_batches_tracked")]
     ckpt.evidence += _bn_evidence({k: ckpt.load(k) for k in bn})
     return ckpt
@@ -371,6 +377,7 @@ def graph_from_checkpoint(ckpt: Checkpoint, target: str) -> ModelGraph:
             params[name] = _bare_weight(name, shape, ckpt.shapes, common)
     pair_norms(params)
     mark_heads(params)
+    mark_low_rank(params)  # after the heads: a narrow up factor B is no output head
     graph = ModelGraph(target=target, format=ckpt.format, params=params, load_tensor=ckpt.load,
                        skipped=skipped + ckpt.skipped, tensor_source=ckpt.source,
                        stage_evidence=list(ckpt.evidence), source_path=str(ckpt.path),

@@ -142,6 +142,8 @@ def _listed(names: list[str]) -> str:
 
 
 def _merge_shards(folder: Path, parts: list[Checkpoint]) -> Checkpoint:
+    if len({part.source.prefix for part in parts}) > 1:  # a wrapper's prefix only some shards share
+        parts = [_unstripped(part) for part in parts]
     owner: dict[str, Checkpoint] = {}
     for part in parts:
         for name in part.shapes:
@@ -152,14 +154,28 @@ def _merge_shards(folder: Path, parts: list[Checkpoint]) -> Checkpoint:
     from initaudit.loaders.shards import SafetensorsSource, ShardReader
 
     files = {name: f for part in parts for name, f in part.source.files.items()}
-    merged = Checkpoint(folder, "safetensors", {}, {}, ShardReader(files),
-                        files=[f for p in parts for f in p.files], source=SafetensorsSource(files))
+    prefix = parts[0].source.prefix
+    merged = Checkpoint(folder, "safetensors", {}, {}, ShardReader(files, prefix=prefix),
+                        files=[f for p in parts for f in p.files], source=SafetensorsSource(files, prefix))
     for part in parts:
         merged.shapes.update(part.shapes)
         merged.dtypes.update(part.dtypes)
         merged.evidence += [e for e in part.evidence if e not in merged.evidence]
     merged.notes.append(f"{len(parts)} safetensors shards read from the folder (no index file)")
     return merged
+
+
+def _unstripped(part: Checkpoint) -> Checkpoint:
+    """``part`` under the names its file stores (its wrapper prefix put back)."""
+    import dataclasses
+
+    from initaudit.loaders.shards import SafetensorsSource, ShardReader
+
+    prefix = part.source.prefix
+    shapes, dtypes, files = ({prefix + k: v for k, v in d.items()}
+                             for d in (part.shapes, part.dtypes, part.source.files))
+    return dataclasses.replace(part, shapes=shapes, dtypes=dtypes, load=ShardReader(files),
+                               source=SafetensorsSource(files))
 
 
 # --- torch.distributed.checkpoint --------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 import torch.nn as nn
 
 from initaudit.errors import TargetError
+from initaudit.loaders.wrappers import unwrap_module
 
 
 @dataclass
@@ -94,4 +95,4 @@ def load_factory(spec: str) -> FactoryTarget:
         raise TargetError(spec, f"calling {attr}() failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(module, nn.Module):
         raise TargetError(spec, f"{attr}() returned {type(module).__name__}, not a torch.nn.Module")
-    return FactoryTarget(module, source, path)
+    return FactoryTarget(unwrap_module(module)[0], source, path)  # a factory may return torch.compile(m)

@@ -41,10 +41,12 @@ _ITEMSIZE = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 
 
 
 class ShardReader:
-    """``reader(name)`` -> the tensor, from the file ``files[name]`` (safetensors)."""
+    """``reader(name)`` -> the tensor, from the file ``files[name]`` (safetensors), stored there
+    as ``prefix + name`` (a wrapper's prefix the checkpoint's names are read without)."""
 
-    def __init__(self, files: Mapping[str, str | Path], budget: int = HANDLE_BUDGET):
+    def __init__(self, files: Mapping[str, str | Path], budget: int = HANDLE_BUDGET, prefix: str = ""):
         self.files = {name: str(f) for name, f in files.items()}
+        self.prefix = prefix
         self.budget = budget
         self._file: str | None = None
         self._handle: Any = None
@@ -61,13 +63,13 @@ class ShardReader:
             self._handle = safe_open(file, framework="pt")
             self._file, self._read = file, 0
             self.opens += 1
-        tensor = self._handle.get_tensor(name)
+        tensor = self._handle.get_tensor(self.prefix + name)
         self._read += tensor.numel() * tensor.element_size()
         return tensor
 
     def _size(self, name: str) -> int:
         """Bytes of ``name`` as stored, from the open handle's header (nothing is read)."""
-        sl = self._handle.get_slice(name)
+        sl = self._handle.get_slice(self.prefix + name)
         return math.prod(sl.get_shape()) * _ITEMSIZE.get(sl.get_dtype(), 8)
 
     def close(self) -> None:
@@ -97,13 +99,14 @@ class TensorSource(Protocol):
 
 @dataclass(frozen=True)
 class SafetensorsSource:
-    """Tensors of safetensors files: name -> file."""
+    """Tensors of safetensors files: name -> file (stored as ``prefix + name``)."""
 
     files: Mapping[str, str]
+    prefix: str = ""
 
     @property
     def names(self) -> Collection[str]:
         return self.files.keys()
 
     def open(self) -> ShardReader:
-        return ShardReader(self.files)
+        return ShardReader(self.files, prefix=self.prefix)

@@ -14,6 +14,7 @@ from initaudit.loaders.checkpoint import (PICKLE_SUFFIXES, Checkpoint, graph_fro
                                           read_pickle_checkpoint, read_safetensors)
 from initaudit.loaders.factory import FactoryTarget, load_factory, looks_like_factory_spec
 from initaudit.loaders.torch_module import graph_from_module
+from initaudit.loaders.wrappers import unwrap_module
 
 _COMMON_PREFIXES = ("model.", "module.", "net.", "network.", "_orig_mod.")
 
@@ -25,7 +26,10 @@ def load_target(target: str | Path | nn.Module, *, model: str | nn.Module | None
     ``model`` gives the architecture for a checkpoint (a factory spec or a live module).
     """
     if isinstance(target, nn.Module):
-        return graph_from_module(target, type(target).__name__), None
+        inner, notes = unwrap_module(target)
+        graph = graph_from_module(inner, type(target).__name__)
+        graph.notes[:0] = notes
+        return graph, None
     spec = str(target)
     if looks_like_factory_spec(spec):
         factory = load_factory(spec)
@@ -56,7 +60,9 @@ def load_target(target: str | Path | nn.Module, *, model: str | nn.Module | None
         return graph, None
     factory = None
     if isinstance(model, nn.Module):
-        module = copy.deepcopy(model)  # checkpoint values go into a copy, never the caller's model
+        # checkpoint values go into a copy, never the caller's model; the names the checkpoint
+        # has with a wrapper's prefix are matched by _match_names
+        module = copy.deepcopy(unwrap_module(model)[0])
     else:
         factory = load_factory(model)
         module = factory.module

@@ -83,20 +83,21 @@ def probe_inputs(graph: ModelGraph, options: ProbeOptions, factory: Any, batch: 
     ``batch`` rows, default ``--batch-size``). Raises ProbeInputError when none can be made."""
     import dataclasses
 
-    from initaudit.probe.inputs import batch_dim, from_object, load_inputs_file, synthesize
+    from initaudit.probe.inputs import batch_dim, cast_to_model, from_object, load_inputs_file, synthesize
 
-    if options.inputs is not None:
-        if isinstance(options.inputs, (str, Path)):
-            made = load_inputs_file(options.inputs)
-        else:
-            made = from_object(options.inputs, "file", "inputs given to audit()")
+    example = _example_inputs(factory) if options.inputs is None else None
+    if isinstance(options.inputs, (str, Path)):
+        made = load_inputs_file(options.inputs)
+    elif options.inputs is not None:
+        made = from_object(options.inputs, "file", "inputs given to audit()")
+    elif example is not None:
+        made = from_object(example, "file", "example_inputs() next to the factory")
     else:
-        example = _example_inputs(factory)
-        if example is not None:
-            made = from_object(example, "file", "example_inputs() next to the factory")
-        else:
-            made = synthesize(graph.module, graph, batch or options.batch_size, options.seed,
-                              options.input_shapes)
+        made = synthesize(graph.module, graph, batch or options.batch_size, options.seed,
+                          options.input_shapes)
+    # given inputs are float32 wherever they come from (.npy/.npz hold no bfloat16): a bf16/fp16
+    # model gets them in its own dtype, as the user's own code casts them (x.to(model.dtype))
+    made = cast_to_model(made, graph.module)
     return dataclasses.replace(made, batch_dim=batch_dim(graph.module, graph))
 
 

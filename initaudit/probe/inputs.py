@@ -307,7 +307,7 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
                 source += f"; batch {made.batch} instead of --batch-size {batch} for inputs this large"
             inputs = ProbeInputs(made.args, made.kwargs, "synthetic", source, made.unit_dim,
                                  made.convention)
-            return _cast_to_model(inputs, module)
+            return inputs
     required = _required_inputs(module)
     if len(required) != 1:
         names = ", ".join(required) or "none"
@@ -353,13 +353,21 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
     return ProbeInputs((x.to(dtype),), {}, "synthetic", f"N(0, 1) {tuple(shape)} for {label}", unit_dim)
 
 
-def _cast_to_model(inputs: ProbeInputs, module: nn.Module) -> ProbeInputs:
-    """Float inputs in the model's floating dtype (fp16/bf16 models)."""
+def cast_to_model(inputs: ProbeInputs, module: nn.Module) -> ProbeInputs:
+    """Float inputs in the model's floating dtype (fp16/bf16 models: the dtype of its first
+    floating parameter); the source says so when a given input changed dtype."""
     dtype = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
     if dtype == torch.float32:
         return inputs
+    changed = [t.dtype for t in _flatten((inputs.args, inputs.kwargs))
+               if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != dtype]
+    if not changed:
+        return inputs
     cast = lambda v: _map(v, lambda t: t.to(dtype) if t.is_floating_point() else t)  # noqa: E731
-    return replace(inputs, args=cast(inputs.args), kwargs=cast(inputs.kwargs))
+    source = inputs.source if inputs.kind == "synthetic" else (
+        f"{inputs.source}; {str(changed[0]).removeprefix('torch.')} cast to the model's "
+        f"{str(dtype).removeprefix('torch.')}")
+    return replace(inputs, args=cast(inputs.args), kwargs=cast(inputs.kwargs), source=source)
 
 
 # Layers whose inputs and outputs carry units (channels) in dimension 1, not the last one.
