@@ -28,7 +28,8 @@ def _small_by_design(graph, small_gain=lambda name: True) -> set[str]:
     right before the gain is one; so is every layer of f behind it (reached through its
     activations, norms, inner layers and attention's value path) when the gain is small
     (``small_gain``: |gamma| < 1), since it scales the gradient of all of them (CaiT's q/k/v
-    and fc1 as well as proj and fc2)."""
+    and fc1 as well as proj and fc2). Attention written out in primitive ops that no pattern
+    reads is found by :func:`_written_out_logits`."""
     if not graph.has_architecture:
         return set()
     users: dict[str, list] = {}
@@ -51,6 +52,44 @@ def _small_by_design(graph, small_gain=lambda name: True) -> set[str]:
                     small.add(node.param)
                 elif user.kind in _INSIDE_BRANCH or user.kind == "attention":
                     stack.append((user.name, direct and user.kind == "transparent"))
+    return small | _written_out_logits(graph, users)
+
+
+# Ops that multiply two signals (Q K^T written out) and ops that only move or pad elements.
+_PRODUCTS = frozenset({"einsum", "matmul", "bmm", "mm", "baddbmm"})
+_MOVES = frozenset({"as_strided", "pad", "new_ones", "new_zeros", "diagonal", "unfold", "tril", "triu"})
+
+
+def _op_word(node) -> str:
+    """The op's plain name: ``einsum`` for ``einsum``, ``aten.bmm.default`` and ``Einsum``."""
+    parts = [w for w in str(node.op or "").lower().split(".") if w and w != "aten"]
+    return parts[0] if parts else ""
+
+
+def _written_out_logits(graph, users) -> set[str]:
+    """Weights whose output, through shape-only ops and a product with another signal
+    (``einsum``/``matmul``/``bmm``), reaches a ``softmax``: query/key projections of attention
+    that no pattern reads as ``softmax(Q K^T) V`` (Longformer's sliding-window chunks: strided
+    views, padded diagonals and the global-token scores concatenated before the softmax). A
+    layer that reaches a softmax with no such product (a classifier's head) is not one."""
+    small = set()
+    for node in graph.nodes:
+        if node.kind != "layer" or not node.param:
+            continue
+        stack, seen = [(node.name, False)], {node.name}
+        while stack:
+            name, product = stack.pop()
+            for user, _ in users.get(name, []):
+                word = _op_word(user)
+                if word == "softmax" and product:
+                    small.add(node.param)
+                    stack.clear()
+                    break
+                passes = user.kind in ("transparent", "cat") or (user.kind == "mul" and not user.param) \
+                    or word in _MOVES or (word in _PRODUCTS and len(user.inputs) >= 2)
+                if passes and user.name not in seen:
+                    seen.add(user.name)
+                    stack.append((user.name, product or word in _PRODUCTS))
     return small
 
 

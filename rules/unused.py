@@ -43,7 +43,9 @@ class UnusedParameters(Rule):
     - used only in a branch on an argument of the method that uses it (``if target_mapping is
       not None``, ``if seg_mat is None: ... else: ...``): the parameter serves an input the
       probe's inputs did not give (XLNet's ``mask_emb`` for its permutation objective's query
-      stream); pass that input with ``--inputs`` to probe it.
+      stream), directly or in a helper method called only in such a branch (Longformer's
+      global query/key/value, under ``if is_global_attn``); pass that input with ``--inputs``
+      to probe it.
 
     Also info: parameters the recorded forward pass uses whose every path to the outputs ends
     in an op with zero derivative (``round``, ``floor``, ``sign``, ``argmax``: a latent quantised
@@ -155,34 +157,47 @@ def _training_guarded(cls: type, attr: str) -> str | None:
     return None
 
 
+def _self_loads(fn: ast.AST, attr: str) -> list[ast.Attribute]:
+    return [n for n in ast.walk(fn) if isinstance(n, ast.Attribute) and n.attr == attr
+            and isinstance(n.value, ast.Name) and n.value.id == "self" and isinstance(n.ctx, ast.Load)]
+
+
+def _guards(cls: type, fn: ast.AST, uses: list[ast.Attribute]) -> tuple[set[int], list[str]]:
+    """The ``uses`` inside a branch of an ``if`` on an argument of ``fn``, and those tests."""
+    args = {a.arg for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs)} - {"self", "cls"}
+    guarded: set[int] = set()
+    tests: list[str] = []
+    for branch in ast.walk(fn):
+        if not isinstance(branch, ast.If) or not {n.id for n in ast.walk(branch.test)
+                                                  if isinstance(n, ast.Name)} & args:
+            continue
+        inside = {id(n) for stmt in (*branch.body, *branch.orelse) for n in ast.walk(stmt)}
+        hit = [u for u in uses if id(u) in inside]
+        if hit:
+            guarded.update(id(u) for u in hit)
+            tests.append(f"`{ast.unparse(branch.test)}` in {cls.__name__}.{fn.name}")
+    return guarded, tests
+
+
 @functools.lru_cache(maxsize=256)
-def _argument_guarded(cls: type, attr: str) -> str | None:
+def _argument_guarded(cls: type, attr: str, depth: int = 0) -> str | None:
     """Where ``cls`` uses ``self.<attr>`` only inside branches of ``if`` statements that test
     an argument of the method (``if target_mapping is not None``; the ``else`` of ``if seg_mat
-    is None``): the parameter serves an input that may be absent. None where it is used
+    is None``), or only in a helper method of ``cls`` that is itself called only in such
+    branches (Longformer's ``_compute_global_attn_output_from_hidden``, called under ``if
+    is_global_attn``): the parameter serves an input that may be absent. None where it is used
     anywhere else (then an input does not explain its missing gradient)."""
     found = None
     for fn in _methods(cls):
-        args = {a.arg for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs)} - {"self", "cls"}
-        uses = [n for n in ast.walk(fn) if isinstance(n, ast.Attribute) and n.attr == attr
-                and isinstance(n.value, ast.Name) and n.value.id == "self" and isinstance(n.ctx, ast.Load)]
+        uses = _self_loads(fn, attr)
         if not uses:
             continue
-        guarded: set[int] = set()
-        tests: list[str] = []
-        for branch in ast.walk(fn):
-            if not isinstance(branch, ast.If):
-                continue
-            names = sorted({n.id for n in ast.walk(branch.test) if isinstance(n, ast.Name)} & args)
-            if not names:
-                continue
-            inside = {id(n) for stmt in (*branch.body, *branch.orelse) for n in ast.walk(stmt)}
-            hit = [u for u in uses if id(u) in inside]
-            if hit:
-                guarded.update(id(u) for u in hit)
-                tests.append(f"`{ast.unparse(branch.test)}` in {cls.__name__}.{fn.name}")
+        guarded, tests = _guards(cls, fn, uses)
         if len(guarded) < len(uses):
-            return None
+            helper = _argument_guarded(cls, fn.name, depth + 1) if depth < 3 and fn.name != attr else None
+            if helper is None:  # used unconditionally where its method is not itself gated
+                return None
+            tests.append(helper)
         found = found or tests[0]
     return found
 

@@ -3,7 +3,7 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 
 | model | inputs |
 |---|---|
-| transformers ``PreTrainedModel``, text | ``input_ids`` uniform on [0, vocab_size) (no ``vocab_size``: the first embedding table's rows), (batch, 16) + ``attention_mask`` of ones (+ ``token_type_ids``, a sentence pair: 0 then 1, where the forward takes them) |
+| transformers ``PreTrainedModel``, text | ``input_ids`` uniform on [0, vocab_size) (no ``vocab_size``: the first embedding table's rows), (batch, 16) + ``attention_mask`` of ones (+ ``token_type_ids``, a sentence pair: 0 then 1, where the forward takes them) (+ ``global_attention_mask`` on the first token, Longformer/LED) |
 | encoder-decoder (``config.is_encoder_decoder``) | + ``decoder_input_ids`` (batch, 16) |
 | vision (``main_input_name == "pixel_values"``) | N(0, 1) (batch, num_channels, image_size, image_size), from ``vision_config`` or a composite's ``encoder`` config where the model's own has none |
 | speech, ``input_features`` (Whisper) | N(0, 1) (batch, num_mel_bins, 2 * max_source_positions) |
@@ -100,6 +100,15 @@ def _segments(config: Any, batch: int, seq: int) -> torch.Tensor:
     return ids
 
 
+def _global_first(batch: int, seq: int) -> torch.Tensor:
+    """``global_attention_mask`` as Longformer and LED are used for classification and
+    summarisation: global attention on the first token (``<s>``/CLS), local everywhere else, so
+    the global query/key/value projections, which only globally attending tokens reach, run."""
+    mask = torch.zeros((batch, seq), dtype=torch.long)
+    mask[:, 0] = 1
+    return mask
+
+
 def _seq_len(config: Any) -> int:
     limit = getattr(config, "max_position_embeddings", None)
     return min(SEQ_LEN, limit) if isinstance(limit, int) and limit > 0 else SEQ_LEN
@@ -155,6 +164,9 @@ def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made |
         if "attention_mask" in accepts:
             kwargs["attention_mask"] = torch.ones((batch, seq), dtype=torch.long)
             names.append("attention_mask")
+        if "global_attention_mask" in accepts:
+            kwargs["global_attention_mask"] = _global_first(batch, seq)
+            names.append("global_attention_mask")
         if "token_type_ids" in accepts:
             kwargs["token_type_ids"] = _segments(tc, batch, seq)
             names.append("token_type_ids")

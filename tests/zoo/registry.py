@@ -344,6 +344,10 @@ def _entries() -> list[ZooModel]:
     # and an nn.Dropout between softmax(Q K^T) and V (tests/zoo/test_zoo_text_causes.py)
     add("convbert", tf, _hf("ConvBertConfig", "ConvBertForMaskedLM", **enc, embedding_size=32), tokens(),
         onnx=True, tags={"encoder"})
+    # fourth held-out sweep (tests/zoo/test_zoo_sweepx_causes.py): global attention gated by an
+    # input (global_attention_mask), its sliding-window scores written out in einsum/as_strided
+    add("longformer", tf, _hf("LongformerConfig", "LongformerForMaskedLM", **enc, attention_window=4,
+                              pad_token_id=1), tokens(), tags={"encoder"})
     # encoder-decoders
     add("t5", tf, _hf("T5Config", "T5ForConditionalGeneration", vocab_size=VOCAB, d_model=32, d_kv=8,
                       d_ff=64, num_layers=2, num_heads=4), seq2seq(), tags={"seq2seq"})

@@ -1,0 +1,112 @@
+"""False-alarm causes found by the fourth held-out transformers sweep (issue 8) and the text
+leftovers of the third: each with the measurement of what is really there, and a control where
+the real defect still fires."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import initaudit
+from zoo.conftest import build
+from zoo.registry import BATCH
+
+
+def _of(report, rule, layer="", severities=("error", "warning")):
+    return [f for f in report.findings if f.rule == rule and layer in f.layer and f.severity.value in severities]
+
+
+# --- Longformer: global attention is input-gated ------------------------------------------------------
+
+def _global_grads(model, inputs) -> dict[str, bool]:
+    """Whether each global projection receives a gradient from sum(logits)."""
+    model.zero_grad()
+    model(**inputs).logits.sum().backward()
+    got = {n: p.grad is not None and bool(p.grad.abs().sum() > 0) for n, p in model.named_parameters()
+           if "_global" in n and n.endswith("weight")}
+    model.zero_grad()
+    return got
+
+
+def test_longformer_global_projections_are_probed_by_the_librarys_convention():
+    model, inputs = build("longformer")
+    # measured: without global_attention_mask no token attends globally and the global
+    # projections get no gradient; with the first token global (the documented use) all do
+    assert not any(_global_grads(model, inputs).values())
+    mask = torch.zeros_like(inputs["input_ids"])
+    mask[:, 0] = 1
+    assert all(_global_grads(model, {**inputs, "global_attention_mask": mask}).values())
+    report = initaudit.audit(model)  # no inputs: by convention, the first token global
+    assert "global_attention_mask" in report.probe.to_json()["convention"]
+    assert not _of(report, "IA209", severities=("error", "warning", "info"))
+    # the sliding-window scores (einsum over strided chunks, cat with the global scores,
+    # softmax) are attention logits: the query/key gradients are small by design
+    assert not _of(report, "IA206")
+    assert not [f for f in report.findings if f.severity.value == "error"]
+
+
+def test_longformer_with_inputs_that_set_no_global_token_says_input_gated():
+    model, inputs = build("longformer")
+    report = initaudit.audit(model, inputs=inputs)
+    gated = [f for f in report.findings if f.rule == "IA209"]
+    assert gated and all(f.severity.value == "info" and "is_global_attn" in f.message for f in gated)
+    assert {f.layer.rpartition(".")[2] for f in gated} == {"query_global", "key_global", "value_global"}
+
+
+class SideInput(nn.Module):
+    """A layer only a helper method uses, the helper called under ``if extra is not None``
+    (``wired``) or never called (a forgotten wiring)."""
+
+    def __init__(self, wired: bool):
+        super().__init__()
+        self.wired = wired
+        self.fc, self.side, self.head = nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 4)
+
+    def forward(self, x, extra=None):
+        h = self.fc(x)
+        if extra is not None and self.wired:
+            h = h + self._side(extra)
+        return self.head(h)
+
+    def _side(self, extra):
+        return self.side(extra)
+
+
+class Unwired(SideInput):
+    def forward(self, x, extra=None):
+        return self.head(self.fc(x))
+
+
+def test_a_layer_used_by_a_helper_called_only_for_an_input_is_input_gated_and_an_unwired_one_warns():
+    torch.manual_seed(0)
+    x = torch.randn(8, 16)
+    gated = _of(initaudit.audit(SideInput(wired=True), inputs=x), "IA209", severities=("info",))
+    assert [f.layer for f in gated] == ["side"] and "extra is not None" in gated[0].message
+    # control: the helper exists but nothing calls it: unused, a warning
+    unwired = _of(initaudit.audit(Unwired(wired=True), inputs=x), "IA209")
+    assert [f.layer for f in unwired] == ["side"]
+
+
+class SigmoidStackThenSoftmax(nn.Module):
+    """Ten sigmoid layers at Xavier scale and a classifier whose logits go through a softmax:
+    the gradient really vanishes towards the input."""
+
+    def __init__(self, width: int = 64, depth: int = 10):
+        super().__init__()
+        self.body = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+        for m in self.body:
+            nn.init.xavier_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+        self.head = nn.Linear(width, 8)
+
+    def forward(self, x):
+        h = x
+        for m in self.body:
+            h = torch.sigmoid(m(h))
+        return torch.softmax(self.head(h), dim=-1)
+
+
+def test_layers_reaching_a_softmax_with_no_product_are_still_judged_for_depth():
+    torch.manual_seed(0)
+    report = initaudit.audit(SigmoidStackThenSoftmax().eval(), inputs=torch.randn(BATCH * 4, 64))
+    assert [f.layer for f in _of(report, "IA206")] == ["body.0.weight"]
