@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from initaudit.rules.probe_common import _probe
 
 from initaudit.branches import stopped_at
+from initaudit.routing import expert_places, routed_containers
 
 from initaudit.rule import Finding, Rule, Severity
 
@@ -47,7 +48,10 @@ class UnusedParameters(Rule):
       global query/key/value, under ``if is_global_attn``); pass that input with ``--inputs``
       to probe it.
 
-    Also info: parameters the recorded forward pass uses whose every path to the outputs ends
+    Also info: an expert of a mixture of experts that no token of the probe's batch was routed
+    to (a container of identical modules whose recorded outputs are multiplied by a router's
+    softmax/sigmoid/top-k scores: NLLB-MoE's and Switch's ``experts.expert_3``): top-k dispatch
+    is gating by the input. Also info: parameters the recorded forward pass uses whose every path to the outputs ends
     in an op with zero derivative (``round``, ``floor``, ``sign``, ``argmax``: a latent quantised
     to bytes before the decoder), a stop-gradient by design.
 
@@ -85,6 +89,7 @@ class UnusedParameters(Rule):
                 p = ctx.graph.params.get(name)
                 by_module.setdefault(p.layer if p is not None else name.rpartition(".")[0], []).append(name)
         root = ctx.graph.module
+        routers = routed_containers(ctx.graph, root) if by_module and root is not None else {}
         for module, names in by_module.items():
             count = sum(ctx.graph.params[n].numel for n in names if n in ctx.graph.params)
             listed = (f"{len(names)} parameter(s) ({count:,} values: "
@@ -95,6 +100,14 @@ class UnusedParameters(Rule):
                     module or names[0], f"{listed} used only in training mode ({where}): the probe's "
                                         "eval-mode forward pass does not reach them",
                     severity=Severity.INFO, evidence={"params": names, "values": count, "training_only": where})
+                continue
+            routed = _unrouted_expert(root, routers, names[0])
+            if routed:
+                yield self.finding(
+                    module or names[0], f"{listed} in an expert no token was routed to in the probe's "
+                                        f"batch ({routed}): which experts run depends on the tokens, so "
+                                        "not unused; routing balances in training",
+                    severity=Severity.INFO, evidence={"params": names, "values": count, "routed_by": routed})
                 continue
             gated = [input_gated(root, n) for n in names] if root is not None else [None]
             if all(gated):
@@ -120,6 +133,13 @@ class UnusedParameters(Rule):
                 evidence={"params": names, "values": count},
                 fix="call the module in forward(), or remove it (or set requires_grad_(False) if it "
                     "is meant to be frozen)")
+
+
+def _unrouted_expert(root, routers: dict[str, str], name: str) -> str | None:
+    """How the parameter's expert is routed, where it is one of a container of identical
+    experts whose outputs the recorded forward weighted by a router's scores (``routers``)."""
+    container = next((c for c, _ in expert_places(root, name) if c in routers), None) if routers else None
+    return f"{container}'s outputs weighted by the scores of {routers[container]}" if container else None
 
 
 def _mentions_training(test: ast.AST) -> bool:

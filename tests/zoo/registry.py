@@ -349,6 +349,12 @@ def _entries() -> list[ZooModel]:
     add("longformer", tf, _hf("LongformerConfig", "LongformerForMaskedLM", **enc, attention_window=4,
                               pad_token_id=1), tokens(), tags={"encoder"})
     # encoder-decoders
+    # fourth held-out sweep: top-2 routing leaves some experts with no token at init (IA209)
+    add("nllb_moe", tf, _hf("NllbMoeConfig", "NllbMoeForConditionalGeneration", vocab_size=VOCAB, d_model=32,
+                            encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                            decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                            max_position_embeddings=64, num_experts=4, expert_capacity=8,
+                            encoder_sparse_step=1, decoder_sparse_step=1), seq2seq(), tags={"seq2seq", "moe"})
     add("t5", tf, _hf("T5Config", "T5ForConditionalGeneration", vocab_size=VOCAB, d_model=32, d_kv=8,
                       d_ff=64, num_layers=2, num_heads=4), seq2seq(), tags={"seq2seq"})
     add("bart", tf, _hf("BartConfig", "BartForConditionalGeneration", vocab_size=VOCAB, d_model=32,

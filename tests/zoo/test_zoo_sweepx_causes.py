@@ -110,3 +110,67 @@ def test_layers_reaching_a_softmax_with_no_product_are_still_judged_for_depth():
     torch.manual_seed(0)
     report = initaudit.audit(SigmoidStackThenSoftmax().eval(), inputs=torch.randn(BATCH * 4, 64))
     assert [f.layer for f in _of(report, "IA206")] == ["body.0.weight"]
+
+
+# --- NLLB-MoE: an expert no token was routed to ---------------------------------------------------------
+
+class TinyMoE(nn.Module):
+    """Top-1 routing over four experts, each expert's output weighted by its router probability
+    (the dispatch loop of NLLB-MoE and Switch); ``favour`` biases the router towards experts."""
+
+    def __init__(self, favour: tuple[float, ...] = (3.0, 3.0, 3.0, -30.0)):
+        super().__init__()
+        self.router = nn.Linear(16, 4)
+        self.experts = nn.ModuleList(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 16)) for _ in range(4))
+        self.head = nn.Linear(16, 4)
+        with torch.no_grad():
+            self.router.bias.copy_(torch.tensor(favour))
+
+    def forward(self, x):
+        probs = torch.softmax(self.router(x), dim=-1)
+        top = probs.argmax(dim=-1)
+        out = torch.zeros_like(x)
+        for i, expert in enumerate(self.experts):
+            idx = (top == i).nonzero()[:, 0]
+            if idx.numel():
+                out = out.index_add(0, idx, expert(x[idx]) * probs[idx, i, None])
+        return self.head(out)
+
+
+class DenseEnsemble(TinyMoE):
+    """The same members summed with no router, the last one forgotten: a wiring bug."""
+
+    def forward(self, x):
+        return self.head(sum(e(x) for e in self.experts[:3]))
+
+
+def test_an_expert_no_token_was_routed_to_is_input_gated_and_a_forgotten_member_warns():
+    torch.manual_seed(0)
+    x = torch.randn(64, 16)
+    model = TinyMoE()
+    gated = [f for f in initaudit.audit(model, inputs=x).findings if f.rule == "IA209"]
+    assert {(f.layer, f.severity.value) for f in gated} == {("experts.3.0", "info"), ("experts.3.2", "info")}
+    assert "router" in gated[0].message
+    # measured: the expert is reached when the router's scores favour it
+    favoured = TinyMoE(favour=(0.0, 0.0, 0.0, 30.0))
+    favoured.load_state_dict({**model.state_dict(), "router.bias": torch.tensor([0.0, 0.0, 0.0, 30.0])})
+    favoured(x).sum().backward()
+    assert favoured.experts[3][0].weight.grad.abs().sum() > 0
+    # control: members summed with no router, one never called: a warning
+    dense = _of(initaudit.audit(DenseEnsemble(), inputs=x), "IA209")
+    assert [f.layer for f in dense if "experts" in f.layer] == ["experts.3.0", "experts.3.2"]
+
+
+def test_nllb_moe_unrouted_experts_are_not_unused(zoo_report):
+    model, inputs = build("nllb_moe")
+    got = []
+    hook = model.model.encoder.layers[0].ffn.experts.register_forward_pre_hook(lambda m, a: got.append(a[1]))
+    with torch.no_grad():
+        model(**inputs)
+    hook.remove()
+    per_expert = got[0].sum(0)
+    assert (per_expert == 0).any() and (per_expert > 0).sum() >= 2  # measured: routing skips some at init
+    for form in ("module", "safetensors-model"):
+        report = zoo_report("nllb_moe", form)
+        assert not _of(report, "IA209"), form
+        assert not [f for f in report.findings if f.severity.value == "error"], form
