@@ -328,6 +328,13 @@ def _entries() -> list[ZooModel]:
                              shared_expert_intermediate_size=64), tokens(), tags={"decoder", "moe"})
     add("mamba", tf, _hf("MambaConfig", "MambaForCausalLM", vocab_size=VOCAB, hidden_size=32, state_size=8,
                          num_hidden_layers=2, expand=2, conv_kernel=4), tokens(), tags={"decoder", "ssm"})
+    # fourth held-out sweep: in_proj cut into z / xBC / dt slices, softplus on dt only (IA104)
+    add("zamba2", tf, _hf("Zamba2Config", "Zamba2ForCausalLM", vocab_size=VOCAB, hidden_size=32,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                          attention_head_dim=8, mamba_d_state=8, mamba_headdim=8, n_mamba_heads=8,
+                          mamba_ngroups=1, intermediate_size=64, hybrid_layer_ids=[1],
+                          layers_block_type=["mamba", "hybrid"], use_mem_eff_path=False, chunk_size=8,
+                          max_position_embeddings=64), tokens(), tags={"decoder", "ssm"})
     # encoders
     enc = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                intermediate_size=64, max_position_embeddings=64)

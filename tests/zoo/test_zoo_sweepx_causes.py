@@ -174,3 +174,69 @@ def test_nllb_moe_unrouted_experts_are_not_unused(zoo_report):
         report = zoo_report("nllb_moe", form)
         assert not _of(report, "IA209"), form
         assert not [f for f in report.findings if f.severity.value == "error"], form
+
+
+# --- Zamba2: a fused projection whose slices feed different functions ---------------------------------
+
+def _spreads(model, inputs, names: list[str]) -> dict[str, float]:
+    out = {}
+
+    def keep(name):
+        def hook(m, args, kwargs, o):
+            x = args[0] if args else kwargs.get("hidden_states")
+            out.setdefault(name, ((o[0] if isinstance(o, tuple) else o).std().item(), x.std().item()))
+        return hook
+
+    hooks = [model.get_submodule(n).register_forward_hook(keep(n), with_kwargs=True) for n in names]
+    try:
+        with torch.no_grad():
+            model(**inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+def test_zamba2_in_proj_slices_have_no_single_activation(zoo_report):
+    model, inputs = build("zamba2")
+    mamba = model.model.layers[0].mamba
+    rows = mamba.in_proj.out_features
+    # z (gate of the norm), x/B/C (the conv) and dt (softplus, one row per head): softplus
+    # follows n_heads of the rows only
+    assert mamba.num_heads < rows / 10
+    # measured: the mixer is a residual branch that starts small at the family's 0.02 (every
+    # Zamba2 linear), while the residual stream carries the signal through the layer
+    got = _spreads(model, inputs, ["model.layers.0.input_layernorm", "model.layers.0.mamba", "model.layers.0"])
+    normed, _ = got["model.layers.0.input_layernorm"]
+    branch, _ = got["model.layers.0.mamba"]
+    out, into = got["model.layers.0"]
+    assert branch / normed < 0.01 and 0.8 < out / into < 1.25
+    for form in ("module", "safetensors-model"):
+        report = zoo_report("zamba2", form)
+        assert not _of(report, "IA104", "in_proj"), form
+        row = next(r for r in report.layers if r["param"] == "model.layers.0.mamba.in_proj.weight")
+        assert row["activation"] is None
+
+
+class SplitTanhStack(nn.Module):
+    """Three layers at N(0, 0.02), each output cut in two halves that both go through tanh:
+    one function on every row, a real shrink."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.ModuleList(nn.Linear(64, 128) for _ in range(3))
+        self.head = nn.Linear(64, 4)
+        for m in self.fc:
+            nn.init.normal_(m.weight, std=0.02)
+
+    def forward(self, x):
+        for m in self.fc:
+            a, b = m(x).chunk(2, dim=-1)
+            x = torch.tanh(a) + torch.tanh(b)
+        return self.head(x)
+
+
+def test_a_split_output_with_one_activation_on_every_slice_is_still_judged():
+    torch.manual_seed(0)
+    report = initaudit.audit(SplitTanhStack().eval(), inputs=torch.randn(16, 64))
+    assert {"fc.0.weight", "fc.1.weight"} <= {f.layer for f in _of(report, "IA104")}
