@@ -51,7 +51,10 @@ class UnusedParameters(Rule):
     Also info: an expert of a mixture of experts that no token of the probe's batch was routed
     to (a container of identical modules whose recorded outputs are multiplied by a router's
     softmax/sigmoid/top-k scores: NLLB-MoE's and Switch's ``experts.expert_3``): top-k dispatch
-    is gating by the input. Also info: parameters the recorded forward pass uses whose every path to the outputs ends
+    is gating by the input. Also info: a module called only by a public method other than
+    ``forward`` (ESM's ``contact_head``, called by ``predict_contacts``): another entry point,
+    trained through its own loss; one only a private helper calls, or only returned by a
+    method, stays a warning. Also info: parameters the recorded forward pass uses whose every path to the outputs ends
     in an op with zero derivative (``round``, ``floor``, ``sign``, ``argmax``: a latent quantised
     to bytes before the decoder), a stop-gradient by design.
 
@@ -117,6 +120,14 @@ class UnusedParameters(Rule):
                                         f"give ({'; '.join(branches[:3])}): not exercised by the probe's "
                                         "inputs, not unused; pass that input with --inputs to probe them",
                     severity=Severity.INFO, evidence={"params": names, "values": count, "input_gated": branches})
+                continue
+            entry = [other_entry_point(root, n) for n in names] if root is not None else [None]
+            if all(entry):
+                yield self.finding(
+                    module or names[0], f"{listed} called only by {entry[0]}, an entry point other than "
+                                        "forward(): the probe runs forward, so it does not reach them; "
+                                        "train them through that method's own loss",
+                    severity=Severity.INFO, evidence={"params": names, "values": count, "entry_point": entry[0]})
                 continue
             stops = stopped_at(ctx.graph, names) if ctx.graph.nodes else []
             if stops:  # used, but behind an op with no derivative: trained through another loss, by design
@@ -220,6 +231,35 @@ def _argument_guarded(cls: type, attr: str, depth: int = 0) -> str | None:
             tests.append(helper)
         found = found or tests[0]
     return found
+
+
+def _called(fn: ast.AST, attr: str) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == attr
+               and isinstance(n.func.value, ast.Name) and n.func.value.id == "self" for n in ast.walk(fn))
+
+
+@functools.lru_cache(maxsize=256)
+def _entry_point(cls: type, attr: str) -> str | None:
+    """The public method of ``cls`` other than ``forward`` that calls ``self.<attr>(...)``, where
+    ``forward`` and the private helpers never use it (ESM's ``predict_contacts`` calling its
+    ``contact_head``): a second entry point of the model, not a forgotten layer."""
+    found = None
+    for fn in _methods(cls):
+        if not _self_loads(fn, attr):
+            continue
+        if fn.name == "forward" or fn.name.startswith("_") or not _called(fn, attr):
+            return None
+        found = found or f"{cls.__name__}.{fn.name}"
+    return found
+
+
+def other_entry_point(root, path: str) -> str | None:
+    """Where the module at ``path`` is called only from another public method of its owner."""
+    for mod, attr, upto in _owners(root, path):
+        found = _entry_point(type(mod), attr)
+        if found:
+            return found
+    return None
 
 
 def _owners(root, path: str):

@@ -240,3 +240,50 @@ def test_a_split_output_with_one_activation_on_every_slice_is_still_judged():
     torch.manual_seed(0)
     report = initaudit.audit(SplitTanhStack().eval(), inputs=torch.randn(16, 64))
     assert {"fc.0.weight", "fc.1.weight"} <= {f.layer for f in _of(report, "IA104")}
+
+
+# --- ESM: a head called by another entry point ------------------------------------------------------------
+
+class TwoEntries(SideInput):
+    """``side`` called by a public method other than forward (``score``)."""
+
+    def forward(self, x, extra=None):
+        return self.head(self.fc(x))
+
+    def score(self, x):
+        return self.side(x)
+
+
+class ReturnedOnly(SideInput):
+    """``side`` only returned by a public method, never called: a forgotten layer."""
+
+    def forward(self, x, extra=None):
+        return self.head(self.fc(x))
+
+    def get_side(self):
+        return self.side
+
+
+def test_a_layer_called_only_by_another_public_method_is_info_and_a_returned_one_warns():
+    torch.manual_seed(0)
+    x = torch.randn(8, 16)
+    called = [f for f in initaudit.audit(TwoEntries(wired=True), inputs=x).findings if f.rule == "IA209"]
+    assert [(f.layer, f.severity.value) for f in called] == [("side", "info")]
+    assert "TwoEntries.score" in called[0].message
+    returned = _of(initaudit.audit(ReturnedOnly(wired=True), inputs=x), "IA209")
+    assert [f.layer for f in returned] == ["side"]
+
+
+def test_esm_contact_head_is_another_entry_point():
+    model, inputs = build("esm")
+    # measured: forward's masked-LM logits never reach the contact head; predict_contacts does
+    model.zero_grad()
+    model(**inputs).logits.sum().backward()
+    head = model.esm.contact_head.regression.weight
+    assert head.grad is None
+    model.esm.predict_contacts(inputs["input_ids"], inputs["attention_mask"]).sum().backward()
+    assert head.grad is not None and head.grad.abs().sum() > 0
+    model.zero_grad()
+    report = initaudit.audit(model)
+    assert not _of(report, "IA209")
+    assert [f.severity.value for f in report.findings if f.rule == "IA209"] == ["info"]
