@@ -11,6 +11,7 @@ from initaudit.rules.depth import depth_severity
 from initaudit.rules.weights import ConstantWeights, _init_fix
 
 from initaudit.graph import OpKind, Param, ParamRole
+from initaudit.learned_inputs import learned_zero_inputs, reads_no_data
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 
@@ -416,7 +417,11 @@ class IdenticalActivations(Rule):
       time, so units * 2^-n units read only zeros by chance (a 1x1 depthwise branch on a 1x1
       map: n = 4 at 4 samples, 16 of 256 units). Where no more units copy than about 4x that
       count, the probe's input cannot tell them apart: info, with n (a larger batch or the
-      model's own input size can). A dead input that starves every unit stays an error.
+      model's own input size can). A dead input that starves every unit stays an error;
+    - no gradient, every unit constant over the batch, and the layer reads no data (every path
+      back from it ends at parameters, not at an input) while an all-zero parameter no layer
+      applies gets a gradient (BLIP-2's zero ``query_tokens``, read by its Q-Former): the first
+      update moves those tokens and unblocks the layer, info naming them.
 
     Why it matters
     --------------
@@ -490,6 +495,13 @@ class IdenticalActivations(Rule):
                                    "gradients (the zero layers after them, or their layer's own gain: "
                                    "skip-init) holds them: the first update unblocks them",
                     evidence=evidence, fix=None, severity=Severity.INFO)
+            elif g.group_zero_rows == g.group_rows and s.constant_units == s.units \
+                    and (tokens := _learned_zero_input(ctx, probe, s)):
+                yield self.finding(
+                    s.name, head + f"; they read a learned constant, not the data (all-zero {tokens[0]}, "
+                                   "which gets a gradient): their weights get no gradient only while it "
+                                   "is zero, and the first update moves it and unblocks them",
+                    evidence={**evidence, "learned_inputs": tokens}, fix=None, severity=Severity.INFO)
             elif g.group_zero_rows == g.group_rows and (reads := _too_few_reads(ctx, s, p)):
                 yield self.finding(
                     s.name, head + f"; their weights receive no gradient, but are not copies: the "
@@ -515,6 +527,14 @@ class IdenticalActivations(Rule):
                             + (f" ({legit})" if legit else ""),
                     evidence=evidence, fix=None if legit else fix,
                     severity=Severity.INFO if legit else Severity.WARNING)
+
+
+def _learned_zero_input(ctx, probe, site) -> list[str]:
+    """The all-zero learned inputs that get a gradient, where the site's layer reads no data."""
+    node = next((n for n in ctx.graph.nodes if n.kind == "layer" and n.param == site.param), None)
+    if node is None or not reads_no_data(ctx.graph, node.name):
+        return []
+    return learned_zero_inputs(ctx.graph, probe.grads, lambda n: ctx.analysis(n).stats.all_zero)
 
 
 def _chance(site, reads: int) -> float:

@@ -287,3 +287,70 @@ def test_esm_contact_head_is_another_entry_point():
     report = initaudit.audit(model)
     assert not _of(report, "IA209")
     assert [f.severity.value for f in report.findings if f.rule == "IA209"] == ["info"]
+
+
+# --- BLIP-2: a Q-Former reading zero learned query tokens ------------------------------------------------
+
+class LearnedQueries(nn.Module):
+    """Learned query tokens (zero, as transformers initialises BLIP-2's), normed, projected,
+    pooled and added to an encoding of the data; ``learn=False`` freezes the tokens."""
+
+    def __init__(self, learn: bool = True):
+        super().__init__()
+        self.queries = nn.Parameter(torch.zeros(1, 4, 16), requires_grad=learn)
+        self.norm, self.q = nn.LayerNorm(16), nn.Linear(16, 16)
+        self.enc, self.head = nn.Linear(16, 16), nn.Linear(16, 4)
+        nn.init.zeros_(self.q.bias)  # transformers' zero biases
+
+    def forward(self, x):
+        h = self.q(self.norm(self.queries.expand(x.shape[0], -1, -1)))
+        return self.head(torch.tanh(h.mean(1) + self.enc(x)))
+
+
+def _first_step_unblocks(model, x, layer: nn.Linear) -> tuple[bool, bool]:
+    """(no gradient at init, a gradient after one Adam step) for ``layer``'s weight."""
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model(x).sum().backward()
+    before = layer.weight.grad is None or not bool(layer.weight.grad.abs().sum() > 0)
+    opt.step()
+    opt.zero_grad()
+    model(x).sum().backward()
+    return before, bool(layer.weight.grad.abs().sum() > 0)
+
+
+def test_units_reading_zero_learned_tokens_are_unblocked_by_the_first_step_and_frozen_ones_stay_errors():
+    torch.manual_seed(0)
+    x = torch.randn(8, 16)
+    report = initaudit.audit(LearnedQueries(), inputs=x)
+    found = [(f.layer, f.severity.value) for f in report.findings if f.rule == "IA208"]
+    assert found == [("q", "info")]
+    model = LearnedQueries()
+    assert _first_step_unblocks(model, x, model.q) == (True, True)  # measured
+    # control: frozen zero tokens never move, the copies stay copies: an error
+    frozen = initaudit.audit(LearnedQueries(learn=False), inputs=x)
+    assert [(f.layer, f.severity.value) for f in frozen.findings if f.rule == "IA208"] == [("q", "error")]
+
+
+def _blip2():
+    import transformers
+
+    vis = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+               intermediate_size=64)
+    config = transformers.Blip2Config(
+        vision_config=vis, qformer_config=dict(vocab_size=96, hidden_size=32, num_hidden_layers=2,
+                                               num_attention_heads=4, intermediate_size=64,
+                                               encoder_hidden_size=32, max_position_embeddings=64),
+        text_config=dict(model_type="opt", vocab_size=96, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                         num_attention_heads=4, word_embed_proj_dim=32, max_position_embeddings=64),
+        num_query_tokens=4, image_token_id=95)
+    torch.manual_seed(0)
+    return transformers.Blip2Model(config).eval()
+
+
+def test_blip2_qformer_first_layer_is_unblocked_by_its_query_tokens():
+    model = _blip2()
+    assert not model.query_tokens.detach().abs().sum()  # zero-initialised by the library
+    report = initaudit.audit(model)  # inputs by convention
+    assert not [f for f in report.findings if f.severity.value == "error"]
+    infos = [f for f in report.findings if f.rule == "IA208"]
+    assert infos and all(f.severity.value == "info" and "query_tokens" in f.message for f in infos)
