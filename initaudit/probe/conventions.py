@@ -9,6 +9,8 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 | speech, ``input_features`` (Whisper) | N(0, 1) (batch, num_mel_bins, 2 * max_source_positions) |
 | speech, ``input_features`` with ``input_feat_per_channel`` (Speech2Text) | N(0, 1) (batch, 64 frames, input_feat_per_channel * input_channels) |
 | speech, ``input_values`` (Wav2Vec2, HuBERT) | N(0, 1) (batch, samples) with samples giving 16 frames after the conv feature extractor |
+| audio codec, ``input_values`` with ``audio_channels`` (EnCodec) | N(0, 1) (batch, audio_channels, 16 * prod(upsampling_ratios)) |
+| Perceiver text (``main_input_name == "inputs"``, a ``vocab_size``) | token ids under ``inputs`` + ``attention_mask`` |
 | text + vision (CLIP-style, ``text_config`` and ``vision_config``) | ``input_ids`` and ``pixel_values`` from each sub-config |
 | timm (``pretrained_cfg`` / ``default_cfg``) | N(0, 1) (batch, *input_size), the patch embedding's ``img_size`` where the model was built for another |
 | torchvision classifiers | N(0, 1) (batch, 3, 224, 224); Inception v3 299 x 299 |
@@ -149,8 +151,13 @@ def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made |
         names.append("input_features")
     elif main == "input_values":
         batch = min(batch, BIG_INPUT_BATCH)
-        kwargs["input_values"] = torch.randn((batch, _samples_for_frames(config, SEQ_LEN)), generator=gen)
+        kwargs["input_values"] = torch.randn((batch, *_waveform(config)), generator=gen)
         names.append("input_values")
+    if main == "inputs" and isinstance(getattr(config, "vocab_size", None), int):
+        main = "input_ids"  # Perceiver's text models: token ids under ``inputs``
+        key = "inputs"
+    else:
+        key = "input_ids"
     if main == "input_ids" or (text_cfg is not None and "input_ids" in accepts):
         tc = text_cfg if text_cfg is not None else config
         vocab = getattr(tc, "vocab_size", None)
@@ -159,8 +166,8 @@ def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made |
         if vocab is None:
             return None
         seq = _seq_len(tc)
-        kwargs["input_ids"] = _ids(gen, vocab, batch, seq)
-        names.append("input_ids")
+        kwargs[key] = _ids(gen, vocab, batch, seq)
+        names.append(key)
         if "attention_mask" in accepts:
             kwargs["attention_mask"] = torch.ones((batch, seq), dtype=torch.long)
             names.append("attention_mask")
@@ -193,6 +200,16 @@ def _first_table_rows(module: nn.Module) -> int | None:
     (CANINE reads Unicode code points into hashed tables): ids below it index every table."""
     table = next((m for m in module.modules() if isinstance(m, nn.Embedding)), None)
     return int(table.num_embeddings) if table is not None else None
+
+
+def _waveform(config: Any) -> tuple[int, ...]:
+    """(samples,) of raw audio for 16 frames, or (channels, samples) for a codec that takes
+    channels (EnCodec's ``audio_channels``; its frames are ``prod(upsampling_ratios)`` samples)."""
+    channels, ratios = getattr(config, "audio_channels", None), getattr(config, "upsampling_ratios", None)
+    if isinstance(channels, int) and channels > 0:
+        hop = math.prod(int(r) for r in ratios) if ratios else 320
+        return channels, SEQ_LEN * hop
+    return (_samples_for_frames(config, SEQ_LEN),)
 
 
 def _samples_for_frames(config: Any, frames: int) -> int:

@@ -354,3 +354,32 @@ def test_blip2_qformer_first_layer_is_unblocked_by_its_query_tokens():
     assert not [f for f in report.findings if f.severity.value == "error"]
     infos = [f for f in report.findings if f.rule == "IA208"]
     assert infos and all(f.severity.value == "info" and "query_tokens" in f.message for f in infos)
+
+
+# --- probe inputs by convention: an audio codec, Perceiver's text models ---------------------------------
+
+def _build(config_cls: str, model_cls: str, **kw) -> nn.Module:
+    import transformers
+
+    torch.manual_seed(0)
+    return getattr(transformers, model_cls)(getattr(transformers, config_cls)(**kw)).eval()
+
+
+def test_encodec_is_probed_with_a_waveform_of_its_channels():
+    model = _build("EncodecConfig", "EncodecModel", hidden_size=32, num_filters=8, num_residual_layers=1,
+                   upsampling_ratios=[4, 2], codebook_size=64, codebook_dim=32, audio_channels=1,
+                   sampling_rate=8000, target_bandwidths=[12.0])
+    report = initaudit.audit(model)
+    probe = report.probe.to_json()
+    assert probe["ran"], probe["skipped_reason"]
+    assert probe["input_shapes"][0][1:] == [1, 16 * 8]  # (batch, audio_channels, 16 frames of 8 samples)
+    assert not [f for f in report.findings if f.severity.value == "error"]
+
+
+def test_perceiver_text_model_is_probed_with_token_ids_under_inputs():
+    model = _build("PerceiverConfig", "PerceiverForMaskedLM", vocab_size=96, d_latents=32, num_latents=8,
+                   d_model=32, num_blocks=1, num_self_attends_per_block=2, num_self_attention_heads=4,
+                   num_cross_attention_heads=4, max_position_embeddings=64)
+    probe = initaudit.audit(model).probe.to_json()
+    assert probe["ran"], probe["skipped_reason"]
+    assert probe["convention"].startswith("transformers: inputs")
