@@ -5,9 +5,12 @@ to in one probe batch is input-gated, not unused."""
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from initaudit.graph import ModelGraph
+
+if TYPE_CHECKING:  # commands that touch no model never import torch
+    from torch import nn
 
 # Ops that turn router logits into routing weights.
 _SCORES = frozenset({"softmax", "sigmoid", "topk", "log_softmax"})
