@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from initaudit.slices import split_functions
+
 if TYPE_CHECKING:  # torch loads only when a model does: `initaudit --version` stays fast
     import torch
 
@@ -80,6 +82,9 @@ class Param:
     # The op that follows when it is one nobody models (a custom ONNX domain's op, an unknown
     # function): the activation is then unknown, not "none".
     follows_unknown: str | None = None
+    # What the slices of its output feed when they feed different functions (an activation on
+    # some rows only: Mamba-2's in_proj, initaudit.slices): the activation is then unknown.
+    split_functions: tuple[str, ...] = ()
     normalized_after: bool = False
     residual_end: bool = False
     is_output: bool = False
@@ -384,7 +389,8 @@ def annotate(graph: ModelGraph, source: str) -> None:
             continue
         direct = _following(node.name, users, _SHAPE_ONLY)
         beyond_act = _following(node.name, users, _SHAPE_OR_ACT)
-        acts = [n.activation for n in direct if n.kind == "act" and n.activation]
+        split = split_functions(node.name, users, lambda n: _following(n, users, _SHAPE_ONLY))
+        acts = [n.activation for n in direct if n.kind == "act" and n.activation] if not split else []
         unknown = [n.op or n.name for n in direct if n.kind == "unknown"]
         for name in targets:
             p = graph.params.get(name)
@@ -393,6 +399,7 @@ def annotate(graph: ModelGraph, source: str) -> None:
             if acts and p.activation is None:
                 p.activation, p.activation_source = acts[0], source
             p.follows_unknown = unknown[0] if unknown and p.activation is None else None
+            p.split_functions = split
             p.normalized_after = bool(beyond_act) and all(n.kind == "norm" for n in beyond_act)
             p.residual_end = any(n.kind == "add" for n in _behind_gains(direct, users, gated))
             p.is_output = node.kind == "layer" and not feeds_layer[node.name] and bool(users.get(node.name))

@@ -320,7 +320,8 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
         return ScaleAssessment(None, ["zeros" if stats.max == 0 else "constant"], None, None)
     act = param.activation if has_architecture or param.activation_source else None
     # no architecture, or an op nobody models follows: the activation is unknown, not "none"
-    unknown_act = act is None and (not has_architecture or bool(getattr(param, "follows_unknown", None)))
+    unknown_act = act is None and (not has_architecture or bool(getattr(param, "follows_unknown", None))
+                                   or bool(getattr(param, "split_functions", ())))
     matches = identify(param, stats, orthogonal, act, distribution=distribution)
     # GPT-2 scales residual output projections by 1/sqrt(2 * n_layer) (up to 128 layers)
     if (param.residual_end or unknown_act) and 0.02 / math.sqrt(256) <= stats.std < 0.02 / 1.15 \

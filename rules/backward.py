@@ -11,6 +11,7 @@ from initaudit.rules.depth import depth_severity
 from initaudit.rules.weights import ConstantWeights, _init_fix
 
 from initaudit.graph import OpKind, Param, ParamRole
+from initaudit.learned_inputs import learned_zero_inputs, reads_no_data
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 
@@ -28,7 +29,8 @@ def _small_by_design(graph, small_gain=lambda name: True) -> set[str]:
     right before the gain is one; so is every layer of f behind it (reached through its
     activations, norms, inner layers and attention's value path) when the gain is small
     (``small_gain``: |gamma| < 1), since it scales the gradient of all of them (CaiT's q/k/v
-    and fc1 as well as proj and fc2)."""
+    and fc1 as well as proj and fc2). Attention written out in primitive ops that no pattern
+    reads is found by :func:`_written_out_logits`."""
     if not graph.has_architecture:
         return set()
     users: dict[str, list] = {}
@@ -51,6 +53,44 @@ def _small_by_design(graph, small_gain=lambda name: True) -> set[str]:
                     small.add(node.param)
                 elif user.kind in _INSIDE_BRANCH or user.kind == "attention":
                     stack.append((user.name, direct and user.kind == "transparent"))
+    return small | _written_out_logits(graph, users)
+
+
+# Ops that multiply two signals (Q K^T written out) and ops that only move or pad elements.
+_PRODUCTS = frozenset({"einsum", "matmul", "bmm", "mm", "baddbmm"})
+_MOVES = frozenset({"as_strided", "pad", "new_ones", "new_zeros", "diagonal", "unfold", "tril", "triu"})
+
+
+def _op_word(node) -> str:
+    """The op's plain name: ``einsum`` for ``einsum``, ``aten.bmm.default`` and ``Einsum``."""
+    parts = [w for w in str(node.op or "").lower().split(".") if w and w != "aten"]
+    return parts[0] if parts else ""
+
+
+def _written_out_logits(graph, users) -> set[str]:
+    """Weights whose output, through shape-only ops and a product with another signal
+    (``einsum``/``matmul``/``bmm``), reaches a ``softmax``: query/key projections of attention
+    that no pattern reads as ``softmax(Q K^T) V`` (Longformer's sliding-window chunks: strided
+    views, padded diagonals and the global-token scores concatenated before the softmax). A
+    layer that reaches a softmax with no such product (a classifier's head) is not one."""
+    small = set()
+    for node in graph.nodes:
+        if node.kind != "layer" or not node.param:
+            continue
+        stack, seen = [(node.name, False)], {node.name}
+        while stack:
+            name, product = stack.pop()
+            for user, _ in users.get(name, []):
+                word = _op_word(user)
+                if word == "softmax" and product:
+                    small.add(node.param)
+                    stack.clear()
+                    break
+                passes = user.kind in ("transparent", "cat") or (user.kind == "mul" and not user.param) \
+                    or word in _MOVES or (word in _PRODUCTS and len(user.inputs) >= 2)
+                if passes and user.name not in seen:
+                    seen.add(user.name)
+                    stack.append((user.name, product or word in _PRODUCTS))
     return small
 
 
@@ -377,7 +417,11 @@ class IdenticalActivations(Rule):
       time, so units * 2^-n units read only zeros by chance (a 1x1 depthwise branch on a 1x1
       map: n = 4 at 4 samples, 16 of 256 units). Where no more units copy than about 4x that
       count, the probe's input cannot tell them apart: info, with n (a larger batch or the
-      model's own input size can). A dead input that starves every unit stays an error.
+      model's own input size can). A dead input that starves every unit stays an error;
+    - no gradient, every unit constant over the batch, and the layer reads no data (every path
+      back from it ends at parameters, not at an input) while an all-zero parameter no layer
+      applies gets a gradient (BLIP-2's zero ``query_tokens``, read by its Q-Former): the first
+      update moves those tokens and unblocks the layer, info naming them.
 
     Why it matters
     --------------
@@ -451,6 +495,13 @@ class IdenticalActivations(Rule):
                                    "gradients (the zero layers after them, or their layer's own gain: "
                                    "skip-init) holds them: the first update unblocks them",
                     evidence=evidence, fix=None, severity=Severity.INFO)
+            elif g.group_zero_rows == g.group_rows and s.constant_units == s.units \
+                    and (tokens := _learned_zero_input(ctx, probe, s)):
+                yield self.finding(
+                    s.name, head + f"; they read a learned constant, not the data (all-zero {tokens[0]}, "
+                                   "which gets a gradient): their weights get no gradient only while it "
+                                   "is zero, and the first update moves it and unblocks them",
+                    evidence={**evidence, "learned_inputs": tokens}, fix=None, severity=Severity.INFO)
             elif g.group_zero_rows == g.group_rows and (reads := _too_few_reads(ctx, s, p)):
                 yield self.finding(
                     s.name, head + f"; their weights receive no gradient, but are not copies: the "
@@ -476,6 +527,14 @@ class IdenticalActivations(Rule):
                             + (f" ({legit})" if legit else ""),
                     evidence=evidence, fix=None if legit else fix,
                     severity=Severity.INFO if legit else Severity.WARNING)
+
+
+def _learned_zero_input(ctx, probe, site) -> list[str]:
+    """The all-zero learned inputs that get a gradient, where the site's layer reads no data."""
+    node = next((n for n in ctx.graph.nodes if n.kind == "layer" and n.param == site.param), None)
+    if node is None or not reads_no_data(ctx.graph, node.name):
+        return []
+    return learned_zero_inputs(ctx.graph, probe.grads, lambda n: ctx.analysis(n).stats.all_zero)
 
 
 def _chance(site, reads: int) -> float:

@@ -292,7 +292,8 @@ class InitScale(Rule):
                 return
             ref = min(stds) if std < lo else max(stds)
             unknown = f"activation unknown: {p.follows_unknown} follows, an op initaudit does not model" \
-                if p.follows_unknown else "activation unknown"
+                if p.follows_unknown else "activation unknown: slices of its output feed " \
+                f"{', '.join(p.split_functions)}" if p.split_functions else "activation unknown"
             small_head = p.is_output and std < lo  # only scales the initial logits, as a zero head does
             yield self.finding(
                 p.name, f"{label}std {fmt(std)} is {fmt(std / ref)}x the nearest known scheme's std "

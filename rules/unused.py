@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from initaudit.rules.probe_common import _probe
 
 from initaudit.branches import stopped_at
+from initaudit.routing import expert_places, routed_containers
 
 from initaudit.rule import Finding, Rule, Severity
 
@@ -43,9 +44,17 @@ class UnusedParameters(Rule):
     - used only in a branch on an argument of the method that uses it (``if target_mapping is
       not None``, ``if seg_mat is None: ... else: ...``): the parameter serves an input the
       probe's inputs did not give (XLNet's ``mask_emb`` for its permutation objective's query
-      stream); pass that input with ``--inputs`` to probe it.
+      stream), directly or in a helper method called only in such a branch (Longformer's
+      global query/key/value, under ``if is_global_attn``); pass that input with ``--inputs``
+      to probe it.
 
-    Also info: parameters the recorded forward pass uses whose every path to the outputs ends
+    Also info: an expert of a mixture of experts that no token of the probe's batch was routed
+    to (a container of identical modules whose recorded outputs are multiplied by a router's
+    softmax/sigmoid/top-k scores: NLLB-MoE's and Switch's ``experts.expert_3``): top-k dispatch
+    is gating by the input. Also info: a module called only by a public method other than
+    ``forward`` (ESM's ``contact_head``, called by ``predict_contacts``): another entry point,
+    trained through its own loss; one only a private helper calls, or only returned by a
+    method, stays a warning. Also info: parameters the recorded forward pass uses whose every path to the outputs ends
     in an op with zero derivative (``round``, ``floor``, ``sign``, ``argmax``: a latent quantised
     to bytes before the decoder), a stop-gradient by design.
 
@@ -83,6 +92,7 @@ class UnusedParameters(Rule):
                 p = ctx.graph.params.get(name)
                 by_module.setdefault(p.layer if p is not None else name.rpartition(".")[0], []).append(name)
         root = ctx.graph.module
+        routers = routed_containers(ctx.graph, root) if by_module and root is not None else {}
         for module, names in by_module.items():
             count = sum(ctx.graph.params[n].numel for n in names if n in ctx.graph.params)
             listed = (f"{len(names)} parameter(s) ({count:,} values: "
@@ -94,6 +104,14 @@ class UnusedParameters(Rule):
                                         "eval-mode forward pass does not reach them",
                     severity=Severity.INFO, evidence={"params": names, "values": count, "training_only": where})
                 continue
+            routed = _unrouted_expert(root, routers, names[0])
+            if routed:
+                yield self.finding(
+                    module or names[0], f"{listed} in an expert no token was routed to in the probe's "
+                                        f"batch ({routed}): which experts run depends on the tokens, so "
+                                        "not unused; routing balances in training",
+                    severity=Severity.INFO, evidence={"params": names, "values": count, "routed_by": routed})
+                continue
             gated = [input_gated(root, n) for n in names] if root is not None else [None]
             if all(gated):
                 branches = sorted(set(gated))
@@ -102,6 +120,14 @@ class UnusedParameters(Rule):
                                         f"give ({'; '.join(branches[:3])}): not exercised by the probe's "
                                         "inputs, not unused; pass that input with --inputs to probe them",
                     severity=Severity.INFO, evidence={"params": names, "values": count, "input_gated": branches})
+                continue
+            entry = [other_entry_point(root, n) for n in names] if root is not None else [None]
+            if all(entry):
+                yield self.finding(
+                    module or names[0], f"{listed} called only by {entry[0]}, an entry point other than "
+                                        "forward(): the probe runs forward, so it does not reach them; "
+                                        "train them through that method's own loss",
+                    severity=Severity.INFO, evidence={"params": names, "values": count, "entry_point": entry[0]})
                 continue
             stops = stopped_at(ctx.graph, names) if ctx.graph.nodes else []
             if stops:  # used, but behind an op with no derivative: trained through another loss, by design
@@ -118,6 +144,13 @@ class UnusedParameters(Rule):
                 evidence={"params": names, "values": count},
                 fix="call the module in forward(), or remove it (or set requires_grad_(False) if it "
                     "is meant to be frozen)")
+
+
+def _unrouted_expert(root, routers: dict[str, str], name: str) -> str | None:
+    """How the parameter's expert is routed, where it is one of a container of identical
+    experts whose outputs the recorded forward weighted by a router's scores (``routers``)."""
+    container = next((c for c, _ in expert_places(root, name) if c in routers), None) if routers else None
+    return f"{container}'s outputs weighted by the scores of {routers[container]}" if container else None
 
 
 def _mentions_training(test: ast.AST) -> bool:
@@ -155,36 +188,78 @@ def _training_guarded(cls: type, attr: str) -> str | None:
     return None
 
 
+def _self_loads(fn: ast.AST, attr: str) -> list[ast.Attribute]:
+    return [n for n in ast.walk(fn) if isinstance(n, ast.Attribute) and n.attr == attr
+            and isinstance(n.value, ast.Name) and n.value.id == "self" and isinstance(n.ctx, ast.Load)]
+
+
+def _guards(cls: type, fn: ast.AST, uses: list[ast.Attribute]) -> tuple[set[int], list[str]]:
+    """The ``uses`` inside a branch of an ``if`` on an argument of ``fn``, and those tests."""
+    args = {a.arg for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs)} - {"self", "cls"}
+    guarded: set[int] = set()
+    tests: list[str] = []
+    for branch in ast.walk(fn):
+        if not isinstance(branch, ast.If) or not {n.id for n in ast.walk(branch.test)
+                                                  if isinstance(n, ast.Name)} & args:
+            continue
+        inside = {id(n) for stmt in (*branch.body, *branch.orelse) for n in ast.walk(stmt)}
+        hit = [u for u in uses if id(u) in inside]
+        if hit:
+            guarded.update(id(u) for u in hit)
+            tests.append(f"`{ast.unparse(branch.test)}` in {cls.__name__}.{fn.name}")
+    return guarded, tests
+
+
 @functools.lru_cache(maxsize=256)
-def _argument_guarded(cls: type, attr: str) -> str | None:
+def _argument_guarded(cls: type, attr: str, depth: int = 0) -> str | None:
     """Where ``cls`` uses ``self.<attr>`` only inside branches of ``if`` statements that test
     an argument of the method (``if target_mapping is not None``; the ``else`` of ``if seg_mat
-    is None``): the parameter serves an input that may be absent. None where it is used
+    is None``), or only in a helper method of ``cls`` that is itself called only in such
+    branches (Longformer's ``_compute_global_attn_output_from_hidden``, called under ``if
+    is_global_attn``): the parameter serves an input that may be absent. None where it is used
     anywhere else (then an input does not explain its missing gradient)."""
     found = None
     for fn in _methods(cls):
-        args = {a.arg for a in (*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs)} - {"self", "cls"}
-        uses = [n for n in ast.walk(fn) if isinstance(n, ast.Attribute) and n.attr == attr
-                and isinstance(n.value, ast.Name) and n.value.id == "self" and isinstance(n.ctx, ast.Load)]
+        uses = _self_loads(fn, attr)
         if not uses:
             continue
-        guarded: set[int] = set()
-        tests: list[str] = []
-        for branch in ast.walk(fn):
-            if not isinstance(branch, ast.If):
-                continue
-            names = sorted({n.id for n in ast.walk(branch.test) if isinstance(n, ast.Name)} & args)
-            if not names:
-                continue
-            inside = {id(n) for stmt in (*branch.body, *branch.orelse) for n in ast.walk(stmt)}
-            hit = [u for u in uses if id(u) in inside]
-            if hit:
-                guarded.update(id(u) for u in hit)
-                tests.append(f"`{ast.unparse(branch.test)}` in {cls.__name__}.{fn.name}")
+        guarded, tests = _guards(cls, fn, uses)
         if len(guarded) < len(uses):
-            return None
+            helper = _argument_guarded(cls, fn.name, depth + 1) if depth < 3 and fn.name != attr else None
+            if helper is None:  # used unconditionally where its method is not itself gated
+                return None
+            tests.append(helper)
         found = found or tests[0]
     return found
+
+
+def _called(fn: ast.AST, attr: str) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == attr
+               and isinstance(n.func.value, ast.Name) and n.func.value.id == "self" for n in ast.walk(fn))
+
+
+@functools.lru_cache(maxsize=256)
+def _entry_point(cls: type, attr: str) -> str | None:
+    """The public method of ``cls`` other than ``forward`` that calls ``self.<attr>(...)``, where
+    ``forward`` and the private helpers never use it (ESM's ``predict_contacts`` calling its
+    ``contact_head``): a second entry point of the model, not a forgotten layer."""
+    found = None
+    for fn in _methods(cls):
+        if not _self_loads(fn, attr):
+            continue
+        if fn.name == "forward" or fn.name.startswith("_") or not _called(fn, attr):
+            return None
+        found = found or f"{cls.__name__}.{fn.name}"
+    return found
+
+
+def other_entry_point(root, path: str) -> str | None:
+    """Where the module at ``path`` is called only from another public method of its owner."""
+    for mod, attr, upto in _owners(root, path):
+        found = _entry_point(type(mod), attr)
+        if found:
+            return found
+    return None
 
 
 def _owners(root, path: str):

@@ -3,12 +3,14 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 
 | model | inputs |
 |---|---|
-| transformers ``PreTrainedModel``, text | ``input_ids`` uniform on [0, vocab_size) (no ``vocab_size``: the first embedding table's rows), (batch, 16) + ``attention_mask`` of ones (+ ``token_type_ids``, a sentence pair: 0 then 1, where the forward takes them) |
+| transformers ``PreTrainedModel``, text | ``input_ids`` uniform on [0, vocab_size) (no ``vocab_size``: the first embedding table's rows), (batch, 16) + ``attention_mask`` of ones (+ ``token_type_ids``, a sentence pair: 0 then 1, where the forward takes them) (+ ``global_attention_mask`` on the first token, Longformer/LED) |
 | encoder-decoder (``config.is_encoder_decoder``) | + ``decoder_input_ids`` (batch, 16) |
 | vision (``main_input_name == "pixel_values"``) | N(0, 1) (batch, num_channels, image_size, image_size), from ``vision_config`` or a composite's ``encoder`` config where the model's own has none |
 | speech, ``input_features`` (Whisper) | N(0, 1) (batch, num_mel_bins, 2 * max_source_positions) |
 | speech, ``input_features`` with ``input_feat_per_channel`` (Speech2Text) | N(0, 1) (batch, 64 frames, input_feat_per_channel * input_channels) |
 | speech, ``input_values`` (Wav2Vec2, HuBERT) | N(0, 1) (batch, samples) with samples giving 16 frames after the conv feature extractor |
+| audio codec, ``input_values`` with ``audio_channels`` (EnCodec) | N(0, 1) (batch, audio_channels, 16 * prod(upsampling_ratios)) |
+| Perceiver text (``main_input_name == "inputs"``, a ``vocab_size``) | token ids under ``inputs`` + ``attention_mask`` |
 | text + vision (CLIP-style, ``text_config`` and ``vision_config``) | ``input_ids`` and ``pixel_values`` from each sub-config |
 | timm (``pretrained_cfg`` / ``default_cfg``) | N(0, 1) (batch, *input_size), the patch embedding's ``img_size`` where the model was built for another |
 | torchvision classifiers | N(0, 1) (batch, 3, 224, 224); Inception v3 299 x 299 |
@@ -100,6 +102,15 @@ def _segments(config: Any, batch: int, seq: int) -> torch.Tensor:
     return ids
 
 
+def _global_first(batch: int, seq: int) -> torch.Tensor:
+    """``global_attention_mask`` as Longformer and LED are used for classification and
+    summarisation: global attention on the first token (``<s>``/CLS), local everywhere else, so
+    the global query/key/value projections, which only globally attending tokens reach, run."""
+    mask = torch.zeros((batch, seq), dtype=torch.long)
+    mask[:, 0] = 1
+    return mask
+
+
 def _seq_len(config: Any) -> int:
     limit = getattr(config, "max_position_embeddings", None)
     return min(SEQ_LEN, limit) if isinstance(limit, int) and limit > 0 else SEQ_LEN
@@ -140,8 +151,13 @@ def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made |
         names.append("input_features")
     elif main == "input_values":
         batch = min(batch, BIG_INPUT_BATCH)
-        kwargs["input_values"] = torch.randn((batch, _samples_for_frames(config, SEQ_LEN)), generator=gen)
+        kwargs["input_values"] = torch.randn((batch, *_waveform(config)), generator=gen)
         names.append("input_values")
+    if main == "inputs" and isinstance(getattr(config, "vocab_size", None), int):
+        main = "input_ids"  # Perceiver's text models: token ids under ``inputs``
+        key = "inputs"
+    else:
+        key = "input_ids"
     if main == "input_ids" or (text_cfg is not None and "input_ids" in accepts):
         tc = text_cfg if text_cfg is not None else config
         vocab = getattr(tc, "vocab_size", None)
@@ -150,11 +166,14 @@ def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made |
         if vocab is None:
             return None
         seq = _seq_len(tc)
-        kwargs["input_ids"] = _ids(gen, vocab, batch, seq)
-        names.append("input_ids")
+        kwargs[key] = _ids(gen, vocab, batch, seq)
+        names.append(key)
         if "attention_mask" in accepts:
             kwargs["attention_mask"] = torch.ones((batch, seq), dtype=torch.long)
             names.append("attention_mask")
+        if "global_attention_mask" in accepts:
+            kwargs["global_attention_mask"] = _global_first(batch, seq)
+            names.append("global_attention_mask")
         if "token_type_ids" in accepts:
             kwargs["token_type_ids"] = _segments(tc, batch, seq)
             names.append("token_type_ids")
@@ -181,6 +200,16 @@ def _first_table_rows(module: nn.Module) -> int | None:
     (CANINE reads Unicode code points into hashed tables): ids below it index every table."""
     table = next((m for m in module.modules() if isinstance(m, nn.Embedding)), None)
     return int(table.num_embeddings) if table is not None else None
+
+
+def _waveform(config: Any) -> tuple[int, ...]:
+    """(samples,) of raw audio for 16 frames, or (channels, samples) for a codec that takes
+    channels (EnCodec's ``audio_channels``; its frames are ``prod(upsampling_ratios)`` samples)."""
+    channels, ratios = getattr(config, "audio_channels", None), getattr(config, "upsampling_ratios", None)
+    if isinstance(channels, int) and channels > 0:
+        hop = math.prod(int(r) for r in ratios) if ratios else 320
+        return channels, SEQ_LEN * hop
+    return (_samples_for_frames(config, SEQ_LEN),)
 
 
 def _samples_for_frames(config: Any, frames: int) -> int:

@@ -331,6 +331,13 @@ def _entries() -> list[ZooModel]:
                              shared_expert_intermediate_size=64), tokens(), tags={"decoder", "moe"})
     add("mamba", tf, _hf("MambaConfig", "MambaForCausalLM", vocab_size=VOCAB, hidden_size=32, state_size=8,
                          num_hidden_layers=2, expand=2, conv_kernel=4), tokens(), tags={"decoder", "ssm"})
+    # fourth held-out sweep: in_proj cut into z / xBC / dt slices, softplus on dt only (IA104)
+    add("zamba2", tf, _hf("Zamba2Config", "Zamba2ForCausalLM", vocab_size=VOCAB, hidden_size=32,
+                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                          attention_head_dim=8, mamba_d_state=8, mamba_headdim=8, n_mamba_heads=8,
+                          mamba_ngroups=1, intermediate_size=64, hybrid_layer_ids=[1],
+                          layers_block_type=["mamba", "hybrid"], use_mem_eff_path=False, chunk_size=8,
+                          max_position_embeddings=64), tokens(), tags={"decoder", "ssm"})
     # encoders
     enc = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                intermediate_size=64, max_position_embeddings=64)
@@ -348,7 +355,19 @@ def _entries() -> list[ZooModel]:
     # attention holds that module, so it is kept here
     add("convbert", tf, _hf("ConvBertConfig", "ConvBertForMaskedLM", _attn="eager", **enc, embedding_size=32), tokens(),
         onnx=True, tags={"encoder"})
+    # fourth held-out sweep (tests/zoo/test_zoo_sweepx_causes.py): global attention gated by an
+    # input (global_attention_mask), its sliding-window scores written out in einsum/as_strided
+    add("esm", tf, _hf("EsmConfig", "EsmForMaskedLM", **enc, pad_token_id=1, mask_token_id=2,
+                       position_embedding_type="rotary"), tokens(), tags={"encoder"})  # contact head
+    add("longformer", tf, _hf("LongformerConfig", "LongformerForMaskedLM", **enc, attention_window=4,
+                              pad_token_id=1), tokens(), tags={"encoder"})
     # encoder-decoders
+    # fourth held-out sweep: top-2 routing leaves some experts with no token at init (IA209)
+    add("nllb_moe", tf, _hf("NllbMoeConfig", "NllbMoeForConditionalGeneration", vocab_size=VOCAB, d_model=32,
+                            encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                            decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                            max_position_embeddings=64, num_experts=4, expert_capacity=8,
+                            encoder_sparse_step=1, decoder_sparse_step=1), seq2seq(), tags={"seq2seq", "moe"})
     add("t5", tf, _hf("T5Config", "T5ForConditionalGeneration", vocab_size=VOCAB, d_model=32, d_kv=8,
                       d_ff=64, num_layers=2, num_heads=4), seq2seq(), tags={"seq2seq"})
     add("bart", tf, _hf("BartConfig", "BartForConditionalGeneration", vocab_size=VOCAB, d_model=32,
