@@ -357,7 +357,8 @@ def _entries() -> list[ZooModel]:
         onnx=True, tags={"encoder"})
     # fourth held-out sweep (tests/zoo/test_zoo_sweepx_causes.py): global attention gated by an
     # input (global_attention_mask), its sliding-window scores written out in einsum/as_strided
-    add("esm", tf, _hf("EsmConfig", "EsmForMaskedLM", **enc, pad_token_id=1, mask_token_id=2,
+    # eager: the contact head (predict_contacts) reads the attention maps, which sdpa does not return
+    add("esm", tf, _hf("EsmConfig", "EsmForMaskedLM", "eager", **enc, pad_token_id=1, mask_token_id=2,
                        position_embedding_type="rotary"), tokens(), tags={"encoder"})  # contact head
     add("longformer", tf, _hf("LongformerConfig", "LongformerForMaskedLM", **enc, attention_window=4,
                               pad_token_id=1), tokens(), tags={"encoder"})
