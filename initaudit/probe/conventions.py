@@ -15,6 +15,9 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 | torchvision segmentation | N(0, 1) (batch, 3, 224, 224); detection: a list of ``batch`` 3 x 224 x 224 images |
 | diffusers ``UNet2DModel`` / ``UNet2DConditionModel`` | ``sample`` (batch, in_channels, sample_size, sample_size) + integer ``timestep`` (+ ``encoder_hidden_states`` (batch, 16, cross_attention_dim)) (+ ``class_labels`` below ``num_class_embeds``) |
 | diffusers 2-D transformers (DiT: ``hidden_states``) | ``hidden_states`` as ``sample`` above + ``timestep`` (+ ``class_labels`` below ``num_embeds_ada_norm``) |
+| diffusers models that mix frames (UNet3D: temporal convs / transformers) | ``sample`` (batch, in_channels, 4 frames, sample_size, sample_size) + as above |
+| diffusers transformers with position ids (Flux: ``img_ids``) | ``hidden_states`` (batch, 64 packed tokens, in_channels) + ``img_ids`` (row, column of an 8 x 8 grid) + ``txt_ids`` + ``timestep`` in [0, 1) (+ ``guidance`` 3.5 where ``guidance_embeds``) |
+| diffusers unCLIP prior (``proj_embedding``) | ``hidden_states`` (batch, embedding_dim) + ``proj_embedding`` (batch, embedding_proj_dim) + ``encoder_hidden_states`` (batch, num_embeddings, embedding_dim) + ``timestep`` |
 | diffusers ``AutoencoderKL`` and other VAEs | ``sample`` (batch, in_channels, sample_size, sample_size) |
 | ``nn.Transformer``, ``nn.TransformerEncoder/Decoder(Layer)`` | N(0, 1) (batch, 16, d_model), sequence first unless ``batch_first`` |
 
@@ -201,25 +204,29 @@ def _diffusers(module: nn.Module, batch: int, gen: torch.Generator) -> Made | No
     c = int(getattr(config, "in_channels", 3) or 3)
     h, w = _size(getattr(config, "sample_size", None), 32)
     batch = _image_batch(batch, h, w)
-    sample = torch.randn((batch, c, h, w), generator=gen)
     accepts = _accepts(module)
     # UNets and VAEs take ``sample``; the 2-D transformers (DiT, PixArt, SD3) ``hidden_states``;
     # adapters (T2I-Adapter) the conditioning image ``x``
     main = next((k for k in ("sample", "hidden_states", "x") if k in accepts), None)
     if main is None:
         return None
-    kwargs: dict[str, Any] = {main: sample}
-    names = [main]
+    kwargs: dict[str, Any] = _diffusers_main(module, main, accepts, batch, (c, h, w), gen)
+    names = list(kwargs)
     if "timestep" in accepts:
-        kwargs["timestep"] = torch.randint(0, 1000, (batch,), generator=gen)
+        # flow-matching transformers with position ids (Flux) take t in [0, 1]; the rest steps
+        kwargs["timestep"] = (torch.rand((batch,), generator=gen) if "img_ids" in kwargs
+                              else torch.randint(0, 1000, (batch,), generator=gen))
         names.append("timestep")
+    if "guidance" in accepts and getattr(config, "guidance_embeds", False):
+        kwargs["guidance"] = torch.full((batch,), 3.5)  # a guidance-distilled model's scale
+        names.append("guidance")
     classes = getattr(config, "num_class_embeds", None) or getattr(config, "num_embeds_ada_norm", None)
     if "class_labels" in accepts and isinstance(classes, int) and classes > 0:
         kwargs["class_labels"] = torch.randint(0, classes, (batch,), generator=gen)  # class-conditional
         names.append("class_labels")
     # the text context: UNets' cross_attention_dim, MMDiT's (SD3) joint_attention_dim
     cross = getattr(config, "cross_attention_dim", None) or getattr(config, "joint_attention_dim", None)
-    if "encoder_hidden_states" in accepts and cross:
+    if "encoder_hidden_states" in accepts and cross and "encoder_hidden_states" not in kwargs:
         dim = int(cross[0] if isinstance(cross, (list, tuple)) else cross)
         kwargs["encoder_hidden_states"] = torch.randn((batch, SEQ_LEN, dim), generator=gen)
         names.append("encoder_hidden_states")
@@ -228,6 +235,42 @@ def _diffusers(module: nn.Module, batch: int, gen: torch.Generator) -> Made | No
         kwargs["pooled_projections"] = torch.randn((batch, pooled), generator=gen)  # a pooled text embedding
         names.append("pooled_projections")
     return Made(f"diffusers {type(module).__name__}: " + " + ".join(names), kwargs, unit_dim=1, batch=batch)
+
+
+def _temporal(module: nn.Module) -> bool:
+    """Whether a diffusers model mixes frames (UNet3D's temporal convs and transformers): its
+    ``sample`` is (batch, channels, frames, height, width)."""
+    kinds = tuple(c for c in (_lib_class("diffusers.models.resnet", "TemporalConvLayer"),
+                              _lib_class("diffusers.models.transformers.transformer_temporal",
+                                         "TransformerTemporalModel")) if c is not None)
+    return bool(kinds) and any(isinstance(m, kinds) for m in module.modules())
+
+
+def _diffusers_main(module: nn.Module, main: str, accepts: set[str], batch: int,
+                    chw: tuple[int, int, int], gen: torch.Generator) -> dict[str, Any]:
+    """The main input in the layout the forward documents: packed patch tokens with their
+    (row, column) position ids where it takes ``img_ids`` (Flux); an embedding vector with the
+    projected one where it takes ``proj_embedding`` (the unCLIP prior); 4 frames where the model
+    mixes frames (UNet3D); else an image (batch, channels, height, width)."""
+    c, h, w = chw
+    config = module.config
+    if "img_ids" in accepts:
+        side = 8
+        ids = torch.zeros((side * side, 3))
+        ids[:, 1], ids[:, 2] = torch.arange(side).repeat_interleave(side), torch.arange(side).repeat(side)
+        return {main: torch.randn((batch, side * side, c), generator=gen), "img_ids": ids,
+                "txt_ids": torch.zeros((SEQ_LEN, 3))}
+    if "proj_embedding" in accepts:
+        dim = int(config.embedding_dim)
+        proj = int(getattr(config, "embedding_proj_dim", None) or dim)
+        made = {main: torch.randn((batch, dim), generator=gen),
+                "proj_embedding": torch.randn((batch, proj), generator=gen)}
+        if "encoder_hidden_states" in accepts:  # the text tokens its position table counts
+            made["encoder_hidden_states"] = torch.randn((batch, int(config.num_embeddings), dim), generator=gen)
+        return made
+    if _temporal(module):
+        return {main: torch.randn((batch, c, 4, h, w), generator=gen)}
+    return {main: torch.randn((batch, c, h, w), generator=gen)}
 
 
 def _timm(module: nn.Module, batch: int, gen: torch.Generator) -> Made | None:

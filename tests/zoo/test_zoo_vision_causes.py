@@ -3,6 +3,7 @@ a measurement of what is really there and a control that must still be found."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -71,3 +72,46 @@ def test_a_steady_fall_over_a_wide_window_still_warns():
             nn.init.zeros_(m.bias)
     (f,) = _of(initaudit.audit(model, inputs=torch.randn(16, 32)), "IA206")
     assert len(f.evidence["window"]) == 7 and f.severity.value == "error"
+
+
+# --- probe conventions: frames (UNet3D), packed tokens with position ids (Flux), the unCLIP prior ---------
+
+def _probe_of(model):
+    report = initaudit.audit(model, probe_batch_size=2)
+    probe = report.to_json()["probe"]
+    assert probe["ran"], probe["skipped_reason"]
+    return report, probe["convention"]
+
+
+def test_unet3d_is_probed_on_frames_and_its_zero_temporal_convs_end_residual_branches():
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    model = diffusers.UNet3DConditionModel(
+        in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+        cross_attention_dim=16, attention_head_dim=8, sample_size=8,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D")).eval()
+    temporal = model.down_blocks[0].temp_convs[0]
+    assert bool((temporal.conv4[-1].weight == 0).all())  # diffusers zero-initialises the last temporal conv
+    x = torch.randn(2 * 4, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(temporal(x, num_frames=4), x)  # so the temporal layer starts as the identity
+    report, convention = _probe_of(model)
+    assert convention == "diffusers UNet3DConditionModel: sample + timestep + encoder_hidden_states"
+    assert report.to_json()["capture"] == "trace"
+    assert not _of(report, "IA102", "error")
+
+
+def test_flux_and_the_prior_are_probed_with_no_inputs():
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    flux = diffusers.FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                            attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                            pooled_projection_dim=32, axes_dims_rope=(4, 6, 6), guidance_embeds=True).eval()
+    assert _probe_of(flux)[1] == ("diffusers FluxTransformer2DModel: hidden_states + img_ids + txt_ids + timestep"
+                                  " + guidance + encoder_hidden_states + pooled_projections")
+    prior = diffusers.PriorTransformer(num_attention_heads=2, attention_head_dim=8, num_layers=2, embedding_dim=16,
+                                       num_embeddings=4, additional_embeddings=4).eval()
+    report, convention = _probe_of(prior)
+    assert convention == "diffusers PriorTransformer: hidden_states + proj_embedding + encoder_hidden_states + timestep"
+    # clip_mean / clip_std un-normalise the pipeline's latents outside forward(): truly unused by it
+    assert {f.layer for f in _of(report, "IA209", "warning")} <= {"clip_mean"}
