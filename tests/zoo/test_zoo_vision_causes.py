@@ -115,3 +115,48 @@ def test_flux_and_the_prior_are_probed_with_no_inputs():
     assert convention == "diffusers PriorTransformer: hidden_states + proj_embedding + encoder_hidden_states + timestep"
     # clip_mean / clip_std un-normalise the pipeline's latents outside forward(): truly unused by it
     assert {f.layer for f in _of(report, "IA209", "warning")} <= {"clip_mean"}
+
+
+# --- ONNX: a Constant node is part of the program, not a parameter (TResNet's anti-alias blur) ----------
+
+class _Blurred(nn.Module):
+    def __init__(self, copies: bool = False):
+        super().__init__()
+        layers = pytest.importorskip("timm.layers")
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.blur = layers.BlurPool2d(channels=16, filt_size=3, stride=2)  # a fixed binomial filter
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 4)
+        if copies:
+            with torch.no_grad():
+                self.conv2.weight.copy_(self.conv2.weight[:1].expand_as(self.conv2.weight))
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(self.blur(torch.relu(self.conv1(x)))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_fixed_blur_filter_in_an_onnx_export_is_no_weight(tmp_path):
+    from zoo.forms import export_onnx
+
+    torch.manual_seed(0)
+    model = _Blurred().eval()
+    assert "blur.filt" not in model.state_dict()  # a non-persistent buffer: no parameter, never trained
+    onnx = pytest.importorskip("onnx")
+    path = export_onnx(model, torch.randn(2, 3, 16, 16), tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    constants = {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert any(n.input[1] in constants for n in convs)  # torch.onnx wrote the filter as a Constant node
+    report = initaudit.audit(path)
+    assert [row["param"] for row in report.to_json()["layers"] if row["param"] in constants] == []
+    assert not [f for f in report.findings if f.severity.value in ("error", "warning")]
+
+
+def test_copied_conv_units_in_an_onnx_export_are_still_an_error(tmp_path):
+    from zoo.forms import export_onnx
+
+    torch.manual_seed(0)
+    path = export_onnx(_Blurred(copies=True).eval(), torch.randn(2, 3, 16, 16), tmp_path / "m.onnx")
+    found = _of(initaudit.audit(path), "IA103", "error")
+    assert [f.layer for f in found] == ["conv2.weight"]
