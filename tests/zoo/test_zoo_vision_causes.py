@@ -160,3 +160,33 @@ def test_copied_conv_units_in_an_onnx_export_are_still_an_error(tmp_path):
     path = export_onnx(_Blurred(copies=True).eval(), torch.randn(2, 3, 16, 16), tmp_path / "m.onnx")
     found = _of(initaudit.audit(path), "IA103", "error")
     assert [f.layer for f in found] == ["conv2.weight"]
+
+
+# --- bare checkpoints: a chain's zero last layer is not judged by the chain's earlier layers -----------
+
+def _bare_ia102(model, tmp_path):
+    from zoo.forms import save_safetensors
+
+    report = initaudit.audit(save_safetensors(model, tmp_path / "m.safetensors"))
+    return {f.layer: f.severity.value for f in _of(report, "IA102")}
+
+
+def test_a_flow_couplings_zero_ends_in_a_bare_checkpoint_are_unplaced_not_dead(tmp_path):
+    from zoo.test_zoo_heldout import _flow
+
+    model, x = _flow(torch.exp), torch.randn(64, 8)
+    with torch.no_grad():
+        assert torch.equal(model[:3](x), x)  # measured: each coupling starts as the identity (exp(0) = 1)
+    found = _bare_ia102(model, tmp_path)
+    assert found == {f"{i}.{b}.2.weight": "warning" for i in range(3) for b in "st"}
+
+
+def test_a_zero_first_layer_of_a_coupling_branch_stays_an_error_in_a_bare_checkpoint(tmp_path):
+    from zoo.test_zoo_heldout import _flow
+
+    model = _flow(torch.exp)
+    for i in range(3):  # the ends learn; a zero first layer before ReLU is dead
+        nn.init.normal_(model[i].s[2].weight, std=0.1)
+        nn.init.zeros_(model[i].s[0].weight)
+    found = _bare_ia102(model, tmp_path)
+    assert {k: v for k, v in found.items() if ".s." in k} == {f"{i}.s.0.weight": "error" for i in range(3)}
