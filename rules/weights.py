@@ -487,6 +487,15 @@ class DegenerateNormalization(Rule):
             yield self.finding(p.name, f"zero scale {zero_patterns[p.name]}; a bare checkpoint does not say "
                                "where it sits (give --model to check)", severity=Severity.INFO,
                                evidence=evidence)
+        elif s.all_zero and not ctx.graph.has_architecture:
+            # not at one place in every repeated block: a zero-init residual that skips the blocks
+            # with no identity path (RegNetZ's and TResNet's first block of a stage) looks the same
+            yield self.finding(p.name, "scale (gamma) is all zero: at the end of a residual branch it is "
+                               "the zero-init residual convention (the block starts as identity), elsewhere "
+                               "it cuts the signal and the gradient; a checkpoint with no architecture "
+                               "cannot tell", evidence={**evidence, "position": "unknown"},
+                               fix="pass --model pkg.mod:factory (the architecture) to tell; if it is not a "
+                                   "branch end: torch.nn.init.ones_(norm.weight)")
         elif s.all_zero:
             yield self.finding(p.name, "scale (gamma) is all zero outside a residual branch: the layer "
                                f"outputs only its shift and passes no gradient down{measured}",

@@ -190,3 +190,47 @@ def test_a_zero_first_layer_of_a_coupling_branch_stays_an_error_in_a_bare_checkp
         nn.init.zeros_(model[i].s[0].weight)
     found = _bare_ia102(model, tmp_path)
     assert {k: v for k, v in found.items() if ".s." in k} == {f"{i}.s.0.weight": "error" for i in range(3)}
+
+
+# --- bare checkpoints: a zero BatchNorm gamma the file cannot place (RegNetZ, TResNet) --------------------
+
+class _Stage(nn.Module):
+    """RegNetZ's pattern: the stage's first block changes width and has no identity path (gamma 1);
+    the others end their residual branch in a zero-gamma BatchNorm (timm's zero_init_last)."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList()
+        for i, (cin, cout) in enumerate([(8, 16), (16, 16), (16, 16)]):
+            block = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
+            if i:
+                nn.init.zeros_(block[1].weight)
+            self.blocks.append(block)
+
+    def forward(self, x):
+        for i, block in enumerate(self.blocks):
+            x = block(x) if i == 0 else x + block(x)
+        return x
+
+
+def test_a_zero_gamma_a_bare_checkpoint_cannot_place_is_said_so(tmp_path):
+    from zoo.forms import save_safetensors
+
+    torch.manual_seed(0)
+    model = _Stage().train()
+    x = torch.randn(4, 8, 8, 8)
+    with torch.no_grad():
+        first = model.blocks[0](x)
+        assert torch.equal(model(x), first)  # measured: the zero-gamma blocks start as the identity
+    found = _of(initaudit.audit(save_safetensors(model, tmp_path / "m.safetensors")), "IA108")
+    assert [f.layer for f in found] == ["blocks.1.1.weight", "blocks.2.1.weight"]
+    assert all("cannot tell" in f.message and "outside a residual branch" not in f.message for f in found)
+
+
+def test_a_zero_gamma_in_the_trunk_of_a_live_module_is_still_a_cut():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    nn.init.zeros_(model[1].weight)
+    (f,) = _of(initaudit.audit(model, probe_enabled=False), "IA108", "warning")
+    assert f.layer == "1.weight" and "outside a residual branch" in f.message
