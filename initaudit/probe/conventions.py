@@ -15,6 +15,8 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 | torchvision segmentation | N(0, 1) (batch, 3, 224, 224); detection: a list of ``batch`` 3 x 224 x 224 images |
 | diffusers ``UNet2DModel`` / ``UNet2DConditionModel`` | ``sample`` (batch, in_channels, sample_size, sample_size) + integer ``timestep`` (+ ``encoder_hidden_states`` (batch, 16, cross_attention_dim)) (+ ``class_labels`` below ``num_class_embeds``) |
 | diffusers 2-D transformers (DiT: ``hidden_states``) | ``hidden_states`` as ``sample`` above + ``timestep`` (+ ``class_labels`` below ``num_embeds_ada_norm``) |
+| diffusers ControlNet (``controlnet_cond``) | + the conditioning image (batch, conditioning_channels, sample_size * 2^(stages - 1), ...) uniform on [0, 1) |
+| diffusers ``added_cond_kwargs`` | ``addition_embed_type`` "text_time" (SDXL): ``text_embeds`` + six ``time_ids`` (sizes in pixels); "image" / ``encoder_hid_dim_type`` "image_proj" (Kandinsky 2.2): ``image_embeds`` (batch, encoder_hid_dim) |
 | diffusers models that mix frames (UNet3D: temporal convs / transformers) | ``sample`` (batch, in_channels, 4 frames, sample_size, sample_size) + as above |
 | diffusers transformers with position ids (Flux: ``img_ids``) | ``hidden_states`` (batch, 64 packed tokens, in_channels) + ``img_ids`` (row, column of an 8 x 8 grid) + ``txt_ids`` + ``timestep`` in [0, 1) (+ ``guidance`` 3.5 where ``guidance_embeds``) |
 | diffusers unCLIP prior (``proj_embedding``) | ``hidden_states`` (batch, embedding_dim) + ``proj_embedding`` (batch, embedding_proj_dim) + ``encoder_hidden_states`` (batch, num_embeddings, embedding_dim) + ``timestep`` |
@@ -224,12 +226,18 @@ def _diffusers(module: nn.Module, batch: int, gen: torch.Generator) -> Made | No
     if "class_labels" in accepts and isinstance(classes, int) and classes > 0:
         kwargs["class_labels"] = torch.randint(0, classes, (batch,), generator=gen)  # class-conditional
         names.append("class_labels")
-    # the text context: UNets' cross_attention_dim, MMDiT's (SD3) joint_attention_dim
+    # the text context: UNets' cross_attention_dim, MMDiT's (SD3) joint_attention_dim; a text
+    # encoder's own width where the UNet projects it (encoder_hid_dim_type "text_proj")
     cross = getattr(config, "cross_attention_dim", None) or getattr(config, "joint_attention_dim", None)
+    if getattr(config, "encoder_hid_dim_type", None) in ("text_proj", "text_image_proj"):
+        cross = getattr(config, "encoder_hid_dim", None) or cross
     if "encoder_hidden_states" in accepts and cross and "encoder_hidden_states" not in kwargs:
         dim = int(cross[0] if isinstance(cross, (list, tuple)) else cross)
         kwargs["encoder_hidden_states"] = torch.randn((batch, SEQ_LEN, dim), generator=gen)
         names.append("encoder_hidden_states")
+    extra = _conditions(config, accepts, batch, (h, w), gen)
+    kwargs.update(extra)
+    names += list(extra)
     pooled = getattr(config, "pooled_projection_dim", None)
     if "pooled_projections" in accepts and isinstance(pooled, int) and pooled > 0:
         kwargs["pooled_projections"] = torch.randn((batch, pooled), generator=gen)  # a pooled text embedding
@@ -271,6 +279,40 @@ def _diffusers_main(module: nn.Module, main: str, accepts: set[str], batch: int,
     if _temporal(module):
         return {main: torch.randn((batch, c, 4, h, w), generator=gen)}
     return {main: torch.randn((batch, c, h, w), generator=gen)}
+
+
+def _conditions(config: Any, accepts: set[str], batch: int, hw: tuple[int, int],
+                gen: torch.Generator) -> dict[str, Any]:
+    """Conditioning the config says the forward needs: ControlNet's conditioning image (at the
+    latent size times the conditioning embedding's 2^(stages - 1) downsampling) and the
+    ``added_cond_kwargs`` of ``addition_embed_type`` / ``encoder_hid_dim_type`` (SDXL's pooled
+    text embedding and six size ids, Kandinsky's image embedding)."""
+    h, w = hw
+    out: dict[str, Any] = {}
+    stages = getattr(config, "conditioning_embedding_out_channels", None)
+    if "controlnet_cond" in accepts and isinstance(stages, (list, tuple)) and stages:
+        f = 2 ** (len(stages) - 1)
+        c = int(getattr(config, "conditioning_channels", 3) or 3)
+        out["controlnet_cond"] = torch.rand((batch, c, h * f, w * f), generator=gen)
+    if "added_cond_kwargs" not in accepts:
+        return out
+    added: dict[str, torch.Tensor] = {}
+    kind, hid = getattr(config, "addition_embed_type", None), getattr(config, "encoder_hid_dim_type", None)
+    if kind == "text_time":
+        times = int(config.addition_time_embed_dim)
+        text = int(config.projection_class_embeddings_input_dim) - 6 * times
+        added["text_embeds"] = torch.randn((batch, text), generator=gen)
+        size = [8 * h, 8 * w, 0, 0, 8 * h, 8 * w]  # original size, crop corner, target size in pixels
+        added["time_ids"] = torch.tensor([size] * batch, dtype=torch.float32)
+    if kind in ("image", "image_hint") or hid == "image_proj":
+        added["image_embeds"] = torch.randn((batch, int(config.encoder_hid_dim)), generator=gen)
+    if kind == "text_image" or hid == "text_image_proj":
+        dim = int(config.cross_attention_dim)
+        added["image_embeds"] = torch.randn((batch, dim), generator=gen)
+        added.setdefault("text_embeds", torch.randn((batch, dim), generator=gen))
+    if added:
+        out["added_cond_kwargs"] = added
+    return out
 
 
 def _timm(module: nn.Module, batch: int, gen: torch.Generator) -> Made | None:

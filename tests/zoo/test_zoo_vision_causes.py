@@ -234,3 +234,30 @@ def test_a_zero_gamma_in_the_trunk_of_a_live_module_is_still_a_cut():
     nn.init.zeros_(model[1].weight)
     (f,) = _of(initaudit.audit(model, probe_enabled=False), "IA108", "warning")
     assert f.layer == "1.weight" and "outside a residual branch" in f.message
+
+
+# --- probe conventions: ControlNet's conditioning image, SDXL's and Kandinsky's added conditions ---------
+
+def test_sdxl_controlnet_and_a_kandinsky_unet_are_probed_with_no_inputs():
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    control = diffusers.ControlNetModel(
+        in_channels=4, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8, cross_attention_dim=32,
+        attention_head_dim=8, conditioning_embedding_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), addition_embed_type="text_time",
+        addition_time_embed_dim=8, projection_class_embeddings_input_dim=32 + 6 * 8).eval()
+    report, convention = _probe_of(control)
+    assert convention == ("diffusers ControlNetModel: sample + timestep + encoder_hidden_states + controlnet_cond"
+                          " + added_cond_kwargs")
+    # with the dataflow recorded, its zero convolutions are output layers (they unblock after one
+    # step: test_zoo_heldout.test_controlnet_zero_convolutions_unblock_after_one_step)
+    assert not _of(report, "IA102", "error") and _of(report, "IA102", "info")
+    kandinsky = diffusers.UNet2DConditionModel(
+        in_channels=4, out_channels=8, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+        cross_attention_dim=32, attention_head_dim=8, sample_size=8,
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"), mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        encoder_hid_dim=16, encoder_hid_dim_type="image_proj", addition_embed_type="image",
+        resnet_time_scale_shift="scale_shift").eval()
+    assert _probe_of(kandinsky)[1] == ("diffusers UNet2DConditionModel: sample + timestep + encoder_hidden_states"
+                                       " + added_cond_kwargs")
