@@ -12,6 +12,8 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 | text + vision (CLIP-style, ``text_config`` and ``vision_config``) | ``input_ids`` and ``pixel_values`` from each sub-config |
 | timm (``pretrained_cfg`` / ``default_cfg``) | N(0, 1) (batch, *input_size), the patch embedding's ``img_size`` where the model was built for another |
 | torchvision classifiers | N(0, 1) (batch, 3, 224, 224); Inception v3 299 x 299 |
+| torchvision video / optical flow | clips N(0, 1) (batch <= 4, 3, 8 frames, 112, 112); two frames (batch <= 2, 3, 128, 128) |
+| diffusers 1-D UNets (first conv ``Conv1d``) | ``sample`` (batch, in_channels, sample_size) |
 | torchvision segmentation | N(0, 1) (batch, 3, 224, 224); detection: a list of ``batch`` 3 x 224 x 224 images |
 | diffusers ``UNet2DModel`` / ``UNet2DConditionModel`` | ``sample`` (batch, in_channels, sample_size, sample_size) + integer ``timestep`` (+ ``encoder_hidden_states`` (batch, 16, cross_attention_dim)) (+ ``class_labels`` below ``num_class_embeds``) |
 | diffusers 2-D transformers (DiT: ``hidden_states``) | ``hidden_states`` as ``sample`` above + ``timestep`` (+ ``class_labels`` below ``num_embeds_ada_norm``) |
@@ -278,6 +280,9 @@ def _diffusers_main(module: nn.Module, main: str, accepts: set[str], batch: int,
         return made
     if _temporal(module):
         return {main: torch.randn((batch, c, 4, h, w), generator=gen)}
+    first = next((m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if isinstance(first, nn.Conv1d):  # a 1-D UNet (trajectories, audio): (batch, channels, length)
+        return {main: torch.randn((batch, c, h), generator=gen)}
     return {main: torch.randn((batch, c, h, w), generator=gen)}
 
 
@@ -344,7 +349,17 @@ def _torchvision(module: nn.Module, batch: int, gen: torch.Generator) -> Made | 
         images = [torch.rand((3, side, side), generator=gen) for _ in range(batch)]
         return Made(f"torchvision detection: a list of {batch} images 3x{side}x{side}", args=(images,),
                     unit_dim=1, batch=batch)
-    kind = "segmentation" if ".segmentation." in type(module).__module__ else "classification"
+    where = type(module).__module__
+    if ".video." in where:  # clips (batch, 3, frames, height, width), as the video recipes train them
+        clip = (min(batch, 4), 3, 8, 112, 112)
+        return Made("torchvision video: clips 3x8x112x112", args=(torch.randn(clip, generator=gen),),
+                    unit_dim=1, batch=clip[0])
+    if ".optical_flow." in where:  # two frames, sides a multiple of 8
+        pair = (min(batch, 2), 3, 128, 128)
+        return Made("torchvision optical flow: image1 + image2 3x128x128",
+                    args=(torch.randn(pair, generator=gen), torch.randn(pair, generator=gen)),
+                    unit_dim=1, batch=pair[0])
+    kind = "segmentation" if ".segmentation." in where else "classification"
     return Made(f"torchvision {kind}: images 3x{side}x{side}",
                 args=(torch.randn((batch, 3, side, side), generator=gen),), unit_dim=1, batch=batch)
 

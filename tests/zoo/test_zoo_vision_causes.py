@@ -261,3 +261,19 @@ def test_sdxl_controlnet_and_a_kandinsky_unet_are_probed_with_no_inputs():
         resnet_time_scale_shift="scale_shift").eval()
     assert _probe_of(kandinsky)[1] == ("diffusers UNet2DConditionModel: sample + timestep + encoder_hidden_states"
                                        " + added_cond_kwargs")
+
+
+# --- probe conventions: 1-D UNets, torchvision video and optical flow -------------------------------------
+
+def test_a_1d_unet_and_torchvision_video_and_flow_models_are_probed_with_no_inputs():
+    diffusers = pytest.importorskip("diffusers")
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    unet = diffusers.UNet1DModel(sample_size=64, extra_in_channels=16, block_out_channels=(8, 32, 64)).eval()
+    assert _probe_of(unet)[1] == "diffusers UNet1DModel: sample + timestep"
+    from torchvision.models.video.resnet import BasicBlock, BasicStem, Conv3DSimple, VideoResNet
+
+    video = VideoResNet(BasicBlock, [Conv3DSimple] * 4, [1, 1, 1, 1], BasicStem, num_classes=4).eval()  # r3d, 1 block a stage
+    assert _probe_of(video)[1] == "torchvision video: clips 3x8x112x112"
+    flow = torchvision.models.optical_flow.raft_small(weights=None).eval()
+    assert _probe_of(flow)[1] == "torchvision optical flow: image1 + image2 3x128x128"
