@@ -103,3 +103,26 @@ def stopped_at(graph: ModelGraph, params: list[str]) -> list[str]:
                 seen.add(user.name)
                 stack.append(user.name)
     return sorted(set(stops))
+
+
+def logit_only(nodes: list[Node]) -> set[str]:
+    """Weights of layers whose every forward path to an output passes the logits of a softmax
+    that averages values (an attention node's query or key slot, or ``s`` of ``softmax(s) V``),
+    and that reach an output at all. Their error arrives only through the softmax's derivative,
+    near zero while the weights are nearly uniform at init: a query projection, and as well
+    every layer of a sub-network that only makes queries (GCViT's global-query generator:
+    MBConv, squeeze-excite, pooling and a norm in front of the query slot)."""
+    users: dict[str, list[tuple[Node, int]]] = {}
+    for n in nodes:
+        for slot, inp in enumerate(n.inputs):
+            users.setdefault(inp, []).append((n, slot))
+    reach: dict[str, bool] = {}  # reaches an output at all
+    free: dict[str, bool] = {}  # reaches one by a path past no softmax logit slot
+    for n in reversed(nodes):  # nodes are in forward (topological) order
+        r = f = n.kind == "output"
+        for user, slot in users.get(n.name, []):
+            logit = user.kind == "attention" and slot < len(user.inputs) - 1
+            r = r or reach.get(user.name, False)
+            f = f or (not logit and free.get(user.name, False))
+        reach[n.name], free[n.name] = r, f
+    return {n.param for n in nodes if n.kind == "layer" and n.param and reach[n.name] and not free[n.name]}

@@ -10,6 +10,7 @@ from initaudit.rules.probe_common import _is_zero, _param, _probe, _where
 from initaudit.rules.depth import depth_severity
 from initaudit.rules.weights import ConstantWeights, _init_fix
 
+from initaudit.branches import logit_only
 from initaudit.graph import OpKind, Param, ParamRole
 from initaudit.learned_inputs import learned_zero_inputs, reads_no_data
 from initaudit.roles import renormalised_params
@@ -29,8 +30,10 @@ def _small_by_design(graph, small_gain=lambda name: True) -> set[str]:
     right before the gain is one; so is every layer of f behind it (reached through its
     activations, norms, inner layers and attention's value path) when the gain is small
     (``small_gain``: |gamma| < 1), since it scales the gradient of all of them (CaiT's q/k/v
-    and fc1 as well as proj and fc2). Attention written out in primitive ops that no pattern
-    reads is found by :func:`_written_out_logits`."""
+    and fc1 as well as proj and fc2). Also every layer whose only way to the output is such a
+    logit slot (:func:`initaudit.branches.logit_only`: a sub-network that only makes queries).
+    Attention written out in primitive ops that no pattern reads is found by
+    :func:`_written_out_logits`."""
     if not graph.has_architecture:
         return set()
     users: dict[str, list] = {}
@@ -53,7 +56,7 @@ def _small_by_design(graph, small_gain=lambda name: True) -> set[str]:
                     small.add(node.param)
                 elif user.kind in _INSIDE_BRANCH or user.kind == "attention":
                     stack.append((user.name, direct and user.kind == "transparent"))
-    return small | _written_out_logits(graph, users)
+    return small | _written_out_logits(graph, users) | logit_only(graph.nodes)
 
 
 # Ops that multiply two signals (Q K^T written out) and ops that only move or pad elements.
@@ -135,10 +138,13 @@ def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
 
 def _robust(values: list[float], against_low: bool) -> float:
     """A window's value that two outliers cannot move (the query/key pair of one attention
-    block): the third smallest against low outliers, the third largest against high ones
-    (the upper / lower median of a 4-layer window)."""
+    block), nor fewer than half its layers in a wide window (deep models' windows of n/8
+    layers hold several small-by-design layers at once: a squeeze-excite pair and the
+    depthwise conv of each MBConv block): the third smallest, or the upper median where that
+    is higher, against low outliers; the third largest, or the lower median, against high
+    ones (both medians of a 4-layer window)."""
     ordered = sorted(values)
-    k = min(2, len(ordered) - 1)
+    k = max(min(2, len(ordered) - 1), len(ordered) // 2)
     return ordered[k] if against_low else ordered[len(ordered) - 1 - k]
 
 
@@ -221,8 +227,12 @@ class GradientVanishing(_GradientDepthRule):
     gradient-to-weight ratio |dL/dW| / |W| (the relative step a gradient update takes),
     compared along depth over windows of w consecutive layers (4, n/8 in deep models, at most
     half the profile): each window's value is robust to two outliers (the third smallest
-    ratio; against the reference, the third largest), so the small-by-design gradients of an
-    attention block's query/key pair or of a LayerScale branch cannot make a finding. The
+    ratio; against the reference, the third largest), and to fewer than half its layers in a
+    wide window (the upper or lower median where that is further in), so the small-by-design
+    gradients of an attention block's query/key pair, of a LayerScale branch or of the
+    squeeze-excite pair and depthwise conv of an MBConv block (small at every depth alike)
+    cannot make a finding. Layers whose only way to the output is a softmax's logits (a
+    sub-network that only makes attention queries) are left out with the query/key projections. The
     reference is the window closest to the output with the output head left out (the head
     takes the loss's error directly). The ratio of a window starting at layer i to the
     reference (starting at r) is carried over the layers from i to the last (n - 1):

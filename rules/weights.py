@@ -11,7 +11,6 @@ from initaudit.rule import Finding, Rule, Severity, fmt
 
 measured_gain = lazy_function("initaudit.normgain", "measured_gain")  # imports torch
 
-_PEER = re.compile(r"\d+")  # block indices: layer.3.fc.weight and layer.0.fc.weight are peers
 _MODULATION_HINTS = ("adaln", "ada_ln", "modulation", "zero_conv", "zero_linear")
 
 
@@ -84,8 +83,10 @@ class ConstantWeights(Rule):
     and a zero layer whose place the file cannot prove is a warning that says so: a hidden layer
     (dead) and a zero-initialised output, residual-branch end or zero convolution (ControlNet's)
     look alike by name and shape. A zero layer among non-zero peers (the tensors of the same name
-    in the other blocks: ``layer.0.fc.weight`` beside ``layer.1.fc.weight``) follows no zero-init
-    convention and stays an error. A low-rank update W + B A read from shapes (LoRA: W (out, in),
+    in the other blocks: ``layer.0.fc.weight`` beside ``layer.1.fc.weight``; the other layers of
+    its chain, ``2.weight`` beside ``0.weight`` and ``4.weight``, unless it is the chain's last
+    layer, as a flow coupling's ``s.2`` beside ``s.0``) follows no zero-init convention and stays
+    an error. A low-rank update W + B A read from shapes (LoRA: W (out, in),
     A (r, in), B (out, r) under one parent, or an adapter file of such pairs only,
     ``initaudit.loaders.low_rank``) has B as the end of a
     branch added to W's output, so B = 0 is legitimate; A = 0 with B = 0 is an error (both
@@ -167,9 +168,8 @@ class ConstantWeights(Rule):
         (an error). Embeddings are inputs: None."""
         if ctx.graph.has_architecture or p.kind is OpKind.EMBEDDING or _both_factors_zero(ctx, p):
             return None
-        pattern = _PEER.sub("#", p.name)
-        peers = [q for q in ctx.graph.weights() if q.name != p.name and _PEER.sub("#", q.name) == pattern]
-        if any(not ctx.analysis(q.name).stats.all_zero for q in peers):
+        peers = _peers(p.name, [q.name for q in ctx.graph.weights()])
+        if any(not ctx.analysis(q).stats.all_zero for q in peers):
             return None
         alike = f"; its {len(peers)} peer(s) in the other blocks are zero too" if peers else ""
         return ("a hidden layer (dead) or a zero-initialised output, residual-branch end or zero "
@@ -200,6 +200,31 @@ def _both_factors_zero(ctx, p) -> bool:
     if len(p.shape) != 2 or p.shape[0] >= p.shape[1]:  # A is (r, in), r < in
         return False
     return any(t.down is p and ctx.analysis(t.up.name).stats.all_zero for t in low_rank_updates(ctx.graph.params))
+
+
+def _peers(name: str, names: list[str]) -> list[str]:
+    """The same layer in the other blocks: names that differ from ``name`` only in container
+    indices (whole integer segments; ``fc1`` and ``fc2`` are two layers, not two blocks). An
+    index right before the tensor's own name is the layer's place in a chain (``s.0``, ``s.2``
+    of a Sequential): those are peers too, except for the chain's last layer, the one every
+    zero-init convention zeroes (a branch's end, an output), whose earlier layers say nothing
+    about it."""
+    segs = name.split(".")
+    own = len(segs) - 2
+    blocks, chain = [], []
+    for other in names:
+        o = other.split(".")
+        if other == name or len(o) != len(segs):
+            continue
+        diff = [i for i, (a, b) in enumerate(zip(segs, o)) if a != b]
+        if not all(segs[i].isdigit() and o[i].isdigit() for i in diff):
+            continue
+        if diff == [own]:
+            chain.append(other)
+        elif own not in diff:
+            blocks.append(other)
+    last = all(int(q.split(".")[own]) < int(segs[own]) for q in chain)
+    return blocks if chain and last else blocks + chain
 
 
 def _applied_by_a_layer(graph) -> set[str] | None:
@@ -477,6 +502,15 @@ class DegenerateNormalization(Rule):
             yield self.finding(p.name, f"zero scale {zero_patterns[p.name]}; a bare checkpoint does not say "
                                "where it sits (give --model to check)", severity=Severity.INFO,
                                evidence=evidence)
+        elif s.all_zero and not ctx.graph.has_architecture:
+            # not at one place in every repeated block: a zero-init residual that skips the blocks
+            # with no identity path (RegNetZ's and TResNet's first block of a stage) looks the same
+            yield self.finding(p.name, "scale (gamma) is all zero: at the end of a residual branch it is "
+                               "the zero-init residual convention (the block starts as identity), elsewhere "
+                               "it cuts the signal and the gradient; a checkpoint with no architecture "
+                               "cannot tell", evidence={**evidence, "position": "unknown"},
+                               fix="pass --model pkg.mod:factory (the architecture) to tell; if it is not a "
+                                   "branch end: torch.nn.init.ones_(norm.weight)")
         elif s.all_zero:
             yield self.finding(p.name, "scale (gamma) is all zero outside a residual branch: the layer "
                                f"outputs only its shift and passes no gradient down{measured}",

@@ -168,6 +168,7 @@ class _Builder(WeightsMixin, OpsMixin):
                 t = self._constant_value(n)
                 if t is not None and n.output:
                     self.store.add(t, n.output[0])
+                    self.store.program.add(n.output[0])
                 for o in n.output:
                     self.status[o] = "const"
                 continue

@@ -135,6 +135,9 @@ class OpsMixin:
         src = self.resolve(n.input[1]) if len(n.input) > 1 else None
         if src is None or len(src.shape) < 3:
             return False
+        if src.root in self.store.program:  # a fixed filter (an anti-alias blur): no weight, as in torch
+            self.emit(Node(name, "layer", self.src_nodes(n.input[:1]), op=op), n.output, n.output[0])
+            return True
         shape = src.shape
         groups = int(_attr(n, "group", 1))
         k = math.prod(shape[2:])

@@ -82,6 +82,9 @@ class TensorStore:
         self.protos: dict[str, onnx.TensorProto] = {}
         self.external: dict[str, _External] = {}
         self._small: dict[str, np.ndarray] = {}
+        # Values of Constant nodes: part of the program (a non-persistent buffer, a tensor made in
+        # forward), never a parameter: exporters store every parameter as an initializer.
+        self.program: set[str] = set()
 
     def add(self, t: onnx.TensorProto, name: str | None = None) -> None:
         name = name or t.name

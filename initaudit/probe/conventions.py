@@ -14,9 +14,16 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 | text + vision (CLIP-style, ``text_config`` and ``vision_config``) | ``input_ids`` and ``pixel_values`` from each sub-config |
 | timm (``pretrained_cfg`` / ``default_cfg``) | N(0, 1) (batch, *input_size), the patch embedding's ``img_size`` where the model was built for another |
 | torchvision classifiers | N(0, 1) (batch, 3, 224, 224); Inception v3 299 x 299 |
+| torchvision video / optical flow | clips N(0, 1) (batch <= 4, 3, 8 frames, 112, 112); two frames (batch <= 2, 3, 128, 128) |
+| diffusers 1-D UNets (first conv ``Conv1d``) | ``sample`` (batch, in_channels, sample_size) |
 | torchvision segmentation | N(0, 1) (batch, 3, 224, 224); detection: a list of ``batch`` 3 x 224 x 224 images |
 | diffusers ``UNet2DModel`` / ``UNet2DConditionModel`` | ``sample`` (batch, in_channels, sample_size, sample_size) + integer ``timestep`` (+ ``encoder_hidden_states`` (batch, 16, cross_attention_dim)) (+ ``class_labels`` below ``num_class_embeds``) |
 | diffusers 2-D transformers (DiT: ``hidden_states``) | ``hidden_states`` as ``sample`` above + ``timestep`` (+ ``class_labels`` below ``num_embeds_ada_norm``) |
+| diffusers ControlNet (``controlnet_cond``) | + the conditioning image (batch, conditioning_channels, sample_size * 2^(stages - 1), ...) uniform on [0, 1) |
+| diffusers ``added_cond_kwargs`` | ``addition_embed_type`` "text_time" (SDXL): ``text_embeds`` + six ``time_ids`` (sizes in pixels); "image" / ``encoder_hid_dim_type`` "image_proj" (Kandinsky 2.2): ``image_embeds`` (batch, encoder_hid_dim) |
+| diffusers models that mix frames (UNet3D: temporal convs / transformers) | ``sample`` (batch, in_channels, 4 frames, sample_size, sample_size) + as above |
+| diffusers transformers with position ids (Flux: ``img_ids``) | ``hidden_states`` (batch, 64 packed tokens, in_channels) + ``img_ids`` (row, column of an 8 x 8 grid) + ``txt_ids`` + ``timestep`` in [0, 1) (+ ``guidance`` 3.5 where ``guidance_embeds``) |
+| diffusers unCLIP prior (``proj_embedding``) | ``hidden_states`` (batch, embedding_dim) + ``proj_embedding`` (batch, embedding_proj_dim) + ``encoder_hidden_states`` (batch, num_embeddings, embedding_dim) + ``timestep`` |
 | diffusers ``AutoencoderKL`` and other VAEs | ``sample`` (batch, in_channels, sample_size, sample_size) |
 | ``nn.Transformer``, ``nn.TransformerEncoder/Decoder(Layer)`` | N(0, 1) (batch, 16, d_model), sequence first unless ``batch_first`` |
 
@@ -230,33 +237,116 @@ def _diffusers(module: nn.Module, batch: int, gen: torch.Generator) -> Made | No
     c = int(getattr(config, "in_channels", 3) or 3)
     h, w = _size(getattr(config, "sample_size", None), 32)
     batch = _image_batch(batch, h, w)
-    sample = torch.randn((batch, c, h, w), generator=gen)
     accepts = _accepts(module)
     # UNets and VAEs take ``sample``; the 2-D transformers (DiT, PixArt, SD3) ``hidden_states``;
     # adapters (T2I-Adapter) the conditioning image ``x``
     main = next((k for k in ("sample", "hidden_states", "x") if k in accepts), None)
     if main is None:
         return None
-    kwargs: dict[str, Any] = {main: sample}
-    names = [main]
+    kwargs: dict[str, Any] = _diffusers_main(module, main, accepts, batch, (c, h, w), gen)
+    names = list(kwargs)
     if "timestep" in accepts:
-        kwargs["timestep"] = torch.randint(0, 1000, (batch,), generator=gen)
+        # flow-matching transformers with position ids (Flux) take t in [0, 1]; the rest steps
+        kwargs["timestep"] = (torch.rand((batch,), generator=gen) if "img_ids" in kwargs
+                              else torch.randint(0, 1000, (batch,), generator=gen))
         names.append("timestep")
+    if "guidance" in accepts and getattr(config, "guidance_embeds", False):
+        kwargs["guidance"] = torch.full((batch,), 3.5)  # a guidance-distilled model's scale
+        names.append("guidance")
     classes = getattr(config, "num_class_embeds", None) or getattr(config, "num_embeds_ada_norm", None)
     if "class_labels" in accepts and isinstance(classes, int) and classes > 0:
         kwargs["class_labels"] = torch.randint(0, classes, (batch,), generator=gen)  # class-conditional
         names.append("class_labels")
-    # the text context: UNets' cross_attention_dim, MMDiT's (SD3) joint_attention_dim
+    # the text context: UNets' cross_attention_dim, MMDiT's (SD3) joint_attention_dim; a text
+    # encoder's own width where the UNet projects it (encoder_hid_dim_type "text_proj")
     cross = getattr(config, "cross_attention_dim", None) or getattr(config, "joint_attention_dim", None)
-    if "encoder_hidden_states" in accepts and cross:
+    if getattr(config, "encoder_hid_dim_type", None) in ("text_proj", "text_image_proj"):
+        cross = getattr(config, "encoder_hid_dim", None) or cross
+    if "encoder_hidden_states" in accepts and cross and "encoder_hidden_states" not in kwargs:
         dim = int(cross[0] if isinstance(cross, (list, tuple)) else cross)
         kwargs["encoder_hidden_states"] = torch.randn((batch, SEQ_LEN, dim), generator=gen)
         names.append("encoder_hidden_states")
+    extra = _conditions(config, accepts, batch, (h, w), gen)
+    kwargs.update(extra)
+    names += list(extra)
     pooled = getattr(config, "pooled_projection_dim", None)
     if "pooled_projections" in accepts and isinstance(pooled, int) and pooled > 0:
         kwargs["pooled_projections"] = torch.randn((batch, pooled), generator=gen)  # a pooled text embedding
         names.append("pooled_projections")
     return Made(f"diffusers {type(module).__name__}: " + " + ".join(names), kwargs, unit_dim=1, batch=batch)
+
+
+def _temporal(module: nn.Module) -> bool:
+    """Whether a diffusers model mixes frames (UNet3D's temporal convs and transformers): its
+    ``sample`` is (batch, channels, frames, height, width)."""
+    kinds = tuple(c for c in (_lib_class("diffusers.models.resnet", "TemporalConvLayer"),
+                              _lib_class("diffusers.models.transformers.transformer_temporal",
+                                         "TransformerTemporalModel")) if c is not None)
+    return bool(kinds) and any(isinstance(m, kinds) for m in module.modules())
+
+
+def _diffusers_main(module: nn.Module, main: str, accepts: set[str], batch: int,
+                    chw: tuple[int, int, int], gen: torch.Generator) -> dict[str, Any]:
+    """The main input in the layout the forward documents: packed patch tokens with their
+    (row, column) position ids where it takes ``img_ids`` (Flux); an embedding vector with the
+    projected one where it takes ``proj_embedding`` (the unCLIP prior); 4 frames where the model
+    mixes frames (UNet3D); else an image (batch, channels, height, width)."""
+    c, h, w = chw
+    config = module.config
+    if "img_ids" in accepts:
+        side = 8
+        ids = torch.zeros((side * side, 3))
+        ids[:, 1], ids[:, 2] = torch.arange(side).repeat_interleave(side), torch.arange(side).repeat(side)
+        return {main: torch.randn((batch, side * side, c), generator=gen), "img_ids": ids,
+                "txt_ids": torch.zeros((SEQ_LEN, 3))}
+    if "proj_embedding" in accepts:
+        dim = int(config.embedding_dim)
+        proj = int(getattr(config, "embedding_proj_dim", None) or dim)
+        made = {main: torch.randn((batch, dim), generator=gen),
+                "proj_embedding": torch.randn((batch, proj), generator=gen)}
+        if "encoder_hidden_states" in accepts:  # the text tokens its position table counts
+            made["encoder_hidden_states"] = torch.randn((batch, int(config.num_embeddings), dim), generator=gen)
+        return made
+    if _temporal(module):
+        return {main: torch.randn((batch, c, 4, h, w), generator=gen)}
+    first = next((m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if isinstance(first, nn.Conv1d):  # a 1-D UNet (trajectories, audio): (batch, channels, length)
+        return {main: torch.randn((batch, c, h), generator=gen)}
+    return {main: torch.randn((batch, c, h, w), generator=gen)}
+
+
+def _conditions(config: Any, accepts: set[str], batch: int, hw: tuple[int, int],
+                gen: torch.Generator) -> dict[str, Any]:
+    """Conditioning the config says the forward needs: ControlNet's conditioning image (at the
+    latent size times the conditioning embedding's 2^(stages - 1) downsampling) and the
+    ``added_cond_kwargs`` of ``addition_embed_type`` / ``encoder_hid_dim_type`` (SDXL's pooled
+    text embedding and six size ids, Kandinsky's image embedding)."""
+    h, w = hw
+    out: dict[str, Any] = {}
+    stages = getattr(config, "conditioning_embedding_out_channels", None)
+    if "controlnet_cond" in accepts and isinstance(stages, (list, tuple)) and stages:
+        f = 2 ** (len(stages) - 1)
+        c = int(getattr(config, "conditioning_channels", 3) or 3)
+        out["controlnet_cond"] = torch.rand((batch, c, h * f, w * f), generator=gen)
+    if "added_cond_kwargs" not in accepts:
+        return out
+    added: dict[str, torch.Tensor] = {}
+    kind, hid = getattr(config, "addition_embed_type", None), getattr(config, "encoder_hid_dim_type", None)
+    if kind == "text_time":
+        times = int(config.addition_time_embed_dim)
+        text = int(config.projection_class_embeddings_input_dim) - 6 * times
+        added["text_embeds"] = torch.randn((batch, text), generator=gen)
+        size = [8 * h, 8 * w, 0, 0, 8 * h, 8 * w]  # original size, crop corner, target size in pixels
+        added["time_ids"] = torch.tensor([size] * batch, dtype=torch.float32)
+    if kind in ("image", "image_hint") or hid == "image_proj":
+        added["image_embeds"] = torch.randn((batch, int(config.encoder_hid_dim)), generator=gen)
+    if kind == "text_image" or hid == "text_image_proj":
+        dim = int(config.cross_attention_dim)
+        added["image_embeds"] = torch.randn((batch, dim), generator=gen)
+        added.setdefault("text_embeds", torch.randn((batch, dim), generator=gen))
+    if added:
+        out["added_cond_kwargs"] = added
+    return out
 
 
 def _timm(module: nn.Module, batch: int, gen: torch.Generator) -> Made | None:
@@ -288,7 +378,17 @@ def _torchvision(module: nn.Module, batch: int, gen: torch.Generator) -> Made | 
         images = [torch.rand((3, side, side), generator=gen) for _ in range(batch)]
         return Made(f"torchvision detection: a list of {batch} images 3x{side}x{side}", args=(images,),
                     unit_dim=1, batch=batch)
-    kind = "segmentation" if ".segmentation." in type(module).__module__ else "classification"
+    where = type(module).__module__
+    if ".video." in where:  # clips (batch, 3, frames, height, width), as the video recipes train them
+        clip = (min(batch, 4), 3, 8, 112, 112)
+        return Made("torchvision video: clips 3x8x112x112", args=(torch.randn(clip, generator=gen),),
+                    unit_dim=1, batch=clip[0])
+    if ".optical_flow." in where:  # two frames, sides a multiple of 8
+        pair = (min(batch, 2), 3, 128, 128)
+        return Made("torchvision optical flow: image1 + image2 3x128x128",
+                    args=(torch.randn(pair, generator=gen), torch.randn(pair, generator=gen)),
+                    unit_dim=1, batch=pair[0])
+    kind = "segmentation" if ".segmentation." in where else "classification"
     return Made(f"torchvision {kind}: images 3x{side}x{side}",
                 args=(torch.randn((batch, 3, side, side), generator=gen),), unit_dim=1, batch=batch)
 

@@ -452,6 +452,10 @@ def _entries() -> list[ZooModel]:
                                 depths=[1, 1], sr_ratios=[2, 1], hidden_sizes=[16, 32], num_attention_heads=[1, 2],
                                 patch_sizes=[7, 3], strides=[4, 2], mlp_ratios=[2, 2], decoder_hidden_size=32,
                                 num_labels=4), images(64), onnx=True, tags={"vision", "batchnorm"})
+    # fourth sweep (vision): a global-query generator only reaching the loss through softmax
+    # logits, and squeeze-excite pairs in the wide windows of a deep profile (test_zoo_vision_causes.py)
+    add("gcvit_timm", "timm", _timm("gcvit_xxtiny", num_classes=10, img_size=64), images(64, key=None),
+        tags={"vision"})
     add("controlnet", "diffusers", _controlnet, _controlnet_inputs, tags={"diffusion"})
     add("dcgan_d", "torch", DCGANDiscriminator, images(key=None), onnx=True, tags={"gan", "batchnorm"})
     # torchvision classics

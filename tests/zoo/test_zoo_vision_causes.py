@@ -1,0 +1,279 @@
+"""Causes found by the fourth held-out sweep (vision, diffusers, torchvision; issue 8), each with
+a measurement of what is really there and a control that must still be found."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import initaudit
+from zoo.conftest import build
+
+
+def _of(report, rule, severity=None):
+    return [f for f in report.findings if f.rule == rule and (severity is None or f.severity.value == severity)]
+
+
+# --- GCViT: a global-query generator reaches the loss only through softmax logits -----------------------
+
+def test_gcvit_query_generator_and_se_pairs_are_no_depth_fall(zoo_report):
+    report = zoo_report("gcvit_timm", "module")
+    g = report.probe.grads
+    # the global-query generator (MBConv + squeeze-excite + pool + norm -> the query slot only):
+    # its error passes the softmax's near-zero derivative, at every stage alike
+    gen = [g[f"stages.{i}.global_block.blocks.conv1.conv_pw.weight"].ratio for i in (0, 3)]
+    trunk = [g[f"stages.{i}.blocks.0.mlp.fc2.weight"].ratio for i in (0, 3)]
+    assert all(q < 0.05 * t for q, t in zip(gen, trunk))
+    # the downsample MBConv's squeeze-excite pair is small at the first stage and the last alike:
+    # no fall with depth (measured 0.002-0.017 of the reference at every stage)
+    se = [g[f"stages.{i}.downsample.conv_block.se.fc2.weight"].ratio for i in (1, 3)]
+    assert 0.1 < se[0] / se[1] < 10 and 0.3 < trunk[0] / trunk[1] < 3
+    assert not _of(report, "IA206") and not _of(report, "IA207")
+
+
+def _sigmoid_attention() -> nn.Module:
+    """A deep sigmoid stack (Xavier: sigmoid' <= 1/4 per layer, a real fall) whose output is the
+    query, key and value of one self-attention."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stack = nn.Sequential(*[m for _ in range(10) for m in (nn.Linear(32, 32), nn.Sigmoid())])
+            self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+            self.head = nn.Linear(32, 4)
+
+        def forward(self, x):
+            h = self.stack(x)
+            return self.head(self.attn(h, h, h, need_weights=False)[0])
+
+    torch.manual_seed(0)
+    net = Net()
+    for m in net.stack:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight)
+            nn.init.zeros_(m.bias)
+    return net
+
+
+def test_a_vanishing_stack_that_also_feeds_the_values_still_warns():
+    report = initaudit.audit(_sigmoid_attention(), inputs=torch.randn(4, 8, 32))
+    assert [f.layer for f in _of(report, "IA206")] == ["stack.0.weight"]
+
+
+def test_a_steady_fall_over_a_wide_window_still_warns():
+    """64 sigmoid layers at 3.6x Xavier's gain: the signal stays near 1/2 while each layer passes
+    back a fraction of the gradient it gets, a fall at every layer alike; the windows are 7
+    layers wide (median against median) and still see it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(*[m for _ in range(64) for m in (nn.Linear(32, 32), nn.Sigmoid())])
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_normal_(m.weight, gain=3.6)
+            nn.init.zeros_(m.bias)
+    (f,) = _of(initaudit.audit(model, inputs=torch.randn(16, 32)), "IA206")
+    assert len(f.evidence["window"]) == 7 and f.severity.value == "error"
+
+
+# --- probe conventions: frames (UNet3D), packed tokens with position ids (Flux), the unCLIP prior ---------
+
+def _probe_of(model):
+    report = initaudit.audit(model, probe_batch_size=2)
+    probe = report.to_json()["probe"]
+    assert probe["ran"], probe["skipped_reason"]
+    return report, probe["convention"]
+
+
+def test_unet3d_is_probed_on_frames_and_its_zero_temporal_convs_end_residual_branches():
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    model = diffusers.UNet3DConditionModel(
+        in_channels=4, out_channels=4, block_out_channels=(16, 32), layers_per_block=1, norm_num_groups=8,
+        cross_attention_dim=16, attention_head_dim=8, sample_size=8,
+        down_block_types=("CrossAttnDownBlock3D", "DownBlock3D"), up_block_types=("UpBlock3D", "CrossAttnUpBlock3D")).eval()
+    temporal = model.down_blocks[0].temp_convs[0]
+    assert bool((temporal.conv4[-1].weight == 0).all())  # diffusers zero-initialises the last temporal conv
+    x = torch.randn(2 * 4, 16, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(temporal(x, num_frames=4), x)  # so the temporal layer starts as the identity
+    report, convention = _probe_of(model)
+    assert convention == "diffusers UNet3DConditionModel: sample + timestep + encoder_hidden_states"
+    assert report.to_json()["capture"] == "trace"
+    assert not _of(report, "IA102", "error")
+
+
+def test_flux_and_the_prior_are_probed_with_no_inputs():
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    flux = diffusers.FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                            attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                            pooled_projection_dim=32, axes_dims_rope=(4, 6, 6), guidance_embeds=True).eval()
+    assert _probe_of(flux)[1] == ("diffusers FluxTransformer2DModel: hidden_states + img_ids + txt_ids + timestep"
+                                  " + guidance + encoder_hidden_states + pooled_projections")
+    prior = diffusers.PriorTransformer(num_attention_heads=2, attention_head_dim=8, num_layers=2, embedding_dim=16,
+                                       num_embeddings=4, additional_embeddings=4).eval()
+    report, convention = _probe_of(prior)
+    assert convention == "diffusers PriorTransformer: hidden_states + proj_embedding + encoder_hidden_states + timestep"
+    # clip_mean / clip_std un-normalise the pipeline's latents outside forward(): truly unused by it
+    assert {f.layer for f in _of(report, "IA209", "warning")} <= {"clip_mean"}
+
+
+# --- ONNX: a Constant node is part of the program, not a parameter (TResNet's anti-alias blur) ----------
+
+class _Blurred(nn.Module):
+    def __init__(self, copies: bool = False):
+        super().__init__()
+        layers = pytest.importorskip("timm.layers")
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.blur = layers.BlurPool2d(channels=16, filt_size=3, stride=2)  # a fixed binomial filter
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 4)
+        if copies:
+            with torch.no_grad():
+                self.conv2.weight.copy_(self.conv2.weight[:1].expand_as(self.conv2.weight))
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(self.blur(torch.relu(self.conv1(x)))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_a_fixed_blur_filter_in_an_onnx_export_is_no_weight(tmp_path):
+    from zoo.forms import export_onnx
+
+    torch.manual_seed(0)
+    model = _Blurred().eval()
+    assert "blur.filt" not in model.state_dict()  # a non-persistent buffer: no parameter, never trained
+    onnx = pytest.importorskip("onnx")
+    path = export_onnx(model, torch.randn(2, 3, 16, 16), tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    constants = {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert any(n.input[1] in constants for n in convs)  # torch.onnx wrote the filter as a Constant node
+    report = initaudit.audit(path)
+    assert [row["param"] for row in report.to_json()["layers"] if row["param"] in constants] == []
+    assert not [f for f in report.findings if f.severity.value in ("error", "warning")]
+
+
+def test_copied_conv_units_in_an_onnx_export_are_still_an_error(tmp_path):
+    from zoo.forms import export_onnx
+
+    torch.manual_seed(0)
+    path = export_onnx(_Blurred(copies=True).eval(), torch.randn(2, 3, 16, 16), tmp_path / "m.onnx")
+    found = _of(initaudit.audit(path), "IA103", "error")
+    assert [f.layer for f in found] == ["conv2.weight"]
+
+
+# --- bare checkpoints: a chain's zero last layer is not judged by the chain's earlier layers -----------
+
+def _bare_ia102(model, tmp_path):
+    from zoo.forms import save_safetensors
+
+    report = initaudit.audit(save_safetensors(model, tmp_path / "m.safetensors"))
+    return {f.layer: f.severity.value for f in _of(report, "IA102")}
+
+
+def test_a_flow_couplings_zero_ends_in_a_bare_checkpoint_are_unplaced_not_dead(tmp_path):
+    from zoo.test_zoo_heldout import _flow
+
+    model, x = _flow(torch.exp), torch.randn(64, 8)
+    with torch.no_grad():
+        assert torch.equal(model[:3](x), x)  # measured: each coupling starts as the identity (exp(0) = 1)
+    found = _bare_ia102(model, tmp_path)
+    assert found == {f"{i}.{b}.2.weight": "warning" for i in range(3) for b in "st"}
+
+
+def test_a_zero_first_layer_of_a_coupling_branch_stays_an_error_in_a_bare_checkpoint(tmp_path):
+    from zoo.test_zoo_heldout import _flow
+
+    model = _flow(torch.exp)
+    for i in range(3):  # the ends learn; a zero first layer before ReLU is dead
+        nn.init.normal_(model[i].s[2].weight, std=0.1)
+        nn.init.zeros_(model[i].s[0].weight)
+    found = _bare_ia102(model, tmp_path)
+    assert {k: v for k, v in found.items() if ".s." in k} == {f"{i}.s.0.weight": "error" for i in range(3)}
+
+
+# --- bare checkpoints: a zero BatchNorm gamma the file cannot place (RegNetZ, TResNet) --------------------
+
+class _Stage(nn.Module):
+    """RegNetZ's pattern: the stage's first block changes width and has no identity path (gamma 1);
+    the others end their residual branch in a zero-gamma BatchNorm (timm's zero_init_last)."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList()
+        for i, (cin, cout) in enumerate([(8, 16), (16, 16), (16, 16)]):
+            block = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
+            if i:
+                nn.init.zeros_(block[1].weight)
+            self.blocks.append(block)
+
+    def forward(self, x):
+        for i, block in enumerate(self.blocks):
+            x = block(x) if i == 0 else x + block(x)
+        return x
+
+
+def test_a_zero_gamma_a_bare_checkpoint_cannot_place_is_said_so(tmp_path):
+    from zoo.forms import save_safetensors
+
+    torch.manual_seed(0)
+    model = _Stage().train()
+    x = torch.randn(4, 8, 8, 8)
+    with torch.no_grad():
+        first = model.blocks[0](x)
+        assert torch.equal(model(x), first)  # measured: the zero-gamma blocks start as the identity
+    found = _of(initaudit.audit(save_safetensors(model, tmp_path / "m.safetensors")), "IA108")
+    assert [f.layer for f in found] == ["blocks.1.1.weight", "blocks.2.1.weight"]
+    assert all("cannot tell" in f.message and "outside a residual branch" not in f.message for f in found)
+
+
+def test_a_zero_gamma_in_the_trunk_of_a_live_module_is_still_a_cut():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
+                          nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    nn.init.zeros_(model[1].weight)
+    (f,) = _of(initaudit.audit(model, probe_enabled=False), "IA108", "warning")
+    assert f.layer == "1.weight" and "outside a residual branch" in f.message
+
+
+# --- probe conventions: ControlNet's conditioning image, SDXL's and Kandinsky's added conditions ---------
+
+def test_sdxl_controlnet_and_a_kandinsky_unet_are_probed_with_no_inputs():
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    control = diffusers.ControlNetModel(
+        in_channels=4, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8, cross_attention_dim=32,
+        attention_head_dim=8, conditioning_embedding_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), addition_embed_type="text_time",
+        addition_time_embed_dim=8, projection_class_embeddings_input_dim=32 + 6 * 8).eval()
+    report, convention = _probe_of(control)
+    assert convention == ("diffusers ControlNetModel: sample + timestep + encoder_hidden_states + controlnet_cond"
+                          " + added_cond_kwargs")
+    # with the dataflow recorded, its zero convolutions are output layers (they unblock after one
+    # step: test_zoo_heldout.test_controlnet_zero_convolutions_unblock_after_one_step)
+    assert not _of(report, "IA102", "error") and _of(report, "IA102", "info")
+    kandinsky = diffusers.UNet2DConditionModel(
+        in_channels=4, out_channels=8, block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=8,
+        cross_attention_dim=32, attention_head_dim=8, sample_size=8,
+        down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+        up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"), mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+        encoder_hid_dim=16, encoder_hid_dim_type="image_proj", addition_embed_type="image",
+        resnet_time_scale_shift="scale_shift").eval()
+    assert _probe_of(kandinsky)[1] == ("diffusers UNet2DConditionModel: sample + timestep + encoder_hidden_states"
+                                       " + added_cond_kwargs")
+
+
+# --- probe conventions: 1-D UNets, torchvision video and optical flow -------------------------------------
+
+def test_a_1d_unet_and_torchvision_video_and_flow_models_are_probed_with_no_inputs():
+    diffusers = pytest.importorskip("diffusers")
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    unet = diffusers.UNet1DModel(sample_size=64, extra_in_channels=16, block_out_channels=(8, 32, 64)).eval()
+    assert _probe_of(unet)[1] == "diffusers UNet1DModel: sample + timestep"
+    from torchvision.models.video.resnet import BasicBlock, BasicStem, Conv3DSimple, VideoResNet
+
+    video = VideoResNet(BasicBlock, [Conv3DSimple] * 4, [1, 1, 1, 1], BasicStem, num_classes=4).eval()  # r3d, 1 block a stage
+    assert _probe_of(video)[1] == "torchvision video: clips 3x8x112x112"
+    flow = torchvision.models.optical_flow.raft_small(weights=None).eval()
+    assert _probe_of(flow)[1] == "torchvision optical flow: image1 + image2 3x128x128"
