@@ -11,7 +11,9 @@ from initaudit.rule import Finding, Rule, Severity, fmt
 
 measured_gain = lazy_function("initaudit.normgain", "measured_gain")  # imports torch
 
-_PEER = re.compile(r"\d+")  # block indices: layer.3.fc.weight and layer.0.fc.weight are peers
+# Block indices are whole name components: layer.3.fc.weight and layer.0.fc.weight are peers; the
+# 2 in conv2 numbers a layer inside the block (Fixup's zero conv2 has no peer in conv1).
+_PEER = re.compile(r"(?<![^.])\d+(?![^.])")
 _MODULATION_HINTS = ("adaln", "ada_ln", "modulation", "zero_conv", "zero_linear")
 
 
@@ -84,8 +86,9 @@ class ConstantWeights(Rule):
     and a zero layer whose place the file cannot prove is a warning that says so: a hidden layer
     (dead) and a zero-initialised output, residual-branch end or zero convolution (ControlNet's)
     look alike by name and shape. A zero layer among non-zero peers (the tensors of the same name
-    in the other blocks: ``layer.0.fc.weight`` beside ``layer.1.fc.weight``) follows no zero-init
-    convention and stays an error.
+    in the other blocks: ``layer.0.fc.weight`` beside ``layer.1.fc.weight``; a block index is a
+    whole name component, so Fixup's zero ``layers.0.conv2.weight`` is no peer of the non-zero
+    ``layers.0.conv1.weight``) follows no zero-init convention and stays an error.
 
     Why it matters
     --------------
