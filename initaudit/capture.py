@@ -33,6 +33,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 
 from initaudit.graph import Activation, ModelGraph, Node, Param, annotate, is_cell_sum, merge_trunks
 from initaudit.patterns import ACT_OPS, Pattern, Prim, PrimView, find_patterns, op_kind
+from initaudit.runtime_scale import runtime_multiplier
 
 # torch function / method name (in-place and reflected forms folded) -> shared op vocabulary
 _OPS = {
@@ -273,6 +274,9 @@ class _Recorder(TorchFunctionMode):
                 elif isinstance(m, (nn.modules.dropout._DropoutNd, nn.Identity)):
                     # an nn.Dropout between softmax(Q K^T) and V passes the weights on, as F.dropout does
                     attrs["act"] = "dropout" if isinstance(m, nn.modules.dropout._DropoutNd) else "identity"
+                scale = runtime_multiplier(m, args, out)
+                if scale is not None:
+                    attrs["runtime_scale"] = scale  # NTK / equalised-lr: weight * s in its forward
                 first = next(_tensors((args, kwargs)), None)
                 if first is not None and floats and floats[0].numel():
                     attrs["window"] = max(1, first.numel() // floats[0].numel())
@@ -507,6 +511,7 @@ def capture_dataflow(graph: ModelGraph, inputs: Any, owned: dict[str, list[Param
             p.activation, p.activation_source = None, None
         p.normalized_after = p.residual_end = p.is_output = p.feeds_head = False
     graph.nodes = nodes
+    _keep_runtime_scales(rec, owned)
     graph.notes = [n for n in graph.notes if not n.startswith(FX_FAILED)]
     annotate(graph, "trace")
     graph.capture = "trace"
@@ -517,3 +522,18 @@ def capture_dataflow(graph: ModelGraph, inputs: Any, owned: dict[str, list[Param
                            f"after them is not predicted): {', '.join(unknown[:8])}"
                            + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""))
     return None
+
+
+def _keep_runtime_scales(rec: _Recorder, owned: dict[str, list[Param]]) -> None:
+    """Each weight a custom leaf module multiplies at run time gets the measured factor
+    (:mod:`initaudit.runtime_scale`), from its first call."""
+    for p in owned.values():
+        for q in p:
+            q.runtime_scale = 1.0
+    for prim in rec.prims:
+        scale = prim.attrs.get("runtime_scale")
+        if prim.op != "module" or scale is None:
+            continue
+        for q in owned.get(prim.attrs["path"], []):
+            if q.is_weight and q.runtime_scale == 1.0:
+                q.runtime_scale = scale

@@ -91,6 +91,10 @@ class Param:
     # when every path from the layer ends in such a gate, a residual sum or an output
     # (:func:`gate_starts`); None otherwise.
     gate_start: float | None = None
+    # The factor the layer's own forward multiplies this weight by (NTK parametrisation,
+    # equalised learning rate), measured from the recorded forward pass: the signal sees
+    # runtime_scale * the stored spread (initaudit.runtime_scale). 1.0 when stored as applied.
+    runtime_scale: float = 1.0
     aliases: list[str] = field(default_factory=list)  # tied names for the same tensor
     notes: list[str] = field(default_factory=list)
 

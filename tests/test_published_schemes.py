@@ -35,3 +35,45 @@ def test_a_zero_conv2_among_non_zero_conv2_peers_stays_an_error(tmp_path):
                 torch.nn.init.kaiming_normal_(block.conv2.weight)
     found = _by_rule(_bare(model, tmp_path), "IA102")
     assert found.get("layers.3.conv2.weight") == "error"
+
+
+def _serious(report: initaudit.Report) -> list[tuple[str, str]]:
+    return [(f.rule, f.layer) for f in report.findings if f.severity.value != "info"]
+
+
+def test_ntk_and_equalised_lr_multipliers_are_read_from_the_forward():
+    """N(0, 1) weights multiplied by gain / sqrt(fan_in) in forward (NTK; StyleGAN's equalised
+    learning rate with lr_mul 0.01 stores N(0, 100)): the signal sees He-scaled weights
+    (measured: pre-activations 1.1-2.1 through 8 layers), so no exploding prediction."""
+    for name in ("ntk", "stylegan_mapping"):
+        report = initaudit.audit(papers.SCHEMES[name](), inputs=papers.inputs(name), config=False)
+        assert _serious(report) == [], name
+    layer = next(r for r in report.to_json()["layers"] if r["param"] == "1.weight")
+    assert abs(layer["runtime_scale"] - 0.01 * (2 / 64) ** 0.5) < 1e-6  # lr_mul * sqrt(2 / fan_in)
+    assert layer["stats"]["std"] > 90  # the stored weight is reported as stored
+
+
+def test_a_runtime_multiplier_too_large_still_explodes():
+    torch.manual_seed(0)
+    layers = [m for i in range(8) for m in (papers.ScaledLinear(32 if i == 0 else 64, 64, gain=4.0), torch.nn.ReLU())]
+    model = torch.nn.Sequential(*layers, papers.ScaledLinear(64, 10))
+    found = _by_rule(initaudit.audit(model, inputs=papers.inputs("ntk"), config=False), "IA110")
+    assert "error" in found.values()
+
+
+def test_mup_zero_query_is_legitimate():
+    """muP zeroes the query: uniform attention at the start, and from the second Adam step each
+    query unit gets its own gradient through the keys (measured: 128 distinct rows of 128)."""
+    report = initaudit.audit(papers.mup(), inputs=papers.inputs("mup"), config=False)
+    found = _by_rule(report, "IA102")
+    assert {k: v for k, v in found.items() if "attn.q" in k} == {f"blocks.{i}.attn.q.weight": "info" for i in range(4)}
+    assert _serious(report) == []
+
+
+def test_zero_query_and_zero_key_stay_errors():
+    """With the keys zero too, dL/dW_q = dL/dlogits K x = 0 and dL/dW_k = 0 at every step."""
+    model = papers.mup()
+    for block in model.blocks:
+        torch.nn.init.zeros_(block.attn.k.weight)
+    found = _by_rule(initaudit.audit(model, inputs=papers.inputs("mup"), config=False), "IA102")
+    assert found.get("blocks.0.attn.q.weight") == "error" and found.get("blocks.0.attn.k.weight") == "error"
