@@ -120,17 +120,20 @@ def skipinit(blocks: int = 8, c: int = 16) -> nn.Module:
 class Attention(nn.Module):
     """Multi-head self-attention with separate q/k/v/o projections; ``scale`` multiplies QK^T."""
 
-    def __init__(self, d: int, heads: int, scale: float | None = None):
+    def __init__(self, d: int, heads: int, scale: float | None = None, head_scale: bool = False):
         super().__init__()
         self.h, self.dh = heads, d // heads
         self.scale = scale if scale is not None else self.dh ** -0.5
         self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        # NormFormer's head scale: one learned gain per head before the output projection
+        self.head_scale = nn.Parameter(torch.ones(heads, 1, 1)) if head_scale else None
 
     def forward(self, x):
         b, t, d = x.shape
         q, k, v = (p(x).view(b, t, self.h, self.dh).transpose(1, 2) for p in (self.q, self.k, self.v))
         w = torch.softmax(q @ k.transpose(-1, -2) * self.scale, dim=-1)
-        return self.o((w @ v).transpose(1, 2).reshape(b, t, d))
+        heads = w @ v if self.head_scale is None else (w @ v) * self.head_scale
+        return self.o(heads.transpose(1, 2).reshape(b, t, d))
 
 
 class TBlock(nn.Module):
@@ -139,13 +142,12 @@ class TBlock(nn.Module):
     def __init__(self, d: int, heads: int, norm: str = "pre", alpha: float = 1.0, scale: float | None = None):
         super().__init__()
         self.norm, self.alpha = norm, alpha
-        self.attn = Attention(d, heads, scale)
+        self.attn = Attention(d, heads, scale, head_scale=norm == "normformer")
         self.fc1, self.fc2 = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
         if norm != "none":
             self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         if norm == "normformer":  # Shleifer et al. 2021: a norm after attention and after the FFN's act
             self.ln_attn, self.ln_ffn = nn.LayerNorm(d), nn.LayerNorm(4 * d)
-            self.head_scale = nn.Parameter(torch.ones(heads))
 
     def ffn(self, x):
         h = F.gelu(self.fc1(x))

@@ -77,3 +77,29 @@ def test_zero_query_and_zero_key_stay_errors():
         torch.nn.init.zeros_(block.attn.k.weight)
     found = _by_rule(initaudit.audit(model, inputs=papers.inputs("mup"), config=False), "IA102")
     assert found.get("blocks.0.attn.q.weight") == "error" and found.get("blocks.0.attn.k.weight") == "error"
+
+
+def _weightnormed_too_large() -> torch.nn.Module:
+    model = papers.weightnorm_mlp()
+    with torch.no_grad():
+        for m in model:
+            if hasattr(m, "parametrizations"):
+                m.parametrizations.weight.original0.mul_(4.0)  # g four times the data-dependent init's
+    return model
+
+
+def test_parametrised_weights_are_judged_as_applied():
+    """weight_norm (Salimans & Kingma's data-dependent init) and the TCN's weight-normed N(0, 0.01)
+    convs: the layer's weight is g v / |v| as computed, with the layer's fans; before, the layers
+    were missing from the table and the TCN's prediction grew 10.5x where the probe measured 0.35x."""
+    report = initaudit.audit(papers.weightnorm_mlp(), inputs=papers.inputs("weightnorm_mlp"), config=False)
+    layer = next(r for r in report.to_json()["layers"] if r["param"] == "2.weight")
+    assert layer["op"].endswith("Linear") and layer["fan_in"] == 64 and layer["expected"] is not None
+    assert _serious(report) == []
+    assert _serious(initaudit.audit(papers.tcn(), inputs=papers.inputs("tcn"), config=False)) == []
+
+
+def test_a_weight_normed_stack_with_too_large_gains_explodes():
+    found = _by_rule(initaudit.audit(_weightnormed_too_large(), inputs=papers.inputs("weightnorm_mlp"),
+                                     config=False), "IA110")
+    assert found and set(found.values()) <= {"warning", "error"}
