@@ -103,3 +103,21 @@ def test_a_weight_normed_stack_with_too_large_gains_explodes():
     found = _by_rule(initaudit.audit(_weightnormed_too_large(), inputs=papers.inputs("weightnorm_mlp"),
                                      config=False), "IA110")
     assert found and set(found.values()) <= {"warning", "error"}
+
+
+DEFECT_FINDS = {  # defect -> (rule, category, layer or None for any) that must fire as an error
+    "xavier_relu20": ("IA109", "vanishing", None),
+    "zero_hidden": ("IA102", "constant", "4.weight"),
+    "equal_rows": ("IA103", "symmetry", "4.weight"),
+    "lstm_zero": ("IA102", "constant", "rnn.weight_hh_l0"),
+    "normal1_mlp12": ("IA110", "exploding", None),
+    "highway_closed": ("IA210", "vanishing", None),
+}
+
+
+def test_the_defects_the_schemes_guard_against_still_fire():
+    for name, (rule, category, layer) in DEFECT_FINDS.items():
+        report = initaudit.audit(papers.DEFECTS[name](), inputs=papers.inputs(name), config=False)
+        hits = [f for f in report.findings if f.rule == rule and f.severity.value == "error"
+                and f.category == category and (layer is None or f.layer == layer)]
+        assert hits, (name, [(f.rule, f.severity.value, f.layer) for f in report.findings])
