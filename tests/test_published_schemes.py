@@ -121,3 +121,21 @@ def test_the_defects_the_schemes_guard_against_still_fire():
         hits = [f for f in report.findings if f.rule == rule and f.severity.value == "error"
                 and f.category == category and (layer is None or f.layer == layer)]
         assert hits, (name, [(f.rule, f.severity.value, f.layer) for f in report.findings])
+
+
+def _with_model(model: torch.nn.Module, tmp_path, name: str) -> initaudit.Report:
+    """``ckpt.safetensors --model factory``: the stored tensors placed in the factory's module."""
+    path = tmp_path / f"{name}.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+    return initaudit.audit(path, model=papers.SCHEMES[name](), inputs=papers.inputs(name), config=False)
+
+
+def test_parametrised_weights_from_a_checkpoint_with_model_are_judged_as_computed(tmp_path):
+    """The checkpoint stores weight_norm's g and v, never the computed weight: it is computed from
+    them (was: dropped as 'not in the checkpoint', so the layers were judged from nothing)."""
+    report = _with_model(papers.weightnorm_mlp(), tmp_path, "weightnorm_mlp")
+    layer = next(r for r in report.to_json()["layers"] if r["param"] == "2.weight")
+    assert layer["fan_in"] == 64 and layer["expected"] is not None
+    assert _serious(report) == []
+    found = _by_rule(_with_model(_weightnormed_too_large(), tmp_path, "weightnorm_mlp"), "IA110")
+    assert found and set(found.values()) <= {"warning", "error"}

@@ -38,9 +38,21 @@ def applied_weights(module: nn.Module) -> Iterator[tuple[str, nn.Module, str, to
         yield prefix, m, f"{prefix}.weight" if prefix else "weight", value
 
 
+def _originals_stem(prefix: str) -> str:
+    return f"{prefix}.parametrizations.weight.original" if prefix else "parametrizations.weight.original"
+
+
+def computed_from(p: Param, names: set[str]) -> bool:
+    """``p`` is a parametrised weight computed from originals among ``names`` (a checkpoint
+    stores the originals, never the computed ``<layer>.weight``)."""
+    stem = _originals_stem(p.layer)
+    return p.is_weight and p.name == (f"{p.layer}.weight" if p.layer else "weight") \
+        and any(n.startswith(stem) for n in names)
+
+
 def mark_originals(params: dict[str, Param], prefix: str) -> None:
     """The stored originals of ``prefix``'s parametrised weight: not judged as weights."""
-    stem = f"{prefix}.parametrizations.weight.original" if prefix else "parametrizations.weight.original"
+    stem = _originals_stem(prefix)
     for p in params.values():
         if p.name.startswith(stem):
             p.role = ParamRole.OTHER
