@@ -33,14 +33,14 @@ from torch.utils.weak import WeakTensorKeyDictionary
 
 from initaudit.graph import Activation, ModelGraph, Node, Param, annotate, is_cell_sum, merge_trunks
 from initaudit.patterns import ACT_OPS, Pattern, Prim, PrimView, find_patterns, op_kind
-from initaudit.runtime_scale import runtime_multiplier
+from initaudit.runtime_scale import fold_preactivation_scales, runtime_multiplier
 
 # torch function / method name (in-place and reflected forms folded) -> shared op vocabulary
 _OPS = {
     "add": "add", "sub": "sub", "subtract": "sub", "mul": "mul", "multiply": "mul", "div": "div",
     "true_divide": "div", "truediv": "div", "divide": "div", "pow": "pow", "neg": "neg",
     "negative": "neg", "sqrt": "sqrt", "rsqrt": "rsqrt", "reciprocal": "reciprocal", "erf": "erf",
-    "tanh": "tanh", "sigmoid": "sigmoid", "softplus": "softplus", "mean": "reducemean",
+    "tanh": "tanh", "sigmoid": "sigmoid", "softplus": "softplus", "sin": "sin", "mean": "reducemean",
     "softmax": "softmax", "matmul": "matmul", "bmm": "matmul", "mm": "matmul", "einsum": "matmul",
     "cat": "concat", "concat": "concat", "concatenate": "concat", "stack": "stack",
     "relu": "relu", "relu6": "relu6", "leaky_relu": "leaky_relu", "elu": "elu", "selu": "selu",
@@ -512,6 +512,7 @@ def capture_dataflow(graph: ModelGraph, inputs: Any, owned: dict[str, list[Param
         p.normalized_after = p.residual_end = p.is_output = p.feeds_head = False
     graph.nodes = nodes
     _keep_runtime_scales(rec, owned)
+    fold_preactivation_scales(graph)  # sin(w0 * layer(x)): w0 is part of the applied weight
     graph.notes = [n for n in graph.notes if not n.startswith(FX_FAILED)]
     annotate(graph, "trace")
     graph.capture = "trace"
@@ -529,7 +530,7 @@ def _keep_runtime_scales(rec: _Recorder, owned: dict[str, list[Param]]) -> None:
     (:mod:`initaudit.runtime_scale`), from its first call."""
     for p in owned.values():
         for q in p:
-            q.runtime_scale = 1.0
+            q.runtime_scale = q.output_scale = 1.0
     for prim in rec.prims:
         scale = prim.attrs.get("runtime_scale")
         if prim.op != "module" or scale is None:

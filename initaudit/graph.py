@@ -95,6 +95,10 @@ class Param:
     # equalised learning rate), measured from the recorded forward pass: the signal sees
     # runtime_scale * the stored spread (initaudit.runtime_scale). 1.0 when stored as applied.
     runtime_scale: float = 1.0
+    # The part of runtime_scale applied after the layer, a constant between it and its activation
+    # (SIREN's sin(w0 * x), initaudit.runtime_scale.fold_preactivation_scales): the probe measures
+    # the layer's own output, before it, and scales its measurement by it to compare.
+    output_scale: float = 1.0
     aliases: list[str] = field(default_factory=list)  # tied names for the same tensor
     notes: list[str] = field(default_factory=list)
 

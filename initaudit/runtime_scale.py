@@ -20,6 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from initaudit.graph import ModelGraph, _consumers
+
 _MIN_CORRELATION = 0.999
 _STOCK_FORWARDS = {nn.Linear.forward, nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward}
 
@@ -63,3 +65,34 @@ def runtime_multiplier(m: nn.Module, args: tuple, out: Any) -> float | None:
         return None
     s = ab / bb
     return s if abs(s - 1) > 0.01 else None
+
+
+def fold_preactivation_scales(graph: ModelGraph) -> None:
+    """A constant multiplier between a layer and its activation, ``phi(c * (W x + b))`` (SIREN's
+    ``sin(w0 * x)``, Sitzmann et al. 2020), is part of the weight as applied: the activation sees
+    ``c W`` and ``c b``. The ``mul`` node is dropped, the layer's outputs go straight to the
+    activation, and ``c`` joins the weight's and bias's ``runtime_scale`` (and ``output_scale``,
+    which the probe's measurement of the layer's own output is scaled by); the prediction then
+    reads the scaled statistics once (``AuditContext.applied_stats``), as for NTK layers."""
+    users = _consumers(graph.nodes)
+    dropped: dict[str, str] = {}  # mul node -> the layer it scaled
+    for node in graph.nodes:
+        outs = users.get(node.name, [])
+        if node.kind != "layer" or node.param not in graph.params or len(outs) != 1:
+            continue
+        mul = outs[0]
+        after = users.get(mul.name, [])
+        if mul.kind != "mul" or len(mul.inputs) != 1 or mul.param is not None or "scale" not in mul.attrs \
+                or not after or any(u.kind != "act" for u in after):
+            continue
+        c = float(mul.attrs["scale"])
+        for name in (node.param, node.bias):
+            if name in graph.params:
+                graph.params[name].runtime_scale *= c
+                graph.params[name].output_scale *= c
+        dropped[mul.name] = node.name
+    if not dropped:
+        return
+    graph.nodes = [n for n in graph.nodes if n.name not in dropped]
+    for n in graph.nodes:
+        n.inputs = [dropped.get(i, i) for i in n.inputs]

@@ -139,3 +139,38 @@ def test_parametrised_weights_from_a_checkpoint_with_model_are_judged_as_compute
     assert _serious(report) == []
     found = _by_rule(_with_model(_weightnormed_too_large(), tmp_path, "weightnorm_mlp"), "IA110")
     assert found and set(found.values()) <= {"warning", "error"}
+
+
+def test_siren_hidden_layers_are_judged_with_w0_applied():
+    """SIREN: sin(w0 (W x + b)) with W ~ U(+-sqrt(6/n) / w0): the sine sees w0 W, He-like (measured:
+    sin outputs 0.70-0.72 through 5 layers, w0 times each layer's output 1.7-2.0). Before, sin
+    was an unknown op and w0 not applied: 5 IA104 warnings and an IA204 on the probe's
+    pre-multiplier output (0.057x). The first layer's U(+-1/n) x 30 is the paper's frequency
+    choice on raw coordinates and stays a warning (not measured false)."""
+    for form in ("module", "onnx"):
+        report = _siren_report(papers.siren(), form)
+        assert [r for r in _serious(report) if r[1] != "0.weight"] == [], form
+    layer = next(r for r in report.to_json()["layers"] if r["param"] == "2.weight")
+    assert layer["runtime_scale"] == 30.0 and layer["expected"]["gain"] > 1.5  # 1/sqrt(E[sin(z)^2])
+
+
+def test_siren_hidden_layers_without_the_w0_division_still_fire():
+    model = papers.siren()
+    with torch.no_grad():
+        for lin in list(model)[2:-1:2]:
+            lin.weight.mul_(30.0)  # U(+-sqrt(6/n)), forgetting / w0: the sine sees 30x He
+    found = _by_rule(_siren_report(model, "module"), "IA104")
+    assert found.get("2.weight") in ("warning", "error")
+
+
+def _siren_report(model: torch.nn.Module, form: str) -> initaudit.Report:
+    import tempfile
+    from pathlib import Path
+
+    x = papers.inputs("siren")
+    if form == "module":
+        return initaudit.audit(model, inputs=x, config=False)
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "siren.onnx"
+        torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, opset_version=17)
+        return initaudit.audit(path, inputs=x, config=False)

@@ -36,6 +36,7 @@ from initaudit.loaders.onnx_store import _FLOAT_TYPES, TensorStore, _one_line, _
 from initaudit.loaders.onnx_weights import WeightsMixin, _all_tensors, _apply, _attr, _Source
 from initaudit.loaders.torch_module import detect_family
 from initaudit.patterns import Pattern, Prim, PrimView, find_patterns, op_kind
+from initaudit.runtime_scale import fold_preactivation_scales
 
 # ---------------------------------------------------------------------------------------------
 # Op tables
@@ -453,6 +454,7 @@ def load_onnx(path: str | Path) -> ModelGraph:
                        nodes=nodes, skipped=b.skipped, notes=notes + b.notes, stage_evidence=[],
                        source_path=str(path),
                        files_read={str(path.resolve()), *(e.path for e in store.external.values())})
+    fold_preactivation_scales(graph)  # Sin(w0 * Gemm(x)): w0 is part of the applied weight
     annotate(graph, "onnx")
     graph.capture = "onnx"
     for name in b.folded:
