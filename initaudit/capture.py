@@ -31,7 +31,7 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from initaudit.graph import Activation, ModelGraph, Node, Param, annotate, is_cell_sum, merge_trunks
+from initaudit.graph import Activation, ModelGraph, Node, Param, annotate, constant_sub, is_cell_sum, merge_trunks
 from initaudit.patterns import ACT_OPS, Pattern, Prim, PrimView, find_patterns, op_kind
 from initaudit.runtime_scale import fold_preactivation_scales, runtime_multiplier
 
@@ -207,7 +207,7 @@ class _Recorder(TorchFunctionMode):
         outputs = [self.new_id(t, kind) for t in outs if t.is_floating_point() or kind == "ids"]
         if not outputs:
             return
-        attrs: dict[str, Any] = {}
+        attrs: dict[str, Any] = {"reflected": True} if reflected else {}
         if op in ("maxpool", "averagepool", "adaptivemaxpool", "adaptiveaveragepool", "reducemean"):
             src = next((v for v in values if isinstance(v, torch.Tensor)), None)
             if src is not None and outs and outs[0].numel():
@@ -405,6 +405,10 @@ class _Emitter:
                     node.attrs["scale"] = 1.0 / scalar if p.op == "div" and scalar else scalar
                 else:  # a fixed tensor (a mask, rotary cos/sin): values unknown, shape kept
                     node.kind = "transparent"
+            elif node.kind == "transparent" and p.op == "sub" and len(ins) == 1 and not params:
+                scalar = next((self.rec.scalars.get(t) for t in consts if self.rec.scalars.get(t) is not None), None)
+                if scalar is not None:  # 1 - gate: the mean moves
+                    node.kind, node.attrs = "mul", {**node.attrs, **constant_sub(scalar, not p.attrs.get("reflected"))}
             if node.kind == "transparent" and p.op in ("reshape", "expand"):
                 # the data is the first signal argument; another one gives a shape only
                 # (reshape_as / expand_as / view_as), as the ONNX loader reads such ops

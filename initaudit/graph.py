@@ -354,6 +354,13 @@ def _is_gain(node: Node) -> bool:
     return node.kind == "mul" and len(node.inputs) == 1 and (node.param is not None or "scale" in node.attrs)
 
 
+def constant_sub(c: float, signal_first: bool) -> dict[str, float]:
+    """Attrs of a ``mul`` node for ``x - c`` (scale 1, shift -c) or ``c - x`` (scale -1, shift c),
+    c a scalar constant: not a shape-only op, since the mean moves (a highway's carry gate
+    ``1 - sigmoid(g)`` is near 1 where the gate is near 0), which a product after it sees."""
+    return {"scale": 1.0, "shift": -c} if signal_first else {"scale": -1.0, "shift": c}
+
+
 _GATES = frozenset({"sigmoid", "hardsigmoid"})
 
 

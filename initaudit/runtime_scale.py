@@ -83,6 +83,7 @@ def fold_preactivation_scales(graph: ModelGraph) -> None:
         mul = outs[0]
         after = users.get(mul.name, [])
         if mul.kind != "mul" or len(mul.inputs) != 1 or mul.param is not None or "scale" not in mul.attrs \
+                or "shift" in mul.attrs \
                 or not after or any(u.kind != "act" for u in after):
             continue
         c = float(mul.attrs["scale"])

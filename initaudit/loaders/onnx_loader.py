@@ -29,7 +29,7 @@ import torch
 from onnx import numpy_helper
 
 from initaudit.errors import TargetError
-from initaudit.graph import ModelGraph, Node, OpKind, Param, ParamRole, annotate
+from initaudit.graph import ModelGraph, Node, OpKind, Param, ParamRole, annotate, constant_sub
 from initaudit.loaders.onnx_fold import fold
 from initaudit.loaders.onnx_ops import _ACT_OPS, _NORM_OPS, OpsMixin
 from initaudit.loaders.onnx_store import _FLOAT_TYPES, TensorStore, _one_line, _read_model, _skeleton, check_graph
@@ -323,6 +323,12 @@ class _Builder(WeightsMixin, OpsMixin):
                 self.attach_bias(n, sig[0])
                 self.emit(Node(name, "transparent", self.src_nodes(sig)), n.output, out)
                 return
+        elif op == "Sub" and len(n.input) == 2 and self.is_signal(n.input[0]) != self.is_signal(n.input[1]) \
+                and (c := self.scalar(n.input[1] if self.is_signal(n.input[0]) else n.input[0])) is not None:
+            first = self.is_signal(n.input[0])  # x - c, or c - x (a highway's carry gate 1 - T)
+            self.emit(Node(name, "mul", self.src_nodes(n.input[:1] if first else n.input[1:]), op=op,
+                           attrs=constant_sub(c, first)), n.output, out)
+            return
         elif op in ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "ReduceMean"):
             kernel = _attr(n, "kernel_shape")
             window = math.prod(kernel) if kernel else self._reduced(n.input[0], out)
