@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from torch.nn.utils import parametrize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import papers  # noqa: E402
@@ -31,6 +32,9 @@ def _report(name: str, form: str, tmp: Path) -> initaudit.Report:
     if form == "onnx":
         path = tmp / f"{name}.onnx"
         model = build().eval()
+        for m in model.modules():  # the exporter cannot trace spectral_norm / orthogonal: bake them
+            if parametrize.is_parametrized(m, "weight"):
+                parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17,
