@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from initaudit.graph import ModelGraph, _consumers
 
 _MIN_CORRELATION = 0.999
+_PERIODIC = frozenset({"sin"})
 _STOCK_FORWARDS = {nn.Linear.forward, nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward}
 
 
@@ -92,8 +93,20 @@ def fold_preactivation_scales(graph: ModelGraph) -> None:
                 graph.params[name].runtime_scale *= c
                 graph.params[name].output_scale *= c
         dropped[mul.name] = node.name
-    if not dropped:
-        return
-    graph.nodes = [n for n in graph.nodes if n.name not in dropped]
+    if dropped:
+        graph.nodes = [n for n in graph.nodes if n.name not in dropped]
+        for n in graph.nodes:
+            n.inputs = [dropped.get(i, i) for i in n.inputs]
+    _periodic_encodings_unmodelled(graph)
+
+
+def _periodic_encodings_unmodelled(graph: ModelGraph) -> None:
+    """A periodic function of anything but a layer's output (a diffusion model's
+    ``sin(t * freqs)`` timestep embedding, NeRF's ``sin(2^k x)``) is a feature encoding, not an
+    activation of a layer: its ~0.7 spread is no scaled copy of the input's, so it stays an op
+    the prediction does not model, as before sin was recognised (SIREN's follows its layer)."""
+    kinds = {n.name: n.kind for n in graph.nodes}
     for n in graph.nodes:
-        n.inputs = [dropped.get(i, i) for i in n.inputs]
+        if n.kind == "act" and n.activation is not None and n.activation.name in _PERIODIC \
+                and any(kinds.get(i) != "layer" for i in n.inputs):
+            n.kind, n.activation, n.op = "unknown", None, n.activation.name
