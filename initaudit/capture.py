@@ -31,15 +31,16 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from initaudit.graph import Activation, ModelGraph, Node, Param, annotate, is_cell_sum, merge_trunks
+from initaudit.graph import Activation, ModelGraph, Node, Param, annotate, constant_sub, is_cell_sum, merge_trunks
 from initaudit.patterns import ACT_OPS, Pattern, Prim, PrimView, find_patterns, op_kind
+from initaudit.runtime_scale import fold_preactivation_scales, runtime_multiplier
 
 # torch function / method name (in-place and reflected forms folded) -> shared op vocabulary
 _OPS = {
     "add": "add", "sub": "sub", "subtract": "sub", "mul": "mul", "multiply": "mul", "div": "div",
     "true_divide": "div", "truediv": "div", "divide": "div", "pow": "pow", "neg": "neg",
     "negative": "neg", "sqrt": "sqrt", "rsqrt": "rsqrt", "reciprocal": "reciprocal", "erf": "erf",
-    "tanh": "tanh", "sigmoid": "sigmoid", "softplus": "softplus", "mean": "reducemean",
+    "tanh": "tanh", "sigmoid": "sigmoid", "softplus": "softplus", "sin": "sin", "mean": "reducemean",
     "softmax": "softmax", "matmul": "matmul", "bmm": "matmul", "mm": "matmul", "einsum": "matmul",
     "cat": "concat", "concat": "concat", "concatenate": "concat", "stack": "stack",
     "relu": "relu", "relu6": "relu6", "leaky_relu": "leaky_relu", "elu": "elu", "selu": "selu",
@@ -206,7 +207,7 @@ class _Recorder(TorchFunctionMode):
         outputs = [self.new_id(t, kind) for t in outs if t.is_floating_point() or kind == "ids"]
         if not outputs:
             return
-        attrs: dict[str, Any] = {}
+        attrs: dict[str, Any] = {"reflected": True} if reflected else {}
         if op in ("maxpool", "averagepool", "adaptivemaxpool", "adaptiveaveragepool", "reducemean"):
             src = next((v for v in values if isinstance(v, torch.Tensor)), None)
             if src is not None and outs and outs[0].numel():
@@ -273,6 +274,9 @@ class _Recorder(TorchFunctionMode):
                 elif isinstance(m, (nn.modules.dropout._DropoutNd, nn.Identity)):
                     # an nn.Dropout between softmax(Q K^T) and V passes the weights on, as F.dropout does
                     attrs["act"] = "dropout" if isinstance(m, nn.modules.dropout._DropoutNd) else "identity"
+                scale = runtime_multiplier(m, args, out)
+                if scale is not None:
+                    attrs["runtime_scale"] = scale  # NTK / equalised-lr: weight * s in its forward
                 first = next(_tensors((args, kwargs)), None)
                 if first is not None and floats and floats[0].numel():
                     attrs["window"] = max(1, first.numel() // floats[0].numel())
@@ -401,6 +405,10 @@ class _Emitter:
                     node.attrs["scale"] = 1.0 / scalar if p.op == "div" and scalar else scalar
                 else:  # a fixed tensor (a mask, rotary cos/sin): values unknown, shape kept
                     node.kind = "transparent"
+            elif node.kind == "transparent" and p.op == "sub" and len(ins) == 1 and not params:
+                scalar = next((self.rec.scalars.get(t) for t in consts if self.rec.scalars.get(t) is not None), None)
+                if scalar is not None:  # 1 - gate: the mean moves
+                    node.kind, node.attrs = "mul", {**node.attrs, **constant_sub(scalar, not p.attrs.get("reflected"))}
             if node.kind == "transparent" and p.op in ("reshape", "expand"):
                 # the data is the first signal argument; another one gives a shape only
                 # (reshape_as / expand_as / view_as), as the ONNX loader reads such ops
@@ -507,6 +515,8 @@ def capture_dataflow(graph: ModelGraph, inputs: Any, owned: dict[str, list[Param
             p.activation, p.activation_source = None, None
         p.normalized_after = p.residual_end = p.is_output = p.feeds_head = False
     graph.nodes = nodes
+    _keep_runtime_scales(rec, owned)
+    fold_preactivation_scales(graph)  # sin(w0 * layer(x)): w0 is part of the applied weight
     graph.notes = [n for n in graph.notes if not n.startswith(FX_FAILED)]
     annotate(graph, "trace")
     graph.capture = "trace"
@@ -517,3 +527,18 @@ def capture_dataflow(graph: ModelGraph, inputs: Any, owned: dict[str, list[Param
                            f"after them is not predicted): {', '.join(unknown[:8])}"
                            + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""))
     return None
+
+
+def _keep_runtime_scales(rec: _Recorder, owned: dict[str, list[Param]]) -> None:
+    """Each weight a custom leaf module multiplies at run time gets the measured factor
+    (:mod:`initaudit.runtime_scale`), from its first call."""
+    for p in owned.values():
+        for q in p:
+            q.runtime_scale = q.output_scale = 1.0
+    for prim in rec.prims:
+        scale = prim.attrs.get("runtime_scale")
+        if prim.op != "module" or scale is None:
+            continue
+        for q in owned.get(prim.attrs["path"], []):
+            if q.is_weight and q.runtime_scale == 1.0:
+                q.runtime_scale = scale

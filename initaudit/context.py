@@ -3,6 +3,7 @@ the static signal prediction and, when it ran, the probe."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -10,6 +11,7 @@ from typing import Any
 
 from initaudit.analysis import AnalysisOptions, TensorAnalysis, analyze
 from initaudit.graph import ModelGraph, Param, off_dataflow
+from initaudit.moments import TensorStats
 from initaudit.propagation import LayerSignal, predict
 
 
@@ -73,7 +75,7 @@ class Context:
 
             g, p, a = self.graph, self.graph.params[name], self.analysis(name)
             self._assessments[name] = assess(
-                p, a.stats, a.orthogonal_gain, g.family, g.has_architecture and name not in self._off_dataflow,
+                p, self.applied_stats(name), a.orthogonal_gain, g.family, g.has_architecture and name not in self._off_dataflow,
                 distribution=a.shape.distribution if a.shape else None)
         return self._assessments[name]
 
@@ -98,11 +100,23 @@ class Context:
         """The static prediction; dense chains from the input are carried through their actual
         weights (initaudit.unitwise) unless a worker pool streams the checkpoint."""
         _, workers = self._pooled(list(self.graph.params.values()))
-        return predict(self.graph, lambda n: self.analysis(n).stats, None if workers else self._tensor)
+        return predict(self.graph, self.applied_stats, None if workers else self._tensor)
+
+    def applied_stats(self, name: str) -> TensorStats:
+        """The statistics of the weight as the signal sees it: the stored tensor's, times the
+        factor its layer multiplies it by at run time (``Param.runtime_scale``, measured)."""
+        stats, s = self.analysis(name).stats, self.graph.params[name].runtime_scale
+        if s == 1.0:
+            return stats
+        lo, hi = sorted((stats.min * s, stats.max * s))
+        return dataclasses.replace(stats, mean=stats.mean * s, std=stats.std * abs(s), min=lo, max=hi)
 
     def _tensor(self, name: str):
-        """A tensor by name for the per-unit pass (None when not in the model)."""
-        return self.graph.load_tensor(name) if name in self.graph.params else None
+        """A tensor by name for the per-unit pass (None when not in the model), as applied."""
+        if name not in self.graph.params:
+            return None
+        t, s = self.graph.load_tensor(name), self.graph.params[name].runtime_scale
+        return t if s == 1.0 else t * s
 
     @property
     def trained(self) -> bool:

@@ -194,6 +194,7 @@ def layer_rows(ctx: Context) -> list[dict[str, Any]]:
             "normalized_after": p.normalized_after, "residual_end": p.residual_end,
             "is_output": p.is_output, "feeds_head": p.feeds_head, "tied_with": p.aliases, "notes": p.notes,
             "stats": a.stats.to_json(),
+            "runtime_scale": p.runtime_scale,  # the forward's own multiplier of the stored weight
             "expected": ({"scheme": res.expected.scheme, "std": res.expected.std, "gain": res.expected.gain}
                          if res and res.expected else None),
             "ratio": res.ratio if res else None,
@@ -251,7 +252,7 @@ def signal_rows(ctx: Context) -> list[dict[str, Any]]:
     """The static depth profile, with the probe's measured std and ratio beside each entry."""
     from initaudit.probe.profile import measured_profile
 
-    measured = {id(m.signal): m for m in measured_profile(ctx.signal, ctx.probe)}
+    measured = {id(m.signal): m for m in measured_profile(ctx.signal, ctx.probe, ctx.graph.params)}
     rows = []
     for s in ctx.signal:
         m = measured.get(id(s))

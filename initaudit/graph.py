@@ -96,6 +96,14 @@ class Param:
     # when every path from the layer ends in such a gate, a residual sum or an output
     # (:func:`gate_starts`); None otherwise.
     gate_start: float | None = None
+    # The factor the layer's own forward multiplies this weight by (NTK parametrisation,
+    # equalised learning rate), measured from the recorded forward pass: the signal sees
+    # runtime_scale * the stored spread (initaudit.runtime_scale). 1.0 when stored as applied.
+    runtime_scale: float = 1.0
+    # The part of runtime_scale applied after the layer, a constant between it and its activation
+    # (SIREN's sin(w0 * x), initaudit.runtime_scale.fold_preactivation_scales): the probe measures
+    # the layer's own output, before it, and scales its measurement by it to compare.
+    output_scale: float = 1.0
     aliases: list[str] = field(default_factory=list)  # tied names for the same tensor
     notes: list[str] = field(default_factory=list)
 
@@ -349,6 +357,13 @@ def _is_gain(node: Node) -> bool:
     """A product of one signal with a learned gain or a constant (LayerScale ``gamma * f(x)``,
     a residual scale ``0.1 * f(x)``): what the branch ends in is seen through it."""
     return node.kind == "mul" and len(node.inputs) == 1 and (node.param is not None or "scale" in node.attrs)
+
+
+def constant_sub(c: float, signal_first: bool) -> dict[str, float]:
+    """Attrs of a ``mul`` node for ``x - c`` (scale 1, shift -c) or ``c - x`` (scale -1, shift c),
+    c a scalar constant: not a shape-only op, since the mean moves (a highway's carry gate
+    ``1 - sigmoid(g)`` is near 1 where the gate is near 0), which a product after it sees."""
+    return {"scale": 1.0, "shift": -c} if signal_first else {"scale": -1.0, "shift": c}
 
 
 _GATES = frozenset({"sigmoid", "hardsigmoid"})

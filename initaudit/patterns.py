@@ -55,7 +55,7 @@ ACT_OPS = {
     "quickgelu": "gelu", "hardsigmoid": "hardsigmoid", "hardswish": "hardswish",
     "softplus": "softplus", "softsign": "softsign", "mish": "mish", "swish": "silu", "silu": "silu",
     "hardtanh": "hardtanh", "leakyrelu": "leaky_relu", "leaky_relu": "leaky_relu", "prelu": "prelu",
-    "logsigmoid": "logsigmoid", "tanhshrink": "tanhshrink",
+    "logsigmoid": "logsigmoid", "tanhshrink": "tanhshrink", "sin": "sin",  # SIREN's periodic activation
 }
 _L2_CORES = ("reducel2", "sum", "reducesum", "reducesumsquare")  # ||x||, or the sum of x^2 under it
 _CORES = ("erf", "tanh", "sigmoid", "hardsigmoid", "reducemean", "softmax", "relu6", "clip", "hardtanh",

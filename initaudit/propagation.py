@@ -429,12 +429,15 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats],
                 s = float(node.attrs["scale"])
                 ms.append(Moments.gaussian(s, 0.0, 0.0, 0.0))
             unknown = next((s.unknown for s in ins if s.unknown), None)
+            m = _mul(ms)
+            if "shift" in node.attrs:  # c - x (graph.constant_sub): the mean moves by c
+                m = replace(m, a=tuple(x + float(node.attrs["shift"]) for x in m.a))
             if trunks.get(node.name) in state:  # a gate scales the trunk: one more step on the trunk's segment
                 main = state[trunks[node.name]]
-                state[node.name] = replace(main, m=_mul(ms), depth=main.depth + 1, unknown=unknown, fluct=False)
+                state[node.name] = replace(main, m=m, depth=main.depth + 1, unknown=unknown, fluct=False)
             else:
                 main = max(ins, key=lambda s: s.depth)
-                state[node.name] = replace(main, m=_mul(ms), unknown=unknown, fluct=False)
+                state[node.name] = replace(main, m=m, unknown=unknown, fluct=False)
         elif kind == "cat" and ins:
             sizes = node.attrs.get("sizes") or [1.0] * len(ins)
             main = max(ins, key=lambda s: s.depth)

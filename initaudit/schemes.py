@@ -47,6 +47,7 @@ _ELEMENTWISE = {
     "hardtanh": F.hardtanh,
     "hardsigmoid": F.hardsigmoid,
     "softsign": F.softsign,
+    "sin": torch.sin,  # SIREN (Sitzmann et al. 2020): gain 1/sqrt(E[sin(z)^2]) = 1.52
 }
 
 # Activations that pile up at their bounds (saturation) when pre-activations are large.

@@ -203,7 +203,7 @@ class MeasuredCorrelationCollapse(Rule):
             return
         rows = []
         skip, folded = _after_constant(ctx), renormalised_params(ctx.graph)
-        for m in measured_profile(ctx.signal, probe):
+        for m in measured_profile(ctx.signal, probe, ctx.graph.params):
             if (m.signal.origin, m.signal.depth) in skip:
                 continue
             c, c0 = m.site.correlation, m.origin.correlation if m.origin else None

@@ -142,6 +142,12 @@ class InitScale(Rule):
     judged the same way. Orthogonal recurrent weights, PyTorch's RNN default and usual embedding
     scales are accepted. Init-stage only.
 
+    A weight its layer multiplies by a constant at run time (NTK parametrisation, N(0, 1) times
+    gain / sqrt(fan_in) in forward; StyleGAN's equalised learning rate) is judged as applied:
+    the stored std times the factor measured from the recorded forward pass
+    (``initaudit.runtime_scale``; the layer table's ``runtime_scale``), which the depth
+    prediction (IA109/IA110) uses too.
+
     Convention or mistake: a family convention is never accepted by its name or its std alone: a tanh MLP drawn at
     N(0, 0.02) is as shared-across-fans as BERT, and its signal really vanishes. What tells a
     convention from a mistake is where the spread sits in the dataflow, and the severity says
@@ -238,7 +244,7 @@ class InitScale(Rule):
 
     def check(self, ctx) -> Iterator[Finding]:
         judged = []  # (param, stats, assessment, label)
-        fixed = fixed_std_conventions(list(ctx.graph.weights()), lambda n: ctx.analysis(n).stats)
+        fixed = fixed_std_conventions(list(ctx.graph.weights()), ctx.applied_stats)
         off = off_dataflow(ctx.graph)  # judged with the activation unknown
         for p in ctx.graph.weights():
             a = ctx.analysis(p.name)
@@ -250,8 +256,11 @@ class InitScale(Rule):
                 for gate, std in zip(p.gates, a.gate_std):
                     st = replace(a.stats, std=std, numel=n)
                     judged.append((p, st, self._assess(ctx, p, st, None, dist, fixed, off), f"gate {gate}: "))
-            else:
-                judged.append((p, a.stats, self._assess(ctx, p, a.stats, a.orthogonal_gain, dist, fixed, off), ""))
+            else:  # as the signal sees it: a runtime multiplier (NTK, equalised lr) applied
+                st = ctx.applied_stats(p.name)
+                label = f"as applied (the stored weight times {fmt(p.runtime_scale)} in its forward), " \
+                    if p.runtime_scale != 1.0 else ""
+                judged.append((p, st, self._assess(ctx, p, st, a.orthogonal_gain, dist, fixed, off), label))
         factors = {p.name: res.ratio for p, _, res, _ in judged
                    if res is not None and not res.accepted_by and res.ratio}
         scores = score_projections(ctx.graph)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from initaudit.graph import OpKind, ParamRole
+from initaudit.graph import OpKind, ParamRole, score_projections
 from initaudit.lazy import lazy_function
 from initaudit.rule import Finding, Rule, Severity, fmt
 
@@ -75,7 +75,10 @@ class ConstantWeights(Rule):
     branch that gates the signal passing it at a non-zero value while that layer outputs 0
     (``x * exp(tanh(s(x)))`` at exp(0) = 1, a flow's coupling; evaluated through the recorded
     elementwise ops, zero bias), or an adaLN-zero style
-    modulation layer is legitimate and reported as info, and so is a zero parameter that no
+    modulation layer is legitimate and reported as info, as is a zero query or key projection
+    whose partner across Q K^T is not zero (muP's zero query: uniform attention at the start, a
+    distinct gradient per unit through the keys; both zero get no gradient and stay an error),
+    and so is a zero parameter that no
     layer of the recorded dataflow applies as its weight (an additive table such as LeViT's
     attention biases). Biases, normalisation parameters and per-channel vectors of any rank
     ((H, 1, 1) temperatures, (1, D) tokens) are not judged here. In a checkpoint with no
@@ -126,12 +129,13 @@ class ConstantWeights(Rule):
 
     def check(self, ctx) -> Iterator[Finding]:
         applied = _applied_by_a_layer(ctx.graph)
+        scores = score_projections(ctx.graph) if ctx.graph.has_architecture else {}
         for p in ctx.graph.weights():
             s = ctx.analysis(p.name).stats
             if s.nonfinite or s.numel < 2 or (s.max - s.min) > self.opts["atol"] or no_layer(ctx, p):
                 continue
             what = "all zeros" if s.all_zero else f"every element equals {fmt(s.mean)}"
-            legit = self._legitimate(ctx, p) if s.all_zero else None
+            legit = self._legitimate(ctx, p) or self._zero_score(ctx, p, scores) if s.all_zero else None
             if legit is None and applied is not None and p.kind is OpKind.OTHER and p.name not in applied:
                 legit = ("a parameter no layer applies as its weight (an additive table such as a "
                          "relative position bias, or a gain): no unit mixes inputs through it, so equal "
@@ -174,6 +178,18 @@ class ConstantWeights(Rule):
         alike = f"; its {len(peers)} peer(s) in the other blocks are zero too" if peers else ""
         return ("a hidden layer (dead) or a zero-initialised output, residual-branch end or zero "
                 f"convolution (legitimate): a checkpoint with no architecture cannot tell{alike}")
+
+    @staticmethod
+    def _zero_score(ctx, p, scores: dict[str, set[str]]) -> str | None:
+        """A zero query or key projection (muP's zero query) whose partner across Q K^T is not
+        zero: the logits start at 0, attention uniform, and its gradient, dL/dlogits times the
+        partner's output, is distinct per unit. With both sides zero neither gets a gradient."""
+        partners = scores.get(p.name, set()) - {p.name}
+        if not partners or all(ctx.analysis(q).stats.all_zero for q in partners):
+            return None
+        return ("zero-initialised query or key (muP's zero query, legitimate: the attention starts "
+                "uniform, and each unit gets its own gradient through the non-zero "
+                f"{', '.join(sorted(partners))})")
 
     @staticmethod
     def _legitimate(ctx, p) -> str | None:

@@ -29,13 +29,14 @@ import torch
 from onnx import numpy_helper
 
 from initaudit.errors import TargetError
-from initaudit.graph import ModelGraph, Node, OpKind, Param, ParamRole, annotate
+from initaudit.graph import ModelGraph, Node, OpKind, Param, ParamRole, annotate, constant_sub
 from initaudit.loaders.onnx_fold import fold
 from initaudit.loaders.onnx_ops import _ACT_OPS, _NORM_OPS, OpsMixin
 from initaudit.loaders.onnx_store import _FLOAT_TYPES, TensorStore, _one_line, _read_model, _skeleton, check_graph
 from initaudit.loaders.onnx_weights import WeightsMixin, _all_tensors, _apply, _attr, _Source
 from initaudit.loaders.torch_module import detect_family
 from initaudit.patterns import Pattern, Prim, PrimView, find_patterns, op_kind
+from initaudit.runtime_scale import fold_preactivation_scales
 
 # ---------------------------------------------------------------------------------------------
 # Op tables
@@ -323,6 +324,12 @@ class _Builder(WeightsMixin, OpsMixin):
                 self.attach_bias(n, sig[0])
                 self.emit(Node(name, "transparent", self.src_nodes(sig)), n.output, out)
                 return
+        elif op == "Sub" and len(n.input) == 2 and self.is_signal(n.input[0]) != self.is_signal(n.input[1]) \
+                and (c := self.scalar(n.input[1] if self.is_signal(n.input[0]) else n.input[0])) is not None:
+            first = self.is_signal(n.input[0])  # x - c, or c - x (a highway's carry gate 1 - T)
+            self.emit(Node(name, "mul", self.src_nodes(n.input[:1] if first else n.input[1:]), op=op,
+                           attrs=constant_sub(c, first)), n.output, out)
+            return
         elif op in ("MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool", "ReduceMean"):
             kernel = _attr(n, "kernel_shape")
             window = math.prod(kernel) if kernel else self._reduced(n.input[0], out)
@@ -454,6 +461,7 @@ def load_onnx(path: str | Path) -> ModelGraph:
                        nodes=nodes, skipped=b.skipped, notes=notes + b.notes, stage_evidence=[],
                        source_path=str(path),
                        files_read={str(path.resolve()), *(e.path for e in store.external.values())})
+    fold_preactivation_scales(graph)  # Sin(w0 * Gemm(x)): w0 is part of the applied weight
     annotate(graph, "onnx")
     graph.capture = "onnx"
     for name in b.folded:

@@ -16,13 +16,13 @@ import onnx
 from initaudit.errors import TargetError
 from initaudit.graph import Activation, Node, OpKind, ParamRole, torch_shape_fans
 from initaudit.loaders.onnx_weights import _attr
+from initaudit.patterns import ACT_OPS
 
-_ACT_OPS = {
-    "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Selu": "selu", "Elu": "elu",
-    "Celu": "celu", "Gelu": "gelu", "FastGelu": "gelu", "BiasGelu": "gelu", "QuickGelu": "gelu",
-    "HardSigmoid": "hardsigmoid", "HardSwish": "hardswish", "Softplus": "softplus",
-    "Softsign": "softsign", "Mish": "mish", "Swish": "silu",
-}
+# ONNX activations without attributes; their names come from the one op -> activation map that
+# the torch capture reads too (patterns.ACT_OPS)
+_ACT_OPS = {op: ACT_OPS[op.lower()] for op in (
+    "Relu", "Sigmoid", "Tanh", "Selu", "Elu", "Celu", "Gelu", "FastGelu", "BiasGelu", "QuickGelu",
+    "HardSigmoid", "HardSwish", "Softplus", "Softsign", "Mish", "Swish", "Sin")}
 # op -> positions of (scale, shift, running mean, running var) among the inputs
 _NORM_OPS = {
     "BatchNormalization": (1, 2, 3, 4), "LayerNormalization": (1, 2, None, None),

@@ -13,6 +13,7 @@ from initaudit.graph import ModelGraph
 from initaudit.loaders.checkpoint import (PICKLE_SUFFIXES, Checkpoint, graph_from_checkpoint,
                                           read_pickle_checkpoint, read_safetensors)
 from initaudit.loaders.factory import FactoryTarget, load_factory, looks_like_factory_spec
+from initaudit.loaders.parametrized import computed_from
 from initaudit.loaders.torch_module import graph_from_module
 from initaudit.loaders.wrappers import unwrap_module
 
@@ -133,7 +134,8 @@ def graph_with_architecture(ckpt: Checkpoint, module: nn.Module, target: str) ->
                                      + (f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""))
     graph = graph_from_module(module, target, fmt=ckpt.format)
     loaded = set(mapping.values())
-    missing = [n for n in graph.params if n not in loaded and not any(a in loaded for a in graph.params[n].aliases)]
+    missing = [n for n, p in graph.params.items() if n not in loaded and not any(a in loaded for a in p.aliases)
+               and not computed_from(p, loaded)]  # weight_norm's g v / |v| from the stored g, v
     for name in missing:
         del graph.params[name]
         graph.skipped.append((name, "not in the checkpoint (the factory's value is not judged)"))

@@ -17,6 +17,7 @@ from initaudit.distributed import data_ptr
 from initaudit.errors import first_line
 from initaudit.graph import Activation, ModelGraph, Node, OpKind, Param, ParamRole, annotate, torch_shape_fans
 from initaudit.loaders.checkpoint import META_REASON
+from initaudit.loaders.parametrized import applied_weights, mark_originals
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -402,6 +403,12 @@ def graph_from_module(module: nn.Module, target: str, fmt: str = "torch-module")
             p.aliases = aliases.get(p.name, [])
             params[p.name] = p
             owned.setdefault(prefix, []).append(p)
+    for prefix, m, name, value in applied_weights(module):  # weight_norm, spectral_norm, orthogonal
+        tensors[name] = value
+        params[name] = p = weight_param(prefix, m, name, value)
+        p.notes.append("a parametrised weight, judged as computed from its originals")
+        owned.setdefault(prefix, []).append(p)
+        mark_originals(params, prefix)
     graph = ModelGraph(target=target, format=fmt, params=params,
                        load_tensor=lambda n: tensors[n], module=module)
     meta = [n for n in params if tensors[n].device.type == "meta"]

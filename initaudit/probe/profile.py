@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from initaudit.graph import Param
 from initaudit.probe.result import ProbeResult, SiteStats
 from initaudit.propagation import LayerSignal
 
@@ -15,6 +16,9 @@ class MeasuredLayer:
     signal: LayerSignal
     site: SiteStats
     origin: SiteStats | None  # None when the segment's start was not observed
+    # what the prediction's signal is to the measured layer output (Param.output_scale: a
+    # constant after the layer, before its activation, folded into the applied weight)
+    scale: float = 1.0
 
     @property
     def ratio(self) -> float | None:
@@ -22,11 +26,13 @@ class MeasuredLayer:
         o = self.origin
         if o is None or o.nonfinite or self.site.nonfinite or not o.spread > 0:
             return None
-        return self.site.spread / o.spread
+        return self.site.spread * abs(self.scale) / o.spread
 
 
-def measured_profile(signal: list[LayerSignal], probe: ProbeResult | None) -> list[MeasuredLayer]:
-    """The k-th static entry of a parameter goes with the k-th call site of its layer."""
+def measured_profile(signal: list[LayerSignal], probe: ProbeResult | None,
+                     params: dict[str, Param] | None = None) -> list[MeasuredLayer]:
+    """The k-th static entry of a parameter goes with the k-th call site of its layer; ``params``
+    give each layer's ``output_scale``."""
     if probe is None or not probe.ran:
         return []
     by_name = {s.name: s for s in probe.sites}
@@ -44,5 +50,6 @@ def measured_profile(signal: list[LayerSignal], probe: ProbeResult | None) -> li
         if k >= len(calls):
             continue
         origin = first_input if sig.origin == "input" else by_name.get(sig.origin)
-        out.append(MeasuredLayer(sig, calls[k], origin))
+        scale = params[sig.param].output_scale if params and sig.param in params else 1.0
+        out.append(MeasuredLayer(sig, calls[k], origin, scale))
     return out
