@@ -76,3 +76,33 @@ def test_bad_probe_arguments_exit_2_with_one_line(spec, args, needle):
     res = run(spec, *args, "-q")
     assert res.exit_code == 2
     assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+TWO_FACTORIES = textwrap.dedent("""
+    import torch, torch.nn as nn
+
+    def example_inputs():  # the file's inputs: 20 features
+        return torch.randn(7, 20)
+
+    def wide():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(20, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def narrow():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    narrow.example_inputs = lambda: torch.randn(11, 5)  # this factory's own inputs
+""")
+
+
+def test_a_factory_s_own_example_inputs_come_before_the_file_s(tmp_path):
+    path = tmp_path / "models.py"
+    path.write_text(TWO_FACTORIES)
+    shapes = {}
+    for name in ("wide", "narrow"):
+        result = run(f"{path}:{name}", "--format", "json", "-q")
+        doc = json.loads(result.stdout)
+        assert doc["probe"]["ran"], result.output
+        shapes[name] = doc["probe"]["input_shapes"]
+    assert shapes == {"wide": [[7, 20]], "narrow": [[11, 5]]}

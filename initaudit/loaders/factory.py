@@ -22,14 +22,19 @@ class FactoryTarget:
     module: nn.Module
     source_module: ModuleType  # where the factory lives; may define example_inputs()
     source_path: str | None
+    factory: Any = None  # the factory itself: its own ``example_inputs`` attribute comes first
 
     def files_read(self) -> set[str]:
         """The factory's source file, resolved (a package's __init__ for ``pkg:factory``)."""
         return {str(Path(self.source_path).resolve())} if self.source_path else set()
 
     def example_inputs(self) -> Any:
-        """The user's ``example_inputs()`` defined next to the factory, if any."""
-        fn = getattr(self.source_module, "example_inputs", None)
+        """The user's inputs, if any: the factory's own ``example_inputs`` attribute (one file
+        with several factories: ``build.example_inputs = make_batch``), else an
+        ``example_inputs()`` function defined next to the factory."""
+        fn = getattr(self.factory, "example_inputs", None)
+        if not callable(fn):
+            fn = getattr(self.source_module, "example_inputs", None)
         return fn() if callable(fn) else None
 
 
@@ -95,4 +100,4 @@ def load_factory(spec: str) -> FactoryTarget:
         raise TargetError(spec, f"calling {attr}() failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(module, nn.Module):
         raise TargetError(spec, f"{attr}() returned {type(module).__name__}, not a torch.nn.Module")
-    return FactoryTarget(unwrap_module(module)[0], source, path)  # a factory may return torch.compile(m)
+    return FactoryTarget(unwrap_module(module)[0], source, path, factory)  # a factory may return torch.compile(m)
