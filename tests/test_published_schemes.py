@@ -53,6 +53,26 @@ def test_ntk_and_equalised_lr_multipliers_are_read_from_the_forward():
     assert layer["stats"]["std"] > 90  # the stored weight is reported as stored
 
 
+def test_the_cli_model_form_probes_with_each_builder_s_own_inputs(tmp_path):
+    """``initaudit file.safetensors --model tests/papers.py:ntk``: the builder's own
+    ``example_inputs`` feed the probe, which measures the runtime multiplier; with no inputs the
+    stored N(0, 1) weights were a false IA110 error."""
+    import json
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from initaudit.cli import main
+
+    path = tmp_path / "ntk.safetensors"
+    save_file({k: v.detach().contiguous() for k, v in papers.ntk().state_dict().items()}, str(path))
+    factory = f"{Path(papers.__file__)}:ntk"
+    result = CliRunner().invoke(main, [str(path), "--model", factory, "--isolated", "-q", "--format", "json"])
+    doc = json.loads(result.stdout)
+    assert doc["probe"]["ran"], result.output
+    assert [f["rule"] for f in doc["findings"] if f["severity"] in ("warning", "error")] == []
+
+
 def test_a_runtime_multiplier_too_large_still_explodes():
     torch.manual_seed(0)
     layers = [m for i in range(8) for m in (papers.ScaledLinear(32 if i == 0 else 64, 64, gain=4.0), torch.nn.ReLU())]
