@@ -60,7 +60,7 @@ def scale_findings(doc: dict) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("act, domain, op", [("FancyAct", "com.example", "com.example::FancyAct"),
-                                             ("Sin", "", "Sin")])
+                                             ("Atan", "", "Atan")])
 def test_unknown_op_after_a_layer_is_activation_unknown(tmp_path, act, domain, op):
     doc = audit(mlp(tmp_path / "m.onnx", act, domain), "--no-probe")
     rows = hidden_rows(doc)
@@ -94,13 +94,13 @@ def test_control_a_shape_read_is_not_an_unknown_consumer(tmp_path):
 
 
 def test_probe_of_a_standard_unknown_op_still_runs(tmp_path):
-    doc = audit(mlp(tmp_path / "m.onnx", "Sin"))
-    assert doc["probe"]["ran"]  # onnxruntime knows Sin; only initaudit does not model it
+    doc = audit(mlp(tmp_path / "m.onnx", "Atan"))
+    assert doc["probe"]["ran"]  # onnxruntime knows Atan; only initaudit does not model it
 
 
 def test_torch_function_nobody_models_is_activation_unknown(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "sinnet.py").write_text(
+    (tmp_path / "atannet.py").write_text(
         "import torch, torch.nn as nn\n"
         "class Net(nn.Module):\n"
         "    def __init__(self, act):\n"
@@ -108,11 +108,11 @@ def test_torch_function_nobody_models_is_activation_unknown(tmp_path, monkeypatc
         "        self.a, self.b, self.act = nn.Linear(32, 32), nn.Linear(32, 32), act\n"
         "    def forward(self, x):\n"
         "        return self.b(self.act(self.a(x)))\n"
-        "def sin():\n    return Net(torch.sin)\n"
+        "def atan():\n    return Net(torch.atan)\n"
         "def tanh():\n    return Net(torch.tanh)\n")
-    rows = {r["param"]: r for r in audit("sinnet.py:sin", "--no-probe")["layers"]}
+    rows = {r["param"]: r for r in audit("atannet.py:atan", "--no-probe")["layers"]}
     assert rows["a.weight"]["activation"] is None and rows["a.weight"]["follows_unknown_op"]
-    control = {r["param"]: r for r in audit("sinnet.py:tanh", "--no-probe")["layers"]}
+    control = {r["param"]: r for r in audit("atannet.py:tanh", "--no-probe")["layers"]}
     assert control["a.weight"]["activation"] == "tanh" and control["a.weight"]["follows_unknown_op"] is None
 
 
