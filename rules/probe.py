@@ -137,6 +137,12 @@ class Saturation(Rule):
     and 11% beyond 2.65 in the first layer (less above it): a sound init, below the default
     ``warn_fraction``.
 
+    Output layers (no learned layer after them) are judged apart: their sigmoid is read by a
+    logits loss (BCE, focal) whose gradient p - y no derivative of the sigmoid multiplies, so
+    saturation there is over-confidence (a warning at most); and pre-activations at a constant
+    offset with a spread below 1 are a prior log-odds the bias sets on purpose,
+    b = -log((1 - pi) / pi), pi = 0.01 (RetinaNet, FCOS: Lin et al. 2017), not reported.
+
     Example
     -------
     ```python
@@ -175,18 +181,37 @@ class Saturation(Rule):
                 continue
             act = s.activation.name if s.activation else "?"
             p = _param(ctx, s)
+            output = p is not None and p.is_output and s.kind == "layer"
+            if output and _bias_prior(s):
+                continue  # a prior probability set by the bias (focal-loss pi = 0.01): by design
             subject = "pre-activations" if s.kind != "act" else "outputs"
+            msg = (f"{_pct(frac)} of the {subject}{_where(s)} are in its flat region "
+                   f"({_REGION.get(act, 'saturated')}); pre-activation std {fmt(s.std)}"
+                   if s.kind != "act" else
+                   f"{_pct(frac)} of the {act} outputs are saturated ({_REGION.get(act, 'saturated')})")
             yield self.finding(
-                s.name, f"{_pct(frac)} of the {subject}{_where(s)} are in its flat region "
-                        f"({_REGION.get(act, 'saturated')}); pre-activation std {fmt(s.std)}"
-                if s.kind != "act" else
-                f"{_pct(frac)} of the {act} outputs are saturated ({_REGION.get(act, 'saturated')})",
-                severity=Severity.ERROR if frac >= self.opts["error_fraction"] else Severity.WARNING,
+                s.name, msg + (_OUTPUT_NOTE if output else ""),
+                severity=Severity.ERROR if frac >= self.opts["error_fraction"] and not output
+                else Severity.WARNING,
                 evidence={"saturated_fraction": frac, "std": s.std, "mean": s.mean,
                           "activation": act, "samples": s.samples},
                 fix=_init_fix(p) if p is not None and p.kind is not OpKind.NORM else
                 "scale the layer feeding this activation down (init for the activation's gain) "
                 "or normalise before it")
+
+
+# An output layer's sigmoid/tanh is read by the loss, not by a learned layer: a logits loss
+# (BCE or focal with logits) has gradient p - y, which sigmoid' never multiplies.
+_OUTPUT_NOTE = (" (an output layer: a logits loss's gradient p - y does not pass through the "
+                "activation's derivative, so this is over-confidence, not a gradient block)")
+
+
+def _bias_prior(site) -> bool:
+    """Whether the pre-activations sit where a constant bias puts them, spread less than the
+    activation's unit width around it: the output bias written as a prior log-odds,
+    b = -log((1 - pi) / pi) (pi = 0.01 gives -4.6, Lin et al. 2017, RetinaNet/FCOS). The
+    weights' scale saturates nothing there; the prior is the init's stated choice."""
+    return site.std < 1.0 and abs(site.mean) > 3.0 * site.std
 
 
 class DeadUnits(Rule):

@@ -1,0 +1,71 @@
+"""False errors on torchvision detection models at the library's own init (issue 8), each with
+the measurement of what is really there, and a control where the real defect still fires."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+import initaudit
+
+PRIOR = -math.log((1 - 0.01) / 0.01)  # focal-loss prior, pi = 0.01 (Lin et al. 2017): -4.595
+
+
+def _of(report, rule, severities=("error", "warning")):
+    return [f for f in report.findings if f.rule == rule and f.severity.value in severities]
+
+
+class _Head(nn.Module):
+    """A dense detection head in miniature: conv tower, then per-anchor class logits read
+    through a sigmoid (RetinaNet/FCOS apply it in post-processing)."""
+
+    def __init__(self, out_std: float = 0.01, out_bias: float = PRIOR) -> None:
+        super().__init__()
+        self.tower = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                                   nn.Conv2d(32, 32, 3, padding=1), nn.ReLU())
+        self.cls_logits = nn.Conv2d(32, 9, 3, padding=1)
+        nn.init.normal_(self.cls_logits.weight, std=out_std)  # torchvision's RetinaNet head init
+        nn.init.constant_(self.cls_logits.bias, out_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.cls_logits(self.tower(x)))
+
+
+def _probe_input() -> torch.Tensor:
+    return torch.randn(8, 16, 12, 12, generator=torch.Generator().manual_seed(0))
+
+
+def test_focal_prior_bias_on_the_output_layer_is_not_saturation():
+    torch.manual_seed(0)
+    model = _Head()
+    # measured: sigmoid starts at pi = 0.01 and the focal loss still trains the logits layer
+    # (RetinaNet itself, 4 SGD steps: cls_logits |dW|/|W| 0.058 -> 0.062, loss falling)
+    x = _probe_input()
+    logits = model.cls_logits(model.tower(x))
+    target = torch.zeros_like(logits)
+    target[:, 0, 5, 5] = 1
+    from torchvision.ops import sigmoid_focal_loss
+    sigmoid_focal_loss(logits, target, reduction="sum").backward()
+    ratio = (model.cls_logits.weight.grad.norm() / model.cls_logits.weight.norm()).item()
+    assert ratio > 1e-3
+    report = initaudit.audit(model, inputs=x)
+    assert not _of(report, "IA202")
+
+
+def test_over_confident_output_logits_warn_but_are_no_error():
+    torch.manual_seed(0)
+    model = _Head(out_std=5.0, out_bias=0.0)  # Mask R-CNN's mask logits: std ~11 at init
+    found = _of(initaudit.audit(model, inputs=_probe_input()), "IA202")
+    assert found and all(f.severity.value == "warning" for f in found)
+    assert "output layer" in found[0].message
+
+
+def test_control_hidden_sigmoid_saturated_by_its_bias_stays_an_error():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.Sigmoid(), nn.Linear(64, 10))
+    nn.init.normal_(model[0].weight, std=0.01)
+    nn.init.constant_(model[0].bias, -10.0)  # the same tiny spread, but a hidden layer
+    report = initaudit.audit(model, inputs=torch.randn(64, 64, generator=torch.Generator().manual_seed(0)))
+    assert _of(report, "IA202", ("error",))
