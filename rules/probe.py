@@ -24,7 +24,7 @@ from initaudit.rules.probe_common import _is_zero, _param, _pct, _probe, _where
 from initaudit.rules.depth import HEAD_NOTE, depth_severity, head_input_shrinks
 from initaudit.rules.weights import _init_fix
 
-from initaudit.graph import OpKind
+from initaudit.graph import PASS_THROUGH, OpKind
 from initaudit.lazy import lazy_function
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
@@ -181,8 +181,9 @@ class Saturation(Rule):
                 continue
             act = s.activation.name if s.activation else "?"
             p = _param(ctx, s)
-            output = p is not None and p.is_output and s.kind == "layer"
-            if output and _bias_prior(s):
+            fed = _output_layer_sites(ctx, probe, s)
+            output = fed is not None
+            if output and fed and all(_bias_prior(f) for f in fed):
                 continue  # a prior probability set by the bias (focal-loss pi = 0.01): by design
             subject = "pre-activations" if s.kind != "act" else "outputs"
             msg = (f"{_pct(frac)} of the {subject}{_where(s)} are in its flat region "
@@ -204,6 +205,36 @@ class Saturation(Rule):
 # (BCE or focal with logits) has gradient p - y, which sigmoid' never multiplies.
 _OUTPUT_NOTE = (" (an output layer: a logits loss's gradient p - y does not pass through the "
                 "activation's derivative, so this is over-confidence, not a gradient block)")
+
+
+def _output_layer_sites(ctx, probe, site) -> list | None:
+    """The probed sites of the output layers (no learned layer after them) whose output this
+    activation reads, directly or through reshapes and concatenations (an ONNX export's
+    per-level logits flattened and joined before one sigmoid); None unless every layer
+    feeding it is an output layer. The list is empty when those layers were not probed."""
+    if site.kind == "layer":
+        p = _param(ctx, site)
+        return [site] if p is not None and p.is_output else None
+    nodes = {n.name: n for n in ctx.graph.nodes}
+    node = nodes.get(site.module or site.name)
+    if node is None:
+        return None
+    layers, stack, seen = [], list(node.inputs), set()
+    while stack:
+        n = nodes.get(stack.pop())
+        if n is None or n.name in seen:
+            continue  # a graph input or constant: carries no layer's output
+        seen.add(n.name)
+        if n.kind == "layer" and n.param:
+            layers.append(n)
+        elif n.kind in PASS_THROUGH:
+            stack.extend(n.inputs)
+        else:
+            return None
+    if not layers or not all(ctx.graph.params[n.param].is_output for n in layers if n.param in ctx.graph.params):
+        return None
+    named = {s.name: s for s in probe.sites if s.kind == "layer"}
+    return [named[n.name] for n in layers if n.name in named]
 
 
 def _bias_prior(site) -> bool:

@@ -69,3 +69,32 @@ def test_control_hidden_sigmoid_saturated_by_its_bias_stays_an_error():
     nn.init.constant_(model[0].bias, -10.0)  # the same tiny spread, but a hidden layer
     report = initaudit.audit(model, inputs=torch.randn(64, 64, generator=torch.Generator().manual_seed(0)))
     assert _of(report, "IA202", ("error",))
+
+
+class _Levels(_Head):
+    """The head shared over two feature levels, per-level logits flattened and concatenated
+    before one sigmoid: how the exported RetinaNet/FCOS graphs read them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        small = nn.functional.avg_pool2d(x, 2)
+        levels = [self.cls_logits(self.tower(f)).flatten(2) for f in (x, small)]
+        return torch.sigmoid(torch.cat(levels, dim=2))
+
+
+def test_focal_prior_through_an_exported_concatenation_is_not_saturation(tmp_path):
+    from zoo.forms import export_onnx
+    torch.manual_seed(0)
+    x = _probe_input()
+    report = initaudit.audit(export_onnx(_Levels(), x, tmp_path / "head.onnx"))
+    assert report.probe.ran and not _of(report, "IA202")
+
+
+def test_control_exported_hidden_sigmoid_saturated_by_its_bias_stays_an_error(tmp_path):
+    from zoo.forms import export_onnx
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.Sigmoid(), nn.Linear(64, 10))
+    nn.init.normal_(model[0].weight, std=0.01)
+    nn.init.constant_(model[0].bias, -10.0)
+    x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
+    report = initaudit.audit(export_onnx(model, x, tmp_path / "hidden.onnx"))
+    assert _of(report, "IA202", ("error",))
