@@ -197,6 +197,10 @@ class ConstantWeights(Rule):
             return "zero-initialised output layer (legitimate: logits start at the bias)"
         if p.residual_end:
             return "zero-initialised last layer of a residual branch (legitimate: the block starts as identity)"
+        if (act := _act_residual_end(ctx, p)) is not None:
+            return (f"zero-initialised last layer of a residual branch, {act} before the add (a zero "
+                    "last BN gamma folded in, legitimate: the block starts as identity plus the "
+                    f"constant {act}(b), and {act}'(b) != 0 gives each unit its own gradient)")
         if p.gate_start is not None and _bias_is_zero(ctx, p):
             return (f"zero-initialised last layer of a branch that gates the signal passing it, at "
                     f"{fmt(p.gate_start)} while the layer outputs 0 (legitimate: the block starts as a fixed "
@@ -253,6 +257,23 @@ def _applied_by_a_layer(graph) -> set[str] | None:
 
 def _bias(ctx, p):
     return next((q for q in ctx.graph.params.values() if q.layer == p.layer and q.role is ParamRole.BIAS), None)
+
+
+def _act_residual_end(ctx, p) -> str | None:
+    """The activation between ``p``'s layer and a residual add (initaudit.branches), when its
+    derivative at the layer's bias is non-zero on every unit (relu at b <= 0 passes nothing)."""
+    from initaudit.branches import act_residual_ends
+    from initaudit.schemes import activation_fn  # imports torch
+
+    act, bias = act_residual_ends(ctx.graph).get(p.name, (None, None))
+    if act is None or bias is None:
+        return None
+    b = ctx.graph.load_tensor(bias).detach().double().flatten().requires_grad_(True)
+    try:
+        activation_fn(act)(b).sum().backward()
+    except (KeyError, TypeError, RuntimeError):
+        return None
+    return str(act.name if hasattr(act, "name") else act) if bool((b.grad.abs() > 1e-3).all()) else None
 
 
 def _bias_is_zero(ctx, p) -> bool:

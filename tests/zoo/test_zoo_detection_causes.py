@@ -98,3 +98,47 @@ def test_control_exported_hidden_sigmoid_saturated_by_its_bias_stays_an_error(tm
     x = torch.randn(64, 64, generator=torch.Generator().manual_seed(0))
     report = initaudit.audit(export_onnx(model, x, tmp_path / "hidden.onnx"))
     assert _of(report, "IA202", ("error",))
+
+
+# --- CSPDarkNet exported: a zero last-BN gamma folded into the conv, the activation before the add --
+
+class _DarkBlock(nn.Module):
+    """conv1 -> act, conv2 -> act, + skip: timm's DarkBlock with zero_init_last's zero BN gamma
+    as an exporter folds it (conv2's weight and bias zero)."""
+
+    def __init__(self, act: type[nn.Module]) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv1, self.conv2 = nn.Conv2d(16, 8, 1), nn.Conv2d(8, 16, 3, padding=1)
+        self.act1, self.act2 = act(), act()
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.head(x + self.act2(self.conv2(self.act1(self.conv1(x)))))
+
+
+def _export_block(act, tmp_path):
+    from zoo.forms import export_onnx
+    torch.manual_seed(0)
+    model = _DarkBlock(act)
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    return model, x, initaudit.audit(export_onnx(model, x, tmp_path / "block.onnx"))
+
+
+def test_folded_zero_gamma_before_silu_and_the_add_is_legitimate(tmp_path):
+    model, x, report = _export_block(nn.SiLU, tmp_path)
+    # measured: silu'(0) = 0.5, so every unit of the zero conv gets its own gradient
+    model(x).square().mean().backward()
+    g = model.conv2.weight.grad.flatten(1)
+    assert (g.norm(dim=1) > 0).all() and torch.unique(g, dim=0).shape[0] == g.shape[0]
+    assert not _of(report, "IA102", ("error", "warning"))
+
+
+def test_control_folded_zero_before_relu_and_the_add_stays_an_error(tmp_path):
+    model, x, report = _export_block(nn.ReLU, tmp_path)
+    model(x).square().mean().backward()
+    assert model.conv2.weight.grad.abs().sum() == 0  # relu'(0) = 0: nothing ever moves it
+    assert _of(report, "IA102", ("error",))
