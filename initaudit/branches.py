@@ -150,3 +150,22 @@ def act_residual_ends(graph: ModelGraph) -> dict:
         if after and all(n.kind == "add" for n in after):
             out[node.param] = (acts[0].activation, node.bias)
     return out
+
+
+def zero_act_residual_end(graph: ModelGraph, name: str) -> str | None:
+    """The activation between weight ``name``'s layer and a residual add
+    (:func:`act_residual_ends`), when its derivative at the layer's bias is non-zero on every
+    unit: each unit of a zero layer then gets its own gradient (relu at b <= 0 passes none)."""
+    import torch
+
+    from initaudit.schemes import activation_fn
+
+    act, bias = act_residual_ends(graph).get(name, (None, None))
+    if act is None or bias is None:
+        return None
+    b = graph.load_tensor(bias).detach().double().flatten().requires_grad_(True)
+    try:
+        activation_fn(act)(b).sum().backward()
+    except (KeyError, TypeError, RuntimeError):
+        return None
+    return str(getattr(act, "name", act)) if bool((b.grad.abs() > 1e-3).all()) else None

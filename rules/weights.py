@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from initaudit.branches import zero_act_residual_end
 from initaudit.graph import OpKind, ParamRole, score_projections
 from initaudit.lazy import lazy_function
 from initaudit.rule import Finding, Rule, Severity, fmt
@@ -71,7 +72,9 @@ class ConstantWeights(Rule):
     --------------
     Weight tensors whose elements are all equal (max |w - w_0| <= ``atol``). Graded by where the
     tensor sits (docs/legitimate-patterns.md): a hidden layer or an embedding is an error; a
-    zero-initialised output head, the last layer of a residual branch, the last layer of a
+    zero-initialised output head, the last layer of a residual branch (also through one
+    activation before the add, where act'(b) != 0 on every unit: a folded zero last BN gamma in
+    an exported CSPDarkNet block; relu'(0) = 0 stays an error), the last layer of a
     branch that gates the signal passing it at a non-zero value while that layer outputs 0
     (``x * exp(tanh(s(x)))`` at exp(0) = 1, a flow's coupling; evaluated through the recorded
     elementwise ops, zero bias), or an adaLN-zero style
@@ -197,7 +200,7 @@ class ConstantWeights(Rule):
             return "zero-initialised output layer (legitimate: logits start at the bias)"
         if p.residual_end:
             return "zero-initialised last layer of a residual branch (legitimate: the block starts as identity)"
-        if (act := _act_residual_end(ctx, p)) is not None:
+        if (act := zero_act_residual_end(ctx.graph, p.name)) is not None:
             return (f"zero-initialised last layer of a residual branch, {act} before the add (a zero "
                     "last BN gamma folded in, legitimate: the block starts as identity plus the "
                     f"constant {act}(b), and {act}'(b) != 0 gives each unit its own gradient)")
@@ -257,23 +260,6 @@ def _applied_by_a_layer(graph) -> set[str] | None:
 
 def _bias(ctx, p):
     return next((q for q in ctx.graph.params.values() if q.layer == p.layer and q.role is ParamRole.BIAS), None)
-
-
-def _act_residual_end(ctx, p) -> str | None:
-    """The activation between ``p``'s layer and a residual add (initaudit.branches), when its
-    derivative at the layer's bias is non-zero on every unit (relu at b <= 0 passes nothing)."""
-    from initaudit.branches import act_residual_ends
-    from initaudit.schemes import activation_fn  # imports torch
-
-    act, bias = act_residual_ends(ctx.graph).get(p.name, (None, None))
-    if act is None or bias is None:
-        return None
-    b = ctx.graph.load_tensor(bias).detach().double().flatten().requires_grad_(True)
-    try:
-        activation_fn(act)(b).sum().backward()
-    except (KeyError, TypeError, RuntimeError):
-        return None
-    return str(act.name if hasattr(act, "name") else act) if bool((b.grad.abs() > 1e-3).all()) else None
 
 
 def _bias_is_zero(ctx, p) -> bool:
