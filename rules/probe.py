@@ -11,6 +11,7 @@ so the measured and the predicted figures are compared on the same footing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -341,7 +342,7 @@ class _ActivationDepthRule(Rule):
         folded = renormalised_params(ctx.graph)  # segments across a BatchNorm folded by an exporter
         profile = [m for m in _activation_profile(ctx, probe)
                    if m.signal.depth >= self.opts["min_depth"] and not _is_zero(ctx, params[m.signal.param])
-                   and m.signal.param not in folded
+                   and m.signal.param not in folded and not _reads_padding(params, probe, m.site)
                    and not (vanishing and (m.signal.side_branch or params[m.signal.param].residual_end
                                            or params[m.signal.param].is_output))]
         if not profile:
@@ -368,6 +369,17 @@ class _ActivationDepthRule(Rule):
             fix=_init_fix(params[sig.param]) + "  # and the layers before it, for their activations")
 
 
+def _reads_padding(params, probe, site) -> bool:
+    """A convolution call whose output map has fewer positions per sample than its kernel has
+    taps (an FPN's coarsest level on a small probe image: a 1x1 map under a 3x3 kernel), so
+    most taps read zero padding: its spread measures the probe image's size, not the weights
+    (the static prediction, IA109, still judges them at full fan-in)."""
+    p = params.get(site.param) if site.param else None
+    if p is None or len(p.shape) < 3 or not probe.batch_size:
+        return False
+    return site.samples / probe.batch_size < math.prod(p.shape[2:])
+
+
 class ActivationVanishing(_ActivationDepthRule):
     """Measured activation spread collapsing through depth.
 
@@ -386,6 +398,8 @@ class ActivationVanishing(_ActivationDepthRule):
     Layers whose segment crosses a BatchNorm an exporter folded into a layer (an eval-mode
     ONNX export with fresh running statistics, where it computes the identity) are not judged:
     in training the batch statistics renormalise the signal there.
+    Nor are convolution calls on a map with fewer positions than the kernel has taps (an
+    FPN's coarsest level on a small probe image, 1x1 under 3x3): most taps read padding.
 
     Why it matters
     --------------

@@ -142,3 +142,39 @@ def test_control_folded_zero_before_relu_and_the_add_stays_an_error(tmp_path):
     model(x).square().mean().backward()
     assert model.conv2.weight.grad.abs().sum() == 0  # relu'(0) = 0: nothing ever moves it
     assert _of(report, "IA102", ("error",))
+
+
+# --- RetinaNet's coarsest FPN level: a 1x1 map under 3x3 kernels reads mostly zero padding ----------
+
+def _tower(std: float | None = None) -> nn.Module:
+    layers: list[nn.Module] = []
+    for _ in range(8):
+        conv = nn.Conv2d(32, 32, 3, padding=1)
+        if std is None:
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+        else:
+            nn.init.normal_(conv.weight, std=std)
+        nn.init.zeros_(conv.bias)
+        layers += [conv, nn.ReLU()]
+    return nn.Sequential(*layers, nn.Conv2d(32, 4, 1))
+
+
+def test_he_convs_on_a_map_smaller_than_the_kernel_are_not_vanishing():
+    torch.manual_seed(0)
+    model = _tower()
+    x = torch.randn(16, 32, 1, 1, generator=torch.Generator().manual_seed(0))
+    # measured: on a 1x1 map only the centre tap of each 3x3 kernel reads signal, ~1/3 the
+    # spread per layer; the same He convs on 8x8 maps keep it (within 3x over 8 layers)
+    with torch.no_grad():
+        small = model[:15](x).std() / x.std()
+        y = torch.randn(16, 32, 8, 8, generator=torch.Generator().manual_seed(0))
+        big = model[:15](y).std() / y.std()
+    assert small < 1e-2 and big > 0.3
+    assert not _of(initaudit.audit(model, inputs=x), "IA204", ("error",))
+
+
+def test_control_small_convs_on_a_full_map_still_vanish():
+    torch.manual_seed(0)
+    model = _tower(std=0.002)
+    x = torch.randn(16, 32, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert _of(initaudit.audit(model, inputs=x), "IA204", ("error",))
