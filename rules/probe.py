@@ -322,7 +322,7 @@ class DeadUnits(Rule):
 def _activation_profile(ctx, probe) -> list[MeasuredLayer]:
     if not ctx.graph.has_architecture:
         return []
-    return [m for m in measured_profile(ctx.signal, probe, ctx.graph.params) if m.ratio is not None]
+    return [m for m in measured_profile(ctx.signal, probe, ctx.graph.params, ctx.graph) if m.ratio is not None]
 
 
 class _ActivationDepthRule(Rule):

@@ -178,3 +178,43 @@ def test_control_small_convs_on_a_full_map_still_vanish():
     model = _tower(std=0.002)
     x = torch.randn(16, 32, 8, 8, generator=torch.Generator().manual_seed(0))
     assert _of(initaudit.audit(model, inputs=x), "IA204", ("error",))
+
+
+# --- SSD300 exported: the transform's per-channel x 255 (image_std = 1/255) sits inside the graph ---
+
+class _Caffe(nn.Module):
+    """(x - mean) / std with std = 1/255 per channel (SSD300's VGG transform), then convs."""
+
+    def __init__(self, std: float | None = None) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([0.48, 0.46, 0.41]).view(3, 1, 1))
+        self.register_buffer("std", torch.full((3, 1, 1), 1 / 255))
+        convs = [nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1), nn.Conv2d(16, 16, 3, padding=1)]
+        for c in convs:
+            if std is None:
+                nn.init.kaiming_normal_(c.weight, nonlinearity="relu")
+            else:
+                nn.init.normal_(c.weight, std=std)
+            nn.init.zeros_(c.bias)
+        self.body = nn.Sequential(convs[0], nn.ReLU(), convs[1], nn.ReLU(), convs[2], nn.ReLU(), nn.Conv2d(16, 4, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - self.mean) / self.std)
+
+
+def _export_caffe(std, tmp_path):
+    from zoo.forms import export_onnx
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    return initaudit.audit(export_onnx(_Caffe(std), x, tmp_path / "caffe.onnx"))
+
+
+def test_an_input_normalisation_inside_the_graph_is_not_layer_growth(tmp_path):
+    # measured: the first conv reads x * 255 (std ~74 from a std-0.29 image); the He convs
+    # after it keep that spread (static prediction ~1x), so growth from the raw image is the
+    # transform's constant, not the init
+    assert not _of(_export_caffe(None, tmp_path), "IA205", ("error",))
+
+
+def test_control_large_convs_after_the_normalisation_still_explode(tmp_path):
+    assert _of(_export_caffe(1.0, tmp_path), "IA205", ("error",))
