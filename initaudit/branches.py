@@ -126,3 +126,46 @@ def logit_only(nodes: list[Node]) -> set[str]:
             f = f or (not logit and free.get(user.name, False))
         reach[n.name], free[n.name] = r, f
     return {n.param for n in nodes if n.kind == "layer" and n.param and reach[n.name] and not free[n.name]}
+
+
+def act_residual_ends(graph: ModelGraph) -> dict:
+    """Weights of layers whose output reaches a residual add through shape-only ops and one
+    activation, nothing learned between (CSPDarkNet's and DarkNet's blocks, conv-BN-act then
+    the skip, once an exporter folds the BN): {weight: the activation}. With the weight zero
+    (a zero last BN gamma folded in) the branch outputs act(b), a constant the skip path adds,
+    so the block starts as the identity plus a shift, and each unit's gradient act'(b_i) g_i
+    is its own wherever act'(b_i) != 0 (the caller checks that on the bias). Values are
+    (the activation, the layer's bias name or None)."""
+    from initaudit.graph import _SHAPE_ONLY, _following
+
+    users = _consumers(graph.nodes)
+    out: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.kind != "layer" or not node.param:
+            continue
+        acts = _following(node.name, users, _SHAPE_ONLY)
+        if len(acts) != 1 or acts[0].kind != "act" or not acts[0].activation:
+            continue
+        after = _following(acts[0].name, users, _SHAPE_ONLY)
+        if after and all(n.kind == "add" for n in after):
+            out[node.param] = (acts[0].activation, node.bias)
+    return out
+
+
+def zero_act_residual_end(graph: ModelGraph, name: str) -> str | None:
+    """The activation between weight ``name``'s layer and a residual add
+    (:func:`act_residual_ends`), when its derivative at the layer's bias is non-zero on every
+    unit: each unit of a zero layer then gets its own gradient (relu at b <= 0 passes none)."""
+    import torch
+
+    from initaudit.schemes import activation_fn
+
+    act, bias = act_residual_ends(graph).get(name, (None, None))
+    if act is None or bias is None:
+        return None
+    b = graph.load_tensor(bias).detach().double().flatten().requires_grad_(True)
+    try:
+        activation_fn(act)(b).sum().backward()
+    except (KeyError, TypeError, RuntimeError):
+        return None
+    return str(getattr(act, "name", act)) if bool((b.grad.abs() > 1e-3).all()) else None

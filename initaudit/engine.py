@@ -252,7 +252,7 @@ def signal_rows(ctx: Context) -> list[dict[str, Any]]:
     """The static depth profile, with the probe's measured std and ratio beside each entry."""
     from initaudit.probe.profile import measured_profile
 
-    measured = {id(m.signal): m for m in measured_profile(ctx.signal, ctx.probe, ctx.graph.params)}
+    measured = {id(m.signal): m for m in measured_profile(ctx.signal, ctx.probe, ctx.graph.params, ctx.graph)}
     rows = []
     for s in ctx.signal:
         m = measured.get(id(s))

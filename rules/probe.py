@@ -11,6 +11,7 @@ so the measured and the predicted figures are compared on the same footing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ from initaudit.rules.probe_common import _is_zero, _param, _pct, _probe, _where
 from initaudit.rules.depth import HEAD_NOTE, depth_severity, head_input_shrinks
 from initaudit.rules.weights import _init_fix
 
-from initaudit.graph import OpKind
+from initaudit.graph import PASS_THROUGH, OpKind
 from initaudit.lazy import lazy_function
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
@@ -137,6 +138,12 @@ class Saturation(Rule):
     and 11% beyond 2.65 in the first layer (less above it): a sound init, below the default
     ``warn_fraction``.
 
+    Output layers (no learned layer after them) are judged apart: their sigmoid is read by a
+    logits loss (BCE, focal) whose gradient p - y no derivative of the sigmoid multiplies, so
+    saturation there is over-confidence (a warning at most); and pre-activations at a constant
+    offset with a spread below 1 are a prior log-odds the bias sets on purpose,
+    b = -log((1 - pi) / pi), pi = 0.01 (RetinaNet, FCOS: Lin et al. 2017), not reported.
+
     Example
     -------
     ```python
@@ -175,18 +182,68 @@ class Saturation(Rule):
                 continue
             act = s.activation.name if s.activation else "?"
             p = _param(ctx, s)
+            fed = _output_layer_sites(ctx, probe, s)
+            output = fed is not None
+            if output and fed and all(_bias_prior(f) for f in fed):
+                continue  # a prior probability set by the bias (focal-loss pi = 0.01): by design
             subject = "pre-activations" if s.kind != "act" else "outputs"
+            msg = (f"{_pct(frac)} of the {subject}{_where(s)} are in its flat region "
+                   f"({_REGION.get(act, 'saturated')}); pre-activation std {fmt(s.std)}"
+                   if s.kind != "act" else
+                   f"{_pct(frac)} of the {act} outputs are saturated ({_REGION.get(act, 'saturated')})")
             yield self.finding(
-                s.name, f"{_pct(frac)} of the {subject}{_where(s)} are in its flat region "
-                        f"({_REGION.get(act, 'saturated')}); pre-activation std {fmt(s.std)}"
-                if s.kind != "act" else
-                f"{_pct(frac)} of the {act} outputs are saturated ({_REGION.get(act, 'saturated')})",
-                severity=Severity.ERROR if frac >= self.opts["error_fraction"] else Severity.WARNING,
+                s.name, msg + (_OUTPUT_NOTE if output else ""),
+                severity=Severity.ERROR if frac >= self.opts["error_fraction"] and not output
+                else Severity.WARNING,
                 evidence={"saturated_fraction": frac, "std": s.std, "mean": s.mean,
                           "activation": act, "samples": s.samples},
                 fix=_init_fix(p) if p is not None and p.kind is not OpKind.NORM else
                 "scale the layer feeding this activation down (init for the activation's gain) "
                 "or normalise before it")
+
+
+# An output layer's sigmoid/tanh is read by the loss, not by a learned layer: a logits loss
+# (BCE or focal with logits) has gradient p - y, which sigmoid' never multiplies.
+_OUTPUT_NOTE = (" (an output layer: a logits loss's gradient p - y does not pass through the "
+                "activation's derivative, so this is over-confidence, not a gradient block)")
+
+
+def _output_layer_sites(ctx, probe, site) -> list | None:
+    """The probed sites of the output layers (no learned layer after them) whose output this
+    activation reads, directly or through reshapes and concatenations (an ONNX export's
+    per-level logits flattened and joined before one sigmoid); None unless every layer
+    feeding it is an output layer. The list is empty when those layers were not probed."""
+    if site.kind == "layer":
+        p = _param(ctx, site)
+        return [site] if p is not None and p.is_output else None
+    nodes = {n.name: n for n in ctx.graph.nodes}
+    node = nodes.get(site.module or site.name)
+    if node is None:
+        return None
+    layers, stack, seen = [], list(node.inputs), set()
+    while stack:
+        n = nodes.get(stack.pop())
+        if n is None or n.name in seen:
+            continue  # a graph input or constant: carries no layer's output
+        seen.add(n.name)
+        if n.kind == "layer" and n.param:
+            layers.append(n)
+        elif n.kind in PASS_THROUGH:
+            stack.extend(n.inputs)
+        else:
+            return None
+    if not layers or not all(ctx.graph.params[n.param].is_output for n in layers if n.param in ctx.graph.params):
+        return None
+    named = {s.name: s for s in probe.sites if s.kind == "layer"}
+    return [named[n.name] for n in layers if n.name in named]
+
+
+def _bias_prior(site) -> bool:
+    """Whether the pre-activations sit where a constant bias puts them, spread less than the
+    activation's unit width around it: the output bias written as a prior log-odds,
+    b = -log((1 - pi) / pi) (pi = 0.01 gives -4.6, Lin et al. 2017, RetinaNet/FCOS). The
+    weights' scale saturates nothing there; the prior is the init's stated choice."""
+    return site.std < 1.0 and abs(site.mean) > 3.0 * site.std
 
 
 class DeadUnits(Rule):
@@ -265,7 +322,7 @@ class DeadUnits(Rule):
 def _activation_profile(ctx, probe) -> list[MeasuredLayer]:
     if not ctx.graph.has_architecture:
         return []
-    return [m for m in measured_profile(ctx.signal, probe, ctx.graph.params) if m.ratio is not None]
+    return [m for m in measured_profile(ctx.signal, probe, ctx.graph.params, ctx.graph) if m.ratio is not None]
 
 
 class _ActivationDepthRule(Rule):
@@ -285,7 +342,7 @@ class _ActivationDepthRule(Rule):
         folded = renormalised_params(ctx.graph)  # segments across a BatchNorm folded by an exporter
         profile = [m for m in _activation_profile(ctx, probe)
                    if m.signal.depth >= self.opts["min_depth"] and not _is_zero(ctx, params[m.signal.param])
-                   and m.signal.param not in folded
+                   and m.signal.param not in folded and not _reads_padding(params, probe, m.site)
                    and not (vanishing and (m.signal.side_branch or params[m.signal.param].residual_end
                                            or params[m.signal.param].is_output))]
         if not profile:
@@ -312,6 +369,17 @@ class _ActivationDepthRule(Rule):
             fix=_init_fix(params[sig.param]) + "  # and the layers before it, for their activations")
 
 
+def _reads_padding(params, probe, site) -> bool:
+    """A convolution call whose output map has fewer positions per sample than its kernel has
+    taps (an FPN's coarsest level on a small probe image: a 1x1 map under a 3x3 kernel), so
+    most taps read zero padding: its spread measures the probe image's size, not the weights
+    (the static prediction, IA109, still judges them at full fan-in)."""
+    p = params.get(site.param) if site.param else None
+    if p is None or len(p.shape) < 3 or not probe.batch_size:
+        return False
+    return site.samples / probe.batch_size < math.prod(p.shape[2:])
+
+
 class ActivationVanishing(_ActivationDepthRule):
     """Measured activation spread collapsing through depth.
 
@@ -330,6 +398,8 @@ class ActivationVanishing(_ActivationDepthRule):
     Layers whose segment crosses a BatchNorm an exporter folded into a layer (an eval-mode
     ONNX export with fresh running statistics, where it computes the identity) are not judged:
     in training the batch statistics renormalise the signal there.
+    Nor are convolution calls on a map with fewer positions than the kernel has taps (an
+    FPN's coarsest level on a small probe image, 1x1 under 3x3): most taps read padding.
 
     Why it matters
     --------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from initaudit.branches import zero_act_residual_end
 from initaudit.graph import OpKind, ParamRole, score_projections
 from initaudit.lazy import lazy_function
 from initaudit.rule import Finding, Rule, Severity, fmt
@@ -71,7 +72,9 @@ class ConstantWeights(Rule):
     --------------
     Weight tensors whose elements are all equal (max |w - w_0| <= ``atol``). Graded by where the
     tensor sits (docs/legitimate-patterns.md): a hidden layer or an embedding is an error; a
-    zero-initialised output head, the last layer of a residual branch, the last layer of a
+    zero-initialised output head, the last layer of a residual branch (also through one
+    activation before the add, where act'(b) != 0 on every unit: a folded zero last BN gamma in
+    an exported CSPDarkNet block; relu'(0) = 0 stays an error), the last layer of a
     branch that gates the signal passing it at a non-zero value while that layer outputs 0
     (``x * exp(tanh(s(x)))`` at exp(0) = 1, a flow's coupling; evaluated through the recorded
     elementwise ops, zero bias), or an adaLN-zero style
@@ -197,6 +200,10 @@ class ConstantWeights(Rule):
             return "zero-initialised output layer (legitimate: logits start at the bias)"
         if p.residual_end:
             return "zero-initialised last layer of a residual branch (legitimate: the block starts as identity)"
+        if (act := zero_act_residual_end(ctx.graph, p.name)) is not None:
+            return (f"zero-initialised last layer of a residual branch, {act} before the add (a zero "
+                    "last BN gamma folded in, legitimate: the block starts as identity plus the "
+                    f"constant {act}(b), and {act}'(b) != 0 gives each unit its own gradient)")
         if p.gate_start is not None and _bias_is_zero(ctx, p):
             return (f"zero-initialised last layer of a branch that gates the signal passing it, at "
                     f"{fmt(p.gate_start)} while the layer outputs 0 (legitimate: the block starts as a fixed "

@@ -119,6 +119,22 @@ class _Builder(WeightsMixin, OpsMixin):
         i = self.producer.get(t)
         return self.nodes[i] if i is not None else None
 
+    def channel_scale(self, n: onnx.NodeProto) -> dict:
+        """``{"channel_scale": rms}`` for a signal times or over a small constant vector (an
+        image normalisation's per-channel 1 / std: torchvision detection's transform inside the
+        graph), rms the root mean square of the factor; {} otherwise. The static prediction
+        does not apply it (its input is unit-variance where the first layer reads it); the
+        measured profile does, so both start from that same place."""
+        if len(n.input) != 2 or self.is_signal(n.input[0]) == self.is_signal(n.input[1]):
+            return {}
+        const = n.input[1] if self.is_signal(n.input[0]) else n.input[0]
+        src = self.resolve(const)
+        arr = self.store.small(src.root) if src is not None else None
+        if arr is None or arr.size < 2 or not np.all(np.isfinite(arr)) or np.any(arr == 0):
+            return {}
+        factor = 1.0 / arr.astype(np.float64) if n.op_type == "Div" else arr.astype(np.float64)
+        return {"channel_scale": float(np.sqrt(np.mean(factor ** 2)))}
+
     def scalar(self, t: str) -> float | None:
         """Value of a scalar constant (initializer, Constant node, through Cast/Identity), or of
         one computed from known shapes (SDPA's default ``1/sqrt(d)``: initaudit.loaders.onnx_fold)."""
@@ -366,7 +382,9 @@ class _Builder(WeightsMixin, OpsMixin):
         custom = n.domain not in ("", "ai.onnx")
         kind = "unknown" if custom else op_kind(op.lower(), [self.roots.get(x, x) for x in sig_in])
         label = f"{n.domain}::{op}" if custom else op
-        self.emit(Node(name, kind, sig_in if kind != "transparent" else sig_in[:1], op=label), n.output, out)
+        attrs = self.channel_scale(n) if op in ("Mul", "Div") and kind == "mul" else {}
+        self.emit(Node(name, kind, sig_in if kind != "transparent" else sig_in[:1], op=label, attrs=attrs),
+                  n.output, out)
         for x in n.input:
             src = self.resolve(x) if x and not self.is_signal(x) else None
             if src is not None and src.root not in self.root_claims:

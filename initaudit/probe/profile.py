@@ -4,7 +4,7 @@ its segment starts (the input, an embedding or a normalisation)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from initaudit.graph import Param
 from initaudit.probe.result import ProbeResult, SiteStats
@@ -29,8 +29,20 @@ class MeasuredLayer:
         return self.site.spread * abs(self.scale) / o.spread
 
 
+def input_gain(graph) -> float:
+    """The product of the constant per-channel factors (``attrs["channel_scale"]``) between the
+    graph's input and the first layer: an image normalisation inside the graph, which the static
+    prediction's unit-variance input already stands after."""
+    gain = 1.0
+    for node in graph.nodes:
+        if node.kind in ("layer", "embedding", "norm"):
+            break
+        gain *= float(node.attrs.get("channel_scale", 1.0)) if node.attrs else 1.0
+    return gain
+
+
 def measured_profile(signal: list[LayerSignal], probe: ProbeResult | None,
-                     params: dict[str, Param] | None = None) -> list[MeasuredLayer]:
+                     params: dict[str, Param] | None = None, graph=None) -> list[MeasuredLayer]:
     """The k-th static entry of a parameter goes with the k-th call site of its layer; ``params``
     give each layer's ``output_scale``."""
     if probe is None or not probe.ran:
@@ -42,6 +54,7 @@ def measured_profile(signal: list[LayerSignal], probe: ProbeResult | None,
         if s.kind == "layer" and s.param:
             sites.setdefault(s.param, []).append(s)
     seen: dict[str, int] = {}
+    gain = input_gain(graph) if graph is not None else 1.0
     out = []
     for sig in signal:
         k = seen.get(sig.param, 0)
@@ -50,6 +63,9 @@ def measured_profile(signal: list[LayerSignal], probe: ProbeResult | None,
         if k >= len(calls):
             continue
         origin = first_input if sig.origin == "input" else by_name.get(sig.origin)
+        if sig.origin == "input" and origin is not None and gain != 1.0:
+            origin = replace(origin, std=origin.std * gain,
+                             signal_std=origin.signal_std * gain if origin.signal_std is not None else None)
         scale = params[sig.param].output_scale if params and sig.param in params else 1.0
         out.append(MeasuredLayer(sig, calls[k], origin, scale))
     return out
