@@ -97,46 +97,11 @@ class UnusedParameters(Rule):
             count = sum(ctx.graph.params[n].numel for n in names if n in ctx.graph.params)
             listed = (f"{len(names)} parameter(s) ({count:,} values: "
                       f"{', '.join(n.rpartition('.')[2] for n in names[:4])}{', ...' if len(names) > 4 else ''})")
-            where = training_only(root, names[0]) if root is not None else None
-            if where:
-                yield self.finding(
-                    module or names[0], f"{listed} used only in training mode ({where}): the probe's "
-                                        "eval-mode forward pass does not reach them",
-                    severity=Severity.INFO, evidence={"params": names, "values": count, "training_only": where})
-                continue
-            routed = _unrouted_expert(root, routers, names[0])
-            if routed:
-                yield self.finding(
-                    module or names[0], f"{listed} in an expert no token was routed to in the probe's "
-                                        f"batch ({routed}): which experts run depends on the tokens, so "
-                                        "not unused; routing balances in training",
-                    severity=Severity.INFO, evidence={"params": names, "values": count, "routed_by": routed})
-                continue
-            gated = [input_gated(root, n) for n in names] if root is not None else [None]
-            if all(gated):
-                branches = sorted(set(gated))
-                yield self.finding(
-                    module or names[0], f"{listed} used only in a branch on an input the probe did not "
-                                        f"give ({'; '.join(branches[:3])}): not exercised by the probe's "
-                                        "inputs, not unused; pass that input with --inputs to probe them",
-                    severity=Severity.INFO, evidence={"params": names, "values": count, "input_gated": branches})
-                continue
-            entry = [other_entry_point(root, n) for n in names] if root is not None else [None]
-            if all(entry):
-                yield self.finding(
-                    module or names[0], f"{listed} called only by {entry[0]}, an entry point other than "
-                                        "forward(): the probe runs forward, so it does not reach them; "
-                                        "train them through that method's own loss",
-                    severity=Severity.INFO, evidence={"params": names, "values": count, "entry_point": entry[0]})
-                continue
-            stops = stopped_at(ctx.graph, names) if ctx.graph.nodes else []
-            if stops:  # used, but behind an op with no derivative: trained through another loss, by design
-                yield self.finding(
-                    module or names[0], f"{listed} used in the forward pass, but every path from them to "
-                                        f"the outputs ends in {', '.join(stops)} (zero derivative): no gradient "
-                                        "flows back through the outputs, by design (a quantised code is "
-                                        "trained through its own loss or a straight-through estimator)",
-                    severity=Severity.INFO, evidence={"params": names, "values": count, "stopped_at": stops})
+            cause = _explanation(ctx, root, routers, names)
+            if cause is not None:
+                text, key, value = cause
+                yield self.finding(module or names[0], f"{listed} {text}", severity=Severity.INFO,
+                                   evidence={"params": names, "values": count, key: value})
                 continue
             yield self.finding(
                 module or names[0], f"{listed} receive no gradient: not reached from the model's outputs "
@@ -144,6 +109,37 @@ class UnusedParameters(Rule):
                 evidence={"params": names, "values": count},
                 fix="call the module in forward(), or remove it (or set requires_grad_(False) if it "
                     "is meant to be frozen)")
+
+
+def _explanation(ctx, root, routers: dict[str, str], names: list[str]) -> tuple[str, str, object] | None:
+    """Why parameters that got no gradient are not unused, the first cause that holds, as (the
+    message after their listing, the evidence key, its value); None where none does."""
+    where = training_only(root, names[0]) if root is not None else None
+    if where:
+        return (f"used only in training mode ({where}): the probe's eval-mode forward pass does not "
+                "reach them", "training_only", where)
+    routed = _unrouted_expert(root, routers, names[0])
+    if routed:
+        return (f"in an expert no token was routed to in the probe's batch ({routed}): which experts "
+                "run depends on the tokens, so not unused; routing balances in training", "routed_by", routed)
+    gated = [input_gated(root, n) for n in names] if root is not None else [None]
+    if all(gated):
+        branches = sorted(set(gated))
+        return (f"used only in a branch on an input the probe did not give ({'; '.join(branches[:3])}): "
+                "not exercised by the probe's inputs, not unused; pass that input with --inputs to probe "
+                "them", "input_gated", branches)
+    entry = [other_entry_point(root, n) for n in names] if root is not None else [None]
+    if all(entry):
+        return (f"called only by {entry[0]}, an entry point other than forward(): the probe runs "
+                "forward, so it does not reach them; train them through that method's own loss",
+                "entry_point", entry[0])
+    stops = stopped_at(ctx.graph, names) if ctx.graph.nodes else []
+    if stops:  # used, but behind an op with no derivative: trained through another loss, by design
+        return (f"used in the forward pass, but every path from them to the outputs ends in "
+                f"{', '.join(stops)} (zero derivative): no gradient flows back through the outputs, by "
+                "design (a quantised code is trained through its own loss or a straight-through "
+                "estimator)", "stopped_at", stops)
+    return None
 
 
 def _unrouted_expert(root, routers: dict[str, str], name: str) -> str | None:
