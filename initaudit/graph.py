@@ -161,6 +161,13 @@ class Node:
     op: str | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def op_word(self) -> str:
+        """The op's plain lower-case name, whatever the source's spelling: ``einsum`` for
+        ``einsum``, ``bmm`` for ``aten.bmm.default``, ``softmax`` for ONNX's ``Softmax``."""
+        parts = [w for w in str(self.op or "").lower().split(".") if w and w != "aten"]
+        return parts[0] if parts else ""
+
 
 TensorLoader = Callable[[str], "torch.Tensor"]
 

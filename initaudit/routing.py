@@ -19,11 +19,6 @@ _ROUTE_KINDS = frozenset({"transparent", "unknown", "mul", "add"})
 _HOPS = 40
 
 
-def _word(node) -> str:
-    parts = [w for w in str(node.op or "").lower().split(".") if w and w != "aten"]
-    return parts[0] if parts else ""
-
-
 def _shapes(mod: nn.Module) -> tuple:
     return tuple(tuple(p.shape) for p in mod.parameters())
 
@@ -62,7 +57,7 @@ def _scored(graph: ModelGraph, start: str, by_name: dict) -> str | None:
         for inp in node.inputs:
             if inp not in seen:
                 seen.add(inp)
-                stack.append((inp, scored or _word(node) in _SCORES))
+                stack.append((inp, scored or node.op_word in _SCORES))
     return None
 
 

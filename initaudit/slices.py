@@ -11,11 +11,6 @@ _SLICING = frozenset({"split", "chunk", "unbind", "tensor_split", "split_with_si
                       "slice", "select"})
 
 
-def _op_word(node) -> str:
-    parts = [w for w in str(node.op or "").lower().split(".") if w and w != "aten"]
-    return parts[0] if parts else ""
-
-
 def _function(node) -> str:
     return node.activation.name if node.kind == "act" and node.activation else node.kind
 
@@ -31,7 +26,7 @@ def split_functions(start: str, users: dict, following: Callable[[str], list]) -
             if user.kind != "transparent" or user.name in seen:
                 continue
             seen.add(user.name)
-            if _op_word(user) in _SLICING:
+            if user.op_word in _SLICING:
                 cuts.append(user)
             else:
                 stack.append(user.name)

@@ -64,12 +64,6 @@ _PRODUCTS = frozenset({"einsum", "matmul", "bmm", "mm", "baddbmm"})
 _MOVES = frozenset({"as_strided", "pad", "new_ones", "new_zeros", "diagonal", "unfold", "tril", "triu"})
 
 
-def _op_word(node) -> str:
-    """The op's plain name: ``einsum`` for ``einsum``, ``aten.bmm.default`` and ``Einsum``."""
-    parts = [w for w in str(node.op or "").lower().split(".") if w and w != "aten"]
-    return parts[0] if parts else ""
-
-
 def _written_out_logits(graph, users) -> set[str]:
     """Weights whose output, through shape-only ops and a product with another signal
     (``einsum``/``matmul``/``bmm``), reaches a ``softmax``: query/key projections of attention
@@ -84,7 +78,7 @@ def _written_out_logits(graph, users) -> set[str]:
         while stack:
             name, product = stack.pop()
             for user, _ in users.get(name, []):
-                word = _op_word(user)
+                word = user.op_word
                 if word == "softmax" and product:
                     small.add(node.param)
                     stack.clear()
