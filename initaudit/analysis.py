@@ -21,7 +21,8 @@ import torch
 from initaudit.graph import OpKind, Param
 from initaudit.moments import TensorStats, as_fp32, tensor_stats
 from initaudit.rowsearch import (NEAR_DUPLICATE_MIN_DIM, DuplicateRows, duplicate_rows,  # noqa: F401
-                                 merge_blocks, orthogonal_gain, param_orthogonal_gain)
+                                 identity_gain, merge_blocks, orthogonal_gain,
+                                 param_orthogonal_gain)
 
 __all__ = ["TensorStats", "as_fp32", "tensor_stats", "analyze"]  # all but analyze live in moments
 
@@ -60,6 +61,7 @@ class TensorAnalysis:
     shape: ShapeStats | None = None
     duplicates: DuplicateRows | None = None
     orthogonal_gain: float | None = None  # set when rows (or columns) are orthonormal x gain
+    identity_gain: float | None = None  # set when the weight is c x a partial identity/permutation
     gate_std: list[float] | None = None  # per-gate std for stacked recurrent weights
     spectral_radius: list[float] | None = None  # per gate block of a recurrent hidden weight
     # The stage evidence's spectrum statistic (initaudit.stage.edge_ratio), when the options asked
@@ -181,4 +183,5 @@ def analyze(t: torch.Tensor, param: Param, opts: AnalysisOptions = AnalysisOptio
                                          [b.shape[0] for b in blocks])
     if param.kind is not OpKind.EMBEDDING:  # token tables are not drawn orthogonal
         result.orthogonal_gain = param_orthogonal_gain(w, param, opts.seed)
+        result.identity_gain = identity_gain(rows, result.stats.zero_fraction)
     return result

@@ -76,7 +76,7 @@ class Context:
             g, p, a = self.graph, self.graph.params[name], self.analysis(name)
             self._assessments[name] = assess(
                 p, self.applied_stats(name), a.orthogonal_gain, g.family, g.has_architecture and name not in self._off_dataflow,
-                distribution=a.shape.distribution if a.shape else None)
+                distribution=a.shape.distribution if a.shape else None, identity=a.identity_gain)
         return self._assessments[name]
 
     @cached_property

@@ -283,6 +283,26 @@ def _lines(rows: torch.Tensor, start: int, k: int) -> torch.Tensor:
     return rows[:, start:start + k].contiguous().double().T
 
 
+def identity_gain(rows: torch.Tensor, zero_fraction: float) -> float | None:
+    """c when the (units, fan_in) rows are c times a partial identity or permutation: every
+    row (or column, whichever are fewer) holds one non-zero, c > 0, in a line of its own
+    (torch.nn.init.eye_, dirac_ on the kernel flattening, ZerO's I*, IRNN). Such a layer maps
+    non-negative inputs to non-negative outputs, x_i -> c x_j, so a ReLU after it passes
+    everything: relu(c I relu(x)) = c relu(x), no 1/2 per layer as for a zero-mean random
+    matrix. Read only when the zero fraction allows exactly min(units, fan_in) non-zeros."""
+    r, c = rows.shape
+    lines = min(r, c)
+    if lines < 2 or abs((1.0 - zero_fraction) * r * c - lines) > 0.5:
+        return None
+    nz = rows.nonzero()
+    values = rows[nz[:, 0], nz[:, 1]].double()
+    if nz.shape[0] != lines or float(values.min()) <= 0 or float(values.max()) != float(values.min()):
+        return None
+    if int(nz[:, 0].unique().numel()) != lines or int(nz[:, 1].unique().numel()) != lines:
+        return None
+    return float(values[0])
+
+
 def param_orthogonal_gain(w: torch.Tensor, param: Param, seed: int) -> float | None:
     """Orthogonal gain on the flattening torch.nn.init.orthogonal_ uses, (shape[0], -1) (for
     ConvTranspose and (in, out) layouts too), of the whole tensor or of every gate block."""

@@ -162,7 +162,7 @@ RELU_LIKE = {"relu", "relu6", "leaky_relu", "prelu", "gelu", "silu", "elu", "cel
 class Match:
     """One scheme a tensor's spread fits."""
 
-    scheme: str  # DESIGN name: xavier | he | he-fan-out | lecun | torch-default | orthogonal | ...
+    scheme: str  # DESIGN name: xavier | he | he-fan-out | lecun | torch-default | orthogonal | identity | ...
     gain: float
     std: float  # the scheme's std for this tensor
     activation: str | None  # what the gain is for ("relu", "tanh", "linear"); None: no gain
@@ -230,7 +230,8 @@ def candidates(param, act: Activation | None) -> list[Match]:
 
 
 def identify(param, stats, orthogonal: float | None = None, act: Activation | None = None,
-             *, tolerance: float = 1.15, distribution: str | None = None) -> list[Match]:
+             *, tolerance: float = 1.15, distribution: str | None = None,
+             identity: float | None = None) -> list[Match]:
     """Every scheme whose std is within ``tolerance`` of the tensor's std (widened by three
     sampling standard errors of a std estimate, 3 / sqrt(2n)), best first; one entry per
     (scheme, activation) label. ``distribution`` ("normal", "uniform", "truncated-normal")
@@ -240,6 +241,8 @@ def identify(param, stats, orthogonal: float | None = None, act: Activation | No
         return []
     tol = math.log(tolerance) + 3.0 / math.sqrt(2 * n)
     best: dict[str, Match] = {}
+    if identity is not None:  # c x a partial identity (eye_, dirac_): judged by c, not by its std
+        best["identity"] = Match("identity", identity, std, None, 0.0)
     if orthogonal is not None:
         label = _gain_label(orthogonal)
         best["orthogonal"] = Match("orthogonal", orthogonal, std, label or f"{orthogonal:.3g}", 0.0)
@@ -271,9 +274,13 @@ def fits_activation(m: Match, act: Activation | None) -> bool:
     - sigmoid and other bounded activations: Xavier (gain 1), LeCun, orthogonal (gain 1);
     - selu: LeCun (He with gain 1), orthogonal (gain 1);
     - no activation (a linear map, an output, attention projections): Xavier (gain 1), LeCun,
-      orthogonal (gain 1).
+      orthogonal (gain 1);
+    - any activation: a partial identity c I (eye_, dirac_) with c within 1.15 of 1: it copies
+      its inputs, relu(I relu(x)) = relu(x), so the signal keeps its scale whatever follows.
     """
     name = act.name if act else "identity"
+    if m.scheme == "identity":
+        return abs(math.log(m.gain)) <= math.log(1.15)
     relu_gain = m.activation not in (None, "linear", "tanh", "selu") and m.gain > 1.2
     if name in RELU_LIKE:
         return m.scheme in ("he", "he-fan-out", "orthogonal") and relu_gain
@@ -298,7 +305,7 @@ class ScaleAssessment:
 
 def assess(param, stats, orthogonal: float | None, family: str | None, has_architecture: bool,
            tolerance: float = 1.2, *, distribution: str | None = None,
-           fixed_std: float | None = None) -> ScaleAssessment | None:
+           fixed_std: float | None = None, identity: float | None = None) -> ScaleAssessment | None:
     """Compare one weight's std with the reference schemes (None when not applicable).
 
     ``param`` is a graph.Param, ``stats`` an analysis.TensorStats. Accepted (``accepted_by``):
@@ -323,7 +330,7 @@ def assess(param, stats, orthogonal: float | None, family: str | None, has_archi
     # no architecture, or an op nobody models follows: the activation is unknown, not "none"
     unknown_act = act is None and (not has_architecture or bool(getattr(param, "follows_unknown", None))
                                    or bool(getattr(param, "split_functions", ())))
-    matches = identify(param, stats, orthogonal, act, distribution=distribution)
+    matches = identify(param, stats, orthogonal, act, distribution=distribution, identity=identity)
     # GPT-2 scales residual output projections by 1/sqrt(2 * n_layer) (up to 128 layers)
     if (param.residual_end or unknown_act) and 0.02 / math.sqrt(256) <= stats.std < 0.02 / 1.15 \
             and not any(m.scheme == "transformer-0.02" for m in matches):

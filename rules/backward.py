@@ -11,6 +11,7 @@ from initaudit.rules.depth import depth_severity
 from initaudit.rules.weights import ConstantWeights, _init_fix
 
 from initaudit.branches import logit_only
+from initaudit.copies import consumer_separates, hadamard_widening, own_copies
 from initaudit.graph import OpKind, Param, ParamRole
 from initaudit.learned_inputs import learned_zero_inputs, reads_no_data
 from initaudit.roles import renormalised_params
@@ -425,7 +426,14 @@ class IdenticalActivations(Rule):
     - no gradient, every unit constant over the batch, and the layer reads no data (every path
       back from it ends at parameters, not at an input) while an all-zero parameter no layer
       applies gets a gradient (BLIP-2's zero ``query_tokens``, read by its Q-Former): the first
-      update moves those tokens and unblocks the layer, info naming them.
+      update moves those tokens and unblocks the layer, info naming them;
+    - where the gradient does not show they stay copies (distinct gradient rows, or no gradient
+      measured), info for copies that are not this layer's: their weight rows differ, so they
+      copy their input's copies (after ZerO's Hadamard widening every identity layer copies the
+      same 32 of 64), judged where they are made; and for a Hadamard widening's own copies
+      (ZerO: +-c entries, distinct rows of rank fan_in) while the one layer reading them reads
+      each copy through different weights (W_next[:, i] != W_next[:, j], so delta_i != delta_j
+      and the updates separate them).
 
     Why it matters
     --------------
@@ -486,6 +494,7 @@ class IdenticalActivations(Rule):
                 legit = ("measured in an eval-mode export whose BatchNorm statistics are fresh (folded "
                          "into the layers): in training, batch statistics renormalise the signal")
             if g is None or not g.group_count:  # e.g. ONNX: forward only
+                legit = legit or _copies_cost_nothing(ctx, probe, s, p)
                 yield self.finding(s.name, head + "; no gradient information to tell whether training "
                                    "separates them" + (f" ({legit})" if legit else ""), evidence=evidence,
                                    fix=None if legit else fix,
@@ -525,12 +534,33 @@ class IdenticalActivations(Rule):
                 yield self.finding(s.name, head + "; their weights receive identical gradients, so "
                                    "every update keeps them copies", evidence=evidence, fix=fix)
             else:
+                legit = legit or _copies_cost_nothing(ctx, probe, s, p)
                 yield self.finding(
                     s.name, head + f"; their gradients differ ({g.distinct_rows} distinct rows among "
                                    f"{g.group_rows}), so the first update breaks the symmetry"
                             + (f" ({legit})" if legit else ""),
                     evidence=evidence, fix=None if legit else fix,
                     severity=Severity.INFO if legit else Severity.WARNING)
+
+
+def _copies_cost_nothing(ctx, probe, site, p: Param | None) -> str | None:
+    """Why the copies are no defect of this layer (initaudit.copies), or None: its weight rows
+    differ (the copies are its input's), or its own copies are a Hadamard widening that the one
+    layer reading them reads through different weights."""
+    if p is None or not p.fan_in or not site.identical_groups:
+        return None
+    import torch
+
+    w = ctx.graph.load_tensor(p.name).detach()
+    rows = w.movedim(p.units_dim or 0, 0).reshape(w.shape[p.units_dim or 0], -1)
+    own = own_copies(rows, site.identical_groups)
+    if not own:
+        return ("their weight rows differ: the copies are their input's, judged at the layer that "
+                "made them, and they part when it does")
+    if hadamard_widening(rows.to(torch.float32), own) and consumer_separates(ctx.graph, p.name, own, site.units):
+        return (f"a Hadamard widening (ZerO): its +-c rows keep rank fan_in={fmt(p.fan_in)}, and the layer "
+                "reading the copies reads each through different weights, so training separates them")
+    return None
 
 
 def _learned_zero_input(ctx, probe, site) -> list[str]:

@@ -26,10 +26,14 @@ from initaudit.rules.depth import (  # noqa: F401
 assess = lazy_function("initaudit.schemes", "assess")
 candidates = lazy_function("initaudit.schemes", "candidates")
 fixed_std_conventions = lazy_function("initaudit.schemes", "fixed_std_conventions")
+hadamard_widening = lazy_function("initaudit.copies", "hadamard_widening")
+consumer_separates = lazy_function("initaudit.copies", "consumer_separates")
+unit_rows = lazy_function("initaudit.analysis", "unit_rows")
+as_fp32 = lazy_function("initaudit.moments", "as_fp32")
 
 SCHEME_TITLES = {"xavier": "Xavier", "he": "He", "he-fan-out": "He (fan_out)", "lecun": "LeCun",
                  "torch-default": "PyTorch-default", "orthogonal": "orthogonal",
-                 "transformer-0.02": "transformer 0.02"}
+                 "transformer-0.02": "transformer 0.02", "identity": "identity"}
 
 
 class DuplicateUnits(Rule):
@@ -41,7 +45,13 @@ class DuplicateUnits(Rule):
     recurrent and fused attention weights; per output channel for convolutions): exact
     duplicates by hashing, near-duplicates by cosine similarity of centred rows >= ``cosine``
     found with sign-random-projection LSH (sub-quadratic: 0.1-0.5 s for a 50k x 768 table).
-    Tensors that are constant as a whole are left to IA102.
+    Tensors that are constant as a whole are left to IA102. Exact copies in a deterministic
+    widening layer (fan_in < units, every entry +-c, which no random draw gives) whose distinct
+    rows still have rank fan_in (y = W x spans at most fan_in directions whatever the init: none
+    is lost) are a warning, and info where the one layer reading them reads each copy through
+    different weights, W_next[:, i] != W_next[:, j], so the errors the copies
+    receive differ and training separates them (ZerO's widening c H[:, :fan_in] of a Sylvester
+    Hadamard matrix repeats rows i and i + fan_in, read by an identity).
 
     Why it matters
     --------------
@@ -87,12 +97,21 @@ class DuplicateUnits(Rule):
                 frac = copies / dup.rows
                 example = dup.exact_groups[0][:3]
                 sev = Severity.ERROR if frac >= self.opts["error_fraction"] else Severity.WARNING
+                kept = p.kind is not OpKind.EMBEDDING and _rank_kept(ctx, p, dup)
+                parted = kept and consumer_separates(ctx.graph, p.name, dup.exact_groups, dup.rows)
                 yield self.finding(
                     p.name, f"{copies} of {dup.rows} {unit} are exact copies of another "
-                            f"({len(dup.exact_groups)} group(s), e.g. rows {', '.join(map(str, example))})",
-                    severity=sev, evidence={"duplicate_rows": copies, "rows": dup.rows,
-                                            "groups": len(dup.exact_groups), "example": example},
-                    fix="re-initialise the tensor so every row is drawn independently")
+                            f"({len(dup.exact_groups)} group(s), e.g. rows {', '.join(map(str, example))})"
+                            + (f"; a Hadamard widening (ZerO: every entry +-c) of fan_in={fmt(p.fan_in)} inputs "
+                               f"to {dup.rows} units whose {dup.rows - copies} distinct rows keep rank "
+                               f"{fmt(p.fan_in)} (no input direction lost)" if kept else "")
+                            + (", and the layer reading them reads each copy through different weights, "
+                               "so training separates them (a widening init such as ZerO's Hadamard one)"
+                               if parted else ""),
+                    severity=Severity.INFO if parted else Severity.WARNING if kept else sev,
+                    evidence={"duplicate_rows": copies, "rows": dup.rows, "groups": len(dup.exact_groups),
+                              "example": example, **({"rank_kept": True} if kept else {})},
+                    fix=None if parted else "re-initialise the tensor so every row is drawn independently")
             near = dup.near_rows
             if near and dup.near_min_cosine is not None and dup.near_min_cosine >= self.opts["cosine"]:
                 example = dup.near_groups[0][:3]
@@ -103,6 +122,15 @@ class DuplicateUnits(Rule):
                     severity=sev, evidence={"near_duplicate_rows": near, "rows": dup.rows,
                                             "min_cosine": dup.near_min_cosine, "example": example},
                     fix="re-initialise the tensor so every row is drawn independently")
+
+
+def _rank_kept(ctx, p, dup) -> bool:
+    """Whether the copies are a Hadamard widening whose distinct rows span its fan_in inputs
+    (initaudit.copies)."""
+    if not p.fan_in or dup.rows <= p.fan_in or dup.rows - dup.exact_rows < p.fan_in:
+        return False
+    rows = unit_rows(as_fp32(ctx.graph.load_tensor(p.name).detach()), p)
+    return hadamard_widening(rows, dup.exact_groups)
 
 
 def _fans(p) -> str:
@@ -286,7 +314,8 @@ class InitScale(Rule):
     def _assess(self, ctx, p, stats, orthogonal, dist, fixed, off):
         g = ctx.graph
         return assess(p, stats, orthogonal, g.family, g.has_architecture and p.name not in off,
-                      self.opts["tolerance"], distribution=dist, fixed_std=fixed.get(p.name))
+                      self.opts["tolerance"], distribution=dist, fixed_std=fixed.get(p.name),
+                      identity=ctx.analysis(p.name).identity_gain if orthogonal is not None else None)
 
     def _report(self, ctx, p, stats, res, label, scene: _Scene) -> Iterator[Finding]:
         tol, std = self.opts["tolerance"], stats.std

@@ -602,7 +602,8 @@ def delta_orthogonal(depth: int = 16, c: int = 32) -> nn.Module:
 
 def zero_init(depth: int = 10, width: int = W) -> nn.Module:
     """ZerO init (Zhao et al. 2022) in a plain ReLU MLP: square layers the identity, the widening
-    input layer a partial identity times a normalised Hadamard matrix, the head zero."""
+    input layer a partial identity times a normalised Hadamard matrix, the shrinking head a partial
+    identity (Zhao et al., Algorithm 1: c * I* H I* when widening, I* when shrinking)."""
     torch.manual_seed(0)
     layers: list[nn.Module] = []
     d_in = 32
@@ -618,9 +619,10 @@ def zero_init(depth: int = 10, width: int = W) -> nn.Module:
                 lin.weight.copy_(torch.eye(width))
             lin.bias.zero_()
         layers += [lin, nn.ReLU()]
-    head = nn.Linear(width, 10)
-    nn.init.zeros_(head.weight)
-    nn.init.zeros_(head.bias)
+    head = nn.Linear(width, 10)  # a shrinking layer: the partial identity I* (Algorithm 1)
+    with torch.no_grad():
+        head.weight.copy_(torch.eye(10, width))
+        head.bias.zero_()
     return nn.Sequential(*layers, head)
 
 

@@ -211,3 +211,79 @@ def _report_of(model: torch.nn.Module, name: str, form: str) -> initaudit.Report
         path = Path(d) / f"{name}.onnx"
         torch.onnx.export(model.eval(), (x,), str(path), dynamo=False, opset_version=17)
         return initaudit.audit(path, inputs=x, config=False)
+
+
+def _hidden_std(model: torch.nn.Sequential, x: torch.Tensor) -> list[float]:
+    """The std of every ReLU output of a Linear/ReLU stack."""
+    out = []
+    with torch.no_grad():
+        for m in model:
+            x = m(x)
+            if isinstance(m, torch.nn.ReLU):
+                out.append(float(x.std()))
+    return out
+
+
+def test_zero_init_identity_layers_and_hadamard_widening_are_clean():
+    """ZerO (Zhao et al. 2022): identity layers keep the signal exactly (measured: every ReLU
+    output has the std of the first), which a std-based He comparison read as 0.70x per layer
+    (9 IA104 warnings); the 32 -> 64 Hadamard widening copies rows i and i + 32 but keeps rank 32
+    and is read by an identity, whose columns tell the copies apart (was an IA103 error; measured:
+    no longer copies after 5 SGD steps); the identity layers copy those copies on (10 IA208
+    warnings)."""
+    model, x = papers.zero_init(), papers.inputs("zero_init")
+    stds = _hidden_std(model, x)
+    assert max(stds) / min(stds) < 1.0 + 1e-6  # the identity stack is an exact isometry here
+    report = initaudit.audit(model, inputs=x, config=False)
+    assert _serious(report) == []
+    layers = {r["param"]: r for r in report.to_json()["layers"]}
+    assert layers["2.weight"]["matched_schemes"][0] == "identity"
+    copies = next(f for f in report.findings if f.rule == "IA103")
+    assert copies.evidence["rank_kept"] and copies.evidence["duplicate_rows"] == 32
+    w = _trained(model, x)[0].weight  # the identity reading them tells the copies apart
+    assert not torch.equal(w[:32], w[32:])
+
+
+def _trained(model: torch.nn.Sequential, x: torch.Tensor, steps: int = 5) -> torch.nn.Sequential:
+    """``steps`` SGD steps on a fixed random regression target."""
+    target = torch.randn(x.shape[0], 10, generator=torch.Generator().manual_seed(1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), target).backward()
+        opt.step()
+    return model
+
+
+def test_widening_copies_read_through_equal_columns_stay_a_warning():
+    """ZerO's Hadamard widening read through equal columns of the next layer: the symmetry is a
+    fixed point of gradient descent (measured: still copies after 5 SGD steps), so the copies
+    are a warning, not info; copies of random rows (a copy bug) stay an error."""
+    model, x = papers.zero_init(), papers.inputs("zero_init")
+    with torch.no_grad():
+        model[2].weight[:, 32:] = model[2].weight[:, :32]
+    assert _by_rule(initaudit.audit(model, inputs=x, config=False), "IA103")["0.weight"] == "warning"
+    w = _trained(model, x)[0].weight
+    assert torch.equal(w[:32], w[32:])
+    with torch.no_grad():
+        model[0].weight.copy_(torch.randn(32, 32).repeat(2, 1))
+    assert _by_rule(initaudit.audit(model, inputs=x, config=False), "IA103")["0.weight"] == "error"
+
+
+def test_a_shrinking_identity_and_rank_losing_copies_still_fire():
+    """Controls: 0.5 I before ReLU halves the signal every layer (measured 0.5^9 over the
+    stack): IA104 stays; a widening layer whose 64 rows are 16 distinct random rows has rank
+    16 < 32 inputs: IA103 stays an error."""
+    model, x = papers.zero_init(), papers.inputs("zero_init")
+    with torch.no_grad():
+        for i in range(2, 20, 2):
+            model[i].weight.mul_(0.5)
+    stds = _hidden_std(model, x)
+    assert abs(stds[-1] / stds[0] - 0.5 ** 9) < 1e-6
+    assert set(_by_rule(initaudit.audit(model, inputs=x, config=False), "IA104")) >= {"2.weight", "18.weight"}
+    model = papers.zero_init()
+    with torch.no_grad():
+        w = model[0].weight
+        w.copy_(torch.randn(16, 32).repeat(4, 1))
+    assert int(torch.linalg.matrix_rank(w)) == 16
+    assert _by_rule(initaudit.audit(model, inputs=x, config=False), "IA103") == {"0.weight": "error"}
