@@ -36,6 +36,8 @@ normalisation or an embedding resets the signal; the profile says so (``unknown_
 Inputs are assumed standardised and independent (mean 0, variance 1, d = 1), and so is the
 input of a layer the capture could not trace back (a segment of its own). A layer's reported
 ratio leaves its own bias out, as the probe's measured spread does.
+A segment that starts from a constant signal (an all-zero table or norm scale: spread 0) has
+no reference: its ratios are nan, not judged (x / 0).
 
 Finite width (``_energy_fluctuation``): a dense layer of fan_in n reads the energy
 (1/n) sum_i phi_i^2 of one input, an average over n units, which fluctuates around E[phi^2] with
@@ -567,12 +569,14 @@ def _signal(param: str, layer: str, st: _State) -> LayerSignal:
                            math.nan, math.nan, st.unknown)
     var = m.var
     std = math.sqrt(var) if math.isfinite(var) and var >= 0 else math.inf
-    if st.origin_var > 0 and math.isfinite(var):
+    if st.origin_var == 0:  # a constant start (an all-zero table or norm scale): no reference, x / 0
+        return LayerSignal(param, layer, std, math.nan, st.depth, st.origin, m.mean, math.nan, math.nan)
+    if math.isfinite(var):
         # the layer's own bias taken off, as the probe measures it: a collapsed layer with
         # random biases (torch's default at a small fan_in) is not alive
         ratio = math.sqrt(max(var - st.bias_var, 0.0) / st.origin_var)
     else:
-        ratio = math.inf if var > 0 else 0.0
+        ratio = math.inf if var > 0 else math.nan
     frac = m.distinct_var / var if var > 0 and math.isfinite(var) else 1.0
     d0 = st.origin_distinct
     distinct_ratio = math.sqrt(frac / d0) if d0 > 0 else 1.0

@@ -366,3 +366,67 @@ def test_cohere_onnx_export_audits_or_says_why_in_one_line(tmp_path):
     assert not [f for f in report.findings if f.severity.value == "error"]
     with torch.no_grad():
         assert call(model, inputs).logits.shape == (4, 8, 96)  # the module itself runs
+
+
+# --- a segment that starts from a constant signal ------------------------------------------------------
+
+def _encodec():
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.EncodecConfig(hidden_size=32, num_filters=8, num_residual_layers=1, upsampling_ratios=[4, 2],
+                                        codebook_size=64, codebook_dim=32, audio_channels=1, sampling_rate=8000,
+                                        target_bandwidths=[12.0])
+    return transformers.EncodecModel(config).eval()
+
+
+def test_encodec_decoder_behind_its_zero_codebook_is_not_a_depth_explosion_in_onnx(tmp_path):
+    """transformers initialises EnCodec's codebooks to zeros and marks them ``inited`` (no k-means
+    on a first batch), so at init every code decodes to the zero vector: the decoder reads the
+    same constant for every input. The ONNX form's segment started at that lookup (spread 0),
+    and each layer's spread was divided by 0: IA110 "grows to inf" and IA111 "ordered phase" on
+    the decoder, errors. Spread from a constant start has no reference: not judged."""
+    model = _encodec()
+    books = [layer.codebook for layer in model.quantizer.layers]
+    assert all(bool(b.inited) and not b.embed.abs().sum() for b in books)
+    assert all("embed" in dict(b.named_buffers()) for b in books)  # buffers, not parameters
+    x = torch.randn(2, 1, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # measured: the quantized latent is exactly 0, for any input
+        codes = model.encode(x).audio_codes
+        assert not model.quantizer.decode(codes[0].transpose(0, 1)).abs().sum()
+    report = initaudit.audit(export_onnx(model, {"input_values": x}, tmp_path / "encodec.onnx"), inputs=(x,))
+    assert not _of(report, "IA110", "IA111")
+    assert not [f for f in report.findings if f.severity.value == "error"]
+
+
+class TableChain(nn.Module):
+    """A table lookup into four ReLU layers: the segment starts at the table, whatever its scale."""
+
+    def __init__(self, table_std: float, weight_std: float | None):
+        super().__init__()
+        self.emb = nn.Embedding(64, 32)
+        self.body = nn.Sequential(*[m for _ in range(4) for m in (nn.Linear(32, 32), nn.ReLU())])
+        nn.init.normal_(self.emb.weight, 0.0, table_std) if table_std else nn.init.zeros_(self.emb.weight)
+        for m in self.body:
+            if isinstance(m, nn.Linear):
+                nn.init.zeros_(m.bias) if weight_std is None else nn.init.normal_(m.bias, 0.0, 0.1)
+                nn.init.kaiming_normal_(m.weight) if weight_std is None else nn.init.normal_(m.weight, 0.0, weight_std)
+
+    def forward(self, ids):
+        return self.body(self.emb(ids))
+
+
+@pytest.mark.parametrize("table_std", [0.0, 1e4])
+def test_a_table_lookup_starts_a_segment_at_its_own_scale_and_an_exploding_chain_still_fires(tmp_path, table_std):
+    ids = torch.randint(0, 64, (8, 6), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    healthy = export_onnx(TableChain(table_std, None).eval(), ids, tmp_path / "healthy.onnx")
+    assert not _of(initaudit.audit(healthy, inputs=ids), "IA109", "IA110", "IA111")
+    torch.manual_seed(0)
+    model = TableChain(table_std or 1.0, 1.0).eval()
+    with torch.no_grad():  # measured: N(0, 1) weights at fan_in 32 grow the std 4x per ReLU layer
+        h = model.emb(ids)
+        grow = float(model.body(h).std() / h.std())
+    assert grow > 100
+    report = initaudit.audit(export_onnx(model, ids, tmp_path / "exploding.onnx"), inputs=ids)
+    assert [f.severity.value for f in _of(report, "IA110")] == ["error"]
