@@ -270,7 +270,7 @@ class OpsMixin:
             src = self.resolve(n.input[pos])
             if src is None:
                 continue
-            pname, _ = self.claim(src, src.root, name, op, OpKind.NORM, role)
+            pname, _ = self.claim(src, src.root, name, op, OpKind.NORM, role, operand=n.input[pos])
             if self.params[pname].role is role and role in (ParamRole.NORM_SCALE, ParamRole.NORM_SHIFT):
                 norm_params.append(pname)
         if op in ("BatchNormalization", "InstanceNormalization", "GroupNormalization"):
