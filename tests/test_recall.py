@@ -239,22 +239,44 @@ def test_zero_gamma_gradient_evidence(tmp_path):
             assert f.evidence["gamma_gradient_source"].startswith(source), (form, f.evidence)
 
 
+class _NormBeforeItsBias(nn.Module):
+    """The Linear whose zero bias the zero gamma is merged into is defined first, so the
+    exporter keeps its name for the stored tensor, but runs after the norm."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.inp, self.norm, self.head = nn.Linear(32, 32), nn.Linear(16, 32), nn.LayerNorm(32), \
+            nn.Linear(32, 4)
+        nn.init.zeros_(self.proj.bias)
+        nn.init.zeros_(self.norm.weight)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.proj(torch.relu(self.norm(self.inp(x))))))
+
+
 @pytest.mark.parametrize("opset", [13, 17])  # decomposed LayerNorm / LayerNormalization
-def test_merged_initializer_keeps_norm_role(opset, tmp_path):
+@pytest.mark.parametrize("order", ["bias-first", "norm-first"])
+def test_merged_initializer_keeps_norm_role(order, opset, tmp_path):
     """The exporter stores equal-valued tensors once: the zero gamma and beta become Identity
-    outputs of the zero Linear bias. The norm's scale keeps its role (IA108 fires) and the
-    Linear's bias stays a bias."""
-    model, x = _model("ln-gamma-zero-merged-with-a-bias"), _inputs(False)
+    outputs of the zero Linear bias (or that bias an Identity of the kept tensor). The norm's
+    scale keeps its role and its own name (IA108 fires there, as on the module) and the
+    Linear's bias is not reported in its place."""
+    torch.manual_seed(0)
+    if order == "bias-first":
+        model, gamma = _model("ln-gamma-zero-merged-with-a-bias"), "1.weight"
+    else:
+        model, gamma = _NormBeforeItsBias(), "norm.weight"
+    x = _inputs(False)
+    assert _grad_norm(model, x, gamma) == 0.0
     path = export(copy.deepcopy(model), (x,), tmp_path / "m.onnx", opset=opset)
     graph = onnx.load(str(path)).graph
-    assert "1.weight" not in {t.name for t in graph.initializer}
-    assert any(n.op_type == "Identity" and n.output[0] == "1.weight" for n in graph.node)
+    assert gamma not in {t.name for t in graph.initializer}
+    assert any(n.op_type == "Identity" and n.output[0] == gamma for n in graph.node)
     import initaudit
 
-    report = initaudit.audit(path, inputs=(x,))
-    ia108 = [f for f in report.findings if f.rule == "IA108"]
-    assert [(f.layer, f.severity.value) for f in ia108] == [("1.weight", "error")], report.findings
-    assert not [f for f in report.findings if f.layer == "0.bias" and f.severity.value != "info"]
+    for report in (initaudit.audit(path, inputs=(x,)), _audit("module", model, x, tmp_path)):
+        ia108 = [f for f in report.findings if f.rule == "IA108"]
+        assert [(f.layer, f.severity.value) for f in ia108] == [(gamma, "error")], report.findings
 
 
 def test_unused_layer_not_in_onnx(tmp_path):

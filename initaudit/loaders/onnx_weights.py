@@ -215,7 +215,7 @@ class WeightsMixin:
         if self.root_claims.get(src.root) and not any(
                 n.startswith(f"{src.root}[") for n in self.root_claims[src.root]):
             first = self.params[self.root_claims[src.root][0]]
-            if self._merged(first, kind, operand):
+            if self._merged(first, kind, operand, src.root):
                 name = operand
                 kw.setdefault("notes", []).append(
                     f"stored as the same initializer as {first.name} ({first.kind.value} "
@@ -228,10 +228,17 @@ class WeightsMixin:
             return first.name, False
         return self._make(src, name, node, op, kind, role, steps, key, shape, kw), True
 
-    def _merged(self, first: Param, kind: OpKind, operand: str | None) -> bool:
-        """A norm parameter and a tensor of another kind on one initializer, under a free name."""
+    def _merged(self, first: Param, kind: OpKind, operand: str | None, root: str) -> bool:
+        """A norm parameter and a tensor of another kind on one initializer, under a free name
+        (the operand's own, not another initializer's)."""
         return (kind is OpKind.NORM) != (first.kind is OpKind.NORM) and bool(operand) \
-            and operand not in self.params and operand not in self.store
+            and operand not in self.params and (operand == root or operand not in self.store)
+
+    def operand_name(self, t: str, src: _Source) -> str:
+        """The name a norm parameter is known by: the operand itself where it is an ``Identity``
+        of an initializer of another name (the exporter's merged copy keeps the original
+        parameter's name there), else the initializer's."""
+        return t if not src.steps and t not in self.store and t not in self.params else src.root
 
     def _make(self, src: _Source, name: str, node: str, op: str, kind: OpKind, role: ParamRole,
               steps: list[tuple], key: tuple, shape: tuple[int, ...] | None, kw: dict) -> str:
