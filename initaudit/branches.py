@@ -156,16 +156,31 @@ def zero_act_residual_end(graph: ModelGraph, name: str) -> str | None:
     """The activation between weight ``name``'s layer and a residual add
     (:func:`act_residual_ends`), when its derivative at the layer's bias is non-zero on every
     unit: each unit of a zero layer then gets its own gradient (relu at b <= 0 passes none)."""
+    act, bias = act_residual_ends(graph).get(name, (None, None))
+    if act is None or bias is None:
+        return None
+    slopes = act_slopes(graph, act, bias)
+    return str(getattr(act, "name", act)) if slopes is not None and bool((slopes > 1e-3).all()) else None
+
+
+def act_slopes(graph: ModelGraph, act, bias: str | None, units: int = 0):
+    """|act'(b_j)| for every unit j: the derivative of the activation at the constant a zero
+    weight (or zero norm scale) leaves, its bias ``bias`` (zeros of ``units`` when there is
+    none). A unit with act'(b_j) = 0 passes no gradient to the weight below:
+    dL/dw_j = sum_n dL/da_nj act'(b_j) x_nj = 0. None when the activation is not known."""
     import torch
 
     from initaudit.schemes import activation_fn
 
-    act, bias = act_residual_ends(graph).get(name, (None, None))
-    if act is None or bias is None:
+    if bias is not None:
+        b = graph.load_tensor(bias).detach().double().flatten()
+    elif units > 0:
+        b = torch.zeros(units, dtype=torch.float64)
+    else:
         return None
-    b = graph.load_tensor(bias).detach().double().flatten().requires_grad_(True)
+    b.requires_grad_(True)
     try:
         activation_fn(act)(b).sum().backward()
     except (KeyError, TypeError, RuntimeError):
         return None
-    return str(getattr(act, "name", act)) if bool((b.grad.abs() > 1e-3).all()) else None
+    return b.grad.abs()

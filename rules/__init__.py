@@ -4,6 +4,7 @@ engine through the ``initaudit.rules`` entry point, exactly as third-party plugi
 from initaudit.rules.correlation import MeasuredCorrelationCollapse, PredictedCorrelationCollapse
 from initaudit.rules.depth import PredictedExploding, PredictedVanishing
 from initaudit.rules.probe import PROBE_RULES
+from initaudit.rules.normalization import DegenerateNormalization
 from initaudit.rules.structure import (
                                        DuplicateUnits,
                                        InitScale,
@@ -11,7 +12,6 @@ from initaudit.rules.structure import (
 )
 from initaudit.rules.weights import (
                                        ConstantWeights,
-                                       DegenerateNormalization,
                                        MeanShift,
                                        NonFiniteValues,
                                        UninitializedMemory,

@@ -25,3 +25,15 @@ def _pct(x: float) -> str:
 def _where(site) -> str:
     return f" before {site.activation}" if site.kind in ("layer", "norm") and site.activation else (
         f" ({site.activation} output)" if site.kind == "act" and site.activation else "")
+
+
+def measured_no_gradient(ctx, name: str) -> bool | None:
+    """What the backward probe measured on parameter ``name``: True for a gradient that is
+    exactly zero in every element (||dL/dw|| = 0 although w is in the loss's graph), False for a
+    non-zero one, None where no gradient was measured (no probe, no backward pass as on ONNX,
+    a parameter the loss does not reach, a non-finite gradient)."""
+    probe = _probe(ctx)
+    g = (probe.grads or {}).get(name) if probe is not None else None
+    if g is None or not g.received or g.nonfinite:
+        return None
+    return g.norm == 0

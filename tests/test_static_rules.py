@@ -282,7 +282,11 @@ def test_zero_gamma_outside_residual_is_warning_inside_is_info():
     plain = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
     nn.init.zeros_(plain[1].weight)
     (f,) = findings_of(static(plain), "IA108")
-    assert f.severity.value == "warning"
+    # BN's output is beta = 0 on every sample and relu'(0) = 0: gamma gets no gradient either
+    assert f.severity.value == "error" and f.evidence["gamma_gradient_zero"] is True
+    nn.init.constant_(plain[1].bias, 0.5)  # relu'(0.5) = 1: gamma gets a gradient and recovers
+    (f,) = findings_of(static(plain), "IA108")
+    assert f.severity.value == "warning" and f.evidence["gamma_gradient_zero"] is False
     infos = findings_of(static(ResNetish()), "IA108")
     assert infos and {f.severity.value for f in infos} == {"info"}
 

@@ -296,7 +296,7 @@ class _Builder(WeightsMixin, OpsMixin):
         for t, role in ((pat.scale, ParamRole.NORM_SCALE), (pat.shift, ParamRole.NORM_SHIFT)):
             src = self.resolve(t) if t else None
             if src is not None:
-                pname, _ = self.claim(src, src.root, name, pat.op, OpKind.NORM, role)
+                pname, _ = self.claim(src, self.operand_name(t, src), name, pat.op, OpKind.NORM, role, operand=t)
                 if self.params[pname].role is role:
                     norm_params.append(pname)
         self.emit(Node(name, "norm", ins, norm_params=tuple(norm_params), op=pat.op), [pat.output], pat.output)

@@ -174,7 +174,7 @@ class OpsMixin:
         src = self.resolve(t)
         if src is None or math.prod(src.shape) not in (units, 1):
             return None
-        pname, _ = self.claim(src, src.root, node, op, OpKind.OTHER, ParamRole.BIAS)
+        pname, _ = self.claim(src, src.root, node, op, OpKind.OTHER, ParamRole.BIAS, operand=t)
         return pname if self.params[pname].role is ParamRole.BIAS else None
 
     def attach_bias(self, n: onnx.NodeProto, signal: str) -> None:
@@ -270,7 +270,8 @@ class OpsMixin:
             src = self.resolve(n.input[pos])
             if src is None:
                 continue
-            pname, _ = self.claim(src, src.root, name, op, OpKind.NORM, role)
+            pname, _ = self.claim(src, self.operand_name(n.input[pos], src), name, op, OpKind.NORM, role,
+                                  operand=n.input[pos])
             if self.params[pname].role is role and role in (ParamRole.NORM_SCALE, ParamRole.NORM_SHIFT):
                 norm_params.append(pname)
         if op in ("BatchNormalization", "InstanceNormalization", "GroupNormalization"):

@@ -197,10 +197,14 @@ class WeightsMixin:
     # -- params ---------------------------------------------------------------------------
     def claim(self, src: _Source, name: str, node: str, op: str, kind: OpKind, role: ParamRole,
               *, extra_steps: Iterable[tuple] = (), shape: tuple[int, ...] | None = None,
-              **kw) -> tuple[str, bool]:
+              operand: str | None = None, **kw) -> tuple[str, bool]:
         """Param for ``src`` (made on first use): (name, made_now). A tensor used again the same
         way is the same Param; used another way, it keeps its first role and the later use is
-        noted (tied weights appear once)."""
+        noted (tied weights appear once). Except a normalisation's scale or shift stored as the
+        same initializer as a tensor of another kind: the exporter merges equal-valued
+        initializers (a zero gamma and a zero Linear bias become one tensor, read through an
+        Identity named after the original parameter), so the norm gets its own Param named by
+        ``operand``, or its role would be lost."""
         steps = [*src.steps, *extra_steps]
         key = (src.root, tuple((s[0], repr(s[1:])) for s in steps), kind, role)
         if key in self.claims:
@@ -211,10 +215,34 @@ class WeightsMixin:
         if self.root_claims.get(src.root) and not any(
                 n.startswith(f"{src.root}[") for n in self.root_claims[src.root]):
             first = self.params[self.root_claims[src.root][0]]
+            if self._merged(first, kind, operand, src.root):
+                name = operand
+                kw.setdefault("notes", []).append(
+                    f"stored as the same initializer as {first.name} ({first.kind.value} "
+                    f"{first.role.value}): the exporter merged equal-valued tensors")
+                first.notes.append(f"the same stored values are {name}, the {role.value} of {node} ({op})")
+                return self._make(src, name, node, op, kind, role, steps, key, shape, kw), True
             first.notes.append(f"also used by {node} ({op}) as {kind.value} {role.value}")
             if node not in first.aliases:
                 first.aliases.append(node)
             return first.name, False
+        return self._make(src, name, node, op, kind, role, steps, key, shape, kw), True
+
+    def _merged(self, first: Param, kind: OpKind, operand: str | None, root: str) -> bool:
+        """A norm parameter and a tensor of another kind on one initializer, under a free name
+        (the operand's own, not another initializer's)."""
+        return (kind is OpKind.NORM) != (first.kind is OpKind.NORM) and bool(operand) \
+            and operand not in self.params and (operand == root or operand not in self.store)
+
+    def operand_name(self, t: str, src: _Source) -> str:
+        """The name a norm parameter is known by: the operand itself where it is an ``Identity``
+        of an initializer of another name (the exporter's merged copy keeps the original
+        parameter's name there), else the initializer's."""
+        return t if not src.steps and t not in self.store and t not in self.params else src.root
+
+    def _make(self, src: _Source, name: str, node: str, op: str, kind: OpKind, role: ParamRole,
+              steps: list[tuple], key: tuple, shape: tuple[int, ...] | None, kw: dict) -> str:
+        """Make and register the Param ``name`` read from ``src`` (after ``steps``)."""
         st = self.store.protos[src.root]
         p = Param(name=name, shape=tuple(shape if shape is not None else src.shape),
                   dtype=_dtype_name(st.data_type), layer=node, op=op, kind=kind, role=role, **kw)
@@ -231,7 +259,7 @@ class WeightsMixin:
                         self.root_claims.setdefault(aux, [])
         self.claims[key] = name
         self.root_claims.setdefault(src.root, []).append(name)
-        return name, True
+        return name
 
     def tied_copies(self, nodes: list[Node]) -> None:
         """An LM head tied to the embedding is stored twice by the exporters (the table and a

@@ -43,7 +43,9 @@ def test_plain_zero_gamma_is_still_found():
     torch.nn.init.zeros_(model[1].weight)
     assert measured_gain(model, "1", 32) == 0.0
     (f,) = _of(initaudit.audit(model, probe_enabled=False), "IA108")
-    assert f.severity.value == "warning" and f.evidence["measured_gain"] == 0.0
+    # with no probe, relu'(beta = 0) = 0 on every unit says gamma's gradient is 0: an error
+    assert f.severity.value == "error" and f.evidence["measured_gain"] == 0.0
+    assert f.evidence["gamma_gradient_zero"] is True
 
 
 # --- the true finding: MobileViT's N(0, 0.02) BatchNorm gammas ----------------------------------------

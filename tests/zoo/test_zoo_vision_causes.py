@@ -232,7 +232,7 @@ def test_a_zero_gamma_in_the_trunk_of_a_live_module_is_still_a_cut():
     model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1),
                           nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
     nn.init.zeros_(model[1].weight)
-    (f,) = _of(initaudit.audit(model, probe_enabled=False), "IA108", "warning")
+    (f,) = _of(initaudit.audit(model, probe_enabled=False), "IA108", "error")  # relu'(beta = 0) = 0
     assert f.layer == "1.weight" and "outside a residual branch" in f.message
 
 
