@@ -16,7 +16,7 @@ from initaudit.roles import renormalised_params
 
 measured_profile = lazy_function("initaudit.probe.profile", "measured_profile")
 from initaudit.rule import Finding, Rule, Severity, fmt
-from initaudit.rules.depth import GUESSED_NOTE, depth_severity, zero_scale_origins
+from initaudit.rules.depth import GUESSED_NOTE, depth_severity, static_text, zero_scale_origins
 from initaudit.rules.weights import _init_fix
 
 _FIX = ("initialise each layer for the activation that follows it (IA104's fixes: Xavier before "
@@ -223,7 +223,7 @@ class MeasuredCorrelationCollapse(Rule):
             worst.site.name,
             f"measured correlation between different samples reaches {c:.6g} after {sig.depth} layers: "
             f"the part of the activations that differs between inputs falls to {fmt(d)}x its value "
-            f"at {start} (std {fmt(worst.site.std)}; static prediction {fmt(sig.distinct_ratio)}x)",
+            f"at {start} (std {fmt(worst.site.std)}; {static_text(sig.distinct_ratio, sig)})",
             severity=severity,
             evidence={"ratio": d, "correlation": c, "depth": sig.depth, "std": worst.site.std,
                       "predicted_ratio": sig.distinct_ratio, "origin": sig.origin, "param": sig.param},

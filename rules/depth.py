@@ -35,6 +35,16 @@ def head_input_shrinks(ctx) -> dict[str, float]:
 HEAD_NOTE = " (the head input's own shrink {r}x taken out: it only scales the initial logits)"
 
 
+def static_text(ratio: float, signal) -> str:
+    """What the static prediction says beside a measured ratio: the number, or why there is none
+    (a nan prediction is no number: the op it could not see through, or a constant start)."""
+    if ratio == ratio:
+        return f"static prediction {fmt(ratio)}x"
+    why = f"the signal passes {signal.unknown_after}, which it does not model" if signal.unknown_after \
+        else "its segment starts from a constant signal"
+    return f"no static prediction: {why}"
+
+
 def depth_severity(ratio: float, vanishing: bool, opts: dict) -> Severity | None:
     """Grading shared by the depth rules (static, measured, gradient): a warning past
     ``warn_ratio``, an error past ``error_ratio`` (below them when vanishing, above when

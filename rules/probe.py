@@ -22,7 +22,7 @@ from initaudit.rules.backward import (
 )
 from initaudit.rules.unused import UnusedParameters
 from initaudit.rules.probe_common import _is_zero, _param, _pct, _probe, _where
-from initaudit.rules.depth import HEAD_NOTE, depth_severity, head_input_shrinks
+from initaudit.rules.depth import HEAD_NOTE, depth_severity, head_input_shrinks, static_text
 from initaudit.rules.weights import _init_fix
 
 from initaudit.graph import PASS_THROUGH, OpKind
@@ -359,7 +359,7 @@ class _ActivationDepthRule(Rule):
         yield self.finding(
             worst.site.name,
             f"measured activation spread {verb} to {fmt(r)}x its value at {start} after {sig.depth} "
-            f"layers (std {fmt(worst.site.spread)}; static prediction {fmt(sig.ratio)}x)"
+            f"layers (std {fmt(worst.site.spread)}; {static_text(sig.ratio, sig)})"
             + (HEAD_NOTE.format(r=fmt(head[sig.param])) if sig.param in head else ""),
             severity=severity,
             evidence={"ratio": r, "depth": sig.depth, "std": worst.site.spread,

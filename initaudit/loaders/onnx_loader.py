@@ -421,6 +421,22 @@ def _value_shapes(model: onnx.ModelProto) -> dict[str, tuple]:
     return shapes
 
 
+def _inferred_shapes(sk: onnx.ModelProto, notes: list[str]) -> dict[str, tuple]:
+    """ONNX shape inference with data propagation: a Reshape or Expand whose target is computed
+    from ``Shape`` (what torch.onnx writes for ``x.view(b, -1, d)``, for an interpolated position
+    table) gets its static sizes, so attention downstream knows its token count. Without it where
+    the propagation fails; the declared shapes where inference fails altogether."""
+    err = None
+    for prop in (True, False):
+        try:
+            inferred = onnx.shape_inference.infer_shapes(sk, check_type=False, strict_mode=False, data_prop=prop)
+            return _value_shapes(inferred)
+        except Exception as exc:
+            err = exc
+    notes.append(f"ONNX shape inference failed ({_one_line(err)}); the probe uses declared shapes only")
+    return _value_shapes(sk)
+
+
 def load_onnx(path: str | Path) -> ModelGraph:
     """Read an ONNX file (with or without external data) into a ModelGraph."""
     path = Path(path)
@@ -443,13 +459,7 @@ def load_onnx(path: str | Path) -> ModelGraph:
         except Exception as exc:
             notes.append(f"local functions could not be inlined ({_one_line(exc)}); ops inside "
                          "them are not placed")
-    try:
-        inferred = onnx.shape_inference.infer_shapes(sk, check_type=False, strict_mode=False)
-        shapes = _value_shapes(inferred)
-        del inferred
-    except Exception as exc:
-        shapes = _value_shapes(sk)
-        notes.append(f"ONNX shape inference failed ({_one_line(exc)}); the probe uses declared shapes only")
+    shapes = _inferred_shapes(sk, notes)
     b = _Builder(path, model, sk.graph, store, shapes)
     try:
         nodes = b.build()

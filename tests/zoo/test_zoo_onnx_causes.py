@@ -430,3 +430,56 @@ def test_a_table_lookup_starts_a_segment_at_its_own_scale_and_an_exploding_chain
     assert grow > 100
     report = initaudit.audit(export_onnx(model, ids, tmp_path / "exploding.onnx"), inputs=ids)
     assert [f.severity.value for f in _of(report, "IA110")] == ["error"]
+
+
+# --- attention whose token count only data propagation gives -------------------------------------------
+
+def _dpt():
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64,
+                                    image_size=32, patch_size=8, backbone_out_indices=[0, 1, 2, 3],
+                                    neck_hidden_sizes=[8, 16, 32, 32], fusion_hidden_size=16,
+                                    reassemble_factors=[4, 2, 1, 0.5], head_in_index=-1)
+    return transformers.DPTForDepthEstimation(config).eval()
+
+
+def test_dpt_onnx_attention_knows_its_tokens_and_the_real_head_collapse_is_predicted_as_in_the_module(tmp_path):
+    """DPT reshapes its patches and interpolates its position table with sizes computed from
+    ``Shape``: plain ONNX shape inference leaves the attention scores' dimensions symbolic, so
+    the token count was unknown and so was the static prediction downstream, written "static
+    prediction nanx" beside a measured error. With data propagation the 17 tokens (16 patches and
+    the class token) are known and the ONNX form predicts what the module form does. The collapse
+    is real (measured: the depth map's std is ~1e-9 of the image's: the library's N(0, 0.02)
+    convolutions at fan-in 144), so IA109 and IA204 are errors in both forms."""
+    model = _dpt()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert float(model(pixel_values=x).predicted_depth.std() / x.std()) < 1e-6
+    path = export_onnx(model, {"pixel_values": x}, tmp_path / "dpt.onnx")
+    tokens = [n.attrs.get("tokens") for n in load_onnx(path).nodes if n.kind == "attention"]
+    assert tokens == [17] * 4
+    exported, module = initaudit.audit(path, inputs=(x,)), initaudit.audit(model, inputs=x)
+    for report in (exported, module):
+        assert {(f.rule, f.severity.value) for f in _of(report, "IA109", "IA204")} == {("IA109", "error"),
+                                                                                       ("IA204", "error")}
+        assert all("nan" not in f.message for f in report.findings)
+
+    def predicted(report):
+        return _of(report, "IA109")[0].evidence["ratio"]
+
+    assert predicted(exported) == pytest.approx(predicted(module), rel=0.05)
+
+
+def test_a_measured_finding_beside_no_static_prediction_says_why():
+    from initaudit.propagation import LayerSignal
+    from initaudit.rules.depth import static_text
+
+    known = LayerSignal("w", "fc", 0.1, 0.5, 3, "input")
+    assert static_text(known.ratio, known) == "static prediction 0.500x"
+    unknown = LayerSignal("w", "fc", math.nan, math.nan, 3, "input", unknown_after="attention (tokens unknown)")
+    assert static_text(unknown.ratio, unknown) == ("no static prediction: the signal passes attention (tokens "
+                                                   "unknown), which it does not model")
+    constant = LayerSignal("w", "fc", 0.1, math.nan, 3, "emb")
+    assert "constant signal" in static_text(constant.ratio, constant)
