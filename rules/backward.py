@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from initaudit.rules.probe_common import _is_zero, _param, _probe, _where
+from initaudit.rules.probe_common import _is_zero, _param, _probe, _where, thin_between, thin_norms, thin_note
 from initaudit.rules.depth import depth_severity
 from initaudit.rules.weights import ConstantWeights, _init_fix
 
@@ -102,7 +102,7 @@ def _gain_below_one(ctx, name: str) -> bool:
 def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
     """(param, position, gradient-to-weight ratio) of weight layers in forward order.
 
-    Position = order of the layer's first call in the forward pass. Left out: embeddings (only
+    Position = index of the layer's first call site in ``probe.sites`` (forward order). Left out: embeddings (only
     the rows of tokens seen get a gradient), normalisation, parameters with no, zero or
     non-finite gradient (blocked below a zero-initialised layer: IA203/IA208's subject),
     all-zero weights (ratio undefined), weights small by design (attention query/key,
@@ -111,9 +111,9 @@ def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
     1/|W|^2, their own scale, not the depth).
     """
     first_call: dict[str, int] = {}
-    for s in probe.sites:
+    for i, s in enumerate(probe.sites):
         if s.kind == "layer" and s.module is not None and s.module not in first_call:
-            first_call[s.module] = len(first_call)
+            first_call[s.module] = i
     small = _small_by_design(ctx.graph, lambda name: _gain_below_one(ctx, name))
     out = []
     for name, g in (probe.grads or {}).items():
@@ -152,6 +152,14 @@ class _GradientDepthRule(Rule):
     applies_when_trained = False
     needs_probe = True
 
+    def _worst(self, judged: list[tuple]) -> tuple[tuple, Severity] | None:
+        """The judged window furthest past the thresholds, with its severity; None inside."""
+        if not judged:
+            return None
+        worst = (min if self.direction == "vanishing" else max)(judged, key=lambda t: t[2])
+        severity = depth_severity(worst[2], self.direction == "vanishing", self.opts)
+        return None if severity is None else (worst, severity)
+
     def check(self, ctx) -> Iterator[Finding]:
         probe = _probe(ctx)
         if probe is None or not probe.grads:
@@ -165,6 +173,7 @@ class _GradientDepthRule(Rule):
             body = body[:-1]
         if len(body) < 2:
             return
+        thin = thin_norms(probe)
         # Weights sharing a module (an LSTM's) count as one layer.
         index = {layer: i for i, layer in enumerate(dict.fromkeys(p.layer for p, _, _ in body))}
         w = window_size(len(body))
@@ -182,13 +191,14 @@ class _GradientDepthRule(Rule):
             if index[top[0][0].layer] - index[body[i][0].layer] < self.opts["min_depth"]:
                 continue
             m = _robust([r for _, _, r in body[i:i + w]], vanishing)
-            judged.append((i, m, (m / ref) ** ((len(body) - 1 - i) / (ref_start - i))))
-        if not judged:
+            judged.append((i, m, (m / ref) ** ((len(body) - 1 - i) / (ref_start - i)),
+                           thin_between(thin, body[i][1], top[-1][1])))
+        found = self._worst([t for t in judged if not t[3]]) or self._worst(judged)
+        if found is None:
             return
-        i, value, rel = (min if vanishing else max)(judged, key=lambda t: t[2])
-        severity = depth_severity(rel, vanishing, self.opts)
-        if severity is None:
-            return
+        (i, value, rel, crossed), severity = found
+        if crossed:
+            severity = Severity.INFO
         window = body[i:i + w]
         p = window[0][0]
         distance = index[top[-1][0].layer] - index[p.layer]
@@ -199,12 +209,12 @@ class _GradientDepthRule(Rule):
         yield self.finding(
             p.name, f"gradient-to-weight ratio |dL/dW|/|W| (robust median of {span}) = {fmt(value)} "
                     f"against {fmt(ref)} at {ref_span}, {distance} layers closer to the output: "
-                    f"{fmt(rel)}x over that depth; {effect}",
+                    f"{fmt(rel)}x over that depth; {thin_note(crossed) if crossed else effect}",
             severity=severity,
             evidence={"ratio": rel, "grad_norm": g.norm, "weight_norm": g.weight_norm,
                       "window": [q.name for q, _, _ in window], "reference": top[-1][0].name,
                       "reference_window": [q.name for q, _, _ in top], "reference_ratio": ref,
-                      "loss": probe.loss,
+                      "loss": probe.loss, "thin_norms": [c.module or c.name for c in crossed],
                       "profile": [[q.name, r / ref] for q, _, r in profile][:64]},
             fix="initialise each layer for the activation that follows it; prefer ReLU-family or "
                 "tanh with Xavier gain over deep sigmoid stacks; add normalisation or residual paths")
