@@ -184,3 +184,30 @@ def act_slopes(graph: ModelGraph, act, bias: str | None, units: int = 0):
     except (KeyError, TypeError, RuntimeError):
         return None
     return b.grad.abs()
+
+
+def output_reach(nodes: list[Node]) -> dict[str, int]:
+    """For each layer's weight, which of the model's returned values its output flows into (a
+    bit mask, bit i: the i-th input of the ``output`` node; 0 where the graph has none). Layers
+    with different masks take different shares of the probe's loss: L sums an error at every
+    output, so the layers in front of a returned hidden state get its error directly and the
+    heads behind it do not (YOLOS: the encoder 146-337 x the ratio of its class and box MLPs
+    with ``last_hidden_state`` in the loss, 0.2-2.6 x without it)."""
+    out = next((n for n in nodes if n.kind == "output"), None)
+    if out is None:
+        return {}
+    bits: dict[str, int] = {}
+    for i, name in enumerate(out.inputs):
+        bits[name] = bits.get(name, 0) | (1 << i)
+    users = _consumers(nodes)
+    reach: dict[str, int] = {}
+    for n in reversed(nodes):  # nodes are in forward (topological) order
+        mask = bits.get(n.name, 0)
+        for user in users.get(n.name, []):
+            mask |= reach.get(user.name, 0)
+        reach[n.name] = mask
+    masks: dict[str, int] = {}
+    for n in nodes:
+        if n.param:
+            masks[n.param] = masks.get(n.param, 0) | reach[n.name]
+    return masks

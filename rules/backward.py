@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from initaudit.rules.probe_common import _is_zero, _param, _probe, _where
+from initaudit.rules.probe_common import _is_zero, _param, _probe, _where, thin_between, thin_norms, thin_note
 from initaudit.rules.depth import depth_severity
 from initaudit.rules.weights import ConstantWeights, _init_fix
 
-from initaudit.branches import logit_only
+from initaudit.branches import logit_only, output_reach
 from initaudit.copies import consumer_separates, hadamard_widening, own_copies
 from initaudit.graph import OpKind, Param, ParamRole
 from initaudit.learned_inputs import learned_zero_inputs, reads_no_data
@@ -103,7 +103,7 @@ def _gain_below_one(ctx, name: str) -> bool:
 def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
     """(param, position, gradient-to-weight ratio) of weight layers in forward order.
 
-    Position = order of the layer's first call in the forward pass. Left out: embeddings (only
+    Position = index of the layer's first call site in ``probe.sites`` (forward order). Left out: embeddings (only
     the rows of tokens seen get a gradient), normalisation, parameters with no, zero or
     non-finite gradient (blocked below a zero-initialised layer: IA203/IA208's subject),
     all-zero weights (ratio undefined), weights small by design (attention query/key,
@@ -112,9 +112,9 @@ def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
     1/|W|^2, their own scale, not the depth).
     """
     first_call: dict[str, int] = {}
-    for s in probe.sites:
+    for i, s in enumerate(probe.sites):
         if s.kind == "layer" and s.module is not None and s.module not in first_call:
-            first_call[s.module] = len(first_call)
+            first_call[s.module] = i
     small = _small_by_design(ctx.graph, lambda name: _gain_below_one(ctx, name))
     out = []
     for name, g in (probe.grads or {}).items():
@@ -153,19 +153,16 @@ class _GradientDepthRule(Rule):
     applies_when_trained = False
     needs_probe = True
 
-    def check(self, ctx) -> Iterator[Finding]:
-        probe = _probe(ctx)
-        if probe is None or not probe.grads:
-            return
-        profile = _gradient_profile(ctx, probe)
-        # The layers closest to the output (output heads: a head takes the loss's error
-        # directly, and a zero or small head scales everything below it) are not the
-        # reference for the body: compare the body's own ends.
-        body = [t for t in profile if not t[0].is_output]
-        if len(body) == len(profile):  # the dataflow does not say which layer is the head
-            body = body[:-1]
-        if len(body) < 2:
-            return
+    def _worst(self, judged: list[tuple]) -> tuple[tuple, Severity] | None:
+        """The judged window furthest past the thresholds, with its severity; None inside."""
+        worst = (min if self.direction == "vanishing" else max)(judged, key=lambda t: t[2], default=None)
+        severity = worst and depth_severity(worst[2], self.direction == "vanishing", self.opts)
+        return (worst, severity) if severity else None
+
+    def _judge(self, body: list[tuple], thin: list) -> tuple | None:
+        """The worst window of ``body`` (layers that reach the same outputs) against the window
+        closest to the output: (window, value, rel, thin norms crossed, severity, index, top, ref,
+        w), severity INFO where the error crosses a thin norm; None inside the thresholds."""
         # Weights sharing a module (an LSTM's) count as one layer.
         index = {layer: i for i, layer in enumerate(dict.fromkeys(p.layer for p, _, _ in body))}
         w = window_size(len(body))
@@ -183,14 +180,39 @@ class _GradientDepthRule(Rule):
             if index[top[0][0].layer] - index[body[i][0].layer] < self.opts["min_depth"]:
                 continue
             m = _robust([r for _, _, r in body[i:i + w]], vanishing)
-            judged.append((i, m, (m / ref) ** ((len(body) - 1 - i) / (ref_start - i))))
-        if not judged:
+            judged.append((i, m, (m / ref) ** ((len(body) - 1 - i) / (ref_start - i)),
+                           thin_between(thin, body[i][1], top[-1][1])))
+        found = self._worst([t for t in judged if not t[3]]) or self._worst(judged)
+        if found is None:
+            return None
+        (i, value, rel, crossed), severity = found
+        return (body[i:i + w], value, rel, crossed, Severity.INFO if crossed else severity, index, top,
+                ref, w)
+
+    def check(self, ctx) -> Iterator[Finding]:
+        probe = _probe(ctx)
+        if probe is None or not probe.grads:
             return
-        i, value, rel = (min if vanishing else max)(judged, key=lambda t: t[2])
-        severity = depth_severity(rel, vanishing, self.opts)
-        if severity is None:
+        profile = _gradient_profile(ctx, probe)
+        # The layers closest to the output (output heads: a head takes the loss's error
+        # directly, and a zero or small head scales everything below it) are not the
+        # reference for the body: compare the body's own ends.
+        body = [t for t in profile if not t[0].is_output]
+        if len(body) == len(profile):  # the dataflow does not say which layer is the head
+            body = body[:-1]
+        # Only layers that reach the same outputs are compared: the loss's error at a returned
+        # hidden state reaches the layers in front of it, not the heads behind it.
+        reach = output_reach(ctx.graph.nodes) if ctx.graph.has_architecture else {}
+        groups: dict[int, list] = {}
+        for t in body:
+            groups.setdefault(reach.get(t[0].name, 0), []).append(t)
+        thin, vanishing = thin_norms(probe), self.direction == "vanishing"
+        results = [r for g in groups.values() if len(g) >= 2 for r in [self._judge(g, thin)] if r]
+        if not results:
             return
-        window = body[i:i + w]
+        # a judged comparison first (one crossing no thin norm), then the furthest past the limits
+        window, value, rel, crossed, severity, index, top, ref, w = max(
+            results, key=lambda r: (not r[3], -r[2] if vanishing else r[2]))
         p = window[0][0]
         distance = index[top[-1][0].layer] - index[p.layer]
         span = p.name if w == 1 else f"{p.name} .. {window[-1][0].name} ({w} layers)"
@@ -200,12 +222,12 @@ class _GradientDepthRule(Rule):
         yield self.finding(
             p.name, f"gradient-to-weight ratio |dL/dW|/|W| (robust median of {span}) = {fmt(value)} "
                     f"against {fmt(ref)} at {ref_span}, {distance} layers closer to the output: "
-                    f"{fmt(rel)}x over that depth; {effect}",
+                    f"{fmt(rel)}x over that depth; {thin_note(crossed) if crossed else effect}",
             severity=severity,
             evidence={"ratio": rel, "grad_norm": g.norm, "weight_norm": g.weight_norm,
                       "window": [q.name for q, _, _ in window], "reference": top[-1][0].name,
                       "reference_window": [q.name for q, _, _ in top], "reference_ratio": ref,
-                      "loss": probe.loss,
+                      "loss": probe.loss, "thin_norms": [c.module or c.name for c in crossed],
                       "profile": [[q.name, r / ref] for q, _, r in profile][:64]},
             fix="initialise each layer for the activation that follows it; prefer ReLU-family or "
                 "tanh with Xavier gain over deep sigmoid stacks; add normalisation or residual paths")
@@ -239,7 +261,12 @@ class GradientVanishing(_GradientDepthRule):
     |gamma| < 1, since the gain scales all their gradients). Also left out: embeddings, normalisation,
     parameters with no or exactly zero gradient (see IA203, IA208), and layers a
     normalisation follows (BatchNorm divides their gradient by their output's batch std, so
-    their |dW| / |W| ~ 1 / |W|^2 reflects their own scale, not the depth).
+    their |dW| / |W| ~ 1 / |W|^2 reflects their own scale, not the depth). Layers are compared
+    only with layers reaching the same model outputs (the error at a returned hidden state,
+    YOLOS's ``last_hidden_state``, reaches the layers in front of it, not the heads behind it).
+    A window whose error from the reference passes a train-mode BatchNorm/InstanceNorm that took
+    its statistics over fewer than 8 values (batch 2 at a 1 x 1 map) is not judged: info naming
+    the norm (its backward divides by the std s of n values: E[sigma^2 / s^2] = (n-1) / (n-3)).
 
     Why it matters
     --------------

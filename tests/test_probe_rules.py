@@ -233,6 +233,40 @@ def test_gradient_exploding_in_a_saturated_tanh_stack():
     assert got and got[0].evidence["ratio"] > 100
 
 
+def tanh_stack_with_batchnorm(at: int, depth: int = 10):
+    """The saturated N(0, 1) tanh stack above with a BatchNorm1d after the ``at``-th tanh (-1:
+    on the input)."""
+    mods = [nn.BatchNorm1d(100)] if at < 0 else []
+    for i in range(depth):
+        mods += [nn.Linear(100, 100), nn.Tanh()] + ([nn.BatchNorm1d(100)] if i == at else [])
+    model = seq(*mods)
+    for m in model:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=1.0)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+def test_gradient_depth_is_not_judged_across_a_batchnorm_of_too_few_values():
+    def x(batch):
+        return torch.randn(batch, 100, generator=torch.Generator().manual_seed(0))
+
+    model = tanh_stack_with_batchnorm(at=3)
+    # 64 values per channel: the explosion is measured and reported
+    report, got = findings(model, "IA207", inputs=x(64))
+    assert got and got[0].severity.value in ("warning", "error") and not got[0].evidence["thin_norms"]
+    (bn,) = [s for s in report.probe.sites if s.kind == "norm"]
+    assert bn.norm_population == 64
+    # 4 values per channel between the judged window and the reference: information, naming it
+    report, got = findings(model, "IA207", inputs=x(4))
+    assert [s.norm_population for s in report.probe.sites if s.kind == "norm"] == [4]
+    assert [f.severity.value for f in got] == ["info"] and got[0].evidence["thin_norms"] == ["8"]
+    assert "fewer than 8 values per channel" in got[0].message
+    # the same norm on the input, which no error passes on its way to a layer: still reported
+    _, got = findings(tanh_stack_with_batchnorm(at=-1), "IA207", inputs=x(4))
+    assert got and got[0].severity.value in ("warning", "error") and not got[0].evidence["thin_norms"]
+
+
 # --- IA208 symmetry --------------------------------------------------------------------------
 
 def zero_hidden(act):

@@ -43,6 +43,9 @@ class SiteStats:
     # (edges, counts) of the pre-activation itself where ``histogram`` shows phi(x) (when asked for)
     pre_histogram: tuple[list[float], list[int]] | None = None
     correlation: float | None = None  # mean correlation between two samples' activations
+    # values each mean/variance of a batch-statistics norm (train-mode BatchNorm: batch x
+    # positions per channel; InstanceNorm: positions per sample and channel) was taken over
+    norm_population: int | None = None
 
     @property
     def spread(self) -> float:
@@ -63,7 +66,7 @@ class SiteStats:
                "saturated_fraction": self.saturated_fraction, "nonfinite": self.nonfinite,
                "constant_units": self.constant_units, "identical_units": self.identical_units,
                "identical_groups": [g[:16] for g in self.identical_groups[:8]],
-               "correlation": self.correlation}
+               "correlation": self.correlation, "norm_population": self.norm_population}
         if self.histogram is not None:
             out["histogram"] = {"edges": self.histogram[0], "counts": self.histogram[1]}
         if self.pre_histogram is not None:

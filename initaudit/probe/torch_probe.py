@@ -107,6 +107,16 @@ def _roles(module: nn.Module, graph: ModelGraph) -> dict[str, _Role]:
     return roles
 
 
+def _norm_population(m: nn.Module, x: torch.Tensor | None) -> int | None:
+    """Values each batch statistic of ``m`` is taken over: N * prod(spatial) per channel for
+    BatchNorm, prod(spatial) per sample and channel for InstanceNorm (``x``: its input)."""
+    if x is None or x.dim() < 2:
+        return None
+    if isinstance(m, nn.modules.instancenorm._InstanceNorm):
+        return math.prod(x.shape[x.dim() - m._get_no_batch_dim() + 1:])
+    return x.numel() // x.shape[1]
+
+
 def _first_tensor(out: Any) -> torch.Tensor | None:
     return next((t for t in _flatten(out) if isinstance(t, torch.Tensor)), None)
 
@@ -145,21 +155,23 @@ class _Recorder:
                 if self.stack.pop()[0] == name:
                     break
             if role is not None:
-                self.record(name, role, args, out)
+                site = self.record(name, role, args, out)
+                if site is not None and role.kind == "norm" and isinstance(m, _BATCH_STAT_NORMS) and m.training:
+                    site.norm_population = _norm_population(m, _first_tensor(args))
         return hook
 
-    def record(self, name: str, role: _Role, args: Any, out: Any) -> None:
+    def record(self, name: str, role: _Role, args: Any, out: Any) -> SiteStats | None:
         k = self.calls[name]
         self.calls[name] += 1
         t = _first_tensor(out)
         if t is None or not t.is_floating_point():
-            return
+            return None
         site_name = f"{name}#{k}" if k else name
         act = role.activation
         if role.kind == "act":
             x = _first_tensor(args)
             if x is not None and self.last_pre == (x.data_ptr(), x.numel(), act.name):
-                return  # its input is the recorded pre-activation of a layer/norm site
+                return None  # its input is the recorded pre-activation of a layer/norm site
             unit_dim = self.unit_dims.get(t.dim(), 1 if t.dim() >= 4 else -1)
             site = site_stats(t, name=site_name, kind="act", unit_dim=unit_dim, activation=act,
                               pre_activation=False, depth=self.depth["act"],
@@ -174,6 +186,7 @@ class _Recorder:
         site.module = name
         self.depth[site.kind] += 1
         self.sites.append(site)
+        return site
 
     def failure(self, exc: BaseException, root: nn.Module) -> str:
         msg = first_line(exc)

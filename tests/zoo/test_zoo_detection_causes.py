@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 import torch
 from torch import nn
 
@@ -218,3 +220,58 @@ def test_an_input_normalisation_inside_the_graph_is_not_layer_growth(tmp_path):
 
 def test_control_large_convs_after_the_normalisation_still_explode(tmp_path):
     assert _of(_export_caffe(1.0, tmp_path), "IA205", ("error",))
+
+
+# --- YOLOS: class and box MLPs behind the last_hidden_state the model also returns ---------------------
+
+def _yolos():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.YolosConfig(image_size=[64, 64], patch_size=16, hidden_size=64, num_hidden_layers=4,
+                                      num_attention_heads=4, intermediate_size=128, num_detection_tokens=10)
+    return transformers.YolosForObjectDetection(config).eval()
+
+
+def test_heads_behind_a_returned_hidden_state_are_no_reference_for_the_encoder():
+    model = _yolos()
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    out = model(pixel_values=x)
+    gen = torch.Generator().manual_seed(1)
+    r = {k: torch.randn(v.shape, generator=gen) for k, v in out.items() if isinstance(v, torch.Tensor)}
+    params = dict(model.named_parameters())
+    names = ["vit.encoder.layer.3.output.dense.weight", "class_labels_classifier.layers.0.weight"]
+
+    def ratios(keys):
+        loss = sum((out[k] * r[k]).sum() for k in keys) / 4
+        grads = torch.autograd.grad(loss, [params[n] for n in names], retain_graph=True)
+        return [float(g.norm() / params[n].detach().norm()) for n, g in zip(names, grads)]
+
+    (body, head), (body_heads_only, head_alone) = ratios(list(r)), ratios(["logits", "pred_boxes"])
+    assert "last_hidden_state" in r and body > 100 * head  # the encoder takes that output's error directly
+    assert body_heads_only < 3 * head_alone and head_alone == pytest.approx(head)  # not a growth with depth
+    report = initaudit.audit(model, inputs={"pixel_values": x})
+    assert not [f for f in report.findings if f.rule in ("IA206", "IA207")]
+
+
+class _ExplodingTrunkAlsoReturned(nn.Module):
+    """A saturated N(0, 1) tanh trunk whose last hidden state is returned beside the head's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(*[m for _ in range(10) for m in (nn.Linear(100, 100), nn.Tanh())])
+        self.head = nn.Sequential(nn.Linear(100, 100), nn.Tanh(), nn.Linear(100, 10))
+        for m in self.trunk:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=1.0)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        h = self.trunk(x)
+        return self.head(h), h
+
+
+def test_an_exploding_trunk_that_is_also_returned_is_still_found():
+    torch.manual_seed(0)
+    report = initaudit.audit(_ExplodingTrunkAlsoReturned().eval(), inputs=torch.randn(64, 100))
+    (f,) = _of(report, "IA207")
+    assert f.layer.startswith("trunk.") and f.evidence["reference"].startswith("trunk.")

@@ -277,3 +277,22 @@ def test_a_1d_unet_and_torchvision_video_and_flow_models_are_probed_with_no_inpu
     assert _probe_of(video)[1] == "torchvision video: clips 3x8x112x112"
     flow = torchvision.models.optical_flow.raft_small(weights=None).eval()
     assert _probe_of(flow)[1] == "torchvision optical flow: image1 + image2 3x128x128"
+
+
+# --- squeeze-excite layers probed with a batch whose last-stage BatchNorms see 2 values ----------------
+
+def test_se_gradients_behind_batchnorms_of_two_values_are_not_exploding():
+    model, _ = build("efficientnet_timm")  # timm efficientnet_b0: stride 32, so 1 x 1 at 32 px
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    report = initaudit.audit(model, inputs=x)
+    pops = {s.module: s.norm_population for s in report.probe.sites if s.kind == "norm"}
+    assert min(pops.values()) == 2 and pops["bn2"] == 2  # batch 2 x 1 x 1 per channel
+    # the SE layers' ratio against the last stage: thousands of times (measured 4.7e3), since the
+    # error passes BatchNorms dividing by the std of 2 values: information, not a finding
+    assert not _of(report, "IA207", "error") and not _of(report, "IA207", "warning")
+    (f,) = _of(report, "IA207", "info")
+    assert f.evidence["ratio"] > 100 and len(f.evidence["thin_norms"]) >= 10
+    # 8 values per channel at the last stage (batch 2 x 2 x 2): the same layers grow by far less
+    report = initaudit.audit(model, inputs=torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    assert min(s.norm_population for s in report.probe.sites if s.kind == "norm") == 8
+    assert not _of(report, "IA207")
