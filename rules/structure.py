@@ -200,8 +200,12 @@ class InitScale(Rule):
     custom ONNX domain's op, an unknown function: the activation is unknown, not "none"), no
     scheme is expected: only spreads outside every known scheme by ``tolerance`` are reported,
     naming the unknown op; below them on an output layer (a bare checkpoint's head: a matrix
-    narrowing to a width no other weight reads), info, as a small head only starts the logits
-    near uniform (timm BEiT's head at 0.001x its 0.02 draw). A layer a normalisation follows is reported only when
+    narrowing to a width no other weight reads, or another classifier over that head's
+    classes), info, as a small head only starts the logits near uniform (timm BEiT's head at
+    0.001x its 0.02 draw); above them on an output layer, graded with IA110's lines on
+    std / the nearest scheme's; on a layer a BatchNorm in the file follows (paired by names
+    and shapes), info, as with the architecture (Inception-v3's trunc_normal(0.1) convs,
+    1.3-3.5x the schemes). A layer a normalisation follows is reported only when
     its std is more than 2x off (its forward scale is normalised away).
 
     Why it matters
@@ -289,35 +293,47 @@ class InitScale(Rule):
                       self.opts["tolerance"], distribution=dist, fixed_std=fixed.get(p.name))
 
     def _report(self, ctx, p, stats, res, label, scene: _Scene) -> Iterator[Finding]:
-        tol, std = self.opts["tolerance"], stats.std
-        shape = _fans(p)
         if res.expected is None:  # activation unknown (no architecture, unknown op): outside every scheme?
-            # a std shared by many layers is no scheme by itself (N(0, 1) everywhere is shared too)
-            if any(m not in ("none", "fixed-std") for m in res.matched):
-                return  # it matches one (the table's scheme column says which): not outside them all
-            stds = [m.std for m in candidates(p, None)]
-            lo, hi = min(stds) / tol, max(stds) * tol
-            if lo <= std <= hi:
-                return
-            ref = min(stds) if std < lo else max(stds)
-            unknown = f"activation unknown: {p.follows_unknown} follows, an op initaudit does not model" \
-                if p.follows_unknown else "activation unknown: slices of its output feed " \
-                f"{', '.join(p.split_functions)}" if p.split_functions else "activation unknown"
-            small_head = p.is_output and std < lo  # only scales the initial logits, as a zero head does
-            yield self.finding(
-                p.name, f"{label}std {fmt(std)} is {fmt(std / ref)}x the nearest known scheme's std "
-                        f"{fmt(ref)} ({shape}; {unknown})" + (
-                            "; an output layer: a small head only starts the logits near uniform"
-                            if small_head else ""),
-                severity=Severity.INFO if small_head else None,
-                evidence={"std": std, "expected_std": ref, "ratio": std / ref,
-                          "matched_schemes": res.matched},
-                fix="torch.nn.init.kaiming_normal_(w, nonlinearity='relu') or xavier_normal_(w), "
-                    "for the activation that follows")
+            yield from self._report_unknown(p, stats.std, res, label)
             return
         stack = scene.stacks.get(p.name)
         severity, compound, why = self._severity(ctx, p, res, stack, scene)
         yield self._finding(p, stats, res, label, severity, compound, stack[1] if stack else None, why)
+
+    def _report_unknown(self, p, std, res, label) -> Iterator[Finding]:
+        """The activation unknown: a finding only for a spread outside every known scheme by
+        ``tolerance``, graded by what is known of the layer's place: info when a normalisation
+        follows it (its forward scale is divided away, as with the architecture) and for an
+        output layer below the schemes (a small head only starts the logits near uniform); an
+        output layer above them is graded with IA110's lines on its factor r = std / nearest
+        scheme's std (nothing after it compounds r), as with the architecture."""
+        # a std shared by many layers is no scheme by itself (N(0, 1) everywhere is shared too)
+        if any(m not in ("none", "fixed-std") for m in res.matched):
+            return  # it matches one (the table's scheme column says which): not outside them all
+        tol = self.opts["tolerance"]
+        stds = [m.std for m in candidates(p, None)]
+        lo, hi = min(stds) / tol, max(stds) * tol
+        if lo <= std <= hi:
+            return
+        ref = min(stds) if std < lo else max(stds)
+        unknown = f"activation unknown: {p.follows_unknown} follows, an op initaudit does not model" \
+            if p.follows_unknown else "activation unknown: slices of its output feed " \
+            f"{', '.join(p.split_functions)}" if p.split_functions else "activation unknown"
+        severity, why = None, ""
+        if p.normalized_after:
+            severity, why = Severity.INFO, "; a normalisation follows, so only its backward scale is affected"
+        elif p.is_output and std < lo:  # only scales the initial logits, as a zero head does
+            severity, why = Severity.INFO, "; an output layer: a small head only starts the logits near uniform"
+        elif p.is_output:
+            severity = depth_severity(std / ref, False, PredictedExploding.options) or Severity.INFO
+            why = "; an output layer: nothing after it compounds the mismatch"
+        yield self.finding(
+            p.name, f"{label}std {fmt(std)} is {fmt(std / ref)}x the nearest known scheme's std "
+                    f"{fmt(ref)} ({_fans(p)}; {unknown}){why}",
+            severity=severity,
+            evidence={"std": std, "expected_std": ref, "ratio": std / ref, "matched_schemes": res.matched},
+            fix="torch.nn.init.kaiming_normal_(w, nonlinearity='relu') or xavier_normal_(w), "
+                "for the activation that follows")
 
     def _finding(self, p, stats, res, label, severity, compound, members, why, extra=None) -> Finding:
         exp, std = res.expected, stats.std
