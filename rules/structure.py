@@ -11,6 +11,7 @@ from typing import NamedTuple
 from initaudit.graph import (OpKind, attention_logit_scales, off_dataflow, renormalised_downstream,
                              sandwich_ends, score_projections, side_branch_nodes)
 from initaudit.lazy import lazy_function
+from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 from initaudit.rules.weights import no_layer
 # the depth rules and their grading live in depth.py; imported here for IA104's grading and
@@ -116,6 +117,7 @@ class _Scene(NamedTuple):
     factors: dict[str, float]  # weight -> its std over the scheme's, where no convention accepts it
     renormalised: set[str]  # weights whose scale a norm downstream divides away
     side: set[str]  # weights in a side branch that scales or gates a trunk
+    folded: set[str]  # weights whose segment crosses a BatchNorm an exporter folded into a layer
 
 
 class InitScale(Rule):
@@ -196,7 +198,10 @@ class InitScale(Rule):
     inside (a finding is never below info). Info also when a normalisation follows the layer,
     when a stack that shrinks ends in a residual add (the skip path carries the signal:
     GPT-2/CLIP depth-scaled projections, LayerScale), and when the dataflow was guessed from
-    module order. With no architecture (a bare checkpoint), and before an op nothing models (a
+    module order. A stack that crosses a BatchNorm an exporter folded into a layer (eval-mode
+    ONNX, fresh statistics: the identity in the file) is not compounded across it: in training
+    that BatchNorm renormalises, as a norm node would (MobileViT's conv_1x1, 1.3x Xavier,
+    compounded 35x over 32 folded layers); the layer's own factor is graded. With no architecture (a bare checkpoint), and before an op nothing models (a
     custom ONNX domain's op, an unknown function: the activation is unknown, not "none"), no
     scheme is expected: only spreads outside every known scheme by ``tolerance`` are reported,
     naming the unknown op; below them on an output layer (a bare checkpoint's head: a matrix
@@ -271,7 +276,8 @@ class InitScale(Rule):
         logit_scales = attention_logit_scales(ctx.graph) if scores else {}
         side = side_branch_nodes(ctx.graph.nodes)
         scene = _Scene(_stacks(ctx, set(scores)), factors, renormalised_downstream(ctx.graph),
-                       {n.param for n in ctx.graph.nodes if n.name in side and n.param})
+                       {n.param for n in ctx.graph.nodes if n.name in side and n.param},
+                       renormalised_params(ctx.graph))
         for p, st, res, label in judged:
             if res is None:
                 continue
@@ -390,6 +396,11 @@ class InitScale(Rule):
         # A layer that feeds only the output head: its own shrink only scales the initial logits
         # (as a small head does), so it is graded by what its stack does before it.
         head_shrink = p.feeds_head and own < 1
+        # a BatchNorm the exporter folded (eval-mode ONNX) renormalises there in training, as a
+        # norm node would: what the layers compound across it says nothing, its own factor does
+        folded = p.name in scene.folded and stack is not None
+        if folded:
+            stack = None
         if stack is None:  # an output layer, or not on the predicted signal path (recurrent)
             compound, members = res.ratio, 1
         else:
@@ -413,6 +424,9 @@ class InitScale(Rule):
         why = (f"; over its stack of {members} layers the mismatch compounds to {fmt(compound)}x"
                if stack is not None else "; an output layer: nothing after it compounds the mismatch"
                if p.is_output else "")
+        if folded:
+            why += ("; its stack crosses a BatchNorm the exporter folded into a layer (it renormalises "
+                    "there in training), so only its own factor is graded")
         if p.normalized_after:
             return Severity.INFO, compound, why + "; a normalisation follows, so only its backward scale is affected"
         if p.name in scene.renormalised:

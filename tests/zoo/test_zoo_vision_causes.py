@@ -333,3 +333,63 @@ def test_a_bare_conv_with_no_norm_after_it_and_a_blown_up_head_still_warn(tmp_pa
     report = initaudit.audit(save_safetensors(model, tmp_path / "m.safetensors"))
     found = {f.layer: f.severity.value for f in _of(report, "IA104")}
     assert found == {"0.weight": "info", "3.weight": "warning", "7.weight": "warning"}
+
+
+# --- ONNX: a stack across BatchNorms the exporter folded does not compound (MobileViT's conv_1x1) ---------
+
+def _chain(bn: bool) -> nn.Module:
+    """Ten 3x3 conv (-> BatchNorm) -> ReLU blocks, each conv at 1.3x He's std, then a 1x1 conv
+    with no norm after it (MobileViT's conv_1x1 into its transformer), at 1.3x Xavier's."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(10):
+        conv = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        nn.init.normal_(conv.weight, std=1.3 * (2 / 144) ** 0.5)
+        layers += [conv, *([nn.BatchNorm2d(16)] if bn else []), nn.ReLU()]
+    last = nn.Conv2d(16, 16, 1, bias=False)
+    nn.init.normal_(last.weight, std=1.3 * (2 / 32) ** 0.5)
+    return nn.Sequential(*layers, last, nn.Flatten(), nn.Linear(16 * 8 * 8, 4))
+
+
+def _last_conv_output_std(model: nn.Module, x: torch.Tensor) -> float:
+    return model[:-2](x).std().item()
+
+
+def test_onnx_stack_across_folded_batchnorms_is_graded_by_the_layers_own_factor(tmp_path):
+    """In an eval-mode export the BatchNorms are folded (fresh statistics: identity), so the
+    segment from the input reaches the 1x1 conv across ten layers at 1.3x (1.3^10 = 14x). In
+    training every BatchNorm resets the scale: measured, the 1x1 conv's output is 1.3x the
+    He/Xavier-drawn chain's, not 14x."""
+    from zoo.forms import export_onnx
+
+    x = torch.randn(2, 16, 8, 8)
+    model = _chain(bn=True).train()
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in ref:
+            if isinstance(m, nn.Conv2d):
+                m.weight.div_(1.3)
+    ratio = _last_conv_output_std(model, x) / _last_conv_output_std(ref, x)
+    assert 1.2 < ratio < 1.4
+    model = _chain(bn=True)
+    report = initaudit.audit(export_onnx(model, x, tmp_path / "m.onnx"), inputs=(x,))
+    assert not _of(report, "IA104", "warning") and not _of(report, "IA104", "error")
+    (f,) = [f for f in _of(report, "IA104", "info") if "folded" in f.message]
+    assert f.evidence["ratio"] == pytest.approx(1.3, rel=0.1)
+
+
+def test_onnx_stack_with_no_batchnorm_still_compounds(tmp_path):
+    """The same chain with no BatchNorm: the scale really compounds (measured 1.3^11 ~ 18x at the
+    1x1 conv), and IA104 still warns there in the ONNX form."""
+    from zoo.forms import export_onnx
+
+    x = torch.randn(64, 16, 8, 8)
+    model = _chain(bn=False)
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in ref:
+            if isinstance(m, nn.Conv2d):
+                m.weight.div_(1.3)
+    assert _last_conv_output_std(model, x) / _last_conv_output_std(ref, x) > 10
+    report = initaudit.audit(export_onnx(model, x[:2], tmp_path / "m.onnx"), inputs=(x[:2],))
+    assert "20.weight" in {f.layer for f in _of(report, "IA104", "warning")}
