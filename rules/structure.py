@@ -11,6 +11,7 @@ from typing import NamedTuple
 from initaudit.graph import (OpKind, attention_logit_scales, off_dataflow, renormalised_downstream,
                              sandwich_ends, score_projections, side_branch_nodes)
 from initaudit.lazy import lazy_function
+from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 from initaudit.rules.weights import no_layer
 # the depth rules and their grading live in depth.py; imported here for IA104's grading and
@@ -144,6 +145,7 @@ class _Scene(NamedTuple):
     factors: dict[str, float]  # weight -> its std over the scheme's, where no convention accepts it
     renormalised: set[str]  # weights whose scale a norm downstream divides away
     side: set[str]  # weights in a side branch that scales or gates a trunk
+    folded: set[str]  # weights whose segment crosses a BatchNorm an exporter folded into a layer
 
 
 class InitScale(Rule):
@@ -224,12 +226,19 @@ class InitScale(Rule):
     inside (a finding is never below info). Info also when a normalisation follows the layer,
     when a stack that shrinks ends in a residual add (the skip path carries the signal:
     GPT-2/CLIP depth-scaled projections, LayerScale), and when the dataflow was guessed from
-    module order. With no architecture (a bare checkpoint), and before an op nothing models (a
+    module order. A stack that crosses a BatchNorm an exporter folded into a layer (eval-mode
+    ONNX, fresh statistics: the identity in the file) is not compounded across it: in training
+    that BatchNorm renormalises, as a norm node would (MobileViT's conv_1x1, 1.3x Xavier,
+    compounded 35x over 32 folded layers); the layer's own factor is graded. With no architecture (a bare checkpoint), and before an op nothing models (a
     custom ONNX domain's op, an unknown function: the activation is unknown, not "none"), no
     scheme is expected: only spreads outside every known scheme by ``tolerance`` are reported,
     naming the unknown op; below them on an output layer (a bare checkpoint's head: a matrix
-    narrowing to a width no other weight reads), info, as a small head only starts the logits
-    near uniform (timm BEiT's head at 0.001x its 0.02 draw). A layer a normalisation follows is reported only when
+    narrowing to a width no other weight reads, or another classifier over that head's
+    classes), info, as a small head only starts the logits near uniform (timm BEiT's head at
+    0.001x its 0.02 draw); above them on an output layer, graded with IA110's lines on
+    std / the nearest scheme's; on a layer a BatchNorm in the file follows (paired by names
+    and shapes), info, as with the architecture (Inception-v3's trunc_normal(0.1) convs,
+    1.3-3.5x the schemes). A layer a normalisation follows is reported only when
     its std is more than 2x off (its forward scale is normalised away).
 
     Why it matters
@@ -295,7 +304,8 @@ class InitScale(Rule):
         logit_scales = attention_logit_scales(ctx.graph) if scores else {}
         side = side_branch_nodes(ctx.graph.nodes)
         scene = _Scene(_stacks(ctx, set(scores)), factors, renormalised_downstream(ctx.graph),
-                       {n.param for n in ctx.graph.nodes if n.name in side and n.param})
+                       {n.param for n in ctx.graph.nodes if n.name in side and n.param},
+                       renormalised_params(ctx.graph))
         for p, st, res, label in judged:
             if res is None:
                 continue
@@ -318,35 +328,47 @@ class InitScale(Rule):
                       identity=ctx.analysis(p.name).identity_gain if orthogonal is not None else None)
 
     def _report(self, ctx, p, stats, res, label, scene: _Scene) -> Iterator[Finding]:
-        tol, std = self.opts["tolerance"], stats.std
-        shape = _fans(p)
         if res.expected is None:  # activation unknown (no architecture, unknown op): outside every scheme?
-            # a std shared by many layers is no scheme by itself (N(0, 1) everywhere is shared too)
-            if any(m not in ("none", "fixed-std") for m in res.matched):
-                return  # it matches one (the table's scheme column says which): not outside them all
-            stds = [m.std for m in candidates(p, None)]
-            lo, hi = min(stds) / tol, max(stds) * tol
-            if lo <= std <= hi:
-                return
-            ref = min(stds) if std < lo else max(stds)
-            unknown = f"activation unknown: {p.follows_unknown} follows, an op initaudit does not model" \
-                if p.follows_unknown else "activation unknown: slices of its output feed " \
-                f"{', '.join(p.split_functions)}" if p.split_functions else "activation unknown"
-            small_head = p.is_output and std < lo  # only scales the initial logits, as a zero head does
-            yield self.finding(
-                p.name, f"{label}std {fmt(std)} is {fmt(std / ref)}x the nearest known scheme's std "
-                        f"{fmt(ref)} ({shape}; {unknown})" + (
-                            "; an output layer: a small head only starts the logits near uniform"
-                            if small_head else ""),
-                severity=Severity.INFO if small_head else None,
-                evidence={"std": std, "expected_std": ref, "ratio": std / ref,
-                          "matched_schemes": res.matched},
-                fix="torch.nn.init.kaiming_normal_(w, nonlinearity='relu') or xavier_normal_(w), "
-                    "for the activation that follows")
+            yield from self._report_unknown(p, stats.std, res, label)
             return
         stack = scene.stacks.get(p.name)
         severity, compound, why = self._severity(ctx, p, res, stack, scene)
         yield self._finding(p, stats, res, label, severity, compound, stack[1] if stack else None, why)
+
+    def _report_unknown(self, p, std, res, label) -> Iterator[Finding]:
+        """The activation unknown: a finding only for a spread outside every known scheme by
+        ``tolerance``, graded by what is known of the layer's place: info when a normalisation
+        follows it (its forward scale is divided away, as with the architecture) and for an
+        output layer below the schemes (a small head only starts the logits near uniform); an
+        output layer above them is graded with IA110's lines on its factor r = std / nearest
+        scheme's std (nothing after it compounds r), as with the architecture."""
+        # a std shared by many layers is no scheme by itself (N(0, 1) everywhere is shared too)
+        if any(m not in ("none", "fixed-std") for m in res.matched):
+            return  # it matches one (the table's scheme column says which): not outside them all
+        tol = self.opts["tolerance"]
+        stds = [m.std for m in candidates(p, None)]
+        lo, hi = min(stds) / tol, max(stds) * tol
+        if lo <= std <= hi:
+            return
+        ref = min(stds) if std < lo else max(stds)
+        unknown = f"activation unknown: {p.follows_unknown} follows, an op initaudit does not model" \
+            if p.follows_unknown else "activation unknown: slices of its output feed " \
+            f"{', '.join(p.split_functions)}" if p.split_functions else "activation unknown"
+        severity, why = None, ""
+        if p.normalized_after:
+            severity, why = Severity.INFO, "; a normalisation follows, so only its backward scale is affected"
+        elif p.is_output and std < lo:  # only scales the initial logits, as a zero head does
+            severity, why = Severity.INFO, "; an output layer: a small head only starts the logits near uniform"
+        elif p.is_output:
+            severity = depth_severity(std / ref, False, PredictedExploding.options) or Severity.INFO
+            why = "; an output layer: nothing after it compounds the mismatch"
+        yield self.finding(
+            p.name, f"{label}std {fmt(std)} is {fmt(std / ref)}x the nearest known scheme's std "
+                    f"{fmt(ref)} ({_fans(p)}; {unknown}){why}",
+            severity=severity,
+            evidence={"std": std, "expected_std": ref, "ratio": std / ref, "matched_schemes": res.matched},
+            fix="torch.nn.init.kaiming_normal_(w, nonlinearity='relu') or xavier_normal_(w), "
+                "for the activation that follows")
 
     def _finding(self, p, stats, res, label, severity, compound, members, why, extra=None) -> Finding:
         exp, std = res.expected, stats.std
@@ -403,6 +425,11 @@ class InitScale(Rule):
         # A layer that feeds only the output head: its own shrink only scales the initial logits
         # (as a small head does), so it is graded by what its stack does before it.
         head_shrink = p.feeds_head and own < 1
+        # a BatchNorm the exporter folded (eval-mode ONNX) renormalises there in training, as a
+        # norm node would: what the layers compound across it says nothing, its own factor does
+        folded = p.name in scene.folded and stack is not None
+        if folded:
+            stack = None
         if stack is None:  # an output layer, or not on the predicted signal path (recurrent)
             compound, members = res.ratio, 1
         else:
@@ -426,6 +453,9 @@ class InitScale(Rule):
         why = (f"; over its stack of {members} layers the mismatch compounds to {fmt(compound)}x"
                if stack is not None else "; an output layer: nothing after it compounds the mismatch"
                if p.is_output else "")
+        if folded:
+            why += ("; its stack crosses a BatchNorm the exporter folded into a layer (it renormalises "
+                    "there in training), so only its own factor is graded")
         if p.normalized_after:
             return Severity.INFO, compound, why + "; a normalisation follows, so only its backward scale is affected"
         if p.name in scene.renormalised:

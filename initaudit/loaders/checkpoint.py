@@ -448,7 +448,7 @@ def pair_norms(params: dict[str, Param]) -> None:
         parent, _, local = layer.rpartition(".")
         if not channels:
             continue
-        before = f"{parent}.{int(local) - 1}" if local.isdigit() else None
+        before = (f"{parent}.{int(local) - 1}" if parent else str(int(local) - 1)) if local.isdigit() else None
         near = [w for w in weights if w.shape[0] == channels and (
             w.layer.rpartition(".")[0] == parent or w.layer == before or w.layer.startswith(f"{before}."))]
         if len(near) > 1:
@@ -463,17 +463,30 @@ def mark_heads(params: dict[str, Param]) -> None:
     """Mark as output heads (``is_output``) the linear weights whose outputs nothing else in the
     file reads, from shapes: a matrix that narrows (fan_out < fan_in, a classifier's classes
     from its features) to a width that is no other weight's fan_in and no normalisation's
-    size. A zero-initialised head (timm's MLP-Mixer, ResMLP) is then legitimate, as with the
-    architecture; a zeroed hidden layer (its width is read by the next layer) is not."""
+    size; then any other such unread matrix whose width is a marked head's (a second
+    classifier over the same classes: an auxiliary or distillation head, which may widen,
+    768 -> 1000 in Inception-v3's). A widening matrix of any other unread width stays a layer
+    (a fused q/k/v or gate/up projection, whose slices are read). A zero-initialised head
+    (timm's MLP-Mixer, ResMLP) is then legitimate, as with the architecture; a zeroed hidden
+    layer (its width is read by the next layer) is not."""
     weights = [p for p in params.values() if p.is_weight]
     read = {p.fan_in for p in weights if p.fan_in} | {
         p.shape[0] for p in params.values() if p.kind is OpKind.NORM and p.shape}
-    for p in weights:
-        if p.kind is OpKind.LINEAR and len(p.shape) == 2 and p.fan_out and p.fan_in \
-                and p.fan_out < p.fan_in and p.fan_out not in read:
-            p.is_output = True
-            p.notes.append(f"read as an output head from shapes: its {p.fan_out} outputs are no other "
-                           "weight's input width")
+    unread = [p for p in weights if p.kind is OpKind.LINEAR and len(p.shape) == 2 and p.fan_out
+              and p.fan_in and p.fan_out not in read]
+    for p in unread:
+        if p.fan_out < p.fan_in:
+            _mark_head(p, f"its {p.fan_out} outputs are no other weight's input width")
+    classes = {p.fan_out for p in unread if p.is_output}
+    for p in unread:
+        if not p.is_output and p.fan_out in classes:
+            _mark_head(p, f"its {p.fan_out} outputs are no other weight's input width and another "
+                          "head's classes")
+
+
+def _mark_head(p: Param, why: str) -> None:
+    p.is_output = True
+    p.notes.append(f"read as an output head from shapes: {why}")
 
 
 def _layer_scale(name: str, shapes: dict) -> bool:

@@ -3,6 +3,8 @@ a measurement of what is really there and a control that must still be found."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -296,3 +298,117 @@ def test_se_gradients_behind_batchnorms_of_two_values_are_not_exploding():
     report = initaudit.audit(model, inputs=torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
     assert min(s.norm_population for s in report.probe.sites if s.kind == "norm") == 8
     assert not _of(report, "IA207")
+
+
+# --- bare checkpoints: a layer a BatchNorm in the file normalises, a second classifier over the same classes --
+
+def test_inception_v3_bare_fixed_std_convs_before_batchnorm_and_its_aux_head_are_info(tmp_path):
+    """timm/torchvision Inception-v3 draws every conv and linear trunc_normal(0, 0.1) (0.001 for
+    the aux classifier's fc, its ``stddev`` attribute), 1.3-3.5x the largest scheme's std at
+    their fans. Every conv feeds a BatchNorm (``conv``/``bn`` in the file), which divides the
+    scale away: measured on one block in training mode, the output and the input gradient are
+    the same at 0.1 as at He's std (to 4e-4 of their spread, BatchNorm's eps). The aux fc (768 -> 1000) widens, but its 1000 classes are
+    the main head's: a head, which a small draw only starts near uniform."""
+    timm = pytest.importorskip("timm")
+    from zoo.forms import save_safetensors
+
+    torch.manual_seed(0)
+    model = timm.create_model("inception_v3", pretrained=False, aux_logits=True)
+    # conv 48 -> 64, 5x5, then BatchNorm, ReLU (a copy: its running statistics would read as trained)
+    block = copy.deepcopy(model.Mixed_5b.branch5x5_2).train()
+    assert abs(block.conv.weight.std().item() - 0.1) < 0.002
+    x = torch.randn(2, 48, 9, 9, requires_grad=True)
+    outs = []
+    for scale in (1.0, (2 / (48 * 25)) ** 0.5 / 0.1):  # as drawn; rescaled to He's std
+        w = block.conv.weight.detach().clone()
+        with torch.no_grad():
+            block.conv.weight.mul_(scale)
+        y = block(x)
+        (g,) = torch.autograd.grad(y.square().sum(), x)
+        outs.append((y.detach(), g))
+        with torch.no_grad():
+            block.conv.weight.copy_(w)
+    for a, b in zip(*outs):  # the same up to BatchNorm's eps (measured: 4e-4 of the spread)
+        assert (a - b).abs().max() < 1e-2 * b.std()
+    report = initaudit.audit(save_safetensors(model, tmp_path / "m.safetensors"))
+    assert not _of(report, "IA104", "warning") and not _of(report, "IA104", "error")
+    info = {f.layer: f for f in _of(report, "IA104", "info")}
+    assert "a normalisation follows" in info["Mixed_5b.branch5x5_2.conv.weight"].message
+    assert info["Mixed_5b.branch5x5_2.conv.weight"].evidence["ratio"] > 1.5
+    assert "small head" in info["AuxLogits.fc.weight"].message and "output layer" in info["fc.weight"].message
+
+
+def test_a_bare_conv_with_no_norm_after_it_and_a_blown_up_head_still_warn(tmp_path):
+    """The same 3x the schemes' std warns on a conv no BatchNorm in the file follows, and a head
+    far past IA110's lines (10x the largest scheme's std) warns; the conv a BatchNorm follows is info."""
+    from zoo.forms import save_safetensors
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(16, 64, 3), nn.BatchNorm2d(64), nn.ReLU(), nn.Conv2d(64, 64, 3), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    for i in (0, 3):
+        nn.init.normal_(model[i].weight, std=3 * (5 / 3) / (model[i].weight[0].numel() ** 0.5))
+    nn.init.normal_(model[7].weight, std=10 * 1.2 * (5 / 3) / 10 ** 0.5)
+    report = initaudit.audit(save_safetensors(model, tmp_path / "m.safetensors"))
+    found = {f.layer: f.severity.value for f in _of(report, "IA104")}
+    assert found == {"0.weight": "info", "3.weight": "warning", "7.weight": "warning"}
+
+
+# --- ONNX: a stack across BatchNorms the exporter folded does not compound (MobileViT's conv_1x1) ---------
+
+def _chain(bn: bool) -> nn.Module:
+    """Ten 3x3 conv (-> BatchNorm) -> ReLU blocks, each conv at 1.3x He's std, then a 1x1 conv
+    with no norm after it (MobileViT's conv_1x1 into its transformer), at 1.3x Xavier's."""
+    torch.manual_seed(0)
+    layers: list[nn.Module] = []
+    for _ in range(10):
+        conv = nn.Conv2d(16, 16, 3, padding=1, bias=False)
+        nn.init.normal_(conv.weight, std=1.3 * (2 / 144) ** 0.5)
+        layers += [conv, *([nn.BatchNorm2d(16)] if bn else []), nn.ReLU()]
+    last = nn.Conv2d(16, 16, 1, bias=False)
+    nn.init.normal_(last.weight, std=1.3 * (2 / 32) ** 0.5)
+    return nn.Sequential(*layers, last, nn.Flatten(), nn.Linear(16 * 8 * 8, 4))
+
+
+def _last_conv_output_std(model: nn.Module, x: torch.Tensor) -> float:
+    return model[:-2](x).std().item()
+
+
+def test_onnx_stack_across_folded_batchnorms_is_graded_by_the_layers_own_factor(tmp_path):
+    """In an eval-mode export the BatchNorms are folded (fresh statistics: identity), so the
+    segment from the input reaches the 1x1 conv across ten layers at 1.3x (1.3^10 = 14x). In
+    training every BatchNorm resets the scale: measured, the 1x1 conv's output is 1.3x the
+    He/Xavier-drawn chain's, not 14x."""
+    from zoo.forms import export_onnx
+
+    x = torch.randn(2, 16, 8, 8)
+    model = _chain(bn=True).train()
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in ref:
+            if isinstance(m, nn.Conv2d):
+                m.weight.div_(1.3)
+    ratio = _last_conv_output_std(model, x) / _last_conv_output_std(ref, x)
+    assert 1.2 < ratio < 1.4
+    model = _chain(bn=True)
+    report = initaudit.audit(export_onnx(model, x, tmp_path / "m.onnx"), inputs=(x,))
+    assert not _of(report, "IA104", "warning") and not _of(report, "IA104", "error")
+    (f,) = [f for f in _of(report, "IA104", "info") if "folded" in f.message]
+    assert f.evidence["ratio"] == pytest.approx(1.3, rel=0.1)
+
+
+def test_onnx_stack_with_no_batchnorm_still_compounds(tmp_path):
+    """The same chain with no BatchNorm: the scale really compounds (measured 1.3^11 ~ 18x at the
+    1x1 conv), and IA104 still warns there in the ONNX form."""
+    from zoo.forms import export_onnx
+
+    x = torch.randn(64, 16, 8, 8)
+    model = _chain(bn=False)
+    ref = copy.deepcopy(model)
+    with torch.no_grad():
+        for m in ref:
+            if isinstance(m, nn.Conv2d):
+                m.weight.div_(1.3)
+    assert _last_conv_output_std(model, x) / _last_conv_output_std(ref, x) > 10
+    report = initaudit.audit(export_onnx(model, x[:2], tmp_path / "m.onnx"), inputs=(x[:2],))
+    assert "20.weight" in {f.layer for f in _of(report, "IA104", "warning")}
