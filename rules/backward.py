@@ -12,7 +12,7 @@ from initaudit.rules.weights import ConstantWeights, _init_fix
 
 from initaudit.branches import logit_only
 from initaudit.graph import OpKind, Param, ParamRole
-from initaudit.learned_inputs import learned_zero_inputs, reads_no_data
+from initaudit.learned_inputs import learned_zero_inputs, reads_no_data, zero_factors_before
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 
@@ -425,7 +425,14 @@ class IdenticalActivations(Rule):
     - no gradient, every unit constant over the batch, and the layer reads no data (every path
       back from it ends at parameters, not at an input) while an all-zero parameter no layer
       applies gets a gradient (BLIP-2's zero ``query_tokens``, read by its Q-Former): the first
-      update moves those tokens and unblocks the layer, info naming them.
+      update moves those tokens and unblocks the layer, info naming them;
+    - no gradient, every unit constant over the batch, and every path from the data to the layer
+      passes an all-zero factor that gets a gradient: a layer weight or module tensor whose
+      layer the probe saw constant (NFNet's ScaledStdConv2d gain at zero, skip-init), a norm
+      scale measured at gain 0, a product's gain. The squeeze-excite after NFNet's conv3 reads
+      zeros only until the first update moves the gain (measured: one SGD step gives every fc2
+      row its own gradient): info naming the factors. A zero layer that gets no gradient itself
+      (before a ReLU) is no such factor: what reads it stays an error.
 
     Why it matters
     --------------
@@ -506,6 +513,14 @@ class IdenticalActivations(Rule):
                                    "which gets a gradient): their weights get no gradient only while it "
                                    "is zero, and the first update moves it and unblocks them",
                     evidence={**evidence, "learned_inputs": tokens}, fix=None, severity=Severity.INFO)
+            elif g.group_zero_rows == g.group_rows and s.constant_units == s.units \
+                    and (zeros := _zero_factors_before(ctx, probe, s)):
+                yield self.finding(
+                    s.name, head + f"; every path from the data to them passes an all-zero factor that "
+                                   f"gets a gradient ({_names(zeros)}: skip-init, a zero gain at the end "
+                                   "of a residual branch): their weights get no gradient only while it is "
+                                   "zero, and the first update moves it and unblocks them",
+                    evidence={**evidence, "zero_factors": zeros}, fix=None, severity=Severity.INFO)
             elif g.group_zero_rows == g.group_rows and (reads := _too_few_reads(ctx, s, p)):
                 yield self.finding(
                     s.name, head + f"; their weights receive no gradient, but are not copies: the "
@@ -539,6 +554,20 @@ def _learned_zero_input(ctx, probe, site) -> list[str]:
     if node is None or not reads_no_data(ctx.graph, node.name):
         return []
     return learned_zero_inputs(ctx.graph, probe.grads, lambda n: ctx.analysis(n).stats.all_zero)
+
+
+def _zero_factors_before(ctx, probe, site) -> list[str]:
+    """The all-zero factors that get a gradient on every path from the data to the site's layer
+    (:func:`initaudit.learned_inputs.zero_factors_before`)."""
+    node = next((n for n in ctx.graph.nodes if n.kind == "layer" and n.param == site.param), None)
+    if node is None:
+        return []
+    return zero_factors_before(ctx.graph, node.name, probe.grads, probe.sites,
+                               lambda n: ctx.analysis(n).stats.all_zero)
+
+
+def _names(names: list[str], most: int = 2) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _chance(site, reads: int) -> float:
