@@ -378,15 +378,37 @@ _GATES = frozenset({"sigmoid", "hardsigmoid"})
 
 def gate_products(nodes: Iterable[Node]) -> set[str]:
     """Products of a branch and a gate in (0, 1), ``f(x) * sigmoid(g(x))`` (Qwen2-MoE's shared
-    expert, GLU): like a LayerScale gain, the gate scales the branch on its way to the sum."""
-    acts = {n.name for n in nodes if n.kind == "act" and n.activation and n.activation.name in _GATES}
+    expert, GLU): like a LayerScale gain, the gate scales the branch on its way to the sum. The
+    gate is seen back through shape-only ops (ECA's ``sigmoid(y).view(...).expand_as(x)``)."""
+    nodes = list(nodes)
+    by_name = {n.name: n for n in nodes}
+
+    def gate(name: str) -> bool:
+        n = by_name.get(name)
+        while n is not None and n.kind == "transparent" and len(n.inputs) == 1:
+            n = by_name.get(n.inputs[0])
+        return n is not None and n.kind == "act" and n.activation is not None and n.activation.name in _GATES
+
     return {n.name for n in nodes if n.kind == "mul" and len(set(n.inputs)) == 2
-            and len(acts.intersection(n.inputs)) == 1}
+            and sum(gate(i) for i in set(n.inputs)) == 1}
 
 
 def _behind_gains(direct: list[Node], users: dict[str, list[Node]], gated: set[str] = frozenset()) -> list[Node]:
-    return direct + [n for g in direct if _is_gain(g) or g.name in gated
-                     for n in _following(g.name, users, _SHAPE_ONLY)]
+    """``direct`` and what it reaches through chains of gains and gates (past shape-only ops):
+    NFNet's block ends ``x * sigmoid(se(x)) * 2.0 * alpha + shortcut``, a gate then two gains,
+    so the residual sum is three products away from the branch's last layer."""
+    out, seen = list(direct), {n.name for n in direct}
+    frontier = list(direct)
+    while frontier:
+        g = frontier.pop()
+        if not (_is_gain(g) or g.name in gated):
+            continue
+        for n in _following(g.name, users, _SHAPE_ONLY):
+            if n.name not in seen:
+                seen.add(n.name)
+                out.append(n)
+                frontier.append(n)
+    return out
 
 
 def annotate(graph: ModelGraph, source: str) -> None:

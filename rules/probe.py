@@ -15,11 +15,8 @@ import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from initaudit.rules.backward import (
-    GradientExploding,
-    GradientVanishing,
-    IdenticalActivations,
-)
+from initaudit.rules.backward import GradientExploding, GradientVanishing
+from initaudit.rules.symmetry import IdenticalActivations
 from initaudit.rules.unused import UnusedParameters
 from initaudit.rules.probe_common import _is_zero, _param, _pct, _probe, _where
 from initaudit.rules.depth import HEAD_NOTE, depth_severity, head_input_shrinks, static_text

@@ -270,3 +270,24 @@ def test_recurrent_cell_sum_is_not_a_residual_add():
     assert len(sums) == 16 and all(n.attrs.get("residual") is False for n in sums)  # SEQ_LEN steps
     for name in ("ih.weight", "hh.weight"):
         assert g.params[name].activation.name == "tanh" and not g.params[name].residual_end
+
+
+@pytest.mark.parametrize("reshaped", [False, True])
+def test_a_branch_ending_in_a_gate_then_two_gains_ends_at_the_residual_sum(reshaped):
+    """NFNet's block end, x + alpha * (2.0 * (f * sigmoid(g(f)))): the sum is three products past
+    the branch's last layer, and the layer still ends a residual branch; also where the gate
+    reaches the product through shape-only ops (ECA's ``sigmoid(y).view(...).expand_as(x)``)."""
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.gate = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, x):
+            f = self.fc2(torch.relu(self.fc1(x)))
+            gate = torch.sigmoid(self.gate(f))
+            f = f * (gate.view(-1, 8).expand_as(f) if reshaped else gate)
+            return self.head(x + 0.2 * (2.0 * f))
+
+    g = captured(Block(), inputs=torch.randn(4, 8))
+    assert g.params["fc2.weight"].residual_end and not g.params["fc1.weight"].residual_end

@@ -412,3 +412,119 @@ def test_onnx_stack_with_no_batchnorm_still_compounds(tmp_path):
     assert _last_conv_output_std(model, x) / _last_conv_output_std(ref, x) > 10
     report = initaudit.audit(export_onnx(model, x[:2], tmp_path / "m.onnx"), inputs=(x[:2],))
     assert "20.weight" in {f.layer for f in _of(report, "IA104", "warning")}
+
+
+# --- NFNet: a zero gain ends each residual branch (skip-init), then squeeze-excite reads zeros -----------
+
+def _small_nfnet() -> nn.Module:
+    """timm's NormFreeNet from the nfnet_l0 config at small widths: each block ends conv3 (a
+    ScaledStdConv2d whose gain is zero at init) -> SE gate -> * 2.0 -> * alpha -> + shortcut."""
+    pytest.importorskip("timm")
+    import dataclasses
+
+    from timm.models.nfnet import NormFreeNet, model_cfgs
+
+    cfg = dataclasses.replace(model_cfgs["nfnet_l0"], depths=(1, 1, 1, 1), channels=(64, 128, 192, 256),
+                              stem_chs=16, num_features=256, group_size=16)
+    torch.manual_seed(0)
+    return NormFreeNet(cfg, num_classes=10).eval()
+
+
+def _after_one_step(model: nn.Module, x: torch.Tensor, names: list[str], lr: float = 0.01) -> dict:
+    """Per weight, (rows with zero gradient, distinct gradient rows, rows) after one SGD step on
+    the probe's loss <r, y> / batch: whether the first update separates the units."""
+    torch.manual_seed(0)
+    r = torch.randn_like(model(x))
+    params = dict(model.named_parameters())
+    for step in range(2):
+        model.zero_grad()
+        ((model(x) * r).sum() / x.shape[0]).backward()
+        if step == 0:
+            with torch.no_grad():
+                for p in model.parameters():
+                    if p.grad is not None:
+                        p -= lr * p.grad
+    out = {}
+    for n in names:
+        rows = params[n].grad.reshape(params[n].shape[0], -1)
+        out[n] = (int((rows == 0).all(1).sum()), len({tuple(v.tolist()) for v in rows}), rows.shape[0])
+    return out
+
+
+@pytest.mark.parametrize("form", ["module", "safetensors-model"])
+def test_nfnet_squeeze_excite_behind_a_zero_gain_is_unblocked_by_the_first_update(form, tmp_path):
+    from zoo.forms import audit_form
+
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    report = audit_form(form, _small_nfnet(), x, tmp_path)
+    g = report.probe.grads
+    # measured: conv3's gain is all zero and gets a gradient; the SE weights after it get none
+    assert g["stages.1.0.conv3.gain"].norm > 0 and g["stages.1.0.attn_last.fc1.weight"].norm == 0
+    se = [f for f in _of(report, "IA208") if ".attn_last." in f.layer]
+    assert len(se) == 8 and {f.severity.value for f in se} == {"info"}
+    assert se[0].evidence["zero_factors"] == ["stages.0.0.conv3.gain"]
+    # conv3 ends its residual branch through the gate and both gains: no depth fall measured there
+    rows = {r["param"]: r for r in report.layers}
+    assert all(rows[f"stages.{i}.0.conv3.weight"]["residual_end"] for i in range(4))
+    assert not _of(report, "IA204") and not _of(report, "IA208", "error")
+
+
+def test_one_update_of_the_zero_gain_separates_the_squeeze_excite_units():
+    se = [f"stages.1.0.attn_last.{n}.weight" for n in ("fc1", "fc2")]
+    after = _after_one_step(_small_nfnet(), torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)), se)
+    fc1, fc2 = after[se[0]], after[se[1]]
+    assert fc2 == (0, 128, 128)  # every fc2 row gets its own gradient
+    assert fc1[1] - (fc1[0] > 0) >= fc1[2] // 4  # fc1's live units (ReLU keeps about half) too
+
+
+class _SE(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Conv2d(c, c // 4, 1), nn.ReLU(), nn.Conv2d(c // 4, c, 1)
+        nn.init.zeros_(self.fc1.bias)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, x):
+        return x * torch.sigmoid(self.fc2(self.act(self.fc1(x.mean((2, 3), keepdim=True)))))
+
+
+class _ZeroConvSEBlock(nn.Module):
+    """relu(x + SE(mid(conv2(relu(bn(conv1(x))))))), conv2's weight and bias zero: a plain SE-ResNet
+    block with no learned gain. ``mid`` a ReLU: conv2 blocks its own gradient (relu'(0) = 0)."""
+
+    def __init__(self, c: int, relu: bool):
+        super().__init__()
+        self.conv1, self.bn = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+        self.conv2, self.mid, self.se = nn.Conv2d(c, c, 3, padding=1), nn.ReLU() if relu else nn.Identity(), _SE(c)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x):
+        return torch.relu(x + self.se(self.mid(self.conv2(torch.relu(self.bn(self.conv1(x)))))))
+
+
+def _zero_conv_se_net(relu: bool) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), _ZeroConvSEBlock(16, relu), _ZeroConvSEBlock(16, relu),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+def test_squeeze_excite_behind_a_zero_conv_before_relu_stays_an_error():
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    # measured: the zero conv gets no gradient (ReLU at 0), so one update changes nothing there
+    names = ["2.conv2.weight", "2.se.fc2.weight"]
+    assert _after_one_step(_zero_conv_se_net(True), x, names) == {"2.conv2.weight": (16, 1, 16),
+                                                                  "2.se.fc2.weight": (16, 1, 16)}
+    report = initaudit.audit(_zero_conv_se_net(True), inputs=x)
+    assert {f.layer for f in _of(report, "IA208", "error")} == {"1.conv2", "1.se.fc2", "2.conv2", "2.se.fc2"}
+    assert {f.layer for f in _of(report, "IA102", "error")} == {"1.conv2.weight", "2.conv2.weight"}
+
+
+def test_squeeze_excite_behind_a_zero_conv_that_gets_a_gradient_is_unblocked():
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    # measured: with no ReLU between, the zero conv gets a gradient; one update separates fc2's rows
+    assert _after_one_step(_zero_conv_se_net(False), x, ["2.se.fc2.weight"])["2.se.fc2.weight"] == (0, 16, 16)
+    report = initaudit.audit(_zero_conv_se_net(False), inputs=x)
+    fc2 = [f for f in _of(report, "IA208") if f.layer.endswith("se.fc2")]
+    assert len(fc2) == 2 and {f.severity.value for f in fc2} == {"info"}
+    assert fc2[1].evidence["zero_factors"] == ["2.conv2.weight"]
