@@ -8,6 +8,8 @@ undetermined.
 
 from __future__ import annotations
 
+from collections import Counter
+
 import io
 import json
 import re
@@ -465,8 +467,10 @@ def mark_heads(params: dict[str, Param]) -> None:
     from its features) to a width that is no other weight's fan_in and no normalisation's
     size; then any other such unread matrix whose width is a marked head's (a second
     classifier over the same classes: an auxiliary or distillation head, which may widen,
-    768 -> 1000 in Inception-v3's). A widening matrix of any other unread width stays a layer
-    (a fused q/k/v or gate/up projection, whose slices are read). A zero-initialised head
+    768 -> 1000 in Inception-v3's); then an unread widening matrix whose width is no multiple
+    (2-16x) of a read width and which at most two others share (ResMLP-12's 384 -> 1000 head,
+    DeiT-tiny's two 192 -> 1000). A widening matrix of a width 2-16x a read one stays a layer (a
+    fused q/k/v or gate/up projection, whose slices are read), as does one repeated in every block. A zero-initialised head
     (timm's MLP-Mixer, ResMLP) is then legitimate, as with the architecture; a zeroed hidden
     layer (its width is read by the next layer) is not."""
     weights = [p for p in params.values() if p.is_weight]
@@ -482,6 +486,17 @@ def mark_heads(params: dict[str, Param]) -> None:
         if not p.is_output and p.fan_out in classes:
             _mark_head(p, f"its {p.fan_out} outputs are no other weight's input width and another "
                           "head's classes")
+    count = Counter(p.fan_out for p in unread)
+    for p in unread:
+        if not p.is_output and count[p.fan_out] <= 3 and not _split_width(p.fan_out, read | {p.fan_in}):
+            _mark_head(p, f"its {p.fan_out} outputs are no other weight's input width, no multiple of "
+                          "one, and at most 3 matrices have them (a classifier wider than its features)")
+
+
+def _split_width(width: int, read: set[int]) -> bool:
+    """``width`` = k * r for a read width r and 2 <= k <= 16: a fused projection whose slices
+    are read (q/k/v 3d, gate/up 2f, adaLN's 6d modulation), not a head's classes."""
+    return any(r and width % r == 0 and 2 <= width // r <= 16 for r in read)
 
 
 def _mark_head(p: Param, why: str) -> None:

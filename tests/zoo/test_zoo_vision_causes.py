@@ -528,3 +528,38 @@ def test_squeeze_excite_behind_a_zero_conv_that_gets_a_gradient_is_unblocked():
     fc2 = [f for f in _of(report, "IA208") if f.layer.endswith("se.fc2")]
     assert len(fc2) == 2 and {f.severity.value for f in fc2} == {"info"}
     assert fc2[1].evidence["zero_factors"] == ["2.conv2.weight"]
+
+
+# --- bare checkpoints: a classifier wider than its features (ResMLP-12's 384 -> 1000 zero head) -----------
+
+def test_a_bare_zero_head_wider_than_its_features_is_a_head(tmp_path):
+    """timm ResMLP-12 zero-initialises its 384 -> 1000 head: measured, the logits start at 0
+    (uniform) and the head's gradient is nonzero, so it learns at the first step. Its width 1000
+    is no other weight's input and no multiple of one: read as a head, the zeros are legitimate."""
+    timm = pytest.importorskip("timm")
+    from zoo.forms import save_safetensors
+
+    torch.manual_seed(0)
+    model = timm.create_model("resmlp_12_224", pretrained=False, img_size=32)
+    x = torch.randn(2, 3, 32, 32)
+    logits = model(x)
+    assert logits.abs().max() < 1e-5
+    logits.logsumexp(-1).sum().backward()
+    assert model.head.weight.grad.abs().max() > 1e-4
+    model.zero_grad(set_to_none=True)
+    report = initaudit.audit(save_safetensors(model, tmp_path / "m.safetensors"))
+    assert not [f for f in report.findings if f.layer == "head.weight" and f.severity.value in ("warning", "error")]
+
+
+def test_a_bare_zero_fused_qkv_is_no_head(tmp_path):
+    """A zeroed fused q/k/v (d -> 3d, unread width) stays a layer: its width is 3x a read one."""
+    timm = pytest.importorskip("timm")
+    from zoo.forms import save_safetensors
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, num_classes=10)
+    with torch.no_grad():
+        model.blocks[1].attn.qkv.weight.zero_()
+    report = initaudit.audit(save_safetensors(model, tmp_path / "m.safetensors"))
+    found = [f for f in _of(report, "IA102") if f.layer == "blocks.1.attn.qkv.weight"]
+    assert found and found[0].severity.value in ("warning", "error")
