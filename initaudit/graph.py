@@ -299,15 +299,14 @@ def side_branch_nodes(nodes: list[Node]) -> set[str]:
     trunks = merge_trunks(nodes)
     users = _consumers(nodes)
     gates = gate_values(nodes)
-    outputs = {n.name for n in nodes if n.kind == "output"}
-    live: set[str] = set(outputs)  # what reaches an output (an exporter's unused Gather does not)
-    for node in reversed(nodes):
+    live = {n.name for n in nodes if n.kind == "output"}
+    for node in reversed(nodes):  # what reaches an output (an exporter's unused Gather does not)
         if any(u.name in live for u in users.get(node.name, [])):
             live.add(node.name)
+    if live:  # dead ends are no paths; a node with no live consumer at all is judged as before
+        users = {k: [u for u in v if u.name in live] for k, v in users.items()}
 
     def side_edge(name: str, user: Node) -> bool:
-        if outputs and user.name not in live:
-            return True  # a dead end: no path to the output through it
         if user.kind == "attention":
             return bool(user.inputs) and name != user.inputs[-1]
         if name in gates and user.kind == "mul" and (any(i not in gates for i in user.inputs)
