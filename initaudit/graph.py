@@ -290,16 +290,28 @@ def merge_trunks(nodes: list[Node]) -> dict[str, str]:
 
 def side_branch_nodes(nodes: list[Node]) -> set[str]:
     """Nodes whose signal reaches the model's output only through a side branch (see
-    :func:`merge_trunks`) or as attention scores (the query and key inputs of ``attention``):
+    :func:`merge_trunks`), as attention scores (the query and key inputs of ``attention``) or
+    as a sigmoid-like gate on another signal (:func:`gate_values`, where no trunk is visible:
+    the RG-LRU's recurrence ``h = a h + x``, GLU's ``sigmoid(W x) * V x``):
     what they compute scales or gates a trunk that carries the signal past them, so a small
     output there (a small residual branch, a gate at sigmoid(0) = 1/2, uniform attention) is a
     start by design, not a collapse of the signal."""
     trunks = merge_trunks(nodes)
     users = _consumers(nodes)
+    gates = gate_values(nodes)
+    live = {n.name for n in nodes if n.kind == "output"}
+    for node in reversed(nodes):  # what reaches an output (an exporter's unused Gather does not)
+        if any(u.name in live for u in users.get(node.name, [])):
+            live.add(node.name)
+    if live:  # dead ends are no paths; a node with no live consumer at all is judged as before
+        users = {k: [u for u in v if u.name in live] for k, v in users.items()}
 
     def side_edge(name: str, user: Node) -> bool:
         if user.kind == "attention":
             return bool(user.inputs) and name != user.inputs[-1]
+        if name in gates and user.kind == "mul" and (any(i not in gates for i in user.inputs)
+                                                      or _fixed_factor(user)):
+            return True  # a gate in (0, 1) scaling another signal or a fixed tensor: 1/2 at the start
         return user.name in trunks and trunks[user.name] != name
 
     side = _on_every_path(nodes, users, side_edge, lambda user: True)
@@ -391,6 +403,28 @@ def gate_products(nodes: Iterable[Node]) -> set[str]:
 
     return {n.name for n in nodes if n.kind == "mul" and len(set(n.inputs)) == 2
             and sum(gate(i) for i in set(n.inputs)) == 1}
+
+
+def gate_values(nodes: Iterable[Node]) -> set[str]:
+    """A sigmoid-like gate g in (0, 1) and what one input computes from it alone, elementwise or
+    by shape (``1 - g``, the RG-LRU's recurrence ``a = exp(-8 g softplus(L))`` and its
+    ``sqrt(1 - a^2)``, a slice per time step): gate values until a weight layer or a second
+    signal. Small logits put the gate at g(0) = 1/2, not at 0: no collapse of what it scales."""
+    out: set[str] = set()
+    for n in nodes:
+        if n.kind == "act" and n.activation and n.activation.name in _GATES:
+            out.add(n.name)
+        elif n.kind not in ("layer", "embedding", "norm", "attention") and len(set(n.inputs)) == 1 \
+                and n.inputs[0] in out and not _fixed_factor(n):
+            out.add(n.name)
+    return out
+
+
+def _fixed_factor(node: Node) -> bool:
+    """A product of one signal with a constant tensor that is neither learned nor a scalar (an
+    initial recurrent state, a mask): what a gate scales there is no signal of its own."""
+    return node.kind == "mul" and len(set(node.inputs)) == 1 and node.param is None \
+        and not {"scale", "shift"} & set(node.attrs)
 
 
 def _behind_gains(direct: list[Node], users: dict[str, list[Node]], gated: set[str] = frozenset()) -> list[Node]:

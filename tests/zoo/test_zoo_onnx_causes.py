@@ -483,3 +483,72 @@ def test_a_measured_finding_beside_no_static_prediction_says_why():
                                                    "unknown), which it does not model")
     constant = LayerSignal("w", "fc", 0.1, math.nan, 3, "emb")
     assert "constant signal" in static_text(constant.ratio, constant)
+
+
+# --- a recurrent gate written out as ops -----------------------------------------------------------------
+
+def _recurrent_gemma():
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.RecurrentGemmaConfig(num_hidden_layers=3, vocab_size=96, hidden_size=32, intermediate_size=64,
+                                               num_attention_heads=4, num_key_value_heads=1, lru_width=32,
+                                               attention_window_size=16, conv1d_width=4, logits_soft_cap=30.0,
+                                               block_types=["recurrent", "recurrent", "attention"])
+    config._attn_implementation = "eager"  # the exporter has no SDPA with grouped keys
+    return transformers.RecurrentGemmaForCausalLM(config).eval()
+
+
+def test_recurrent_gemma_rg_lru_gate_logits_are_a_gate_at_one_half_not_a_depth_vanish_in_onnx(tmp_path):
+    """The RG-LRU's recurrence gate r = sigmoid(x W + b) sets a = exp(-8 r softplus(L)) and
+    h_t = a_t h_(t-1) + sqrt(1 - a_t^2) x_t, written out step by step in ONNX. Its logits are
+    small by the library's design (w_init_variance_scale 0.01), so r starts at 1/2 for every
+    unit: IA109/IA204 errors compared the logits (0.0094x predicted, 0.0091x measured) with the
+    block's norm as if the signal vanished. A gate has no trunk visible there (a_t and h_(t-1)
+    come from one tensor by different slices), and the exporter's unused per-step Gathers led
+    nowhere: both are read now (graph.gate_values, dead ends)."""
+    model = _recurrent_gemma()
+    ids = torch.randint(0, 96, (2, 8), generator=torch.Generator().manual_seed(0))
+    lru = model.model.layers[0].temporal_block.rg_lru
+    seen = {}
+    hook = lru.register_forward_hook(lambda m, a, out: seen.__setitem__("x", a[0].detach()))
+    with torch.no_grad():
+        model(input_ids=ids)
+    hook.remove()
+    x = seen["x"]
+    act = x.reshape(-1, lru.num_attention_heads, lru.block_width).permute(1, 0, 2)
+    with torch.no_grad():
+        gate = torch.sigmoid(torch.baddbmm(lru.recurrent_gate_bias[:, None, :], act, lru.recurrent_gate_weight))
+    assert abs(float(gate.mean()) - 0.5) < 0.01 and float(gate.std()) < 0.01  # measured: 0.500 +- 0.002
+    report = initaudit.audit(export_onnx(model, {"input_ids": ids}, tmp_path / "rg.onnx"), inputs=(ids,))
+    assert not [f for f in report.findings if f.severity.value != "info" and "rg_lru" in f.layer]
+    assert not [f for f in report.findings if f.severity.value == "error"]
+
+
+class GatedChain(nn.Module):
+    """x -> three Linear layers -> times sigmoid(g(x)): the gate is a start at 1/2 by design; a
+    chain drawn at N(0, 0.01) collapses the signal the gate scales."""
+
+    def __init__(self, chain_std: float | None):
+        super().__init__()
+        self.chain = nn.Sequential(*[nn.Linear(32, 32) for _ in range(3)])
+        self.gate, self.head = nn.Linear(32, 32), nn.Linear(32, 4)
+        nn.init.normal_(self.gate.weight, 0.0, 0.01)
+        for m in self.chain:
+            nn.init.zeros_(m.bias)
+            nn.init.xavier_normal_(m.weight) if chain_std is None else nn.init.normal_(m.weight, 0.0, chain_std)
+
+    def forward(self, x):
+        return self.head(self.chain(x) * torch.sigmoid(self.gate(x)))
+
+
+def test_small_gate_logits_are_not_judged_and_a_collapsing_gated_chain_still_is(tmp_path):
+    x = torch.randn(16, 32, generator=torch.Generator().manual_seed(0))
+    for chain_std, fires in ((None, False), (0.01, True)):
+        torch.manual_seed(0)
+        model = GatedChain(chain_std).eval()
+        report = initaudit.audit(export_onnx(model, x, tmp_path / f"gated{fires}.onnx"), inputs=x)
+        found = _of(report, "IA109", "IA204")
+        assert not [f for f in found if "gate" in f.layer]
+        assert bool(found) is fires
+        assert all("chain" in f.layer for f in found)
