@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import NamedTuple
 
-from initaudit.graph import (OpKind, attention_logit_scales, off_dataflow, renormalised_downstream,
-                             sandwich_ends, score_projections, side_branch_nodes)
+from initaudit.attention_scores import attention_logit_scales, score_projections
+from initaudit.graph import OpKind, off_dataflow, renormalised_downstream, sandwich_ends, side_branch_nodes
 from initaudit.lazy import lazy_function
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt

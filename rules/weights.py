@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from initaudit.branches import zero_act_residual_end
-from initaudit.graph import OpKind, ParamRole, score_projections
+from initaudit.attention_scores import score_projections
+from initaudit.graph import OpKind, ParamRole
 from initaudit.rule import Finding, Rule, Severity, fmt
 
 _MODULATION_HINTS = ("adaln", "ada_ln", "modulation", "zero_conv", "zero_linear")
