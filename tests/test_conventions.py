@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 import initaudit
-from initaudit.graph import score_projections
+from initaudit.attention_scores import score_projections
 from initaudit.loaders.target import load_target
 from initaudit.rule import Severity
 from onnx_models import export

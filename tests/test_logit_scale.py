@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 import initaudit
 from initaudit.engine import Settings
-from initaudit.graph import attention_logit_scales
+from initaudit.attention_scores import attention_logit_scales
 from initaudit.loaders.target import load_target
 from initaudit.probe import ProbeOptions, capture_graph
 

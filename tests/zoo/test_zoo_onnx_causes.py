@@ -15,7 +15,7 @@ from torch import nn
 
 import initaudit
 from initaudit.errors import ProbeRequestError
-from initaudit.graph import attention_logit_scales
+from initaudit.attention_scores import attention_logit_scales
 from initaudit.loaders.onnx_loader import load_onnx
 from initaudit.roles import is_sinusoidal_table, refine_roles
 from zoo.conftest import build
