@@ -427,22 +427,56 @@ def _fixed_factor(node: Node) -> bool:
         and not {"scale", "shift"} & set(node.attrs)
 
 
-def _behind_gains(direct: list[Node], users: dict[str, list[Node]], gated: set[str] = frozenset()) -> list[Node]:
+def _behind_gains(direct: list[Node], users: dict[str, list[Node]], gated: set[str] = frozenset(),
+                  by_name: dict[str, Node] | None = None) -> list[Node]:
     """``direct`` and what it reaches through chains of gains and gates (past shape-only ops):
     NFNet's block ends ``x * sigmoid(se(x)) * 2.0 * alpha + shortcut``, a gate then two gains,
-    so the residual sum is three products away from the branch's last layer."""
+    so the residual sum is three products away from the branch's last layer. A sum found more
+    than one product away counts only where the chain is its branch, not its skip
+    (:func:`_adds_a_skip`, where ``by_name`` is given)."""
     out, seen = list(direct), {n.name for n in direct}
-    frontier = list(direct)
+    frontier = [(n, 0) for n in direct]
     while frontier:
-        g = frontier.pop()
+        g, hops = frontier.pop()
         if not (_is_gain(g) or g.name in gated):
             continue
         for n in _following(g.name, users, _SHAPE_ONLY):
-            if n.name not in seen:
-                seen.add(n.name)
-                out.append(n)
-                frontier.append(n)
+            if n.name in seen:
+                continue
+            seen.add(n.name)
+            if n.kind == "add" and hops >= 1 and by_name is not None and not _adds_a_skip(n, seen, by_name):
+                continue
+            out.append(n)
+            frontier.append((n, hops + 1))
     return out
+
+
+def _table_read(by_name: dict[str, Node], name: str) -> bool:
+    """Whether ``name`` is a table read by index (an embedding lookup), past shape-only ops."""
+    n = by_name.get(name)
+    while n is not None and n.kind in PASS_THROUGH and len(n.inputs) == 1:
+        n = by_name.get(n.inputs[0])
+    return n is not None and n.kind == "embedding"
+
+
+def _adds_a_skip(add: Node, chain: set[str], by_name: dict[str, Node], budget: int = 4000) -> bool:
+    """Whether ``add`` ends the branch ``chain`` belongs to: its other operand is no table read
+    by index (a position embedding added to the signal) and does not descend from the chain.
+    Where it does, the chain is the sum's skip, the trunk a block reads, not a branch (Speech2Text's stem ``scale * glu(conv(x)) + positions`` is the trunk of the first
+    encoder block, ``x + attn(norm(x))``). A search past ``budget`` nodes counts as a branch end."""
+    frontier = [i for i in add.inputs if i not in chain]
+    if all(_table_read(by_name, i) for i in frontier):
+        return False  # a position or type embedding added to the signal: no skip
+    seen = set(frontier)
+    while frontier and len(seen) < budget:
+        n = by_name.get(frontier.pop(0))
+        for i in (n.inputs if n is not None else ()):
+            if i in chain:
+                return False
+            if i not in seen:
+                seen.add(i)
+                frontier.append(i)
+    return True
 
 
 def annotate(graph: ModelGraph, source: str) -> None:
@@ -454,6 +488,7 @@ def annotate(graph: ModelGraph, source: str) -> None:
     """
     users = _consumers(graph.nodes)
     gated = gate_products(graph.nodes)
+    by_name = {n.name: n for n in graph.nodes}
     # Whether a weight layer lies anywhere downstream (one reverse pass over the topological
     # order): a layer with none after it is an output layer, softmax or loss ops included.
     feeds_layer: dict[str, bool] = {}
@@ -479,7 +514,7 @@ def annotate(graph: ModelGraph, source: str) -> None:
             p.follows_unknown = unknown[0] if unknown and p.activation is None else None
             p.split_functions = split
             p.normalized_after = bool(beyond_act) and all(n.kind == "norm" for n in beyond_act)
-            p.residual_end = any(n.kind == "add" for n in _behind_gains(direct, users, gated))
+            p.residual_end = any(n.kind == "add" for n in _behind_gains(direct, users, gated, by_name))
             p.is_output = node.kind == "layer" and not feeds_layer[node.name] and bool(users.get(node.name))
             # at every call site of a reused weight (a recurrent cell's last step feeds the head,
             # its other steps feed the next step)
