@@ -9,6 +9,7 @@ normalisation, residual add, graph output). Nothing here knows about files or ru
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
@@ -468,8 +469,9 @@ def _adds_a_skip(add: Node, chain: set[str], by_name: dict[str, Node], budget: i
     if all(_table_read(by_name, i) for i in frontier):
         return False  # a position or type embedding added to the signal: no skip
     seen = set(frontier)
+    frontier = deque(frontier)
     while frontier and len(seen) < budget:
-        n = by_name.get(frontier.pop(0))
+        n = by_name.get(frontier.popleft())
         for i in (n.inputs if n is not None else ()):
             if i in chain:
                 return False

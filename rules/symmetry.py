@@ -10,9 +10,14 @@ from initaudit.rules.backward import _gain_learns, _zero_layers
 
 from initaudit.copies import consumer_separates, hadamard_widening, own_copies
 from initaudit.graph import Param
+from initaudit.lazy import lazy_function
 from initaudit.learned_inputs import learned_zero_inputs, reads_no_data, zero_factors_before
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
+
+# initaudit.analysis imports torch: load it when the rule runs, not when the rules are listed.
+unit_rows = lazy_function("initaudit.analysis", "unit_rows")
+as_fp32 = lazy_function("initaudit.moments", "as_fp32")
 
 
 class IdenticalActivations(Rule):
@@ -177,15 +182,12 @@ def _copies_cost_nothing(ctx, probe, site, p: Param | None) -> str | None:
     layer reading them reads through different weights."""
     if p is None or not p.fan_in or not site.identical_groups:
         return None
-    import torch
-
-    w = ctx.graph.load_tensor(p.name).detach()
-    rows = w.movedim(p.units_dim or 0, 0).reshape(w.shape[p.units_dim or 0], -1)
+    rows = unit_rows(ctx.graph.load_tensor(p.name).detach(), p)
     own = own_copies(rows, site.identical_groups)
     if not own:
         return ("their weight rows differ: the copies are their input's, judged at the layer that "
                 "made them, and they part when it does")
-    if hadamard_widening(rows.to(torch.float32), own) and consumer_separates(ctx.graph, p.name, own, site.units):
+    if hadamard_widening(as_fp32(rows), own) and consumer_separates(ctx.graph, p.name, own, site.units):
         return (f"a Hadamard widening (ZerO): its +-c rows keep rank fan_in={fmt(p.fan_in)}, and the layer "
                 "reading the copies reads each through different weights, so training separates them")
     return None
@@ -233,8 +235,7 @@ def _too_few_reads(ctx, site, p: Param | None) -> int | None:
         return None
     import torch
 
-    w = ctx.graph.load_tensor(p.name).detach()
-    rows = w.movedim(p.units_dim or 0, 0).reshape(w.shape[p.units_dim or 0], -1)
+    rows = unit_rows(ctx.graph.load_tensor(p.name).detach(), p)
     for group in site.identical_groups:
         if any(torch.equal(rows[group[0]], rows[i]) for i in group[1:] if i < rows.shape[0]):
             return None
