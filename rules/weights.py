@@ -85,7 +85,8 @@ class ConstantWeights(Rule):
     architecture, a matrix that narrows to a width no other weight reads is read as an output head,
     and a zero layer whose place the file cannot prove is a warning that says so: a hidden layer
     (dead) and a zero-initialised output, residual-branch end or zero convolution (ControlNet's)
-    look alike by name and shape. A zero layer among non-zero peers (the tensors of the same name
+    look alike by name and shape; so do a table read by index and state forward never reads
+    (a codebook's running averages: a state dict holds buffers too). A zero layer among non-zero peers (the tensors of the same name
     in the other blocks: ``layer.0.fc.weight`` beside ``layer.1.fc.weight``; the other layers of
     its chain, ``2.weight`` beside ``0.weight`` and ``4.weight``, unless it is the chain's last
     layer, as a flow coupling's ``s.2`` beside ``s.0``) follows no zero-init convention and stays
@@ -169,13 +170,21 @@ class ConstantWeights(Rule):
         for ``layer.0...``, are zero too or there are none), so it may be a hidden layer (an
         error) or a zero-initialised output, residual-branch end or zero convolution
         (ControlNet's, legitimate). A zero layer among non-zero peers is no convention: None
-        (an error). Embeddings are inputs: None."""
-        if ctx.graph.has_architecture or p.kind is OpKind.EMBEDDING or _both_factors_zero(ctx, p):
+        (an error). A table read as an embedding only by its name is no more placed: read by
+        index (every id the same vector: an error), or a tensor forward never reads (a state
+        dict holds buffers too: a codebook's running averages, EnCodec's ``embed_avg`` beside
+        the ``embed`` it reads) or an additive table (a zero position table): the file cannot
+        tell which, and it says so as a warning."""
+        if ctx.graph.has_architecture or _both_factors_zero(ctx, p):
             return None
         peers = _peers(p.name, [q.name for q in ctx.graph.weights()])
         if any(not ctx.analysis(q).stats.all_zero for q in peers):
             return None
         alike = f"; its {len(peers)} peer(s) in the other blocks are zero too" if peers else ""
+        if p.kind is OpKind.EMBEDDING:
+            return ("a table read by index (every id gets the same vector: an error), an additive table "
+                    "(a zero position table, legitimate) or state forward never reads (a state dict holds "
+                    f"buffers too): a checkpoint with no architecture cannot tell{alike}")
         return ("a hidden layer (dead) or a zero-initialised output, residual-branch end or zero "
                 f"convolution (legitimate): a checkpoint with no architecture cannot tell{alike}")
 
