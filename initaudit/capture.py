@@ -31,9 +31,10 @@ import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakTensorKeyDictionary
 
+from initaudit.normgain import mark_norm_offsets
 from initaudit.graph import Activation, ModelGraph, Node, Param, annotate, constant_sub, is_cell_sum, merge_trunks
 from initaudit.patterns import ACT_OPS, Pattern, Prim, PrimView, find_patterns, op_kind
-from initaudit.runtime_scale import fold_preactivation_scales, runtime_multiplier
+from initaudit.runtime_scale import AppliedWeights, applied_factors, fold_preactivation_scales
 
 # torch function / method name (in-place and reflected forms folded) -> shared op vocabulary
 _OPS = {
@@ -130,6 +131,7 @@ class _Recorder(TorchFunctionMode):
         self.stack: list[tuple[str, bool, list[str]]] = []
         self.calls: Counter[str] = Counter()
         self.names: Counter[str] = Counter()
+        self.applied = AppliedWeights()  # the weight a custom leaf module really applies
         self.handles = []
         for name, m in module.named_modules():
             self.handles.append(m.register_forward_pre_hook(self._enter(name), with_kwargs=True))
@@ -180,6 +182,9 @@ class _Recorder(TorchFunctionMode):
                 self.record(func, args, kwargs, out)
             finally:
                 self.suspend -= 1
+        elif not self.suspend and self.applied.following:  # inside a custom leaf: its weight's path
+            self.applied.op(_op_name(func), list(_tensors((args, kwargs))),
+                            kwargs.get("weight", args[1] if len(args) > 1 else None), list(_tensors(out)))
         return out
 
     def record(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
@@ -247,6 +252,7 @@ class _Recorder(TorchFunctionMode):
                     ins = [self.tid[t] for t in _tensors((args, kwargs)) if t in self.tid]
                     self.stack.append((site, True, ins))
                     self.leaf_depth += 1
+                    self.applied.enter(m)
                 else:
                     self.stack.append((name, False, []))
             finally:
@@ -274,9 +280,8 @@ class _Recorder(TorchFunctionMode):
                 elif isinstance(m, (nn.modules.dropout._DropoutNd, nn.Identity)):
                     # an nn.Dropout between softmax(Q K^T) and V passes the weights on, as F.dropout does
                     attrs["act"] = "dropout" if isinstance(m, nn.modules.dropout._DropoutNd) else "identity"
-                scale = runtime_multiplier(m, args, out)
-                if scale is not None:
-                    attrs["runtime_scale"] = scale  # NTK / equalised-lr: weight * s in its forward
+                # NTK / equalised lr: weight * s in its forward; weight standardisation: per row
+                attrs.update(applied_factors(m, args, out, self.applied.leave()))
                 first = next(_tensors((args, kwargs)), None)
                 if first is not None and floats and floats[0].numel():
                     attrs["window"] = max(1, first.numel() // floats[0].numel())
@@ -515,6 +520,7 @@ def capture_dataflow(graph: ModelGraph, inputs: Any, owned: dict[str, list[Param
             p.activation, p.activation_source = None, None
         p.normalized_after = p.residual_end = p.is_output = p.feeds_head = False
     graph.nodes = nodes
+    mark_norm_offsets(graph)  # x * (1 + w): the gain the norm module applies, measured
     _keep_runtime_scales(rec, owned)
     fold_preactivation_scales(graph)  # sin(w0 * layer(x)): w0 is part of the applied weight
     graph.notes = [n for n in graph.notes if not n.startswith(FX_FAILED)]
@@ -530,15 +536,24 @@ def capture_dataflow(graph: ModelGraph, inputs: Any, owned: dict[str, list[Param
 
 
 def _keep_runtime_scales(rec: _Recorder, owned: dict[str, list[Param]]) -> None:
-    """Each weight a custom leaf module multiplies at run time gets the measured factor
-    (:mod:`initaudit.runtime_scale`), from its first call."""
+    """Each weight a custom leaf module multiplies at run time gets the measured factor, or the
+    per-output-row map it applies (weight standardisation), from its first call
+    (:mod:`initaudit.runtime_scale`)."""
     for p in owned.values():
         for q in p:
             q.runtime_scale = q.output_scale = 1.0
+            q.runtime_rows = None
     for prim in rec.prims:
-        scale = prim.attrs.get("runtime_scale")
-        if prim.op != "module" or scale is None:
+        scale, rows = prim.attrs.get("runtime_scale"), prim.attrs.get("runtime_rows")
+        if prim.op != "module" or (scale is None and rows is None):
             continue
-        for q in owned.get(prim.attrs["path"], []):
-            if q.is_weight and q.runtime_scale == 1.0:
+        path = prim.attrs["path"]
+        own = f"{path}.weight" if path else "weight"  # the factor is measured on module.weight
+        for q in owned.get(path, []):
+            if not q.is_weight or own not in (q.name, *q.aliases) or q.runtime_scale != 1.0 \
+                    or q.runtime_rows is not None:
+                continue
+            if rows is not None and tuple(rows.a.shape) == tuple(q.shape[:1]):
+                q.runtime_rows = rows
+            elif scale is not None:
                 q.runtime_scale = scale

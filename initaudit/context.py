@@ -13,6 +13,7 @@ from initaudit.analysis import AnalysisOptions, TensorAnalysis, analyze
 from initaudit.graph import ModelGraph, Param, off_dataflow
 from initaudit.moments import TensorStats
 from initaudit.propagation import LayerSignal, predict
+from initaudit.runtime_scale import applied_tensor_stats
 
 
 @dataclass
@@ -23,6 +24,7 @@ class Context:
     probe: Any = None  # initaudit.probe result when the probe ran
     _cache: dict[str, TensorAnalysis] = field(default_factory=dict)
     _assessments: dict[str, Any] = field(default_factory=dict)
+    _applied: dict[str, TensorStats] = field(default_factory=dict)
     on_tensor: Callable[[Param], None] | None = None  # progress callback
 
     def analysis(self, name: str) -> TensorAnalysis:
@@ -104,8 +106,15 @@ class Context:
 
     def applied_stats(self, name: str) -> TensorStats:
         """The statistics of the weight as the signal sees it: the stored tensor's, times the
-        factor its layer multiplies it by at run time (``Param.runtime_scale``, measured)."""
-        stats, s = self.analysis(name).stats, self.graph.params[name].runtime_scale
+        factor its layer multiplies it by at run time (``Param.runtime_scale``, measured), or
+        those of the tensor its layer's per-row map makes of it (``Param.runtime_rows``: weight
+        standardisation; with its rows' sums measured), computed once."""
+        p = self.graph.params[name]
+        if p.runtime_rows is not None:
+            if name not in self._applied:
+                self._applied[name] = applied_tensor_stats(self._tensor(name))
+            return self._applied[name]
+        stats, s = self.analysis(name).stats, p.runtime_scale
         if s == 1.0:
             return stats
         lo, hi = sorted((stats.min * s, stats.max * s))
@@ -115,8 +124,11 @@ class Context:
         """A tensor by name for the per-unit pass (None when not in the model), as applied."""
         if name not in self.graph.params:
             return None
-        t, s = self.graph.load_tensor(name), self.graph.params[name].runtime_scale
-        return t if s == 1.0 else t * s
+        p = self.graph.params[name]
+        t = self.graph.load_tensor(name)
+        if p.runtime_rows is not None:
+            return p.runtime_rows.apply(t)
+        return t if p.runtime_scale == 1.0 else t * p.runtime_scale
 
     @property
     def trained(self) -> bool:

@@ -195,6 +195,10 @@ def layer_rows(ctx: Context) -> list[dict[str, Any]]:
             "is_output": p.is_output, "feeds_head": p.feeds_head, "tied_with": p.aliases, "notes": p.notes,
             "stats": a.stats.to_json(),
             "runtime_scale": p.runtime_scale,  # the forward's own multiplier of the stored weight
+            # the weight as the signal sees it, where the forward changes it (a multiplier, or a
+            # per-output-channel map: weight standardisation); null when applied as stored
+            "applied_stats": ctx.applied_stats(p.name).to_json()
+            if p.runtime_scale != 1.0 or p.runtime_rows is not None else None,
             "expected": ({"scheme": res.expected.scheme, "std": res.expected.std, "gain": res.expected.gain}
                          if res and res.expected else None),
             "ratio": res.ratio if res else None,

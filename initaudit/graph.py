@@ -101,6 +101,11 @@ class Param:
     # equalised learning rate), measured from the recorded forward pass: the signal sees
     # runtime_scale * the stored spread (initaudit.runtime_scale). 1.0 when stored as applied.
     runtime_scale: float = 1.0
+    # The per-output-row map the layer's forward applies to this weight, w'_c = a_c w_c + b_c
+    # (weight standardisation: NFNet's ScaledStdConv2d, BiT's StdConv2d), measured from the
+    # weight it passes to its conv/linear in the recorded forward pass (a
+    # initaudit.runtime_scale.RowMap); None when stored as applied or one factor says it.
+    runtime_rows: Any = None
     # The part of runtime_scale applied after the layer, a constant between it and its activation
     # (SIREN's sin(w0 * x), initaudit.runtime_scale.fold_preactivation_scales): the probe measures
     # the layer's own output, before it, and scales its measurement by it to compare.

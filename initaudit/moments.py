@@ -49,6 +49,11 @@ class TensorStats:
     max: float
     nonfinite: int
     zero_fraction: float
+    # Var over rows (dimension 0) of each row's sum, over its i.i.d. value: row length * std^2.
+    # 1 for i.i.d. weights; 0 where every row sums to zero (weight standardisation), so a signal
+    # shared by a row's inputs (its mean, a common mode) cancels. Measured only for a weight
+    # applied through a per-row map (initaudit.runtime_scale.applied_tensor_stats).
+    row_sums: float = 1.0
 
     @property
     def all_zero(self) -> bool:

@@ -10,15 +10,24 @@ sense (zero mean and unit variance per row, per channel and per group), N(x) = x
 
 Plain gamma = 0 gives 0; Gemma's w = 0 gives 1; BatchNorm in eval mode divides by its running
 std (fresh statistics: 1).
+
+:func:`mark_norm_offsets` gives the recorded dataflow that parametrisation: a custom norm
+module whose measured gain is not its stored scale's rms applies ``w + c`` (``c = 1`` for
+``x * (1 + w)``), and the propagation reads the scale as stored plus ``c`` (the ONNX exporter
+folds ``1 + w`` into the initializer, so an ONNX graph already stores ``w + c``).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from initaudit.graph import ModelGraph
 
 
 def _checkerboard(shape: tuple[int, ...]) -> torch.Tensor:
@@ -51,3 +60,50 @@ def measured_gain(module: nn.Module, layer: str, channels: int) -> float | None:
         gain = ((pos - neg) * x / 2).pow(2).mean().sqrt().item()
         return None if math.isnan(gain) else gain
     return None
+
+
+_STOCK_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm,
+                *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()))
+
+
+def scale_offset(gain: float, mean: float, var: float) -> float:
+    """The ``c`` of a norm that applies ``w + c`` per unit: with the stored scale's mean m and
+    variance v, rms(w + c)^2 = (m + c)^2 + v = gain^2, so c = sqrt(gain^2 - v) - m (the root
+    that keeps the applied scale's sign with the gain's)."""
+    return math.sqrt(max(gain * gain - var, 0.0)) - mean
+
+
+def mark_norm_offsets(graph: ModelGraph) -> None:
+    """Every norm node of a live module's recorded dataflow whose module is no torch norm (whose
+    parametrisation is plain gamma) gets ``attrs["offset"] = c`` where its measured gain says it
+    applies its scale as ``w + c`` (Gemma's and RecurrentGemma's RMSNorm ``x * (1 + w)``, w = 0:
+    gain 1, c = 1); plain gamma, and a gain within 1e-3 of the stored rms, set nothing."""
+    from initaudit.graph import ParamRole
+    from initaudit.moments import tensor_stats
+
+    if graph.module is None:
+        return
+    seen: dict[str, float | None] = {}
+    for node in graph.nodes:
+        scale = next((n for n in node.norm_params if n in graph.params
+                      and graph.params[n].role is ParamRole.NORM_SCALE), None)
+        if node.kind != "norm" or scale is None:
+            continue
+        if scale not in seen:
+            seen[scale] = None
+            p = graph.params[scale]
+            try:
+                m = graph.module.get_submodule(p.layer)
+            except AttributeError:
+                continue
+            if isinstance(m, _STOCK_NORMS) or not p.shape:
+                continue
+            gain = measured_gain(graph.module, p.layer, p.shape[0])
+            st = tensor_stats(graph.load_tensor(scale))
+            if gain is None or st.nonfinite:
+                continue
+            c = scale_offset(gain, st.mean, st.std ** 2)
+            if abs(c) > 1e-3 * max(gain, 1.0):
+                seen[scale] = c
+        if seen[scale] is not None:
+            node.attrs["offset"] = seen[scale]

@@ -548,13 +548,16 @@ def _layer(x: _State, fan_in: float, w: TensorStats, b: TensorStats | None,
     # chi-square is modelled for it
     pw, factor, src, shared = _energy_fluctuation(x if units or x.depth == 0 else replace(x, fluct=False), n)
     pa, pv = np.asarray(phi.a)[src], np.asarray(phi.v)[src]
+    # what the rows' sums carry of the part shared by a row's inputs (mean, common mode):
+    # n sigma^2 for i.i.d. rows, none for rows that sum to zero (weight standardisation)
+    rs = w.row_sums if w is not None and math.isfinite(w.row_sums) else 1.0
     with np.errstate(all="ignore"):
         a = mu * n * pa + bm
-        v = n * var * (pv + pa * pa) * factor * shared + bv
+        v = n * var * (pv + rs * pa * pa) * factor * shared + bv
         # mu * sum_j phi_j is the same for every unit; its input-dependent part spreads inputs
         spread = mu * mu * n * pv * phi.distinct
         unit = float(np.dot(pw, v))
-        dist = n * var * phi.distinct_var
+        dist = n * var * (rs * phi.common + phi.unit * phi.distinct)
         d = min(dist / unit, 1.0) if unit > 0 and math.isfinite(unit) else 0.0
         m = _mixture(pw, a, v, spread, d)
     own = bv if math.isfinite(bv) else 0.0

@@ -176,7 +176,12 @@ class InitScale(Rule):
     gain / sqrt(fan_in) in forward; StyleGAN's equalised learning rate) is judged as applied:
     the stored std times the factor measured from the recorded forward pass
     (``initaudit.runtime_scale``; the layer table's ``runtime_scale``), which the depth
-    prediction (IA109/IA110) uses too.
+    prediction (IA109/IA110) uses too. A weight its forward standardises per output channel
+    (weight standardisation, w'_c = g_c gamma (w_c - mean(w_c)) / (std(w_c) sqrt(fan_in)): NFNet's
+    ScaledStdConv2d, BiT's StdConv2d) is judged as the tensor passed to its convolution
+    (``applied_stats`` in the layer table), at most info: its applied spread is every row's
+    same g_c gamma / sqrt(fan_in) whatever the stored weight's initialisation, so there is no
+    init to fix; the depth rules judge what that spread does to the signal.
 
     Convention or mistake: a family convention is never accepted by its name or its std alone: a tanh MLP drawn at
     N(0, 0.02) is as shared-across-fans as BERT, and its signal really vanishes. What tells a
@@ -296,7 +301,8 @@ class InitScale(Rule):
             else:  # as the signal sees it: a runtime multiplier (NTK, equalised lr) applied
                 st = ctx.applied_stats(p.name)
                 label = f"as applied (the stored weight times {fmt(p.runtime_scale)} in its forward), " \
-                    if p.runtime_scale != 1.0 else ""
+                    if p.runtime_scale != 1.0 else "as applied (the stored weight mapped per output channel " \
+                    "in its forward, as weight standardisation does), " if p.runtime_rows is not None else ""
                 judged.append((p, st, self._assess(ctx, p, st, a.orthogonal_gain, dist, fixed, off), label))
         factors = {p.name: res.ratio for p, _, res, _ in judged
                    if res is not None and not res.accepted_by and res.ratio}
@@ -458,6 +464,10 @@ class InitScale(Rule):
                     "there in training), so only its own factor is graded")
         if p.normalized_after:
             return Severity.INFO, compound, why + "; a normalisation follows, so only its backward scale is affected"
+        if p.runtime_rows is not None and p.runtime_rows.standardised:
+            return Severity.INFO, compound, why + (
+                "; its forward standardises each output channel of the weight, so no initialisation of it "
+                "changes the applied spread (the layer's constants set it); IA109/IA110 judge the signal")
         if p.name in scene.renormalised:
             return Severity.INFO, compound, why + ("; a normalisation downstream (past layers and activations "
                                                    "only) divides the scale away before the signal goes on")
