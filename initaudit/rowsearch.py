@@ -85,9 +85,16 @@ def _key_pairs(keys: torch.Tensor, window: int) -> torch.Tensor:
     n = keys.numel()
     if n < 2:
         return torch.empty(0, 2, dtype=torch.long)
-    order = _composite_order(keys, window)
-    if order is None:
-        order = torch.argsort(keys)
+    sorted_np = _composite_order(keys, window)
+    if sorted_np is not None:  # the same neighbour pairs, in numpy (no torch call per offset)
+        order_np, sk_np = sorted_np
+        found = []
+        for off in range(1, min(window, n - 1) + 1):
+            same = sk_np[off:] == sk_np[:-off]
+            if same.any():
+                found.append(np.stack([order_np[:-off][same], order_np[off:][same]], axis=1))
+        return torch.from_numpy(np.concatenate(found)) if found else torch.empty(0, 2, dtype=torch.long)
+    order = torch.argsort(keys)
     sk = keys[order]
     out = []
     for off in range(1, min(window, n - 1) + 1):
@@ -97,9 +104,9 @@ def _key_pairs(keys: torch.Tensor, window: int) -> torch.Tensor:
     return torch.cat(out) if out else torch.empty(0, 2, dtype=torch.long)
 
 
-def _composite_order(keys: torch.Tensor, window: int) -> torch.Tensor | None:
-    """The key order of ``_key_pairs`` from one sort of distinct composites, or None where its
-    pairs could differ from those of torch's order (see there)."""
+def _composite_order(keys: torch.Tensor, window: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(order, sorted keys) for ``_key_pairs`` from one sort of distinct composites, or None
+    where its pairs could differ from those of torch's order (see there)."""
     if keys.device.type != "cpu":
         return None
     k = keys.numpy()
@@ -111,7 +118,7 @@ def _composite_order(keys: torch.Tensor, window: int) -> torch.Tensor | None:
     run = window + 1
     if n > run and bool((sk[run:] == sk[:-run]).any()):
         return None
-    return torch.from_numpy(composite & ((1 << shift) - 1))
+    return composite & ((1 << shift) - 1), sk
 
 
 def _bit_hash(bits: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
