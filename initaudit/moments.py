@@ -113,7 +113,10 @@ def moments(t: torch.Tensor, center: float = 0.0) -> Moments:
         # small per-chunk results kept, fragments the heap (a 125 MB bf16 tensor grew RSS 250 MB).
         buf = None if flat.dtype == torch.float32 else torch.empty(
             min(CHUNK, flat.numel()), dtype=torch.float32, device=flat.device)
-        parts = [_figures(flat[start:start + CHUNK], buf) for start in range(0, flat.numel(), CHUNK)]
+        if flat.device.type == "cpu" and flat.dtype in _BITS:
+            parts = _cpu_figures(flat, buf)
+        else:
+            parts = [_figures(flat[start:start + CHUNK], buf) for start in range(0, flat.numel(), CHUNK)]
         for i in _non_finite(parts):  # NaN/inf, or an fp32 overflow: that chunk again, exactly
             start = i * CHUNK
             parts[i] = _centred(as_fp32(flat[start:start + CHUNK]), 0.0)
@@ -125,6 +128,59 @@ def moments(t: torch.Tensor, center: float = 0.0) -> Moments:
             out.lo, out.hi = min(out.lo, float(lo)), max(out.hi, float(hi))
             out.zeros += int(zeros)
     return out
+
+
+def _cpu_figures(flat: torch.Tensor, buf: torch.Tensor | None) -> list[list]:
+    """``_figures`` of every chunk of a CPU fp32/bf16/fp16 tensor (the same values), with the
+    per-chunk Python work cut down (numpy views made once, sliced per chunk: 32 -> ~15 us of
+    calls per chunk) and fewer passes over each chunk:
+
+    - fp32: zeros = count(x == 0), one compare (a -0 compares equal) instead of the integer
+      view's minimum and non-zero count (0.21 against 0.51 ns per element, in cache);
+    - bf16/fp16: min and max from three integer reductions of the 16-bit patterns instead of
+      two float reductions of the widened chunk. The formats are sign-magnitude: read as int16
+      the non-negative values are ordered as their patterns, so max(int16) is the largest
+      value when one is >= +0; read as uint16 the negative ones are ordered by magnitude, so
+      max(uint16) is the most negative when one is <= -0; else min(int16) is the other end
+      (all negative: the one nearest 0; all non-negative: the smallest). A NaN or inf pattern
+      can win these reductions, but it makes the chunk's sums non-finite, and that chunk is
+      read again exactly (``_centred``). The int16 minimum also serves the -0 check of the
+      zero count. An extremum of -0 is reported as 0 (they compare equal)."""
+    n, parts = flat.numel(), []
+    if flat.dtype == torch.float32:
+        values = flat.numpy()
+        for start in range(0, n, CHUNK):
+            wide, v = flat[start:start + CHUNK], values[start:start + CHUNK]
+            parts.append([v.size, float(wide.sum()), float(torch.dot(wide, wide)),
+                          v.min(), v.max(), int(np.count_nonzero(v == 0))])
+        return parts
+    table, bits = _patterns(flat.dtype), flat.view(torch.int16).numpy()
+    for start in range(0, n, CHUNK):
+        chunk, b = flat[start:start + CHUNK], bits[start:start + CHUNK]
+        wide = buf[:b.size].copy_(chunk)
+        total, sumsq = float(wide.sum()), float(torch.dot(wide, wide))
+        low, high, neg = int(b.min()), int(b.max()), int(b.view(np.uint16).max())
+        hi = table[high if high >= 0 else low & 0xFFFF]
+        lo = table[neg if neg >= 0x8000 else low & 0xFFFF]
+        if low == -2**15:  # a -0 (sign bit alone): count by value
+            zeros = b.size - int(torch.count_nonzero(chunk))
+        else:
+            zeros = b.size - int(np.count_nonzero(b))
+        parts.append([b.size, total, sumsq, lo + 0.0, hi + 0.0, zeros])
+    return parts
+
+
+_PATTERNS: dict[torch.dtype, np.ndarray] = {}
+
+
+def _patterns(dtype: torch.dtype) -> np.ndarray:
+    """The fp32 value of each of the 65536 bf16/fp16 bit patterns (a 256 KB table, built once):
+    a bf16 is the top half of an fp32, an fp16 is widened by numpy (both exact)."""
+    if dtype not in _PATTERNS:
+        codes = np.arange(1 << 16, dtype=np.uint32)
+        _PATTERNS[dtype] = ((codes << 16).view(np.float32) if dtype == torch.bfloat16
+                            else codes.astype(np.uint16).view(np.float16).astype(np.float32))
+    return _PATTERNS[dtype]
 
 
 def _figures(chunk: torch.Tensor, buf: torch.Tensor | None) -> list:
