@@ -10,7 +10,8 @@ from its library's config with the library's own default initialisation (no down
 model is healthy as built, so every error or warning is a false alarm unless a measurement shows
 the defect is there (the zoo tests pin the true ones). The audit is what a user runs: no
 ``--inputs``; the probe makes its own by the ecosystem's conventions. The ONNX form exports with
-the inputs that convention makes (a plain torch.nn program: the probe's inputs for its first layer) (the legacy exporter, opset 17, eval mode, as tests/zoo does).
+the inputs that convention makes, or for a plain torch.nn program the probe's inputs for its first
+layer (the legacy exporter, opset 17, eval mode, as tests/zoo does).
 
 Each line of the output is one (model, form): the findings at warning and error severity, the
 capture and probe sections of the report, the time taken, or the failure (exit code 2 and its
