@@ -117,7 +117,7 @@ def _plain(cls: type) -> Callable[[], nn.Module]:
     return build
 
 
-_UNET1D = dict(sample_size=64, in_channels=2, out_channels=2, block_out_channels=(32, 32, 64),
+_UNET1D = dict(sample_size=64, in_channels=2, out_channels=2, block_out_channels=(8, 32, 64),
                down_block_types=("DownBlock1DNoSkip", "DownBlock1D", "AttnDownBlock1D"),
                up_block_types=("AttnUpBlock1D", "UpBlock1D", "UpBlock1DNoSkip"),
                mid_block_type="UNetMidBlock1D", extra_in_channels=16)
