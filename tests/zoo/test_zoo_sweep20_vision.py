@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import initaudit
+from initaudit.engine import Settings
 from zoo.forms import save_safetensors
 
 timm = pytest.importorskip("timm")
@@ -59,3 +60,50 @@ def test_a_tiny_gate_with_a_zero_bias_still_warns_in_a_bare_checkpoint(tmp_path)
     assert _gate_passes(model) > 0.99
     report = initaudit.audit(save_safetensors(model, tmp_path / "gmlp.safetensors"))
     assert [f.layer for f in _of(report, "IA104", "gate.proj")] == ["blocks.0.mlp_channels.gate.proj.weight"]
+
+
+# --- NF-ResNet: a predicted correlation collapse the probe refutes ----------------------------------
+
+def _corr(z: torch.Tensor) -> float:
+    """Mean correlation between two samples' activations (IA210's c: grand mean removed)."""
+    z = z.flatten(1)
+    z = z - z.mean()
+    z = z / z.norm(dim=1, keepdim=True)
+    c = z @ z.T
+    return ((c.sum() - c.trace()) / (len(z) ** 2 - len(z))).item()
+
+
+def test_nf_resnet_predicted_correlation_collapse_refuted_by_the_probe_is_info():
+    torch.manual_seed(0)
+    model = timm.create_model("nf_resnet26", pretrained=False, num_classes=10).eval()
+    # measured: weight-standardised convs (row sums 0) carry no shared offset, so samples stay
+    # apart through the stages (c < 0.1 before the pool) and the logits keep D ~ 0.2, where the
+    # mean-field map, reading the stored weights, predicts 0.01 (c = 0.9999)
+    seen = {}
+    model.head.fc.register_forward_hook(lambda m, i, o: seen.update(pre=i[0], out=o))
+    model.stages[3].register_forward_hook(lambda m, i, o: seen.update(stage=o))
+    x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.train()(x)
+    assert _corr(seen["stage"]) < 0.1 and (1 - _corr(seen["out"])) ** 0.5 > 0.1
+    report = initaudit.audit(model.eval())
+    assert not _of(report, "IA111") and not _of(report, "IA210")
+    (info,) = _of(report, "IA111", severities=("info",))
+    assert "the probe measured" in info.message and info.evidence["measured_ratio"] > 0.1
+    # without a probe the prediction is all there is: it stays a warning
+    static = initaudit.audit(model, settings=Settings(probe_enabled=False))
+    assert _of(static, "IA111")
+
+
+def test_a_correlation_collapse_the_probe_confirms_still_warns():
+    torch.manual_seed(0)
+    layers = []
+    for _ in range(8):
+        layers += [torch.nn.Linear(100, 100), torch.nn.Sigmoid()]
+    model = torch.nn.Sequential(*layers)
+    for m in model:
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.xavier_normal_(m.weight)
+            torch.nn.init.zeros_(m.bias)
+    report = initaudit.audit(model)
+    assert _of(report, "IA111") and _of(report, "IA210")
