@@ -31,6 +31,22 @@ def _judged(ctx, param: str, folded: set[str]) -> bool:
     return not (p.residual_end or param in folded or ctx.analysis(param).stats.all_zero)
 
 
+def measured_distinct(ctx) -> list[tuple]:
+    """(measured layer, D, c) for every static entry whose call site and segment start the probe
+    measured: c the mean correlation between two samples' activations there, D =
+    sqrt((1 - c) / (1 - c0)) against its start's c0. Empty without a probe."""
+    probe = ctx.probe
+    if probe is None or not getattr(probe, "ran", False) or not ctx.graph.has_architecture:
+        return []
+    rows = []
+    for m in measured_profile(ctx.signal, probe, ctx.graph.params):
+        c, c0 = m.site.correlation, m.origin.correlation if m.origin else None
+        if c is None or c0 is None or c0 >= 1:
+            continue
+        rows.append((m, max(1 - c, 0.0) ** 0.5 / (1 - c0) ** 0.5, c))
+    return rows
+
+
 def _after_constant(ctx) -> set[tuple[str, int]]:
     """(origin, depth) of layers downstream of a constant layer in their segment: inputs merge
     there because of that layer, which IA102 reports."""
@@ -66,6 +82,11 @@ class PredictedCorrelationCollapse(Rule):
     guessed from module order. Residual branch ends and all-zero layers are not judged, nor
     layers behind a BatchNorm an eval-mode export folded into the convolutions (in training its
     batch statistics subtract the shared mean again at every layer, as the module form shows).
+    Where the probe ran and measured the same call site (IA210's D), a prediction that
+    measurement refutes (D inside the lines: the samples stay apart) is at most info, the
+    measured D in its message: the map reads the stored weights, and a layer that transforms
+    them at run time (NF-ResNet's weight-standardised convs, whose centred rows pass on no
+    shared offset) is not what it predicts.
 
     Why it matters
     --------------
@@ -125,16 +146,23 @@ class PredictedCorrelationCollapse(Rule):
         severity = depth_severity(d, True, self.opts)
         if severity is None:
             return
+        # the probe measured the same call site: a prediction its forward pass refutes (the
+        # samples stay apart, D inside the lines) is no defect, at most info
+        seen = next((r for r in measured_distinct(ctx) if r[0].signal is worst), None)
+        refuted = seen is not None and depth_severity(seen[1], True, self.opts) is None
         guessed = ctx.graph.capture == "module-order"
         start = "the input" if worst.origin == "input" else worst.origin
         yield self.finding(
             worst.layer, f"predicted correlation between different inputs reaches {worst.correlation:.6g} "
                          f"after {worst.depth} layers: the part of the signal that differs between inputs "
                          f"falls to {fmt(d)}x its value at {start} (ordered phase; mean-field correlation "
-                         f"map, std {fmt(worst.predicted_std)})" + GUESSED_NOTE * guessed,
-            severity=Severity.INFO if guessed else severity,
+                         f"map, std {fmt(worst.predicted_std)})" + GUESSED_NOTE * guessed
+                         + (f"; the probe measured {fmt(seen[1])}x there (correlation {seen[2]:.4g}), so the "
+                            "prediction does not hold: at most info" if refuted else ""),
+            severity=Severity.INFO if guessed or refuted else severity,
             evidence={"ratio": d, "correlation": worst.correlation, "depth": worst.depth,
-                      "predicted_std": worst.predicted_std, "origin": worst.origin, "param": worst.param},
+                      "predicted_std": worst.predicted_std, "origin": worst.origin, "param": worst.param,
+                      "measured_ratio": seen[1] if seen is not None else None},
             fix=_FIX)
 
 
@@ -201,16 +229,9 @@ class MeasuredCorrelationCollapse(Rule):
         probe = ctx.probe
         if probe is None or not getattr(probe, "ran", False) or not ctx.graph.has_architecture:
             return
-        rows = []
         skip, folded = _after_constant(ctx), renormalised_params(ctx.graph)
-        for m in measured_profile(ctx.signal, probe, ctx.graph.params):
-            if (m.signal.origin, m.signal.depth) in skip:
-                continue
-            c, c0 = m.site.correlation, m.origin.correlation if m.origin else None
-            if c is None or c0 is None or m.signal.depth < self.opts["min_depth"] \
-                    or not _judged(ctx, m.signal.param, folded) or c0 >= 1:
-                continue
-            rows.append((m, max(1 - c, 0.0) ** 0.5 / (1 - c0) ** 0.5, c))
+        rows = [r for r in measured_distinct(ctx) if (r[0].signal.origin, r[0].signal.depth) not in skip
+                and r[0].signal.depth >= self.opts["min_depth"] and _judged(ctx, r[0].signal.param, folded)]
         if not rows:
             return
         worst, d, c = min(rows, key=lambda r: r[1])

@@ -13,7 +13,7 @@ from initaudit.graph import OpKind, off_dataflow, renormalised_downstream, sandw
 from initaudit.lazy import lazy_function
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
-from initaudit.rules.weights import no_layer
+from initaudit.rules.weights import constant_bias_start, no_layer
 # the depth rules and their grading live in depth.py; imported here for IA104's grading and
 # for code that imports them from this module
 from initaudit.rules.depth import (  # noqa: F401
@@ -335,17 +335,19 @@ class InitScale(Rule):
 
     def _report(self, ctx, p, stats, res, label, scene: _Scene) -> Iterator[Finding]:
         if res.expected is None:  # activation unknown (no architecture, unknown op): outside every scheme?
-            yield from self._report_unknown(p, stats.std, res, label)
+            yield from self._report_unknown(ctx, p, stats.std, res, label)
             return
         stack = scene.stacks.get(p.name)
         severity, compound, why = self._severity(ctx, p, res, stack, scene)
         yield self._finding(p, stats, res, label, severity, compound, stack[1] if stack else None, why)
 
-    def _report_unknown(self, p, std, res, label) -> Iterator[Finding]:
+    def _report_unknown(self, ctx, p, std, res, label) -> Iterator[Finding]:
         """The activation unknown: a finding only for a spread outside every known scheme by
         ``tolerance``, graded by what is known of the layer's place: info when a normalisation
-        follows it (its forward scale is divided away, as with the architecture) and for an
-        output layer below the schemes (a small head only starts the logits near uniform); an
+        follows it (its forward scale is divided away, as with the architecture), for an
+        output layer below the schemes (a small head only starts the logits near uniform) and for
+        a layer that starts as its constant bias (``constant_bias_start``: a gate or scale
+        initialised to a fixed value, whose weights are small by design); an
         output layer above them is graded with IA110's lines on its factor r = std / nearest
         scheme's std (nothing after it compounds r), as with the architecture."""
         # a std shared by many layers is no scheme by itself (N(0, 1) everywhere is shared too)
@@ -363,6 +365,11 @@ class InitScale(Rule):
         severity, why = None, ""
         if p.normalized_after:
             severity, why = Severity.INFO, "; a normalisation follows, so only its backward scale is affected"
+        elif std < lo and (start := constant_bias_start(ctx, p, std)) is not None:
+            severity, why = Severity.INFO, (
+                f"; its bias is the constant {fmt(start)} on every unit, so the layer starts as that constant "
+                "whatever its input (weights ~ 0, a gate or scale initialised to a fixed value, as gMLP's "
+                "spatial gate u * (W v + 1) starts as u): small weights by design")
         elif p.is_output and std < lo:  # only scales the initial logits, as a zero head does
             severity, why = Severity.INFO, "; an output layer: a small head only starts the logits near uniform"
         elif p.is_output:

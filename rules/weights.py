@@ -268,6 +268,21 @@ def _bias(ctx, p):
     return next((q for q in ctx.graph.params.values() if q.layer == p.layer and q.role is ParamRole.BIAS), None)
 
 
+def constant_bias_start(ctx, p, std: float, share: float = 0.01) -> float | None:
+    """The constant c a layer starts as, where its bias is c != 0 on every unit and its weights
+    are too small to move it: a unit's input-dependent part has std ~ std(W) * sqrt(fan_in) for
+    unit-variance inputs, below ``share`` * |c|. That is a gate or scale initialised to a fixed
+    value (gMLP's spatial gating unit: W ~ N(0, 1e-6^2), b = 1, so u * (W v + b) starts as u),
+    not a layer drawn too small by mistake (its bias would be zero or drawn too). Else None."""
+    bias = _bias(ctx, p)
+    if bias is None or not p.fan_in:
+        return None
+    s = ctx.analysis(bias.name).stats
+    if s.nonfinite or s.all_zero or s.std != 0 or s.numel < 2:
+        return None
+    return s.mean if std * p.fan_in ** 0.5 < share * abs(s.mean) else None
+
+
 def _bias_is_zero(ctx, p) -> bool:
     bias = _bias(ctx, p)
     return bias is None or ctx.analysis(bias.name).stats.all_zero

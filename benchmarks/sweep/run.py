@@ -10,7 +10,8 @@ from its library's config with the library's own default initialisation (no down
 model is healthy as built, so every error or warning is a false alarm unless a measurement shows
 the defect is there (the zoo tests pin the true ones). The audit is what a user runs: no
 ``--inputs``; the probe makes its own by the ecosystem's conventions. The ONNX form exports with
-the inputs that convention makes (the legacy exporter, opset 17, eval mode, as tests/zoo does).
+the inputs that convention makes, or for a plain torch.nn program the probe's inputs for its first
+layer (the legacy exporter, opset 17, eval mode, as tests/zoo does).
 
 Each line of the output is one (model, form): the findings at warning and error severity, the
 capture and probe sections of the report, the time taken, or the failure (exit code 2 and its
@@ -49,8 +50,11 @@ def _convention_inputs(model):
     from initaudit.probe.conventions import from_convention
 
     made = from_convention(model, 2, torch.Generator().manual_seed(0))
-    if made is None:
-        raise RuntimeError("no input convention applies: the ONNX form needs inputs to export")
+    if made is None:  # a plain torch.nn program: the inputs the probe makes for its first layer
+        from initaudit.loaders.torch_module import graph_from_module
+        from initaudit.probe.inputs import synthesize
+
+        made = synthesize(model, graph_from_module(model, type(model).__name__), 2, 0)
     return made.kwargs if made.kwargs else made.args
 
 
