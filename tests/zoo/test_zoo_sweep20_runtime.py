@@ -160,17 +160,10 @@ def test_a_zero_plain_gamma_norm_still_collapses_the_prediction():
 
 # --- EnCodec's codebook buffers in a bare file -------------------------------------------------------------
 
-def _encodec():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    config = transformers.EncodecConfig(hidden_size=32, num_filters=8, num_residual_layers=1, upsampling_ratios=[4, 2],
-                                        codebook_size=64, codebook_dim=32, audio_channels=1, sampling_rate=8000,
-                                        target_bandwidths=[12.0])
-    return transformers.EncodecModel(config).eval()
-
 
 def test_encodec_zero_codebook_tables_in_a_bare_file_are_warnings_that_say_the_file_cannot_tell(tmp_path):
     from zoo.forms import save_safetensors
+    from zoo.test_zoo_onnx_causes import _encodec
 
     model, x = _encodec(), torch.randn(4, 1, 8 * 64)
     book = model.quantizer.layers[0].codebook
