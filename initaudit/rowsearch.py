@@ -86,22 +86,16 @@ def _key_pairs(keys: torch.Tensor, window: int) -> torch.Tensor:
     if n < 2:
         return torch.empty(0, 2, dtype=torch.long)
     sorted_np = _composite_order(keys, window)
-    if sorted_np is not None:  # the same neighbour pairs, in numpy (no torch call per offset)
-        order_np, sk_np = sorted_np
-        found = []
-        for off in range(1, min(window, n - 1) + 1):
-            same = sk_np[off:] == sk_np[:-off]
-            if same.any():
-                found.append(np.stack([order_np[:-off][same], order_np[off:][same]], axis=1))
-        return torch.from_numpy(np.concatenate(found)) if found else torch.empty(0, 2, dtype=torch.long)
-    order = torch.argsort(keys)
-    sk = keys[order]
-    out = []
+    if sorted_np is None:  # torch's order among equal keys picks the pairs
+        order = torch.argsort(keys)
+        sorted_np = order.cpu().numpy(), keys[order].cpu().numpy()
+    order_np, sk_np = sorted_np
+    found = []
     for off in range(1, min(window, n - 1) + 1):
-        same = sk[off:] == sk[:-off]
+        same = sk_np[off:] == sk_np[:-off]
         if same.any():
-            out.append(torch.stack([order[:-off][same], order[off:][same]], dim=1))
-    return torch.cat(out) if out else torch.empty(0, 2, dtype=torch.long)
+            found.append(np.stack([order_np[:-off][same], order_np[off:][same]], axis=1))
+    return torch.from_numpy(np.concatenate(found)) if found else torch.empty(0, 2, dtype=torch.long)
 
 
 def _composite_order(keys: torch.Tensor, window: int) -> tuple[np.ndarray, np.ndarray] | None:
