@@ -148,6 +148,15 @@ class _Scene(NamedTuple):
     folded: set[str]  # weights whose segment crosses a BatchNorm an exporter folded into a layer
 
 
+def _applied_label(p) -> str:
+    """How the judged spread differs from the stored one, for the message ("" where it is the same)."""
+    if p.runtime_scale != 1.0:
+        return f"as applied (the stored weight times {fmt(p.runtime_scale)} in its forward), "
+    if p.runtime_rows is not None:
+        return "as applied (the stored weight mapped per output channel in its forward, as weight standardisation does), "
+    return ""
+
+
 class InitScale(Rule):
     """Weight spread far from what the following activation calls for.
 
@@ -300,9 +309,7 @@ class InitScale(Rule):
                     judged.append((p, st, self._assess(ctx, p, st, None, dist, fixed, off), f"gate {gate}: "))
             else:  # as the signal sees it: a runtime multiplier (NTK, equalised lr) applied
                 st = ctx.applied_stats(p.name)
-                label = f"as applied (the stored weight times {fmt(p.runtime_scale)} in its forward), " \
-                    if p.runtime_scale != 1.0 else "as applied (the stored weight mapped per output channel " \
-                    "in its forward, as weight standardisation does), " if p.runtime_rows is not None else ""
+                label = _applied_label(p)
                 judged.append((p, st, self._assess(ctx, p, st, a.orthogonal_gain, dist, fixed, off), label))
         factors = {p.name: res.ratio for p, _, res, _ in judged
                    if res is not None and not res.accepted_by and res.ratio}
