@@ -161,7 +161,8 @@ def test_infinite_width_is_the_mean_field_map():
 
     from initaudit.analysis import TensorStats
     from initaudit.graph import Activation
-    from initaudit.propagation import Moments, _layer, _State, activation_moments
+    from initaudit.propagation import _layer, _State
+    from initaudit.signal_moments import Moments, activation_moments
 
     def stats(std):
         return TensorStats(mean=0.0, std=std, min=-1.0, max=1.0, nonfinite=0, zero_fraction=0.0, numel=1)
