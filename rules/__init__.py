@@ -5,11 +5,8 @@ from initaudit.rules.correlation import MeasuredCorrelationCollapse, PredictedCo
 from initaudit.rules.depth import PredictedExploding, PredictedVanishing
 from initaudit.rules.probe import PROBE_RULES
 from initaudit.rules.normalization import DegenerateNormalization
-from initaudit.rules.structure import (
-                                       DuplicateUnits,
-                                       InitScale,
-                                       RecurrentSpectrum,
-)
+from initaudit.rules.init_scale import InitScale
+from initaudit.rules.structure import DuplicateUnits, RecurrentSpectrum
 from initaudit.rules.weights import (
                                        ConstantWeights,
                                        MeanShift,

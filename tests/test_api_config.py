@@ -80,7 +80,7 @@ def test_assert_healthy_init_uses_the_same_discovery(project):
 
 
 def test_run_rules_ignores_the_project_config(project, monkeypatch):
-    from initaudit.rules.structure import InitScale
+    from initaudit.rules.init_scale import InitScale
 
     monkeypatch.chdir(project)
     model = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 10))

@@ -264,10 +264,10 @@ def test_unknown_rules_get_one_short_line():
 
 
 def test_no_plugins_select_of_a_missing_prefix_is_exit_2_like_an_unknown_code():
-    for select in ("XMP", "IA999"):
-        result = CliRunner().invoke(main, [HEALTHY, "--isolated", "-q", "--no-plugins", "--select", select])
-        assert result.exit_code == 2, (select, result.output)
-        assert repr(select) in one_error_line(result)
+    for code in ("XMP", "IA999"):
+        result = CliRunner().invoke(main, [HEALTHY, "--isolated", "-q", "--no-plugins", "--select", code])
+        assert result.exit_code == 2, (code, result.output)
+        assert repr(code) in one_error_line(result)
 
 
 def test_no_plugins_with_a_config_naming_a_plugin_rule_is_a_note(tmp_path):

@@ -346,7 +346,7 @@ def test_healthy_deep_relu_and_tanh_stacks_are_not_ordered():
 def test_guessed_dataflow_keeps_static_depth_rules_at_info():
     from initaudit.context import Context
     from initaudit.loaders.torch_module import graph_from_module
-    from initaudit.rules.structure import PredictedVanishing
+    from initaudit.rules.depth import PredictedVanishing
 
     graph = graph_from_module(mlp("relu", "normal001", depth=6), "t")
     loud = list(PredictedVanishing().check(Context(graph, "init")))

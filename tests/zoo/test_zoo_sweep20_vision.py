@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import initaudit
-from initaudit.engine import Settings
 from zoo.forms import save_safetensors
 
 timm = pytest.importorskip("timm")
