@@ -52,7 +52,8 @@ def _plain_run(path: str, graph, batch: int) -> None:
     """What a user's plain inference costs: a new onnxruntime session and one batch."""
     import onnxruntime as ort
 
-    from initaudit.probe.onnx_probe import session_options, synthetic_inputs
+    from initaudit.probe.onnx_inputs import synthetic_inputs
+    from initaudit.probe.onnx_probe import session_options
 
     sess = ort.InferenceSession(path, session_options(), providers=["CPUExecutionProvider"])
     feeds, _ = synthetic_inputs(sess, batch_size=batch, seed=0, embedding_rows=graph.onnx.embedding_inputs)

@@ -13,8 +13,8 @@ from onnx import TensorProto, helper
 from initaudit.errors import ConfigError, ProbeRequestError
 from initaudit.loaders.onnx_loader import load_onnx
 from initaudit.probe import stats as shared_stats
-from initaudit.probe.onnx_probe import (parse_input_shape, parse_input_shapes, run_onnx_probe,
-                                        session_options)
+from initaudit.probe.onnx_probe import run_onnx_probe, session_options
+from initaudit.probe.options import parse_input_shapes
 from onnx_models import TinyGPT, TinyResNet, export, init, mlp_onnx, rng, save, tensor_in
 
 
@@ -186,11 +186,12 @@ def test_given_inputs(tmp_path):
 
 
 def test_input_shape_parsing():
-    assert parse_input_shape("input_ids=8,128") == ("input_ids", (8, 128))
+    assert parse_input_shapes("input_ids=8,128") == {"input_ids": (8, 128)}
     assert parse_input_shapes(["a=1,3,224,224", "b=2"]) == {"a": (1, 3, 224, 224), "b": (2,)}
-    for bad in ["x", "x=", "=1,2", "x=a,b", "x=-1"]:
+    assert parse_input_shapes("64x3x32x32") == {"": (64, 3, 32, 32)}
+    for bad in ["x", "x=", "=1,2", "x=a,b", "x=-1", "x=0,3"]:
         with pytest.raises(ConfigError):
-            parse_input_shape(bad)
+            parse_input_shapes(bad)
 
 
 def test_unknown_input_shape_name(tmp_path):

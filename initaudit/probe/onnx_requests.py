@@ -60,7 +60,7 @@ def check_synthetic(name: str, shape: tuple[int, ...], requested: bool, total: i
 def check_given(inputs, given: Mapping[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
     """``--inputs`` arrays checked against the declared inputs (names, rank, fixed dimensions,
     kind) and made contiguous in the declared type; raises ProbeRequestError naming ``source``."""
-    from initaudit.probe.onnx_probe import _ORT_TYPES
+    from initaudit.probe.onnx_inputs import ORT_TYPES
 
     by_name = {i.name: i for i in inputs}
     unknown = [k for k in given if k not in by_name]
@@ -79,7 +79,7 @@ def check_given(inputs, given: Mapping[str, np.ndarray], source: str) -> dict[st
             if isinstance(d, int) and d > 0 and d != s:
                 raise ProbeRequestError(f"{source}: input {name!r} has shape {list(arr.shape)}, the "
                                         f"model declares {declared}")
-        want = _ORT_TYPES.get(spec.type)
+        want = ORT_TYPES.get(spec.type)
         if want is not None and np.dtype(want) != arr.dtype:
             same_kind = (np.dtype(want).kind == "f") == (arr.dtype.kind == "f") \
                 and (np.dtype(want).kind == "b") == (arr.dtype.kind == "b")
