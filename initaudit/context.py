@@ -25,6 +25,7 @@ class Context:
     _cache: dict[str, TensorAnalysis] = field(default_factory=dict)
     _assessments: dict[str, Any] = field(default_factory=dict)
     _applied: dict[str, TensorStats] = field(default_factory=dict)
+    _measured: tuple[int, list] | None = None  # (id of the probe result, its measured profile)
     on_tensor: Callable[[Param], None] | None = None  # progress callback
 
     def analysis(self, name: str) -> TensorAnalysis:
@@ -119,6 +120,16 @@ class Context:
             return stats
         lo, hi = sorted((stats.min * s, stats.max * s))
         return dataclasses.replace(stats, mean=stats.mean * s, std=stats.std * abs(s), min=lo, max=hi)
+
+    def measured_profile(self) -> list:
+        """The probe's measurement beside each static entry (``probe.profile.measured_profile``:
+        MeasuredLayer rows, empty without a probe), computed once per probe result and shared by
+        the rules and the layer table."""
+        if self._measured is None or self._measured[0] != id(self.probe):
+            from initaudit.probe.profile import measured_profile
+
+            self._measured = (id(self.probe), measured_profile(self.signal, self.probe, self.graph.params, self.graph))
+        return self._measured[1]
 
     def _tensor(self, name: str):
         """A tensor by name for the per-unit pass (None when not in the model), as applied."""

@@ -254,9 +254,7 @@ def probe_warnings(graph: ModelGraph, probe: Any, settings: Settings) -> list[st
 
 def signal_rows(ctx: Context) -> list[dict[str, Any]]:
     """The static depth profile, with the probe's measured std and ratio beside each entry."""
-    from initaudit.probe.profile import measured_profile
-
-    measured = {id(m.signal): m for m in measured_profile(ctx.signal, ctx.probe, ctx.graph.params, ctx.graph)}
+    measured = {id(m.signal): m for m in ctx.measured_profile()}
     rows = []
     for s in ctx.signal:
         m = measured.get(id(s))

@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from initaudit.graph import ModelGraph
+from initaudit.graph import ModelGraph, ParamRole
+from initaudit.moments import tensor_stats
 
 
 def _checkerboard(shape: tuple[int, ...]) -> torch.Tensor:
@@ -78,9 +76,6 @@ def mark_norm_offsets(graph: ModelGraph) -> None:
     parametrisation is plain gamma) gets ``attrs["offset"] = c`` where its measured gain says it
     applies its scale as ``w + c`` (Gemma's and RecurrentGemma's RMSNorm ``x * (1 + w)``, w = 0:
     gain 1, c = 1); plain gamma, and a gain within 1e-3 of the stored rms, set nothing."""
-    from initaudit.graph import ParamRole
-    from initaudit.moments import tensor_stats
-
     if graph.module is None:
         return
     seen: dict[str, float | None] = {}

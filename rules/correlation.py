@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from initaudit.lazy import lazy_function
 from initaudit.roles import renormalised_params
 
-measured_profile = lazy_function("initaudit.probe.profile", "measured_profile")
 from initaudit.rule import Finding, Rule, Severity, fmt
 from initaudit.rules.depth import GUESSED_NOTE, depth_severity, static_text, zero_scale_origins
 from initaudit.rules.weights import _init_fix
@@ -39,7 +37,7 @@ def measured_distinct(ctx) -> list[tuple]:
     if probe is None or not getattr(probe, "ran", False) or not ctx.graph.has_architecture:
         return []
     rows = []
-    for m in measured_profile(ctx.signal, probe, ctx.graph.params):
+    for m in ctx.measured_profile():
         c, c0 = m.site.correlation, m.origin.correlation if m.origin else None
         if c is None or c0 is None or c0 >= 1:
             continue

@@ -23,15 +23,11 @@ from initaudit.rules.depth import HEAD_NOTE, depth_severity, head_input_shrinks,
 from initaudit.rules.weights import _init_fix
 
 from initaudit.graph import PASS_THROUGH, OpKind
-from initaudit.lazy import lazy_function
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 
 if TYPE_CHECKING:
     from initaudit.probe.profile import MeasuredLayer
-
-# the profile module imports torch: load it when a probe rule runs, not when rules are listed
-measured_profile = lazy_function("initaudit.probe.profile", "measured_profile")
 
 _REGION = {"tanh": "|x| > 2.65, |tanh| > 0.99, tanh' < 0.02",
            "sigmoid": "|x| > 4.6, sigmoid < 0.01 or > 0.99, sigmoid' < 0.01",
@@ -316,10 +312,10 @@ class DeadUnits(Rule):
                     "kills ReLUs); initialise weights with kaiming_normal_(nonlinearity='relu')")
 
 
-def _activation_profile(ctx, probe) -> list[MeasuredLayer]:
+def _activation_profile(ctx) -> list[MeasuredLayer]:
     if not ctx.graph.has_architecture:
         return []
-    return [m for m in measured_profile(ctx.signal, probe, ctx.graph.params, ctx.graph) if m.ratio is not None]
+    return [m for m in ctx.measured_profile() if m.ratio is not None]
 
 
 class _ActivationDepthRule(Rule):
@@ -337,7 +333,7 @@ class _ActivationDepthRule(Rule):
         # be (small logits are a uniform start, like a zero head).
         params = ctx.graph.params
         folded = renormalised_params(ctx.graph)  # segments across a BatchNorm folded by an exporter
-        profile = [m for m in _activation_profile(ctx, probe)
+        profile = [m for m in _activation_profile(ctx)
                    if m.signal.depth >= self.opts["min_depth"] and not _is_zero(ctx, params[m.signal.param])
                    and m.signal.param not in folded and not _reads_padding(params, probe, m.site)
                    and not (vanishing and (m.signal.side_branch or params[m.signal.param].residual_end
