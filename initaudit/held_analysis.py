@@ -14,6 +14,9 @@ result: the same random draws (same generator, same order), the same sample, the
   single-process one in the last fp32 bit, which moves a row across a hyperplane only when its
   projection is within that rounding of the offset;
 - orthogonality: the same <= 64 random lines, read with ``take``, and their Gram matrix;
+- partial identity / permutation (``rowsearch.identity_gain``), read only where the reduced zero
+  fraction leaves exactly min(units, fan_in) non-zeros: each rank counts its non-zeros per row
+  and per column and sums their values per row, and those small vectors are summed;
 - spectral radius of a recurrent hidden weight (square blocks <= ``spectral_max_dim``, which
   eigenvalues need whole): each block is read with ``take``.
 """
@@ -78,7 +81,35 @@ def analyze_held(held: Held, param: Param, opts: AnalysisOptions) -> TensorAnaly
         del rows
     if param.kind is not OpKind.EMBEDDING:
         result.orthogonal_gain = _orthogonal(held, len(param.gates) if param.gates else 0, opts.seed)
+        result.identity_gain = _identity(held, units_dim, stats.zero_fraction)
     return result
+
+
+def _identity(held: Held, units_dim: int, zero_fraction: float) -> float | None:
+    """``rowsearch.identity_gain`` of the unit rows from this rank's non-zeros: at most one per
+    row and per column across all ranks, min(units, fan_in) of them, all one positive value."""
+    n = held.shape[units_dim]
+    d = held.numel // max(n, 1)
+    lines = min(n, d)
+    if lines < 2 or abs((1.0 - zero_fraction) * n * d - lines) > 0.5:
+        return None
+    rows, row_ids, cols = local_unit_rows(held, units_dim)
+    nz = rows.nonzero() if held.owner else torch.empty(0, 2, dtype=torch.long, device=held.device)
+    at_row, at_col = row_ids[nz[:, 0]], cols[nz[:, 1]]
+    values = rows[nz[:, 0], nz[:, 1]].double()
+    per_row = torch.zeros(2, n, dtype=torch.float64, device=held.device)
+    per_row[0].index_add_(0, at_row, torch.ones_like(values))
+    per_row[1].index_add_(0, at_row, values)
+    per_col = torch.zeros(d, dtype=torch.float64, device=held.device)
+    per_col.index_add_(0, at_col, torch.ones_like(values))
+    counts, sums = held.reduce(per_row).cpu()
+    per_col = held.reduce(per_col).cpu()
+    if float(counts.max()) > 1 or float(per_col.max()) > 1 or int(counts.sum()) != lines:
+        return None
+    found = sums[counts == 1]
+    if float(found.min()) <= 0 or float(found.max()) != float(found.min()):
+        return None
+    return float(found[0])
 
 
 def _chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:

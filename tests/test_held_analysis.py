@@ -99,6 +99,7 @@ def _assert_same(held, single):
         assert held.duplicates.exact_groups == single.duplicates.exact_groups
         assert held.duplicates.near_groups == single.duplicates.near_groups
     assert _close(held.orthogonal_gain, single.orthogonal_gain)
+    assert held.identity_gain == single.identity_gain
     assert (held.gate_std is None) == (single.gate_std is None)
     for a, b in zip(held.gate_std or [], single.gate_std or [], strict=True):
         assert _close(a, b)
@@ -122,6 +123,10 @@ CASES = [
     ("in-out layout", _defective().T.contiguous(), _param((80, 96), units_dim=1), 0),
     ("orthogonal", torch.nn.init.orthogonal_(torch.empty(48, 200), gain=1.4), _param((48, 200)), 1),
     ("conv", torch.randn(32, 6, 3, 3) * 0.2, _param((32, 6, 3, 3), kind=OpKind.CONV), 1),
+    ("identity", torch.eye(48, 80) * 0.7, _param((48, 80)), 1),
+    ("permutation", torch.eye(64)[torch.randperm(64, generator=torch.Generator().manual_seed(1))] * 2.0,
+     _param((64, 64)), 0),
+    ("dirac conv", torch.nn.init.dirac_(torch.empty(16, 16, 3, 3)), _param((16, 16, 3, 3), kind=OpKind.CONV), 0),
     ("lstm", torch.nn.init.orthogonal_(torch.empty(4 * 24, 24)), _param(
         (96, 24), kind=OpKind.RECURRENT_HIDDEN, gates=("i", "f", "g", "o")), 0),
 ]
@@ -151,6 +156,20 @@ def test_non_finite_values_low_precision_and_an_empty_shard():
         for held in _sharded(t, param, 0, [60, 0, 36]):  # FSDP2 leaves a rank empty on small dims
             _assert_same(held, analyze(t, param))
     assert _sharded(w, _param((96, 80)), 1, 2)[1].stats.nonfinite == 1
+
+
+@pytest.mark.parametrize("name", ["identity", "permutation", "dirac conv"])
+def test_an_identity_init_is_recognised_through_shards(name):
+    """The sharded audit of an eye_/dirac_/permutation weight reads the same gain c as the
+    single-process one (not its entries' std), and a replicated box is not counted twice."""
+    _, t, param, _ = next(c for c in CASES if c[0] == name)
+    expected = {"identity": 0.7, "permutation": 2.0, "dirac conv": 1.0}[name]
+    assert analyze(t, param).identity_gain == pytest.approx(expected)
+    for held in _sharded(t, param, 0, 2, replicas=2) + _sharded(t, param, 1, [1, t.shape[1] - 1]):
+        assert held.identity_gain == pytest.approx(expected)
+    broken = t.clone()
+    broken.view(-1)[broken.view(-1).nonzero()[0]] *= 2  # one line of another gain: no identity
+    assert all(h.identity_gain is None for h in _sharded(broken, param, 1, 2))
 
 
 def test_replicated_boxes_are_counted_once():
