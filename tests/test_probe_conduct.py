@@ -167,18 +167,18 @@ def test_checkpoint_values_go_into_a_copy_of_a_live_model(tmp_path):
 
 def test_forward_failure_names_layer_and_shape_and_static_audit_still_reports():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 25 * 25, 10))
     nn.init.zeros_(model[0].weight)
-    report = initaudit.audit(model)  # synthetic 32x32 input does not fit a 28x28 classifier
+    report = initaudit.audit(model)  # no common image size fits a 27x27 classifier
     reason = report.probe.skipped_reason
     assert not report.probe.ran
     assert reason.startswith("forward pass failed in 3 (Linear) on input shape (64, 3600): RuntimeError")
     assert "(64, 1, 32, 32)" in reason and "--input-shape" in reason
     assert any(f.rule == "IA102" for f in report.findings)
     assert json.loads(report.to_json_str())["probe"]["skipped_reason"] == reason
-    fixed = initaudit.audit(model, probe_input_shape=["8,1,28,28"])
+    fixed = initaudit.audit(model, probe_input_shape=["8,1,27,27"])
     assert fixed.probe.ran and fixed.probe.batch_size == 8
-    assert fixed.probe.input_shapes == [[8, 1, 28, 28]]
+    assert fixed.probe.input_shapes == [[8, 1, 27, 27]]
 
 
 def test_synthetic_inputs_per_first_layer():

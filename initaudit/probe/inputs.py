@@ -13,6 +13,12 @@ First-layer synthetic inputs (seeded, ``batch`` = ``--batch-size``):
 | RNN / LSTM / GRU (in) | N(0, 1), shape (batch, 16, in) with batch_first, else (16, batch, in) |
 | BatchNorm1d/2d/3d, GroupNorm, LayerNorm | N(0, 1) shaped as for the matching layer above |
 
+Where the forward rejects that default (a flattened feature map into a fixed-width Linear
+fixes the image size, a Linear first layer may take a set), the common sizes are tried in
+order, one no-gradient eval-mode forward each with every buffer put back, and the first the
+forward accepts is used (the source says which were rejected): images 28, 64, 84, 96, 128,
+224, 256, 299 (1 for a ConvTranspose's latent map), (batch, 16, in) for a Linear.
+
 A model whose first layout-fixing layer is sequence-first (an RNN or ``nn.MultiheadAttention``
 without ``batch_first``, behind any Linear, Embedding or LayerNorm layers) takes its samples in
 dimension 1: token ids (16, batch), features (16, batch, in), and the probe's batch size is read
@@ -336,21 +342,78 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
         ids = torch.randint(0, m.num_embeddings, shape, generator=gen)
         return ProbeInputs((ids,), {}, "synthetic",
                            f"token ids uniform on [0, {m.num_embeddings}) {tuple(shape)} for {label}", -1)
-    unit_dim = -1
+    dtype = next((p.dtype for p in m.parameters(recurse=False) if p.is_floating_point()), torch.float32)
+    note = ""
     if input_shape is not None:
         shape = input_shape
         unit_dim = 1 if len(shape) >= 3 and _channel_first(m) else -1
     else:
-        shape = _shape_for(m, batch)
-        if shape is None:
+        def shapes(b: int) -> list[tuple[int, ...]]:
+            # (batch, features) in front of a sequence-first layer gets the sequence in front
+            return [(SEQ_LEN, *s) if sequence_first and len(s) == 2 else s for s in _candidate_shapes(m, b)]
+        if not shapes(batch):
             raise ProbeInputError(f"cannot infer an input for the first layer {label}; give "
                                   "--input-shape or --inputs")
-        if sequence_first and len(shape) == 2:  # (batch, features) in front of a sequence-first layer
-            shape = (SEQ_LEN, *shape)
+        chosen = _first_accepted(module, shapes(_TRIAL_BATCH), dtype)
+        shape = shapes(batch)[chosen]
+        if chosen:
+            rejected = ", ".join(str(s) for s in shapes(batch)[:chosen])
+            note = (f" (the forward rejects {rejected}; this is the first common size it accepts: "
+                    "give --input-shape for another)")
         unit_dim = 1 if _channel_first(m) else -1
     x = torch.randn(shape, generator=gen)
-    dtype = next((p.dtype for p in m.parameters(recurse=False) if p.is_floating_point()), x.dtype)
-    return ProbeInputs((x.to(dtype),), {}, "synthetic", f"N(0, 1) {tuple(shape)} for {label}", unit_dim)
+    return ProbeInputs((x.to(dtype),), {}, "synthetic", f"N(0, 1) {tuple(shape)} for {label}{note}", unit_dim)
+
+
+# Sizes tried in order when the forward rejects the first: the spatial sizes datasets and papers
+# use (CIFAR 32, MNIST 28, DCGAN 64, Atari 84, STL 96, ImageNet 224, Inception 299; 1 for a
+# generator's latent map), a flattened feature map into a fixed-width Linear fixing one of them;
+# a Linear first layer may take a set or a sequence (batch, n, in).
+_SPATIAL = {1: (64, 128, 256, 1024, 16000), 2: (32, 28, 64, 84, 96, 128, 224, 256, 299), 3: (16, 32, 64)}
+_SPATIAL_T = {1: (16, 1, 4, 64), 2: (8, 1, 4, 16, 32), 3: (4, 1, 8)}
+_TRIAL_BATCH = 2
+_TRIAL_SECONDS = 20.0
+
+
+def _candidate_shapes(m: nn.Module, batch: int) -> list[tuple[int, ...]]:
+    """The input shapes to try for first layer ``m``, the default (:func:`_shape_for`) first."""
+    first = _shape_for(m, batch)
+    if first is None:
+        return []
+    if isinstance(m, nn.Linear):
+        return [first, (batch, SEQ_LEN, m.in_features)]
+    if isinstance(m, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm)) and len(first) >= 3:
+        sizes = (_SPATIAL_T if isinstance(m, nn.modules.conv._ConvTransposeNd) else _SPATIAL)[len(first) - 2]
+        return [first] + [(*first[:2], *(s,) * (len(first) - 2)) for s in sizes if s != first[2]]
+    return [first]
+
+
+def _first_accepted(module: nn.Module, shapes: list[tuple[int, ...]], dtype: torch.dtype) -> int:
+    """The index of the first shape whose N(0, 1) input the module's forward runs on (eval mode,
+    no gradient, every buffer and mode put back); 0 (the default) when there is one shape or
+    none runs within ``_TRIAL_SECONDS``."""
+    if len(shapes) < 2:
+        return 0
+    import time
+
+    from initaudit.probe.torch_probe import _Snapshot
+
+    start = time.monotonic()
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    for i, shape in enumerate(shapes):
+        snapshot = _Snapshot(module)
+        try:
+            module.eval()
+            with snapshot.writes, torch.no_grad(), torch.random.fork_rng():
+                module(torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device, dtype))
+            return i
+        except Exception:  # the model's own shape check: try the next common size
+            pass
+        finally:
+            snapshot.restore()
+        if time.monotonic() - start > _TRIAL_SECONDS:
+            break
+    return 0
 
 
 def cast_to_model(inputs: ProbeInputs, module: nn.Module) -> ProbeInputs:
