@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -351,13 +352,14 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
         def shapes(b: int) -> list[tuple[int, ...]]:
             # (batch, features) in front of a sequence-first layer gets the sequence in front
             return [(SEQ_LEN, *s) if sequence_first and len(s) == 2 else s for s in _candidate_shapes(m, b)]
-        if not shapes(batch):
+        candidates = shapes(batch)
+        if not candidates:
             raise ProbeInputError(f"cannot infer an input for the first layer {label}; give "
                                   "--input-shape or --inputs")
         chosen = _first_accepted(module, shapes(_TRIAL_BATCH), dtype)
-        shape = shapes(batch)[chosen]
+        shape = candidates[chosen]
         if chosen:
-            rejected = ", ".join(str(s) for s in shapes(batch)[:chosen])
+            rejected = ", ".join(str(s) for s in candidates[:chosen])
             note = (f" (the forward rejects {rejected}; this is the first common size it accepts: "
                     "give --input-shape for another)")
         unit_dim = 1 if _channel_first(m) else -1
@@ -394,9 +396,7 @@ def _first_accepted(module: nn.Module, shapes: list[tuple[int, ...]], dtype: tor
     none runs within ``_TRIAL_SECONDS``."""
     if len(shapes) < 2:
         return 0
-    import time
-
-    from initaudit.probe.torch_probe import _Snapshot
+    from initaudit.probe.torch_probe import _Snapshot  # torch_probe imports this module
 
     start = time.monotonic()
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
