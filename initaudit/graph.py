@@ -566,3 +566,14 @@ def off_dataflow(graph: ModelGraph) -> set[str]:
         return set()
     placed = {n for node in graph.nodes for n in (node.param, node.bias, *node.norm_params) if n}
     return {p.name for p in graph.weights() if not placed.intersection([p.name, *p.aliases])}
+
+
+def input_prefix(nodes: list[Node]) -> list[Node]:
+    """The nodes before the first layer, embedding or norm (in the graph's topological order):
+    what the forward does to its input before any weight reads it (``x / 255``)."""
+    prefix = []
+    for node in nodes:
+        if node.kind in ("layer", "embedding", "norm"):
+            break
+        prefix.append(node)
+    return prefix

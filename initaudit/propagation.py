@@ -64,7 +64,7 @@ import torch
 
 from initaudit import unitwise
 from initaudit.analysis import TensorStats
-from initaudit.graph import ModelGraph, Node, OpKind, ParamRole, merge_trunks, side_branch_nodes
+from initaudit.graph import ModelGraph, Node, OpKind, ParamRole, input_prefix, merge_trunks, side_branch_nodes
 from initaudit.quadrature import activation_numpy, gamma_rule
 from initaudit.signal_moments import (Moments, activation_moments, average, max_moments, mixture, product,
                                       residual_sum, weighted)
@@ -179,6 +179,8 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats],
     def pstats(name: str | None) -> TensorStats | None:
         return stats(name) if name and name in params else None
 
+    prefix = {n.name for n in input_prefix(graph.nodes)}
+
     def fresh(m: Moments, origin: str) -> _State:
         return _State(m, m.var, m.distinct_var / m.var if m.var > 0 else 1.0, 0, origin)
 
@@ -239,7 +241,9 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats],
                 gm, gv = _stat_moments(stats(node.param))
                 gm += float(node.attrs.get("offset", 0.0))
                 ms.append(Moments.gaussian(gm, gv, 0.0, 0.0))
-            if "scale" in node.attrs:
+            if "scale" in node.attrs and node.name not in prefix:
+                # before the first layer a constant (x / 255) is the data's own scale: the
+                # unit-variance input stands where the first layer reads it (probe.profile.input_gain)
                 s = float(node.attrs["scale"])
                 ms.append(Moments.gaussian(s, 0.0, 0.0, 0.0))
             unknown = next((s.unknown for s in ins if s.unknown), None)

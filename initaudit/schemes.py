@@ -378,8 +378,9 @@ def fixed_std_conventions(weights, stats, rel: float = 0.1) -> dict[str, float]:
     """Layers drawn at one std shared by layers of different fans (normal(0.02) of Hugging Face
     ``initializer_range``, timm's trunc_normal(0.02), VGG's N(0, 0.01) linears): a std that no
     fan-dependent scheme gives twice. Returns param name -> the shared std, for groups of at
-    least two layers with at least two distinct fan_in values whose stds agree within ``rel``
-    (plus the sampling error)."""
+    least two layers whose stds agree within ``rel`` (plus the sampling error) and whose fan_in
+    values are far enough apart (sqrt(max / min) > 1 + 2 rel) that no 1 / sqrt(fan_in) scheme
+    gives stds that agree."""
     rows = [(p, stats(p.name)) for p in weights if p.fan_in and p.kind.value in
             ("linear", "conv", "conv-transpose", "attention")]
     rows = [(p, s) for p, s in rows if s.std > 0 and math.isfinite(s.std)]
@@ -392,7 +393,10 @@ def fixed_std_conventions(weights, stats, rel: float = 0.1) -> dict[str, float]:
         while j + 1 < len(rows) and rows[j + 1][1].std <= base * (1 + rel + 3 / math.sqrt(2 * rows[j + 1][1].numel)):
             j += 1
         group = rows[i:j + 1]
-        if len(group) >= 2 and len({p.fan_in for p, _ in group}) >= 2:
+        fans = [p.fan_in for p, _ in group]
+        # fans close enough that 1/sqrt(fan) stays within the agreement (the Nature DQN's 512
+        # and 576: PyTorch's default at each) are no evidence of a std shared across fans
+        if len(group) >= 2 and math.sqrt(max(fans) / min(fans)) > 1 + 2 * rel:
             shared = math.exp(sum(math.log(s.std) for _, s in group) / len(group))
             out.update({p.name: shared for p, _ in group})
         i = j + 1

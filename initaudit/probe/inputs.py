@@ -49,6 +49,8 @@ from initaudit.graph import ModelGraph
 from initaudit.loaders.pickle_safety import scan_checkpoint
 from initaudit.loaders.torch_module import is_hf_conv1d
 from initaudit.probe.conventions import elements, from_convention
+from initaudit.probe.profile import input_rescale
+from initaudit.rule import fmt
 
 SEQ_LEN = 16
 CONV_SPATIAL = {1: (64,), 2: (32, 32), 3: (16, 16, 16)}
@@ -364,7 +366,13 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
                     "give --input-shape for another)")
         unit_dim = 1 if _channel_first(m) else -1
     x = torch.randn(shape, generator=gen)
-    return ProbeInputs((x.to(dtype),), {}, "synthetic", f"N(0, 1) {tuple(shape)} for {label}{note}", unit_dim)
+    spread = "N(0, 1)"
+    rescale = input_rescale(graph)
+    if rescale != 1.0:  # the forward scales its input (x / 255): the first layer reads unit spread
+        x = x * rescale
+        spread = (f"N(0, {fmt(rescale)}^2) (the forward multiplies its input by {fmt(1 / rescale)} "
+                  "before the first layer, which so reads unit spread)")
+    return ProbeInputs((x.to(dtype),), {}, "synthetic", f"{spread} {tuple(shape)} for {label}{note}", unit_dim)
 
 
 # Sizes tried in order when the forward rejects the first: the spatial sizes datasets and papers

@@ -34,11 +34,23 @@ import torch
 
 from initaudit.graph import PASS_THROUGH, Activation, ModelGraph, Node
 from initaudit.probe.onnx_inputs import GraphInputs, synthetic_inputs
-from initaudit.probe.onnx_requests import CannotSynthesise, check_batch_size, check_given
+from initaudit.probe.onnx_requests import (
+    CannotSynthesise,
+    check_batch_size,
+    check_given,
+)
+from initaudit.probe.onnx_segments import (
+    _node_inputs,
+    _segment_model,
+    _site_bytes,
+    _Weights,
+    plan_segments,
+    probe_graph,
+)
 from initaudit.probe.ort_process import IsolatedRuntime, RuntimeCrash, memory_limit
-from initaudit.probe.onnx_segments import (_node_inputs, _segment_model, _site_bytes, _Weights, plan_segments,
-                                          probe_graph)
+from initaudit.probe.profile import input_rescale
 from initaudit.probe.result import ProbeResult, SiteStats
+from initaudit.rule import fmt
 
 _DEFAULT_BUDGET = 128 << 20
 
@@ -379,6 +391,14 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
     except CannotSynthesise as exc:
         return _runtime_failed(f"no probe inputs: {exc}", graph, batch_size, seed)
     notes += input_notes
+    spread = "N(0,1) floats"
+    floats = [k for k, a in feeds.items() if a.dtype.kind == "f"]
+    rescale = input_rescale(graph)
+    if not inputs and len(floats) == 1 and rescale != 1.0:
+        # the graph scales its input (x / 255) before the first layer: feed what makes it read unit spread
+        feeds[floats[0]] = (feeds[floats[0]] * rescale).astype(feeds[floats[0]].dtype, copy=False)
+        spread = (f"N(0, {fmt(rescale)}^2) floats (the graph multiplies its input by {fmt(1 / rescale)} "
+                  "before the first layer, which so reads unit spread)")
     lead = [a.shape[0] for a in feeds.values() if a.ndim]
     used_batch = lead[0] if lead else batch_size
     first = next((a for a in feeds.values() if a.dtype.kind == "f"), None)
@@ -456,7 +476,7 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
         input_std=input_std, sites=out, grads=None, loss=None, device="cpu",
         mode="onnxruntime, forward only; BatchNormalization with batch statistics (as the torch probe)",
         inputs_source=("given arrays" if inputs else
-                       "synthetic: N(0,1) floats, embedding ids uniform in the table, dynamic dims = batch size"),
+                       f"synthetic: {spread}, embedding ids uniform in the table, dynamic dims = batch size"),
         input_shapes=[list(a.shape) for a in feeds.values()], notes=notes)
 
 

@@ -4,9 +4,10 @@ its segment starts (the input, an embedding or a normalisation)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
-from initaudit.graph import Param
+from initaudit.graph import Param, input_prefix
 from initaudit.probe.result import ProbeResult, SiteStats
 from initaudit.propagation import LayerSignal
 
@@ -30,15 +31,32 @@ class MeasuredLayer:
 
 
 def input_gain(graph) -> float:
-    """The product of the constant per-channel factors (``attrs["channel_scale"]``) between the
-    graph's input and the first layer: an image normalisation inside the graph, which the static
-    prediction's unit-variance input already stands after."""
+    """The product of the constant factors between the graph's input and the first layer: a
+    scalar (``attrs["scale"]``: ``x / 255`` in an Atari or image model) or per-channel
+    (``attrs["channel_scale"]``: an image normalisation inside the graph). The static
+    prediction's unit-variance input stands after them, where the first layer reads it."""
     gain = 1.0
-    for node in graph.nodes:
-        if node.kind in ("layer", "embedding", "norm"):
-            break
-        gain *= float(node.attrs.get("channel_scale", 1.0)) if node.attrs else 1.0
+    for node in input_prefix(graph.nodes):
+        attrs = node.attrs or {}
+        if node.kind == "mul" and not node.param:
+            gain *= abs(float(attrs.get("scale", 1.0))) * float(attrs.get("channel_scale", 1.0))
     return gain
+
+
+def input_rescale(graph) -> float:
+    """The factor that gives the first layer unit-variance synthetic input: ``1 / gain`` where
+    the forward only multiplies its input by scalar constants before the first layer (``x / 255``
+    fed N(0, 1) would hand the first layer std 0.004, and its biases would make the signal);
+    1.0 where anything else sits there (a mean shifted away, a per-channel normalisation, whose
+    input has a scale of its own: an image in [0, 1])."""
+    prefix = input_prefix(graph.nodes)
+    if any(n.kind == "mul" and (n.param or len(n.inputs) != 1 or "scale" not in (n.attrs or {})
+                                or "shift" in n.attrs or "channel_scale" in n.attrs) for n in prefix):
+        return 1.0
+    if any(n.kind not in ("input", "mul", "transparent") for n in prefix):
+        return 1.0
+    gain = input_gain(graph)
+    return 1.0 / gain if gain > 0 and math.isfinite(gain) and abs(math.log(gain)) > 0.01 else 1.0
 
 
 def measured_profile(signal: list[LayerSignal], probe: ProbeResult | None,
