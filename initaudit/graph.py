@@ -278,9 +278,10 @@ def _descends(nodes: dict[str, Node], index: dict[str, int], start: str, ancesto
 def merge_trunks(nodes: list[Node]) -> dict[str, str]:
     """For each ``add`` or ``mul`` of several signal branches, the input every other input
     descends from, when there is one: the skip of a residual block ``x + f(x)``, the signal a
-    squeeze-excite or attention gate scales, ``x * sigmoid(g(x))``. The other inputs are side
-    branches of that trunk. Parallel branches (``gate(x) * up(x)``, a downsampling shortcut
-    beside the block, a recurrent cell's ``x W_ih + h W_hh``) have no trunk."""
+    squeeze-excite or attention gate scales, ``x * sigmoid(g(x))``, or an add's input that is
+    that signal pooled or sliced with no weight on the way (SEW's ``pool(x) + pos_conv(x)``).
+    The other inputs are side branches of that trunk. Parallel branches (``gate(x) * up(x)``, a
+    downsampling conv shortcut beside the block, a recurrent cell's ``x W_ih + h W_hh``) have none."""
     index = {n.name: i for i, n in enumerate(nodes)}
     by_name = {n.name: n for n in nodes}
     out: dict[str, str] = {}
@@ -291,7 +292,18 @@ def merge_trunks(nodes: list[Node]) -> dict[str, str]:
         first = min(ins, key=index.__getitem__)  # only the earliest can lie behind all the others
         if all(_descends(by_name, index, i, first) for i in ins if i != first):
             out[node.name] = first
+        elif node.kind == "add":
+            out.update({node.name: c for c in ins if (base := _weightless_source(by_name, c)) != c
+                        and all(_descends(by_name, index, i, base) for i in ins if i != c)})
     return out
+
+
+def _weightless_source(nodes: dict[str, Node], name: str) -> str:
+    """The node behind ``name`` across single-input pooling and shape-only ops."""
+    while (node := nodes[name]).kind in ("transparent", "pool-avg", "pool-max") and len(node.inputs) == 1 \
+            and node.inputs[0] in nodes and not node.param:
+        name = node.inputs[0]
+    return name
 
 
 def side_branch_nodes(nodes: list[Node]) -> set[str]:
