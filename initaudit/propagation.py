@@ -92,6 +92,9 @@ class LayerSignal:
     side_branch: bool = False
     # std, ratio and mean carried unit by unit through the actual weights (initaudit.unitwise)
     per_unit: bool = False
+    # constant factors between ``origin`` and the segment's first layer (an embedding times
+    # sqrt(d_model)): the ratio is taken from the signal that layer reads, origin's times this
+    start_gain: float = 1.0
 
 
 @dataclass
@@ -109,6 +112,7 @@ class _State:
     # the signal unit by unit (initaudit.unitwise) on a dense chain from the input whose
     # weights are at hand; width 0: the standardised input, its width read at the first layer
     unit: unitwise.UnitMoments | None = None
+    start_gain: float = 1.0  # LayerSignal.start_gain
 
 
 def _stat_moments(stats: TensorStats | None) -> tuple[float, float]:
@@ -250,7 +254,15 @@ def predict(graph: ModelGraph, stats: Callable[[str], TensorStats],
             m = product(ms)
             if "shift" in node.attrs:  # c - x (graph.constant_sub): the mean moves by c
                 m = replace(m, a=tuple(x + float(node.attrs["shift"]) for x in m.a))
-            if trunks.get(node.name) in state:  # a gate scales the trunk: one more step on the trunk's segment
+            if "scale" in node.attrs and len(ins) == 1 and not node.param and first.depth == 0 \
+                    and node.name not in prefix and first.origin_var > 0:
+                # a constant before the segment's first layer (Vaswani's, Gemma's, fairseq's
+                # embedding times sqrt(d_model)) sets the scale of what that layer reads, by
+                # design: the segment's reference moves with it
+                s = abs(float(node.attrs["scale"]))
+                state[node.name] = replace(first, m=m, origin_var=first.origin_var * s * s,
+                                           start_gain=first.start_gain * s, unknown=unknown, fluct=False)
+            elif trunks.get(node.name) in state:  # a gate scales the trunk: one more step on the trunk's segment
                 main = state[trunks[node.name]]
                 state[node.name] = replace(main, m=m, depth=main.depth + 1, unknown=unknown, fluct=False)
             else:
@@ -378,7 +390,7 @@ def _layer(x: _State, fan_in: float, w: TensorStats, b: TensorStats | None,
         m = mixture(pw, a, v, spread, d)
     own = bv if math.isfinite(bv) else 0.0
     return _State(m, x.origin_var, x.origin_distinct, x.depth + 1, x.origin, x.unknown, own,
-                  fluct=units is not None)
+                  fluct=units is not None, start_gain=x.start_gain)
 
 
 def _signal(param: str, layer: str, st: _State) -> LayerSignal:
@@ -407,4 +419,4 @@ def _signal(param: str, layer: str, st: _State) -> LayerSignal:
         std = math.sqrt(var) if math.isfinite(var) else math.inf
         ratio = math.sqrt(own / st.origin_var) if math.isfinite(own) else math.inf
     return LayerSignal(param, layer, std, ratio, st.depth, st.origin, mean, distinct_ratio, corr,
-                       per_unit=per_unit)
+                       per_unit=per_unit, start_gain=st.start_gain)

@@ -378,9 +378,8 @@ def fixed_std_conventions(weights, stats, rel: float = 0.1) -> dict[str, float]:
     """Layers drawn at one std shared by layers of different fans (normal(0.02) of Hugging Face
     ``initializer_range``, timm's trunc_normal(0.02), VGG's N(0, 0.01) linears): a std that no
     fan-dependent scheme gives twice. Returns param name -> the shared std, for groups of at
-    least two layers whose stds agree within ``rel`` (plus the sampling error) and whose fan_in
-    values are far enough apart (sqrt(max / min) > 1 + 2 rel) that no 1 / sqrt(fan_in) scheme
-    gives stds that agree."""
+    least two layers whose stds agree within ``rel`` (plus the sampling error) and that no
+    fan-dependent scheme gives agreeing stds (:func:`_fans_explain`)."""
     rows = [(p, stats(p.name)) for p in weights if p.fan_in and p.kind.value in
             ("linear", "conv", "conv-transpose", "attention")]
     rows = [(p, s) for p, s in rows if s.std > 0 and math.isfinite(s.std)]
@@ -393,11 +392,24 @@ def fixed_std_conventions(weights, stats, rel: float = 0.1) -> dict[str, float]:
         while j + 1 < len(rows) and rows[j + 1][1].std <= base * (1 + rel + 3 / math.sqrt(2 * rows[j + 1][1].numel)):
             j += 1
         group = rows[i:j + 1]
-        fans = [p.fan_in for p, _ in group]
-        # fans close enough that 1/sqrt(fan) stays within the agreement (the Nature DQN's 512
-        # and 576: PyTorch's default at each) are no evidence of a std shared across fans
-        if len(group) >= 2 and math.sqrt(max(fans) / min(fans)) > 1 + 2 * rel:
+        if len(group) >= 2 and not _fans_explain([p for p, _ in group], rel):
             shared = math.exp(sum(math.log(s.std) for _, s in group) / len(group))
             out.update({p.name: shared for p, _ in group})
         i = j + 1
     return out
+
+
+def _fans_explain(params, rel: float) -> bool:
+    """Whether one fan of every layer in ``params`` lies within (1 + 2 rel)^2 of the others, so
+    that a 1 / sqrt(fan) scheme gives them agreeing stds: the true fan_in (the Nature DQN's 512
+    and 576 at PyTorch's default), the fans torch's shape rule reads (a ConvTranspose2d(32, 16,
+    3) drawn at the fan_in 144 of the Conv2d(16, 32, 3) it mirrors) or fan_out (torchvision's He
+    fan-out). Not the sum of the two: layers of alternating widths (64 -> 128 -> 64) share it, and
+    a 0.02 drawn there is still a std shared across fans."""
+    fans = (lambda p: p.fan_in, lambda p: p.init_fan_in or p.fan_in, lambda p: p.fan_out,
+            lambda p: p.init_fan_out or p.fan_out)
+    for fan in fans:
+        values = [fan(p) for p in params]
+        if all(values) and math.sqrt(max(values) / min(values)) <= 1 + 2 * rel:
+            return True
+    return False

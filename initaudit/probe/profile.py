@@ -27,7 +27,7 @@ class MeasuredLayer:
         o = self.origin
         if o is None or o.nonfinite or self.site.nonfinite or not o.spread > 0:
             return None
-        return self.site.spread * abs(self.scale) / o.spread
+        return self.site.spread * abs(self.scale) / (o.spread * self.signal.start_gain)
 
 
 def input_gain(graph) -> float:

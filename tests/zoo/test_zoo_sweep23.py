@@ -102,3 +102,35 @@ def test_sew_positional_conv_is_a_branch_beside_the_pooled_stream(tmp_path):
         assert depth == []
         (row,) = [s for s in report.to_json()["signal"] if s["layer"] == "sew.encoder.pos_conv_embed.conv"]
         assert row["side_branch"]
+
+
+# --- diffusers VQModel: the decoder reads a codebook drawn at U(-1/K, 1/K) ----------------------------
+
+def test_vqmodel_decoder_reads_codebook_vectors_a_hundredth_of_the_latents(tmp_path):
+    """VectorQuantizer draws its codebook U(-1/K, 1/K) (K = 64 entries: |e| <= 0.016), and the
+    straight-through ``z + (e - z).detach()`` hands post_quant_conv the codebook vectors
+    themselves. Measured: the quantised latents' spread is about 1% of the encoder's (what
+    IA204 reports at post_quant_conv, 0.011x), so at init the decoder reads mostly its bias and
+    barely depends on its input. True (the codebook loss pulls the entries out); pinned."""
+    pytest.importorskip("diffusers")
+    import diffusers
+
+    torch.manual_seed(0)
+    model = diffusers.VQModel(in_channels=3, out_channels=3, block_out_channels=(32, 64),
+                              down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+                              up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), latent_channels=4,
+                              norm_num_groups=8, num_vq_embeddings=64, sample_size=32).eval()
+    assert float(model.quantize.embedding.weight.abs().max()) <= 1 / 64
+    seen = {}
+    hooks = [model.quant_conv.register_forward_hook(lambda m, i, o: seen.update(latent=o)),
+             model.post_quant_conv.register_forward_pre_hook(lambda m, a: seen.update(quantised=a[0]))]
+    with torch.no_grad():
+        model(torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)))
+    for h in hooks:
+        h.remove()
+    assert float(seen["quantised"].std()) < 0.05 * float(seen["latent"].std())
+
+    path = save_safetensors(model, tmp_path / "vq.safetensors")
+    for report in (initaudit.audit(model), initaudit.audit(str(path), model=model)):
+        alarms = [(f.rule, f.layer) for f in report.findings if f.severity.value in ("error", "warning")]
+        assert alarms == [("IA204", "post_quant_conv")], alarms
