@@ -98,3 +98,56 @@ def test_a_forward_that_rejects_every_size_reports_its_own_error_on_the_default(
     assert not probe["ran"]
     assert "this model wants a dict of tensors" in probe["skipped_reason"]
     assert "(64, 3, 32, 32)" in probe["skipped_reason"]
+
+
+class Translator(nn.Module):
+    """The PyTorch translation tutorial's shape: source and target tables around nn.Transformer."""
+
+    def __init__(self, batch_first: bool = True):
+        super().__init__()
+        self.src_emb, self.tgt_emb = nn.Embedding(50, 32), nn.Embedding(40, 32)
+        self.transformer = nn.Transformer(32, 4, 1, 1, 64, 0.0, batch_first=batch_first)
+        self.generator = nn.Linear(32, 40)
+
+    def forward(self, src, tgt):
+        return self.generator(self.transformer(self.src_emb(src), self.tgt_emb(tgt)))
+
+
+class Siamese(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.tower = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 8))
+
+    def forward(self, a, b):
+        return (self.tower(a) - self.tower(b)).pow(2).sum(-1)
+
+
+@pytest.mark.parametrize(("batch_first", "lead"), [(True, [4, 16]), (False, [16, 4])])
+def test_a_forward_of_source_and_target_tokens_gets_ids_for_each_table(batch_first, lead):
+    torch.manual_seed(0)
+    probe = _probe(Translator(batch_first))
+    assert probe["ran"], probe["skipped_reason"]
+    assert probe["input_shapes"] == [lead, lead]
+    assert "src: token ids uniform on [0, 50)" in probe["inputs_source"]
+    assert "tgt: token ids uniform on [0, 40)" in probe["inputs_source"]
+
+
+def test_a_siamese_forward_gets_the_first_layers_input_for_each():
+    torch.manual_seed(0)
+    probe = _probe(Siamese())
+    assert probe["ran"] and probe["input_shapes"] == [[4, 12], [4, 12]]
+
+
+def test_a_second_input_the_forward_cannot_take_as_such_still_asks_for_inputs():
+    class Strict(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x, lengths):  # lengths: one int per sample, not a second (batch, 8)
+            assert lengths.dim() == 1
+            return self.fc(x)[torch.arange(x.shape[0]), lengths.long().clamp(0, 3)]
+
+    torch.manual_seed(0)
+    probe = initaudit.audit(Strict()).to_json()["probe"]
+    assert not probe["ran"] and "2 required inputs" in probe["skipped_reason"]

@@ -318,10 +318,15 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
                                  made.convention)
             return inputs
     required = _required_inputs(module)
+    several = _several(module, graph, required, batch, seed) if len(required) > 1 and not input_shapes else None
+    if several is not None:
+        return several
     if len(required) != 1:
         names = ", ".join(required) or "none"
         raise ProbeInputError(f"forward() takes {len(required)} required inputs ({names}); synthetic "
-                              "inputs are made for one; give --inputs FILE or define example_inputs()")
+                              "inputs are made for one or, one per input, token ids for as many "
+                              "embeddings or the first layer's input for each, which the forward "
+                              "rejects; give --inputs FILE or define example_inputs()")
     input_shape = None
     if input_shapes:
         if len(input_shapes) > 1 or next(iter(input_shapes)) not in ("", required[0]):
@@ -398,30 +403,65 @@ def _candidate_shapes(m: nn.Module, batch: int) -> list[tuple[int, ...]]:
     return [first]
 
 
-def _first_accepted(module: nn.Module, shapes: list[tuple[int, ...]], dtype: torch.dtype) -> int:
-    """The index of the first shape whose N(0, 1) input the module's forward runs on (eval mode,
-    no gradient, every buffer and mode put back); 0 (the default) when there is one shape or
-    none runs within ``_TRIAL_SECONDS``."""
-    if len(shapes) < 2:
-        return 0
+def _runs(module: nn.Module, args: tuple) -> bool:
+    """Whether the module's forward runs on ``args`` (eval mode, no gradient, every buffer and
+    mode put back)."""
     from initaudit.probe.torch_probe import _Snapshot  # torch_probe imports this module
 
+    snapshot = _Snapshot(module)
+    try:
+        module.eval()
+        with snapshot.writes, torch.no_grad(), torch.random.fork_rng():
+            module(*args)
+        return True
+    except Exception:  # the model's own shape check
+        return False
+    finally:
+        snapshot.restore()
+
+
+def _first_accepted(module: nn.Module, shapes: list[tuple[int, ...]], dtype: torch.dtype) -> int:
+    """The index of the first shape whose N(0, 1) input the module's forward runs on
+    (:func:`_runs`); 0 (the default) when there is one shape or none runs within
+    ``_TRIAL_SECONDS``."""
+    if len(shapes) < 2:
+        return 0
     start = time.monotonic()
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     for i, shape in enumerate(shapes):
-        snapshot = _Snapshot(module)
-        try:
-            module.eval()
-            with snapshot.writes, torch.no_grad(), torch.random.fork_rng():
-                module(torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device, dtype))
+        if _runs(module, (torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device, dtype),)):
             return i
-        except Exception:  # the model's own shape check: try the next common size
-            pass
-        finally:
-            snapshot.restore()
         if time.monotonic() - start > _TRIAL_SECONDS:
             break
     return 0
+
+
+def _several(module: nn.Module, graph: ModelGraph, required: list[str], batch: int,
+             seed: int) -> ProbeInputs | None:
+    """Inputs for a forward of several required inputs, where one trial forward accepts them:
+    token ids for each from the embeddings in forward order when the model has at least as many
+    (a translation model's ``forward(src, tgt)``: source and target tables), else the first
+    layer's input for each (a siamese ``forward(x1, x2)`` through one tower). None otherwise."""
+    layers = list(_layers_in_order(module, graph))
+    tables = [(n, m) for n, m in layers if isinstance(m, nn.Embedding)]
+    gen = torch.Generator().manual_seed(seed)
+    lead = (SEQ_LEN, batch) if batch_dim(module, graph) == 1 else (batch, SEQ_LEN)
+    if len(tables) >= len(required):
+        args = tuple(torch.randint(0, m.num_embeddings, lead, generator=gen) for _, m in tables[:len(required)])
+        what = "; ".join(f"{arg}: token ids uniform on [0, {m.num_embeddings}) {lead} for {n}"
+                         for arg, (n, m) in zip(required, tables))
+    elif layers and (shape := _shape_for(layers[0][1], batch)) is not None and not tables:
+        name, m = layers[0]
+        dtype = next((p.dtype for p in m.parameters(recurse=False) if p.is_floating_point()), torch.float32)
+        args = tuple(torch.randn(shape, generator=gen).to(dtype) for _ in required)
+        what = f"{', '.join(required)}: N(0, 1) {tuple(shape)} each, for {name} ({type(m).__name__})"
+    else:
+        return None
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    if not _runs(module, tuple(a.to(device) for a in args)):
+        return None
+    unit_dim = 1 if not tables and _channel_first(layers[0][1]) else -1
+    return ProbeInputs(args, {}, "synthetic", f"{what} (one per required input of forward())", unit_dim)
 
 
 def cast_to_model(inputs: ProbeInputs, module: nn.Module) -> ProbeInputs:
