@@ -137,6 +137,8 @@ class PredictedVanishing(_SignalRule):
     energy fluctuation split off, so the weight draw in hand is predicted, not the typical one.
     Reports the deepest collapse of sqrt(q_l / q_start) along a segment that
     starts at the input, an embedding or a normalisation, once it spans ``min_depth`` layers.
+    q_start is what the segment's first layer reads: constants before it (``x / 255``, an
+    embedding times sqrt(d_model)) set the data's scale by design and are part of the start.
     Not judged: layers on a side branch of a trunk (inside a residual branch x + f(x), a gate
     x * sigmoid(g(x)), the query and key of attention), residual branch ends and output heads.
     A layer that feeds only the head is judged with its own shrink r < 1 (std / its scheme's)
