@@ -403,21 +403,28 @@ def _candidate_shapes(m: nn.Module, batch: int) -> list[tuple[int, ...]]:
     return [first]
 
 
-def _runs(module: nn.Module, args: tuple) -> bool:
+def _runs(module: nn.Module, args: tuple, read_by_layers: bool = False) -> bool:
     """Whether the module's forward runs on ``args`` (eval mode, no gradient, every buffer and
-    mode put back)."""
+    mode put back); with ``read_by_layers``, also whether each arg is itself the input of a
+    module with parameters (a second sample or token sequence, not a mask the forward
+    multiplies by, which N(0, 1) would fake)."""
     from initaudit.probe.torch_probe import _Snapshot  # torch_probe imports this module
 
+    read: set[int] = set()
+    hooks = [m.register_forward_pre_hook(lambda m, a: read.update(id(t) for t in a if isinstance(t, torch.Tensor)))
+             for m in module.modules() if read_by_layers and any(True for _ in m.parameters(recurse=False))]
     snapshot = _Snapshot(module)
     try:
         module.eval()
         with snapshot.writes, torch.no_grad(), torch.random.fork_rng():
             module(*args)
-        return True
+        return not read_by_layers or all(id(a) in read for a in args)
     except Exception:  # the model's own shape check
         return False
     finally:
         snapshot.restore()
+        for h in hooks:
+            h.remove()
 
 
 def _first_accepted(module: nn.Module, shapes: list[tuple[int, ...]], dtype: torch.dtype) -> int:
@@ -441,7 +448,8 @@ def _several(module: nn.Module, graph: ModelGraph, required: list[str], batch: i
     """Inputs for a forward of several required inputs, where one trial forward accepts them:
     token ids for each from the embeddings in forward order when the model has at least as many
     (a translation model's ``forward(src, tgt)``: source and target tables), else the first
-    layer's input for each (a siamese ``forward(x1, x2)`` through one tower). None otherwise."""
+    layer's input for each (a siamese ``forward(x1, x2)`` through one tower), each read by a
+    layer itself (:func:`_runs`). None otherwise."""
     layers = list(_layers_in_order(module, graph))
     tables = [(n, m) for n, m in layers if isinstance(m, nn.Embedding)]
     gen = torch.Generator().manual_seed(seed)
@@ -458,7 +466,8 @@ def _several(module: nn.Module, graph: ModelGraph, required: list[str], batch: i
     else:
         return None
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    if not _runs(module, tuple(a.to(device) for a in args)):
+    args = tuple(a.to(device) for a in args)
+    if not _runs(module, args, read_by_layers=True):
         return None
     unit_dim = 1 if not tables and _channel_first(layers[0][1]) else -1
     return ProbeInputs(args, {}, "synthetic", f"{what} (one per required input of forward())", unit_dim)
