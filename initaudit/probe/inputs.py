@@ -49,8 +49,7 @@ from initaudit.graph import ModelGraph
 from initaudit.loaders.pickle_safety import scan_checkpoint
 from initaudit.loaders.torch_module import is_hf_conv1d
 from initaudit.probe.conventions import elements, from_convention
-from initaudit.probe.profile import input_rescale
-from initaudit.rule import fmt
+from initaudit.probe.profile import input_rescale, rescaled_spread
 
 SEQ_LEN = 16
 CONV_SPATIAL = {1: (64,), 2: (32, 32), 3: (16, 16, 16)}
@@ -350,7 +349,7 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
         ids = torch.randint(0, m.num_embeddings, shape, generator=gen)
         return ProbeInputs((ids,), {}, "synthetic",
                            f"token ids uniform on [0, {m.num_embeddings}) {tuple(shape)} for {label}", -1)
-    dtype = next((p.dtype for p in m.parameters(recurse=False) if p.is_floating_point()), torch.float32)
+    dtype = _own_float_dtype(m)
     note = ""
     if input_shape is not None:
         shape = input_shape
@@ -375,8 +374,7 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
     rescale = input_rescale(graph)
     if rescale != 1.0:  # the forward scales its input (x / 255): the first layer reads unit spread
         x = x * rescale
-        spread = (f"N(0, {fmt(rescale)}^2) (the forward multiplies its input by {fmt(1 / rescale)} "
-                  "before the first layer, which so reads unit spread)")
+        spread = " ".join(rescaled_spread(rescale, "forward"))
     return ProbeInputs((x.to(dtype),), {}, "synthetic", f"{spread} {tuple(shape)} for {label}{note}", unit_dim)
 
 
@@ -401,6 +399,14 @@ def _candidate_shapes(m: nn.Module, batch: int) -> list[tuple[int, ...]]:
         sizes = (_SPATIAL_T if isinstance(m, nn.modules.conv._ConvTransposeNd) else _SPATIAL)[len(first) - 2]
         return [first] + [(*first[:2], *(s,) * (len(first) - 2)) for s in sizes if s != first[2]]
     return [first]
+
+
+def _own_float_dtype(m: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in m.parameters(recurse=False) if p.is_floating_point()), torch.float32)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next((p.device for p in module.parameters()), torch.device("cpu"))
 
 
 def _runs(module: nn.Module, args: tuple, read_by_layers: bool = False) -> bool:
@@ -434,7 +440,7 @@ def _first_accepted(module: nn.Module, shapes: list[tuple[int, ...]], dtype: tor
     if len(shapes) < 2:
         return 0
     start = time.monotonic()
-    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    device = _device_of(module)
     for i, shape in enumerate(shapes):
         if _runs(module, (torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device, dtype),)):
             return i
@@ -460,12 +466,12 @@ def _several(module: nn.Module, graph: ModelGraph, required: list[str], batch: i
                          for arg, (n, m) in zip(required, tables))
     elif layers and (shape := _shape_for(layers[0][1], batch)) is not None and not tables:
         name, m = layers[0]
-        dtype = next((p.dtype for p in m.parameters(recurse=False) if p.is_floating_point()), torch.float32)
+        dtype = _own_float_dtype(m)
         args = tuple(torch.randn(shape, generator=gen).to(dtype) for _ in required)
         what = f"{', '.join(required)}: N(0, 1) {tuple(shape)} each, for {name} ({type(m).__name__})"
     else:
         return None
-    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    device = _device_of(module)
     args = tuple(a.to(device) for a in args)
     if not _runs(module, args, read_by_layers=True):
         return None

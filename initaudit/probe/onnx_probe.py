@@ -34,23 +34,12 @@ import torch
 
 from initaudit.graph import PASS_THROUGH, Activation, ModelGraph, Node
 from initaudit.probe.onnx_inputs import GraphInputs, synthetic_inputs
-from initaudit.probe.onnx_requests import (
-    CannotSynthesise,
-    check_batch_size,
-    check_given,
-)
-from initaudit.probe.onnx_segments import (
-    _node_inputs,
-    _segment_model,
-    _site_bytes,
-    _Weights,
-    plan_segments,
-    probe_graph,
-)
+from initaudit.probe.onnx_requests import CannotSynthesise, check_batch_size, check_given
+from initaudit.probe.onnx_segments import (_node_inputs, _segment_model, _site_bytes, _Weights, plan_segments,
+                                          probe_graph)
 from initaudit.probe.ort_process import IsolatedRuntime, RuntimeCrash, memory_limit
-from initaudit.probe.profile import input_rescale
+from initaudit.probe.profile import input_rescale, rescaled_spread
 from initaudit.probe.result import ProbeResult, SiteStats
-from initaudit.rule import fmt
 
 _DEFAULT_BUDGET = 128 << 20
 
@@ -397,11 +386,11 @@ def run_onnx_probe(graph: ModelGraph, path: str | Path | None = None, *, batch_s
     if not inputs and len(floats) == 1 and rescale != 1.0:
         # the graph scales its input (x / 255) before the first layer: feed what makes it read unit spread
         feeds[floats[0]] = (feeds[floats[0]] * rescale).astype(feeds[floats[0]].dtype, copy=False)
-        spread = (f"N(0, {fmt(rescale)}^2) floats (the graph multiplies its input by {fmt(1 / rescale)} "
-                  "before the first layer, which so reads unit spread)")
+        distribution, why = rescaled_spread(rescale, "graph")
+        spread = f"{distribution} floats {why}"
     lead = [a.shape[0] for a in feeds.values() if a.ndim]
     used_batch = lead[0] if lead else batch_size
-    first = next((a for a in feeds.values() if a.dtype.kind == "f"), None)
+    first = feeds[floats[0]] if floats else None
     out: list[SiteStats] = []
     input_std = 1.0
     if first is not None and first.size:  # as the torch probe: the first float input

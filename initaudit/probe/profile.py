@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 from initaudit.graph import Param, input_prefix
 from initaudit.probe.result import ProbeResult, SiteStats
+from initaudit.rule import fmt
 from initaudit.propagation import LayerSignal
 
 
@@ -43,20 +44,30 @@ def input_gain(graph) -> float:
     return gain
 
 
+def _scalar_scale(node) -> bool:
+    """A parameter-free multiply of one signal by a scalar constant, and nothing else."""
+    attrs = node.attrs or {}
+    return (node.kind == "mul" and not node.param and len(node.inputs) == 1 and "scale" in attrs
+            and "shift" not in attrs and "channel_scale" not in attrs)
+
+
 def input_rescale(graph) -> float:
     """The factor that gives the first layer unit-variance synthetic input: ``1 / gain`` where
     the forward only multiplies its input by scalar constants before the first layer (``x / 255``
     fed N(0, 1) would hand the first layer std 0.004, and its biases would make the signal);
     1.0 where anything else sits there (a mean shifted away, a per-channel normalisation, whose
     input has a scale of its own: an image in [0, 1])."""
-    prefix = input_prefix(graph.nodes)
-    if any(n.kind == "mul" and (n.param or len(n.inputs) != 1 or "scale" not in (n.attrs or {})
-                                or "shift" in n.attrs or "channel_scale" in n.attrs) for n in prefix):
-        return 1.0
-    if any(n.kind not in ("input", "mul", "transparent") for n in prefix):
+    if not all(n.kind in ("input", "transparent") or _scalar_scale(n) for n in input_prefix(graph.nodes)):
         return 1.0
     gain = input_gain(graph)
     return 1.0 / gain if gain > 0 and math.isfinite(gain) and abs(math.log(gain)) > 0.01 else 1.0
+
+
+def rescaled_spread(rescale: float, subject: str) -> tuple[str, str]:
+    """How a synthetic input drawn at ``rescale`` (:func:`input_rescale`) is named in the probe's
+    inputs source: the distribution, and why (``subject``: "forward" or "graph")."""
+    return (f"N(0, {fmt(rescale)}^2)", f"(the {subject} multiplies its input by {fmt(1 / rescale)} "
+                                         "before the first layer, which so reads unit spread)")
 
 
 def measured_profile(signal: list[LayerSignal], probe: ProbeResult | None,
