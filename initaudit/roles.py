@@ -210,6 +210,7 @@ def renormalised_params(graph: ModelGraph) -> set[str]:
     batch statistics renormalise the signal there, so depth measured or predicted across it
     on fresh running statistics (var 1, mean 0: identity) says nothing about training."""
     params = graph.params
+    normalised = {i for node in graph.nodes if node.kind == "norm" for i in node.inputs}
     flagged: dict[str, bool] = {}
     out: set[str] = set()
     for node in graph.nodes:  # topological order
@@ -217,7 +218,9 @@ def renormalised_params(graph: ModelGraph) -> set[str]:
             flagged[node.name] = False
             continue
         upstream = any(flagged.get(i, False) for i in node.inputs)
-        own = node.kind == "layer" and node.param in params and params[node.param].normalized_after
+        # a layer a norm node reads is renormalised there in the graph itself: nothing was folded
+        own = (node.kind == "layer" and node.param in params and params[node.param].normalized_after
+               and node.name not in normalised)
         if node.kind == "layer" and node.param and (upstream or own):
             out.add(node.param)
         flagged[node.name] = upstream or own

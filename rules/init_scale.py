@@ -392,7 +392,18 @@ class InitScale(Rule):
                                                    "scales the initial logits (as a small head does)")
         if severity is None:
             return Severity.INFO, compound, why
+        if p.is_output:
+            why += _measured_output(ctx, p)
         return Severity.WARNING, compound, why
+
+
+def _measured_output(ctx, p) -> str:
+    """What the probe measured at an oversized output layer: its logits' spread, the consequence
+    (std s over C classes starts the cross-entropy near s * sqrt(2 ln C) instead of ln C)."""
+    site = ctx.probe.site_for_param(p.name) if ctx.probe is not None else None
+    if site is None or not math.isfinite(site.std):
+        return ""
+    return f"; the probe measures its output's std at {fmt(site.std)}"
 
 
 def _stacks(ctx, off_path: set[str] = frozenset()) -> dict[str, tuple[list[list[str]], int, bool]]:
