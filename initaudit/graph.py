@@ -514,6 +514,9 @@ def annotate(graph: ModelGraph, source: str) -> None:
     for node in reversed(graph.nodes):
         feeds_layer[node.name] = any(u.kind in ("layer", "embedding") or feeds_layer.get(u.name, False)
                                      for u in users.get(node.name, []))
+    from initaudit.heads import head_layers  # builds on this module's walks
+
+    heads = head_layers(graph.nodes, users, feeds_layer)
     head_fed: dict[str, bool] = {}
     for node in graph.nodes:
         targets = [n for n in (node.param, node.bias, *node.norm_params) if n]
@@ -537,7 +540,7 @@ def annotate(graph: ModelGraph, source: str) -> None:
             p.is_output = node.kind == "layer" and not feeds_layer[node.name] and bool(users.get(node.name))
             # at every call site of a reused weight (a recurrent cell's last step feeds the head,
             # its other steps feed the next step)
-            here = node.kind == "layer" and feeds_layer[node.name] and _only_heads(beyond_act, feeds_layer)
+            here = node.name in heads
             head_fed[name] = head_fed.get(name, True) and here
     for name, fed in head_fed.items():
         graph.params[name].feeds_head = fed
@@ -545,12 +548,6 @@ def annotate(graph: ModelGraph, source: str) -> None:
 
     for name, value in gate_starts(graph.nodes, users).items():
         graph.params[name].gate_start = value
-
-
-def _only_heads(after: list[Node], feeds_layer: dict[str, bool]) -> bool:
-    """Whether the first nodes past activations, pooling and shape ops (``after``) are all output
-    layers (layers with no layer after them), and there is one."""
-    return bool(after) and all(n.kind == "layer" and not feeds_layer[n.name] for n in after)
 
 
 def sandwich_ends(graph: ModelGraph) -> set[str]:

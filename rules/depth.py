@@ -5,21 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from initaudit.graph import ParamRole
+from initaudit.graph import ParamRole, renormalised_downstream
+from initaudit.heads import head_predecessor
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
-
 
 GUESSED_NOTE = ("; the dataflow was guessed from module registration order, so this is at most "
                 "info")
 
 
 def head_input_shrinks(ctx) -> dict[str, float]:
-    """Per layer that feeds only the output head (``Param.feeds_head``) drawn below its scheme,
-    r = std / expected std < 1. That shrink only scales the initial logits (as a small head
-    does), so the depth rules take it out and judge the signal that enters the layer:
-    ratio / r; a collapse before it (a gate that closes, a stack drawn small) stays in."""
-    out = {}
+    """Per layer of an output head (``Param.feeds_head``: a head input, or a chain of head layers
+    after the trunk's last norm, :mod:`initaudit.heads`): the product of the shrinks
+    r = std / expected std < 1 of the head's layers up to and including it. A head's shrink
+    only scales the initial outputs (as a small classifier does), so the depth rules take it out
+    and judge the signal that enters the head: ratio / prod r; a collapse before it (a gate that
+    closes, a stack drawn small) stays in."""
+    own = {}
     for p in ctx.graph.weights():
         if not p.feeds_head:
             continue
@@ -28,11 +30,41 @@ def head_input_shrinks(ctx) -> dict[str, float]:
             continue
         res = ctx.assessment(p.name)
         if res is not None and res.ratio and res.ratio < 1:
-            out[p.name] = res.ratio
+            own[p.name] = res.ratio
+    nodes = ctx.graph.nodes
+    by_name = {n.name: n for n in nodes}
+    heads = {n.name for n in nodes if n.kind == "layer" and n.param in ctx.graph.params
+             and ctx.graph.params[n.param].feeds_head}
+    through: dict[str, float] = {}  # head node -> the shrink of its chain so far
+    out: dict[str, float] = {}
+    for node in nodes:  # topological order: a chain's earlier layers first
+        if node.name not in heads:
+            continue
+        before = head_predecessor(node, by_name, heads)
+        through[node.name] = own.get(node.param, 1.0) * through.get(before, 1.0)
+        if through[node.name] < 1:
+            out.setdefault(node.param, through[node.name])
     return out
 
 
-HEAD_NOTE = " (the head input's own shrink {r}x taken out: it only scales the initial logits)"
+HEAD_NOTE = " (the output head's own shrink {r}x taken out: it only scales the initial outputs)"
+
+
+# A spread at least this large (absolute std, var >= 10 eps for the usual eps 1e-5) is reset by
+# the normalisation that reads it: s / sqrt(s^2 + eps) >= 0.995.
+NORM_RESET_STD = 0.01
+
+
+def reset_by_norm(param, std: float, renormalised: set[str]) -> bool:
+    """Whether a layer's output, at absolute std ``std``, reaches a normalisation that divides
+    its scale away: straight (``Param.normalized_after``) or through only layers, positively
+    homogeneous activations and shape ops (``renormalised``, from
+    :func:`initaudit.graph.renormalised_downstream`), with var >> eps. A fall there shrinks
+    nothing that goes on, forward or backward (the norm's 1/s cancels the stack's s in the
+    gradient). Below ``NORM_RESET_STD`` the norm's eps eats the signal and it is judged (the
+    stack's last layer before the norm reads the smallest spread, so a fall to eps is caught
+    there)."""
+    return (param.normalized_after or param.name in renormalised) and std == std and std >= NORM_RESET_STD
 
 
 def static_text(ratio: float, signal) -> str:
@@ -84,13 +116,14 @@ class _SignalRule(Rule):
         # scores (the trunk they add to or scale carries the signal past them), an output head
         # (small logits are a uniform start). An all-zero layer is IA102's to judge.
         folded = renormalised_params(ctx.graph)  # segments across a folded BatchNorm
-        params = ctx.graph.params
+        params, reset = ctx.graph.params, renormalised_downstream(ctx.graph)
         # Unknown predictions (after an op nothing models) are skipped.
         zero = zero_scale_origins(ctx)
         profile = [s for s in ctx.signal if s.depth >= self.opts["min_depth"] and s.param not in folded
                    and s.ratio == s.ratio and s.origin not in zero
                    and not (self.direction == "vanishing" and (
                        s.side_branch or params[s.param].residual_end or params[s.param].is_output
+                       or reset_by_norm(params[s.param], s.predicted_std, reset)
                        or ctx.analysis(s.param).stats.all_zero))]
         if not profile:
             return
@@ -141,9 +174,14 @@ class PredictedVanishing(_SignalRule):
     embedding times sqrt(d_model)) set the data's scale by design and are part of the start.
     Not judged: layers on a side branch of a trunk (inside a residual branch x + f(x), a gate
     x * sigmoid(g(x)), the query and key of attention), residual branch ends and output heads.
-    A layer that feeds only the head is judged with its own shrink r < 1 (std / its scheme's)
-    taken out, ratio / r: that shrink only scales the initial logits, what came before it is
-    the signal's fall.
+    A layer of an output head (one feeding only the output layer, or a chain of layers after
+    the trunk's final norm down to it: DETR's and YOLOS's 3-layer box MLP) is judged with the
+    head's own shrinks r < 1 (std / its scheme's) taken out, ratio / prod r: with zero biases
+    and ReLU-like activations f(s W x) ~ s f(W x), so they only scale the initial outputs; what
+    came before the head is the signal's fall. Nor is a fall judged where a normalisation resets
+    it: a layer whose output reaches a norm through only layers, ReLU-family activations and
+    shape ops, at an absolute std s >= 0.01 (s / sqrt(s^2 + eps) >= 0.995 for eps 1e-5), as in
+    a MBConv's conv -> act -> conv -> BatchNorm; below that the norm's eps eats the signal.
     The trunk carries the signal past them, so a small branch (LayerScale, BERT's 0.02 at small
     width), a gate at sigmoid(0) = 1/2, uniform attention or small logits are starts by
     design. A gate counts as one step on its trunk's segment, so a gate that closes collapses

@@ -335,9 +335,13 @@ class InitScale(Rule):
         """(severity, compounded factor P, reason text) -- see the class docstring."""
         factors = scene.factors
         own = res.ratio or 1.0
-        # A layer that feeds only the output head: its own shrink only scales the initial logits
-        # (as a small head does), so it is graded by what its stack does before it.
+        # A layer of an output head: its own shrink, and its head's, only scale the initial
+        # outputs (as a small head does), so it is graded by what its stack does before the head.
         head_shrink = p.feeds_head and own < 1
+        params = ctx.graph.params
+
+        def in_head(n: str) -> bool:
+            return head_shrink and n in params and params[n].feeds_head and factors.get(n, 1.0) < 1
         # a BatchNorm the exporter folded (eval-mode ONNX) renormalises there in training, as a
         # norm node would: what the layers compound across it says nothing, its own factor does
         folded = p.name in scene.folded and stack is not None
@@ -349,13 +353,14 @@ class InitScale(Rule):
             levels, members, _ = stack
             log_compound = 0.0
             for level in levels[1:]:
-                rs = [factors.get(n, 1.0) for n in level if not (head_shrink and n == p.name)]
+                rs = [factors.get(n, 1.0) for n in level if not (n == p.name and head_shrink or in_head(n))]
                 log_compound += sum(math.log(r) for r in rs) / len(rs) if rs else 0.0
             # a deep stack can compound past float range: keep it representable (and loggable)
             compound = math.exp(max(-700.0, min(700.0, log_compound)))
         # a single layer far off (past the same thresholds on its own) is a warning too; a head
         # input shares that verdict with the other layers of its stack (one cause, one fix)
-        others = [n for level in stack[0] for n in level if n != p.name] if head_shrink and stack else []
+        others = [n for level in stack[0] for n in level if n != p.name and not in_head(n)] \
+            if head_shrink and stack else []
         for r in ([own] if not head_shrink else [factors.get(n, 1.0) for n in others]):
             if depth_severity(r, r < 1, (PredictedVanishing if r < 1 else PredictedExploding).options) \
                     and abs(math.log(r)) > abs(math.log(compound)):

@@ -19,10 +19,10 @@ from initaudit.rules.backward import GradientExploding, GradientVanishing
 from initaudit.rules.symmetry import IdenticalActivations
 from initaudit.rules.unused import UnusedParameters
 from initaudit.rules.probe_common import _is_zero, _param, _pct, _probe, _where
-from initaudit.rules.depth import HEAD_NOTE, depth_severity, head_input_shrinks, static_text
+from initaudit.rules.depth import HEAD_NOTE, depth_severity, head_input_shrinks, reset_by_norm, static_text
 from initaudit.rules.weights import _init_fix
 
-from initaudit.graph import PASS_THROUGH, OpKind
+from initaudit.graph import PASS_THROUGH, OpKind, renormalised_downstream
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 
@@ -333,11 +333,13 @@ class _ActivationDepthRule(Rule):
         # be (small logits are a uniform start, like a zero head).
         params = ctx.graph.params
         folded = renormalised_params(ctx.graph)  # segments across a BatchNorm folded by an exporter
+        reset = renormalised_downstream(ctx.graph)
         profile = [m for m in _activation_profile(ctx)
                    if m.signal.depth >= self.opts["min_depth"] and not _is_zero(ctx, params[m.signal.param])
                    and m.signal.param not in folded and not _reads_padding(params, probe, m.site)
                    and not (vanishing and (m.signal.side_branch or params[m.signal.param].residual_end
-                                           or params[m.signal.param].is_output))]
+                                           or params[m.signal.param].is_output
+                                           or reset_by_norm(params[m.signal.param], m.site.spread, reset)))]
         if not profile:
             return
         head = head_input_shrinks(ctx) if vanishing else {}  # only scales the logits: taken out
@@ -386,8 +388,11 @@ class ActivationVanishing(_ActivationDepthRule):
     ends and output heads (small by design: a small or zero head starts from uniform logits),
     layers on a side branch of a trunk (inside a residual branch, a squeeze-excite gate, the
     query and key of attention: the trunk carries the signal past them, as in IA109) and
-    all-zero layers (IA102) are not judged. A layer that feeds only the head is judged with its
-    own shrink r < 1 taken out (ratio / r), as in IA109: it only scales the initial logits.
+    all-zero layers (IA102) are not judged. A layer of an output head is judged with the head's
+    own shrinks r < 1 taken out (ratio / prod r), as in IA109: they only scale the initial
+    outputs. A layer whose output a normalisation resets (reached through only layers,
+    ReLU-family activations and shape ops) is not judged while its measured std stays >= 0.01,
+    far above the norm's eps, as in IA109.
     Layers whose segment crosses a BatchNorm an exporter folded into a layer (an eval-mode
     ONNX export with fresh running statistics, where it computes the identity) are not judged:
     in training the batch statistics renormalise the signal there.

@@ -141,9 +141,9 @@ def test_the_head_input_is_recognised_in_onnx(tmp_path):
 @pytest.mark.parametrize("std", [0.02])
 def test_without_the_mechanism_the_head_input_warns(std, monkeypatch):
     """The control fails without the notion: with ``feeds_head`` never set, the same dense warns."""
-    import initaudit.graph as graph
+    import initaudit.heads as heads
 
-    monkeypatch.setattr(graph, "_only_heads", lambda *a: False)
+    monkeypatch.setattr(heads, "head_layers", lambda *a: set())
     report = audit(HeadOnTrunk(std))
     dense = [f for f in by_rule(report, "IA104") if f.layer == "dense.weight"]
     assert dense and dense[0].severity.value == "warning"

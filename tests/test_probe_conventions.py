@@ -94,6 +94,40 @@ def test_wav2vec2_raw_audio():
     assert ((samples - 10) // 5 + 1 - 3) // 2 + 1 == 16  # 16 frames after the feature extractor
 
 
+def test_ast_spectrogram_frames():
+    """AST reads (batch, frames, mel bins) under input_values: no waveform conv stem."""
+    tf = _tf()
+    torch.manual_seed(0)
+    cfg = tf.ASTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+                       num_mel_bins=32, max_length=64, patch_size=16, frequency_stride=16, time_stride=16,
+                       num_labels=10)
+    doc = audited(tf.ASTForAudioClassification(cfg))
+    assert doc["probe"]["convention"] == "transformers: input_values"
+    assert doc["probe"]["input_shapes"] == [[4, 64, 32]]
+
+
+@pytest.mark.parametrize("kind", ["patchtst", "informer"])
+def test_forecasters_get_their_history(kind):
+    """past_values of context_length (+ the largest lag) steps, with the time features and mask
+    a TimeSeriesTransformer-style forward requires."""
+    tf = _tf()
+    torch.manual_seed(0)
+    if kind == "patchtst":
+        model = tf.PatchTSTForPrediction(tf.PatchTSTConfig(
+            num_input_channels=3, context_length=32, patch_length=8, patch_stride=8, prediction_length=8,
+            d_model=32, num_hidden_layers=1, num_attention_heads=4, ffn_dim=64))
+        shapes = [[4, 32, 3], [4, 32, 3]]
+    else:
+        model = tf.InformerForPrediction(tf.InformerConfig(
+            prediction_length=8, context_length=16, lags_sequence=[1, 2, 3], num_time_features=2, d_model=16,
+            encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+            encoder_ffn_dim=32, decoder_ffn_dim=32))
+        shapes = [[4, 19], [4, 19, 2], [4, 19]]
+    doc = audited(model.eval())
+    assert doc["probe"]["convention"].startswith("transformers: past_values")
+    assert doc["probe"]["input_shapes"] == shapes
+
+
 def test_vit_pixels_from_config():
     tf = _tf()
     torch.manual_seed(0)

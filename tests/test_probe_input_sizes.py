@@ -38,6 +38,19 @@ class AttentionPool(nn.Module):
         return self.head((a * h).sum(dim=1))
 
 
+class Coupling(nn.Module):
+    """A RealNVP affine coupling: the forward halves x before its first layer reads one half."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 8))
+
+    def forward(self, x):
+        a, b = x.chunk(2, dim=1)
+        s, t = self.net(a).chunk(2, dim=1)
+        return torch.cat([a, b * torch.exp(torch.tanh(s)) + t], dim=1)
+
+
 def _dqn():
     return nn.Sequential(nn.Conv2d(4, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
                          nn.Conv2d(64, 64, 3, 1), nn.ReLU(), nn.Flatten(), nn.Linear(3136, 64), nn.ReLU(),
@@ -52,13 +65,15 @@ def _probe(model):
     (MnistConvNet, [4, 1, 28, 28]),
     (_dqn, [4, 4, 84, 84]),
     (AttentionPool, [4, 16, 32]),
+    (Coupling, [4, 8]),
 ])
 def test_the_probe_runs_on_the_first_common_size_the_forward_accepts(build, shape):
     torch.manual_seed(0)
     model = build()
-    default = [4, 512] if isinstance(model, AttentionPool) else [4, shape[1], 32, 32]
+    default = [4, 512] if isinstance(model, AttentionPool) else [4, 4] if isinstance(model, Coupling) \
+        else [4, shape[1], 32, 32]
     with pytest.raises(RuntimeError):  # measured: the default input does not fit
-        model(torch.randn(default[:2] if isinstance(model, AttentionPool) else default))
+        model(torch.randn(default))
     probe = _probe(model)
     assert probe["ran"], probe.get("skipped_reason")
     assert probe["input_shapes"] == [shape]

@@ -268,7 +268,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "mobilenet_v2_hf": hf("MobileNetV2Config", "MobileNetV2ForImageClassification", depth_multiplier=0.35,
                           image_size=64, num_labels=10),
     "efficientnet_hf": hf("EfficientNetConfig", "EfficientNetForImageClassification", width_coefficient=0.25,
-                          depth_coefficient=0.25, image_size=64, num_labels=10),
+                          depth_coefficient=0.25, hidden_dim=320, image_size=64, num_labels=10),
     "yolos": hf("YolosConfig", "YolosForObjectDetection", hidden_size=H, num_hidden_layers=2, num_attention_heads=4,
                 intermediate_size=64, image_size=[32, 32], patch_size=8, num_detection_tokens=4),
     "data2vec_vision": hf("Data2VecVisionConfig", "Data2VecVisionForImageClassification", image_size=32,

@@ -9,6 +9,8 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 | speech, ``input_features`` (Whisper) | N(0, 1) (batch, num_mel_bins, 2 * max_source_positions) |
 | speech, ``input_features`` with ``input_feat_per_channel`` (Speech2Text) | N(0, 1) (batch, 64 frames, input_feat_per_channel * input_channels) |
 | speech, ``input_values`` (Wav2Vec2, HuBERT) | N(0, 1) (batch, samples) with samples giving 16 frames after the conv feature extractor |
+| audio spectrogram, ``input_values`` with ``num_mel_bins`` and no conv feature extractor (AST) | N(0, 1) (batch, max_length frames, num_mel_bins) |
+| time series, ``past_values`` (PatchTST, PatchTSMixer, TimeSeriesTransformer, Informer) | N(0, 1) (batch, context_length + max(lags_sequence), num_input_channels or input_size) (+ ``past_time_features`` N(0, 1) (batch, steps, num_time_features) + ``past_observed_mask`` of ones, where the forward takes them) |
 | audio codec, ``input_values`` with ``audio_channels`` (EnCodec) | N(0, 1) (batch, audio_channels, 16 * prod(upsampling_ratios)) |
 | Perceiver text (``main_input_name == "inputs"``, a ``vocab_size``) | token ids under ``inputs`` + ``attention_mask`` |
 | text + vision (CLIP-style, ``text_config`` and ``vision_config``) | ``input_ids`` and ``pixel_values`` from each sub-config |
@@ -156,10 +158,17 @@ def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made |
         batch = min(batch, BIG_INPUT_BATCH)
         kwargs["input_features"] = torch.randn((batch, mels, frames), generator=gen)
         names.append("input_features")
+    elif main == "input_values" and getattr(config, "num_mel_bins", None) and not getattr(config, "conv_kernel", None):
+        # AST: (batch, frames, mel bins) spectrogram patches, no conv feature extractor
+        frames = int(getattr(config, "max_length", None) or 4 * SEQ_LEN)
+        kwargs["input_values"] = torch.randn((batch, frames, int(config.num_mel_bins)), generator=gen)
+        names.append("input_values")
     elif main == "input_values":
         batch = min(batch, BIG_INPUT_BATCH)
         kwargs["input_values"] = torch.randn((batch, *_waveform(config)), generator=gen)
         names.append("input_values")
+    elif main == "past_values" and getattr(config, "context_length", None):
+        names += _time_series(config, accepts, batch, gen, kwargs)
     if main == "inputs" and isinstance(getattr(config, "vocab_size", None), int):
         main = "input_ids"  # Perceiver's text models: token ids under ``inputs``
         key = "inputs"
@@ -200,6 +209,28 @@ def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made |
             kwargs[k] = kwargs[k][:batch]
     return Made("transformers: " + " + ".join(names), kwargs,
                 unit_dim=1 if names[0] == "pixel_values" else -1, batch=batch)
+
+
+def _time_series(config: Any, accepts: set[str], batch: int, gen: torch.Generator,
+                 kwargs: dict[str, Any]) -> list[str]:
+    """A forecaster's history (PatchTST, PatchTSMixer, TimeSeriesTransformer, Informer):
+    ``past_values`` of ``context_length`` steps plus the largest lag it reads, with
+    ``num_input_channels`` (or ``input_size``) series; time features and an all-observed mask
+    where the forward takes them."""
+    steps = int(config.context_length) + max((int(v) for v in getattr(config, "lags_sequence", None) or ()),
+                                             default=0)
+    series = int(getattr(config, "num_input_channels", None) or getattr(config, "input_size", None) or 1)
+    shape = (batch, steps, series) if hasattr(config, "num_input_channels") or series > 1 else (batch, steps)
+    kwargs["past_values"] = torch.randn(shape, generator=gen)
+    names = ["past_values"]
+    features = int(getattr(config, "num_time_features", 0) or 0)
+    if "past_time_features" in accepts and features:
+        kwargs["past_time_features"] = torch.randn((batch, steps, features), generator=gen)
+        names.append("past_time_features")
+    if "past_observed_mask" in accepts:
+        kwargs["past_observed_mask"] = torch.ones(shape)
+        names.append("past_observed_mask")
+    return names
 
 
 def _first_table_rows(module: nn.Module) -> int | None:
