@@ -1,13 +1,25 @@
 """What a branch of the recorded dataflow starts as, and where its gradient stops: the value a
 gate takes while the layer in front of it outputs 0 (:func:`gate_starts`), and the ops with a
-zero derivative that cut a forward path from the loss (:func:`stopped_at`)."""
+zero derivative that cut a forward path from the loss (:func:`stopped_at`), and the branches a
+norm resets before the skip adds them (:func:`sandwich_ends`)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
 
-from initaudit.graph import ModelGraph, Node, _consumers, _is_gain, is_cell_sum, merge_trunks
+from initaudit.graph import (
+    _SHAPE_ONLY,
+    _SHAPE_OR_ACT,
+    ModelGraph,
+    Node,
+    _behind_gains,
+    _consumers,
+    _following,
+    _is_gain,
+    is_cell_sum,
+    merge_trunks,
+)
 
 _NO_VALUE = frozenset({"add", "sub", "rsub"})  # a constant added on the way: the value is unknown
 _SCALING = frozenset({"mul", "div"})  # a factor on the way: 0 stays 0, any other value is unknown
@@ -136,7 +148,6 @@ def act_residual_ends(graph: ModelGraph) -> dict:
     so the block starts as the identity plus a shift, and each unit's gradient act'(b_i) g_i
     is its own wherever act'(b_i) != 0 (the caller checks that on the bias). Values are
     (the activation, the layer's bias name or None)."""
-    from initaudit.graph import _SHAPE_ONLY, _following
 
     users = _consumers(graph.nodes)
     out: dict[str, str] = {}
@@ -211,3 +222,20 @@ def output_reach(nodes: list[Node]) -> dict[str, int]:
         if n.param:
             masks[n.param] = masks.get(n.param, 0) | reach[n.name]
     return masks
+
+
+def sandwich_ends(graph: ModelGraph) -> set[str]:
+    """Weights whose output is normalised and then added to a residual stream, x + norm(f(x))
+    (Gemma-2/3's and OLMo-2's post-branch norms): the last layers of a branch whose spread
+    the norm resets before the skip path adds it, so a small stack inside shrinks nothing
+    that goes on."""
+    users = _consumers(graph.nodes)
+    out: set[str] = set()
+    for node in graph.nodes:
+        if node.kind != "layer" or not node.param:
+            continue
+        after = _following(node.name, users, _SHAPE_OR_ACT)
+        if after and all(n.kind == "norm" and any(m.kind == "add" for m in _behind_gains(
+                _following(n.name, users, _SHAPE_ONLY), users)) for n in after):
+            out.add(node.param)
+    return out

@@ -446,7 +446,7 @@ def build_nodes(rec: _Recorder, named_inputs: dict[str, str], out: Any, graph: M
     # One branch descending from another is x + f(x), a residual, even where f is a layer
     # applied again and again in depth (ALBERT's one shared layer): a recurrent cell's
     # x_t W_ih + h_{t-1} W_hh sums parallel branches, neither made from the other.
-    trunks = merge_trunks(em.nodes)
+    trunks = merge_trunks(em.nodes, conditioning=False)
     for node in em.nodes:
         if is_cell_sum(node) and node.name in trunks:
             del node.attrs["residual"]

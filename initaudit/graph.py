@@ -275,15 +275,30 @@ def _descends(nodes: dict[str, Node], index: dict[str, int], start: str, ancesto
     return False
 
 
-def merge_trunks(nodes: list[Node]) -> dict[str, str]:
+def _reached(nodes: list[Node], sources: set[str]) -> set[str]:
+    """Names of the nodes computed from any of ``sources`` (nodes are in topological order)."""
+    seen = set(sources)
+    for node in nodes:
+        if any(i in seen for i in node.inputs):
+            seen.add(node.name)
+    return seen
+
+
+def merge_trunks(nodes: list[Node], conditioning: bool = True) -> dict[str, str]:
     """For each ``add`` or ``mul`` of several signal branches, the input every other input
     descends from, when there is one: the skip of a residual block ``x + f(x)``, the signal a
     squeeze-excite or attention gate scales, ``x * sigmoid(g(x))``, or an add's input that is
     that signal pooled or sliced with no weight on the way (SEW's ``pool(x) + pos_conv(x)``).
     The other inputs are side branches of that trunk. Parallel branches (``gate(x) * up(x)``, a
-    downsampling conv shortcut beside the block, a recurrent cell's ``x W_ih + h W_hh``) have none."""
+    downsampling conv shortcut beside the block, a recurrent cell's ``x W_ih + h W_hh``) have none.
+    With ``conditioning``, an add of the one input computed from the main model input and others
+    computed without it (a diffusion UNet's ``h + time_emb_proj(temb)``) has that input as
+    trunk: the others are conditioning added to it (for signal propagation; capture leaves it
+    out, as a recurrent cell's first step ``x W_ih + h0 W_hh`` is no residual either)."""
     index = {n.name: i for i, n in enumerate(nodes)}
     by_name = {n.name: n for n in nodes}
+    main = next((n.name for n in nodes if n.kind == "input" and not n.attrs.get("own_segment")), None)
+    from_main = _reached(nodes, {main} if main and conditioning else set())  # what the probe feeds
     out: dict[str, str] = {}
     for node in nodes:
         ins = [i for i in dict.fromkeys(node.inputs) if i in index]
@@ -295,6 +310,9 @@ def merge_trunks(nodes: list[Node]) -> dict[str, str]:
         elif node.kind == "add":
             out.update({node.name: c for c in ins if (base := _weightless_source(by_name, c)) != c
                         and all(_descends(by_name, index, i, base) for i in ins if i != c)})
+            on = [i for i in ins if i in from_main]
+            if node.name not in out and len(on) == 1 < len(ins):
+                out[node.name] = on[0]
     return out
 
 
@@ -548,23 +566,6 @@ def annotate(graph: ModelGraph, source: str) -> None:
 
     for name, value in gate_starts(graph.nodes, users).items():
         graph.params[name].gate_start = value
-
-
-def sandwich_ends(graph: ModelGraph) -> set[str]:
-    """Weights whose output is normalised and then added to a residual stream, x + norm(f(x))
-    (Gemma-2/3's and OLMo-2's post-branch norms): the last layers of a branch whose spread
-    the norm resets before the skip path adds it, so a small stack inside shrinks nothing
-    that goes on."""
-    users = _consumers(graph.nodes)
-    out: set[str] = set()
-    for node in graph.nodes:
-        if node.kind != "layer" or not node.param:
-            continue
-        after = _following(node.name, users, _SHAPE_OR_ACT)
-        if after and all(n.kind == "norm" and any(m.kind == "add" for m in _behind_gains(
-                _following(n.name, users, _SHAPE_ONLY), users)) for n in after):
-            out.add(node.param)
-    return out
 
 
 def off_dataflow(graph: ModelGraph) -> set[str]:

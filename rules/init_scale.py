@@ -10,7 +10,8 @@ from dataclasses import replace
 from typing import NamedTuple
 
 from initaudit.attention_scores import attention_logit_scales, score_projections
-from initaudit.graph import OpKind, off_dataflow, renormalised_downstream, sandwich_ends, side_branch_nodes
+from initaudit.branches import sandwich_ends
+from initaudit.graph import OpKind, off_dataflow, renormalised_downstream, side_branch_nodes
 from initaudit.lazy import lazy_function
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
