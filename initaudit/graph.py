@@ -298,7 +298,8 @@ def merge_trunks(nodes: list[Node], conditioning: bool = True) -> dict[str, str]
     index = {n.name: i for i, n in enumerate(nodes)}
     by_name = {n.name: n for n in nodes}
     main = next((n.name for n in nodes if n.kind == "input" and not n.attrs.get("own_segment")), None)
-    from_main = _reached(nodes, {main} if main and conditioning else set())  # what the probe feeds
+    # the main input: the first one (sample, input_ids), or in ONNX the one the probe observes
+    from_main = _reached(nodes, {main} if main and conditioning else set())
     out: dict[str, str] = {}
     for node in nodes:
         ins = [i for i in dict.fromkeys(node.inputs) if i in index]
