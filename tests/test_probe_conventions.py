@@ -32,6 +32,36 @@ def test_bert_text():
     assert doc["probe"]["input_shapes"] == [[4, 16], [4, 16], [4, 16]]
 
 
+def test_nystromformer_gets_the_sequence_its_landmarks_are_computed_over():
+    """Nystromformer's landmarks are means over ``num_landmarks`` segments of exactly
+    ``segment_means_seq_len`` tokens: with 8 (not the usual 16) the forward runs; a 16-token
+    input raises a shape error in the attention (so without the config's length, no probe)."""
+    tf = _tf()
+    torch.manual_seed(0)
+    model = tf.NystromformerForMaskedLM(tf.NystromformerConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64, num_landmarks=4, segment_means_seq_len=8))
+    with pytest.raises(RuntimeError):
+        model(torch.randint(0, 128, (2, 16)))
+    doc = audited(model)
+    assert doc["probe"]["input_shapes"][0] == [4, 8]
+
+
+def test_vilt_gets_text_and_pixels_from_its_one_config():
+    """ViLT's one config carries ``image_size``; its forward needs both inputs (text only:
+    "You have to specify either pixel_values or image_embeds")."""
+    tf = _tf()
+    torch.manual_seed(0)
+    model = tf.ViltForMaskedLM(tf.ViltConfig(
+        vocab_size=128, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        image_size=32, patch_size=8, max_position_embeddings=40))
+    with pytest.raises(ValueError):
+        model(input_ids=torch.randint(0, 128, (2, 16)))
+    doc = audited(model)
+    assert doc["probe"]["convention"].startswith("transformers: pixel_values + input_ids")
+    assert doc["probe"]["input_shapes"][0] == [4, 3, 32, 32]
+
+
 def test_xlnet_segments_reach_its_relative_segment_encodings():
     """XLNet computes its segment matrix (and so uses ``seg_embed`` and ``r_s_bias``) only
     when ``token_type_ids`` is given: the convention passes a sentence pair, and those

@@ -3,7 +3,7 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 
 | model | inputs |
 |---|---|
-| transformers ``PreTrainedModel``, text | ``input_ids`` uniform on [0, vocab_size) (no ``vocab_size``: the first embedding table's rows), (batch, 16) + ``attention_mask`` of ones (+ ``token_type_ids``, a sentence pair: 0 then 1, where the forward takes them) (+ ``global_attention_mask`` on the first token, Longformer/LED) |
+| transformers ``PreTrainedModel``, text | ``input_ids`` uniform on [0, vocab_size) (no ``vocab_size``: the first embedding table's rows), (batch, 16) + ``attention_mask`` of ones (+ ``token_type_ids``, a sentence pair: 0 then 1, where the forward takes them) (+ ``global_attention_mask`` on the first token, Longformer/LED); the sequence is ``segment_means_seq_len`` long where the config declares one (Nystromformer's landmarks are means over segments of exactly that sequence), else at most ``max_position_embeddings`` |
 | encoder-decoder (``config.is_encoder_decoder``) | + ``decoder_input_ids`` (batch, 16) |
 | vision (``main_input_name == "pixel_values"``) | N(0, 1) (batch, num_channels, image_size, image_size), from ``vision_config`` or a composite's ``encoder`` config where the model's own has none |
 | speech, ``input_features`` (Whisper) | N(0, 1) (batch, num_mel_bins, 2 * max_source_positions) |
@@ -13,7 +13,7 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 | time series, ``past_values`` (PatchTST, PatchTSMixer, TimeSeriesTransformer, Informer) | N(0, 1) (batch, context_length + max(lags_sequence), num_input_channels or input_size) (+ ``past_time_features`` N(0, 1) (batch, steps, num_time_features) + ``past_observed_mask`` of ones, where the forward takes them) |
 | audio codec, ``input_values`` with ``audio_channels`` (EnCodec) | N(0, 1) (batch, audio_channels, 16 * prod(upsampling_ratios)) |
 | Perceiver text (``main_input_name == "inputs"``, a ``vocab_size``) | token ids under ``inputs`` + ``attention_mask`` |
-| text + vision (CLIP-style, ``text_config`` and ``vision_config``) | ``input_ids`` and ``pixel_values`` from each sub-config |
+| text + vision (CLIP-style, ``text_config`` and ``vision_config``; or one config with ``image_size`` whose forward takes ``pixel_values``, ViLT) | ``input_ids`` and ``pixel_values`` from each sub-config |
 | timm (``pretrained_cfg`` / ``default_cfg``) | N(0, 1) (batch, *input_size), the patch embedding's ``img_size`` where the model was built for another |
 | torchvision classifiers | N(0, 1) (batch, 3, 224, 224); Inception v3 299 x 299 |
 | torchvision video / optical flow | clips N(0, 1) (batch <= 4, 3, 8 frames, 112, 112); two frames (batch <= 2, 3, 128, 128) |
@@ -121,6 +121,9 @@ def _global_first(batch: int, seq: int) -> torch.Tensor:
 
 
 def _seq_len(config: Any) -> int:
+    exact = getattr(config, "segment_means_seq_len", None)  # Nystromformer reshapes by it
+    if isinstance(exact, int) and exact > 0:
+        return exact
     limit = getattr(config, "max_position_embeddings", None)
     return min(SEQ_LEN, limit) if isinstance(limit, int) and limit > 0 else SEQ_LEN
 
@@ -138,6 +141,9 @@ def _transformers(module: nn.Module, batch: int, gen: torch.Generator) -> Made |
     encoder_cfg = getattr(config, "encoder", None)  # a composite encoder-decoder's own encoder config
     if vision_cfg is None and getattr(encoder_cfg, "image_size", None) is not None:
         vision_cfg = encoder_cfg  # VisionEncoderDecoder: the image size is the encoder's
+    if vision_cfg is None and main != "pixel_values" and "pixel_values" in accepts \
+            and getattr(config, "image_size", None) is not None:
+        vision_cfg = config  # one config for text and image (ViLT): both inputs, from it
     if main == "pixel_values" or (vision_cfg is not None and "pixel_values" in accepts):
         vc = config if main == "pixel_values" and getattr(config, "image_size", None) is not None \
             else (vision_cfg or config)
