@@ -10,7 +10,7 @@ from initaudit.rules.probe_common import _probe, thin_between, thin_norms, thin_
 from initaudit.rules.depth import depth_severity
 
 from initaudit.branches import logit_only, output_reach
-from initaudit.graph import OpKind, Param, ParamRole
+from initaudit.graph import OpKind, Param, ParamRole, side_branch_nodes
 from initaudit.rule import Finding, Rule, Severity, fmt
 
 
@@ -88,6 +88,17 @@ def _written_out_logits(graph, users) -> set[str]:
     return small
 
 
+def _side_branch_params(graph) -> set[str]:
+    """Weights on a side branch of a trunk (:func:`initaudit.graph.side_branch_nodes`: inside a
+    residual branch, a gate, attention's query and key): the trunk carries the error past them
+    unattenuated (d(x + f(x))/dx = I + df/dx), so how small their gradient is says how much their
+    branch contributes at init, not how deep they sit (IA109 and IA204 leave them out alike)."""
+    if not graph.has_architecture:
+        return set()
+    side = side_branch_nodes(graph.nodes)
+    return {n.param for n in graph.nodes if n.name in side and n.param}
+
+
 def _gain_below_one(ctx, name: str) -> bool:
     try:
         st = ctx.analysis(name).stats
@@ -96,14 +107,15 @@ def _gain_below_one(ctx, name: str) -> bool:
     return max(abs(st.min), abs(st.max)) < 1.0
 
 
-def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
+def _gradient_profile(ctx, probe, vanishing: bool) -> list[tuple[Param, int, float]]:
     """(param, position, gradient-to-weight ratio) of weight layers in forward order.
 
     Position = index of the layer's first call site in ``probe.sites`` (forward order). Left out: embeddings (only
     the rows of tokens seen get a gradient), normalisation, parameters with no, zero or
     non-finite gradient (blocked below a zero-initialised layer: IA203/IA208's subject),
     all-zero weights (ratio undefined), weights small by design (attention query/key,
-    LayerScale branches, where the dataflow shows them) and weights a normalisation follows
+    LayerScale branches, where the dataflow shows them), for vanishing the layers of side
+    branches (:func:`_side_branch_params`) and weights a normalisation follows
     (BatchNorm divides their gradient by their output's batch std, so |dW|/|W| scales as
     1/|W|^2, their own scale, not the depth).
     """
@@ -112,6 +124,8 @@ def _gradient_profile(ctx, probe) -> list[tuple[Param, int, float]]:
         if s.kind == "layer" and s.module is not None and s.module not in first_call:
             first_call[s.module] = i
     small = _small_by_design(ctx.graph, lambda name: _gain_below_one(ctx, name))
+    if vanishing:  # as IA109/IA204 judge them: a small branch is a start by design
+        small |= _side_branch_params(ctx.graph)
     out = []
     for name, g in (probe.grads or {}).items():
         p = ctx.graph.params.get(name)
@@ -189,7 +203,7 @@ class _GradientDepthRule(Rule):
         probe = _probe(ctx)
         if probe is None or not probe.grads:
             return
-        profile = _gradient_profile(ctx, probe)
+        profile = _gradient_profile(ctx, probe, self.direction == "vanishing")
         # The layers closest to the output (output heads: a head takes the loss's error
         # directly, and a zero or small head scales everything below it) are not the
         # reference for the body: compare the body's own ends.
@@ -254,7 +268,12 @@ class GradientVanishing(_GradientDepthRule):
     ``min_depth`` layers or more below it. Left out where the dataflow shows them: attention
     query/key projections (and layers making the logits of other softmax weights that average
     values: dynamic convolution kernels, attention pooling) and LayerScale branches (every layer of a branch behind a gain
-    |gamma| < 1, since the gain scales all their gradients). Also left out: embeddings, normalisation,
+    |gamma| < 1, since the gain scales all their gradients), and every layer on a side branch of
+    a trunk (inside a residual branch, a squeeze-excite or other gate, attention's query and key,
+    as IA109 and IA204 leave them out): the trunk carries the error past them unattenuated,
+    d(x + f(x))/dx = I + df/dx, so a branch layer's small ratio measures how much its branch
+    contributes at init (GLPN's deepest stage, ConViT's blocks before the class token appears),
+    not how deep it sits. Also left out: embeddings, normalisation,
     parameters with no or exactly zero gradient (see IA203, IA208), and layers a
     normalisation follows (BatchNorm divides their gradient by their output's batch std, so
     their |dW| / |W| ~ 1 / |W|^2 reflects their own scale, not the depth). Layers are compared

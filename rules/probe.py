@@ -328,6 +328,8 @@ class _ActivationDepthRule(Rule):
         if probe is None:
             return
         vanishing = self.direction == "vanishing"
+        if vanishing:
+            yield from self._norms_below_eps(ctx, probe)
         # Zero weights are IA102's subject; residual branches, gates and attention scores are
         # small by design (the trunk carries the signal past them), and so may an output head
         # be (small logits are a uniform start, like a zero head).
@@ -362,6 +364,39 @@ class _ActivationDepthRule(Rule):
                       "predicted_ratio": sig.ratio, "origin": sig.origin, "param": sig.param,
                       "profile": [[m.site.name, m.ratio] for m in profile][:64]},
             fix=_init_fix(params[sig.param]) + "  # and the layers before it, for their activations")
+
+    def _norms_below_eps(self, ctx, probe) -> Iterator[Finding]:
+        """Normalisations whose measured output is below ``error_ratio`` of their gain: with
+        y = gamma (x - mu) / sqrt(var + eps) + beta, an input with var << eps leaves
+        std(y) = rms(gamma) * std(x) / sqrt(eps), so the norm cannot restore the scale and the
+        signal reaching it has collapsed (one finding, at the worst norm)."""
+        params = ctx.graph.params
+        starved = []
+        for site in probe.sites:
+            p = params.get(site.param or "")
+            if site.kind != "norm" or p is None or site.nonfinite or site.constant_units >= site.units > 0:
+                continue  # an exactly constant input (DETR's zero decoder queries) is a design
+            s = ctx.analysis(p.name).stats
+            gain = math.hypot(s.mean, s.std)
+            if gain < 0.1 or not math.isfinite(gain):
+                continue  # a small or (1 + w) scale: IA108's subject
+            ratio = site.spread / gain
+            if ratio < self.opts["error_ratio"]:
+                starved.append((ratio, site, gain))
+        if not starved:
+            return
+        ratio, site, gain = min(starved, key=lambda t: t[0])
+        more = f" (and {len(starved) - 1} more normalisation call(s) below the line)" if len(starved) > 1 else ""
+        yield self.finding(
+            site.name,
+            f"measured output of this normalisation is {fmt(ratio)}x its gain (std {fmt(site.spread)}, rms "
+            f"gamma {fmt(gain)}){more}: its input's variance is far below the norm's eps, so it cannot "
+            "restore the scale (std(y) = rms(gamma) std(x) / sqrt(eps)); the signal collapsed before it",
+            severity=Severity.ERROR,
+            evidence={"ratio": ratio, "std": site.spread, "gain": gain, "param": site.param,
+                      "norms": [[s.name, r] for r, s, _ in starved][:64]},
+            fix="re-initialise the layers that feed it (embeddings, patch embeddings, the trunk's "
+                "first layers) at their scheme's std, e.g. trunc_normal_(std=0.02) or kaiming_normal_")
 
 
 def _reads_padding(params, probe, site) -> bool:
@@ -398,6 +433,13 @@ class ActivationVanishing(_ActivationDepthRule):
     in training the batch statistics renormalise the signal there.
     Nor are convolution calls on a map with fewer positions than the kernel has taps (an
     FPN's coarsest level on a small probe image, 1x1 under 3x3): most taps read padding.
+    Also a normalisation whose measured output is below ``error_ratio`` of its gain rms(gamma)
+    (gamma >= 0.1; a smaller one is IA108's): its input's variance is far below its eps, so it
+    does not restore the scale, std(y) = rms(gamma) std(x) / sqrt(eps) (BLIP's vision tower at
+    its config's initializer_range 1e-10: 4e-7 at every LayerNorm). An error, one finding at
+    the worst norm; an exactly constant input (DETR's zero decoder queries) is a design, and a
+    tiny embedding into a LayerNorm (RWKV's 1e-4: 0.03 of the gain, which the next norm
+    restores) stays above the line.
 
     Why it matters
     --------------
