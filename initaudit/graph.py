@@ -110,6 +110,9 @@ class Param:
     # (SIREN's sin(w0 * x), initaudit.runtime_scale.fold_preactivation_scales): the probe measures
     # the layer's own output, before it, and scales its measurement by it to compare.
     output_scale: float = 1.0
+    # What sets the applied spread whatever the stored values are ("spectral normalisation":
+    # W / sigma_max(W)); None where the initialisation does.
+    scale_set_by: str | None = None
     aliases: list[str] = field(default_factory=list)  # tied names for the same tensor
     notes: list[str] = field(default_factory=list)
 

@@ -377,6 +377,10 @@ class InitScale(Rule):
                     "there in training), so only its own factor is graded")
         if p.normalized_after:
             return Severity.INFO, compound, why + "; a normalisation follows, so only its backward scale is affected"
+        if p.scale_set_by:
+            return Severity.INFO, compound, why + (
+                f"; {p.scale_set_by} sets the applied spread, so no initialisation of it changes it "
+                "(IA109/IA110 judge the signal)")
         if p.runtime_rows is not None and p.runtime_rows.standardised:
             return Severity.INFO, compound, why + (
                 "; its forward standardises each output channel of the weight, so no initialisation of it "

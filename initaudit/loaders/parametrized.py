@@ -38,6 +38,20 @@ def applied_weights(module: nn.Module) -> Iterator[tuple[str, nn.Module, str, to
         yield prefix, m, f"{prefix}.weight" if prefix else "weight", value
 
 
+SPECTRAL = "spectral normalisation (W / sigma_max(W))"
+
+
+def scale_set_by(m: nn.Module) -> str | None:
+    """What fixes the applied spread of ``m.weight`` whatever its initialisation: spectral
+    normalisation, as a parametrisation or as the older forward pre-hook (``weight_orig``)."""
+    if parametrize.is_parametrized(m, "weight") and any(
+            type(p).__name__ == "_SpectralNorm" for p in m.parametrizations["weight"]):
+        return SPECTRAL
+    if any(type(h).__name__ == "SpectralNorm" for h in m._forward_pre_hooks.values()):
+        return SPECTRAL
+    return None
+
+
 def _originals_stem(prefix: str) -> str:
     return f"{prefix}.parametrizations.weight.original" if prefix else "parametrizations.weight.original"
 

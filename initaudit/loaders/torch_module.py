@@ -17,7 +17,7 @@ from initaudit.distributed import data_ptr
 from initaudit.errors import first_line
 from initaudit.graph import Activation, ModelGraph, Node, OpKind, Param, ParamRole, annotate, torch_shape_fans
 from initaudit.loaders.checkpoint import META_REASON
-from initaudit.loaders.parametrized import applied_weights, mark_originals
+from initaudit.loaders.parametrized import applied_weights, mark_originals, scale_set_by
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
@@ -407,8 +407,12 @@ def graph_from_module(module: nn.Module, target: str, fmt: str = "torch-module")
         tensors[name] = value
         params[name] = p = weight_param(prefix, m, name, value)
         p.notes.append("a parametrised weight, judged as computed from its originals")
+        p.scale_set_by = scale_set_by(m)
         owned.setdefault(prefix, []).append(p)
         mark_originals(params, prefix)
+    for prefix, m in module.named_modules():  # the older spectral_norm hook: weight_orig is applied / sigma
+        if (p := params.get(f"{prefix}.weight_orig" if prefix else "weight_orig")) is not None:
+            p.scale_set_by = scale_set_by(m)
     graph = ModelGraph(target=target, format=fmt, params=params,
                        load_tensor=lambda n: tensors[n], module=module)
     meta = [n for n in params if tensors[n].device.type == "meta"]
