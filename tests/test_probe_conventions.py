@@ -279,3 +279,17 @@ def test_torchvision_detection_and_segmentation_conventions():
     inputs = probe_inputs(load_target(seg)[0], ProbeOptions(batch_size=4), None)
     assert inputs.convention == "torchvision segmentation: images 3x224x224"
     assert list(inputs.args[0].shape) == [4, 3, 224, 224]
+
+
+def test_torchvision_s3d_gets_the_clip_its_fixed_pooling_needs():
+    """S3D ends in a fixed 2 x 7 x 7 average pool (its weights' meta: min_temporal_size 14,
+    224 x 224): the video ResNets' 8 x 112 x 112 clip fails there; 16 x 224 x 224 runs."""
+    tv = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    s3d = tv.models.get_model("s3d", weights=None, num_classes=4).eval()
+    with pytest.raises(RuntimeError, match="smaller than kernel size"), torch.no_grad():
+        s3d(torch.randn(1, 3, 8, 112, 112))
+    inputs = probe_inputs(load_target(s3d)[0], ProbeOptions(batch_size=64), None)
+    assert inputs.convention == "torchvision video: clips 3x16x224x224"
+    with torch.no_grad():
+        assert s3d(*inputs.args).shape == (2, 4)

@@ -16,7 +16,7 @@ torchvision or diffusers model (or an ``nn.Transformer*``) is probed with no ``-
 | text + vision (CLIP-style, ``text_config`` and ``vision_config``; or one config with ``image_size`` whose forward takes ``pixel_values``, ViLT) | ``input_ids`` and ``pixel_values`` from each sub-config |
 | timm (``pretrained_cfg`` / ``default_cfg``) | N(0, 1) (batch, *input_size), the patch embedding's ``img_size`` where the model was built for another |
 | torchvision classifiers | N(0, 1) (batch, 3, 224, 224); Inception v3 299 x 299 |
-| torchvision video / optical flow | clips N(0, 1) (batch <= 4, 3, 8 frames, 112, 112); two frames (batch <= 2, 3, 128, 128) |
+| torchvision video / optical flow | clips N(0, 1) (batch <= 4, 3, 8 frames, 112, 112) for the video ResNets, (batch <= 2, 3, 16 frames, 224, 224) for S3D, MViT and Swin3D; two frames (batch <= 2, 3, 128, 128) |
 | diffusers 1-D UNets (first conv ``Conv1d``) | ``sample`` (batch, in_channels, sample_size) |
 | torchvision segmentation | N(0, 1) (batch, 3, 224, 224); detection: a list of ``batch`` 3 x 224 x 224 images |
 | diffusers ``UNet2DModel`` / ``UNet2DConditionModel`` | ``sample`` (batch, in_channels, sample_size, sample_size) + integer ``timestep`` (+ ``encoder_hidden_states`` (batch, 16, cross_attention_dim)) (+ ``class_labels`` below ``num_class_embeds``) |
@@ -417,8 +417,12 @@ def _torchvision(module: nn.Module, batch: int, gen: torch.Generator) -> Made | 
                     unit_dim=1, batch=batch)
     where = type(module).__module__
     if ".video." in where:  # clips (batch, 3, frames, height, width), as the video recipes train them
-        clip = (min(batch, 4), 3, 8, 112, 112)
-        return Made("torchvision video: clips 3x8x112x112", args=(torch.randn(clip, generator=gen),),
+        resnet = _lib_class("torchvision.models.video.resnet", "VideoResNet")
+        # the ResNet family trains on 112 x 112; S3D, MViT and Swin3D on 224 x 224, where S3D's
+        # fixed 2 x 7 x 7 pooling needs 14 frames or more and MViT's position table 16
+        frames, side, most = (8, 112, 4) if resnet is not None and isinstance(module, resnet) else (16, 224, 2)
+        clip = (min(batch, most), 3, frames, side, side)
+        return Made(f"torchvision video: clips 3x{frames}x{side}x{side}", args=(torch.randn(clip, generator=gen),),
                     unit_dim=1, batch=clip[0])
     if ".optical_flow." in where:  # two frames, sides a multiple of 8
         pair = (min(batch, 2), 3, 128, 128)
