@@ -30,9 +30,9 @@ class DegenerateNormalization(Rule):
       module is available the gain the layer really applies is measured (y(x) - y(-x) on a
       normalised +/-1 probe, which cancels the shift): a zero parameter in a ``x * (1 + w)``
       norm (Gemma) has gain 1 and is not reported. In a bare checkpoint the position is
-      unknown: zeros at the same place in every repeated
-      block (``layer#.#.bn2``: zero-init residual), or in every norm of the model (a (1 + w)
-      parametrisation), are info; zeros in some instances of a block and not the others, a
+      unknown: zeros at the same place in every repeated block (``layer#.#.bn2``, timm's
+      ``stages.#.#.conv3_1x1.bn``: zero-init residual), or in every norm of the model (a
+      (1 + w) parametrisation), are info; zeros in some instances of a block and not the others, a
       warning;
     - a scale drawn small instead of near one (rms sqrt(mean^2 + std^2) below ``small_gain``,
       e.g. ``normal_(std=0.02)`` applied to every parameter, BatchNorm included) outside
@@ -167,14 +167,17 @@ class DegenerateNormalization(Rule):
         return self.finding(p.name, cut + recovers, evidence=evidence, fix="torch.nn.init.ones_(norm.weight)")
 
 
-def _patterns(name: str) -> tuple[str, str]:
-    """The name with every number replaced, and with every number but the last (block indices
-    go, the position inside the block stays: ``layer1.0.bn2`` -> ``layer#.#.bn2``)."""
+def _patterns(name: str) -> tuple[str, str, str]:
+    """The name with every number replaced, with every number but the last (block indices
+    go, the position inside the block stays: ``layer1.0.bn2`` -> ``layer#.#.bn2``), and with
+    only the path components that are indices (digits in a layer's own name stay:
+    ``stages.0.1.conv3_1x1.bn`` -> ``stages.#.#.conv3_1x1.bn``, apart from ``conv1_1x1``)."""
     runs = list(re.finditer(r"\d+", name))
     keep_last = name
     for m in reversed(runs[:-1]):
         keep_last = keep_last[:m.start()] + "#" + keep_last[m.end():]
-    return re.sub(r"\d+", "#", name), keep_last
+    indices = ".".join("#" if part.isdigit() else part for part in name.split("."))
+    return re.sub(r"\d+", "#", name), keep_last, indices
 
 
 def _zero_scale_patterns(ctx) -> dict[str, str]:

@@ -83,6 +83,32 @@ def test_one_zero_gamma_among_repeated_blocks_is_still_a_warning(tmp_path):
     assert [f.layer for f in found] == ["resnet.encoder.stages.0.layers.0.layer.0.normalization.weight"]
 
 
+class _ByobStage(torch.nn.Module):
+    """timm's byobnet naming: layers whose own names hold digits (conv1_1x1, conv2_kxk,
+    conv3_1x1), each with its .bn; zero_init_last zeroes conv3_1x1.bn in every block."""
+
+    def __init__(self, blocks: int = 2, c: int = 8):
+        super().__init__()
+        self.stages = torch.nn.ModuleList(torch.nn.ModuleList(torch.nn.ModuleDict({
+            name: torch.nn.ModuleDict({"conv": torch.nn.Conv2d(c, c, 1), "bn": torch.nn.BatchNorm2d(c)})
+            for name in ("conv1_1x1", "conv2_kxk", "conv3_1x1")}) for _ in range(blocks)) for _ in range(2))
+        for stage in self.stages:
+            for block in stage:
+                torch.nn.init.zeros_(block["conv3_1x1"]["bn"].weight)
+
+
+def test_zero_last_gammas_named_with_digits_are_the_repeated_block_convention(tmp_path):
+    """conv1_1x1 and conv3_1x1 differ only in digits: with every number replaced they were one
+    pattern, half zero, and each zero gamma a warning (halonet26t, botnet26t: 8 each); the path
+    components that are block indices are what repeats."""
+    model = _ByobStage()
+    found = _of(initaudit.audit(save_safetensors(model, tmp_path / "m.safetensors")), "IA108")
+    assert len(found) == 4 and all(f.severity.value == "info" and "conv3_1x1" in f.layer for f in found)
+    torch.nn.init.zeros_(model.stages[0][1]["conv1_1x1"]["bn"].weight)  # one more, in one block only
+    found = _of(initaudit.audit(save_safetensors(model, tmp_path / "n.safetensors")), "IA108", "warning")
+    assert [f.layer for f in found] == ["stages.0.1.conv1_1x1.bn.weight"]
+
+
 def test_bare_convs_are_paired_with_their_batchnorm(zoo_report):
     report = zoo_report("resnet18_tv", "safetensors-bare")
     rows = {r["param"]: r for r in report.layers}
