@@ -349,7 +349,8 @@ class InitScale(Rule):
         if folded:
             stack = None
         if stack is None:  # an output layer, or not on the predicted signal path (recurrent)
-            compound, members = res.ratio, 1
+            # (a head layer's own shrink only scales the initial outputs, as below)
+            compound, members = (1.0 if head_shrink else res.ratio), 1
         else:
             levels, members, _ = stack
             log_compound = 0.0

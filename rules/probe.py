@@ -248,7 +248,11 @@ class DeadUnits(Rule):
     pre-activation is at or below the zero region (relu/relu6: x <= 0; hardswish: x <= -3) on
     every one of the probe's samples (batch x positions), read at the layer feeding it.
     Needs ``min_samples`` samples per unit. The finding says whether those units' weights got
-    any gradient from the probe's backward pass.
+    any gradient from the probe's backward pass. Layers whose segment crosses a BatchNorm an
+    exporter folded into a layer (an eval-mode ONNX export with fresh statistics, where it
+    computes the identity) are not judged, as in IA204: in training the batch statistics centre
+    and rescale what they read, so a unit below zero on every sample of the export says nothing
+    about training (StarNet's and S3D's ONNX exports: 52-54% "dead", none in the module).
 
     Why it matters
     --------------
@@ -290,9 +294,11 @@ class DeadUnits(Rule):
         probe = _probe(ctx)
         if probe is None:
             return
+        folded = renormalised_params(ctx.graph)  # in training, batch statistics centre what they read
         for s in probe.sites:
             frac = s.dead_fraction
-            if frac is None or frac < self.opts["warn_fraction"] or s.samples < self.opts["min_samples"]:
+            if frac is None or frac < self.opts["warn_fraction"] or s.samples < self.opts["min_samples"] \
+                    or s.param in folded:
                 continue
             dead = round(frac * s.units)
             g = (probe.grads or {}).get(s.param) if s.param else None
