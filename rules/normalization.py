@@ -167,22 +167,17 @@ class DegenerateNormalization(Rule):
         return self.finding(p.name, cut + recovers, evidence=evidence, fix="torch.nn.init.ones_(norm.weight)")
 
 
-def _patterns(name: str) -> tuple[str, str, str, str]:
+def _patterns(name: str) -> tuple[str, str, str]:
     """The name with every number replaced, with every number but the last (block indices
     go, the position inside the block stays: ``layer1.0.bn2`` -> ``layer#.#.bn2``), and with
     only the path components that are indices (digits in a layer's own name stay:
-    ``stages.0.1.conv3_1x1.bn`` -> ``stages.#.#.conv3_1x1.bn``, apart from ``conv1_1x1``), and
-    with those but the first (the blocks of one stage: ``stages.1.#.conv2_kxk.bn``, where
-    another stage's blocks have another last layer)."""
+    ``stages.0.1.conv3_1x1.bn`` -> ``stages.#.#.conv3_1x1.bn``, apart from ``conv1_1x1``)."""
     runs = list(re.finditer(r"\d+", name))
     keep_last = name
     for m in reversed(runs[:-1]):
         keep_last = keep_last[:m.start()] + "#" + keep_last[m.end():]
-    parts = name.split(".")
-    indices = ".".join("#" if part.isdigit() else part for part in parts)
-    first = next((i for i, part in enumerate(parts) if part.isdigit()), len(parts))
-    in_stage = ".".join("#" if part.isdigit() and i > first else part for i, part in enumerate(parts))
-    return re.sub(r"\d+", "#", name), keep_last, indices, in_stage
+    indices = ".".join("#" if part.isdigit() else part for part in name.split("."))
+    return re.sub(r"\d+", "#", name), keep_last, indices
 
 
 def _zero_scale_patterns(ctx) -> dict[str, str]:
