@@ -377,11 +377,14 @@ class _ActivationDepthRule(Rule):
         std(y) = rms(gamma) * std(x) / sqrt(eps), so the norm cannot restore the scale and the
         signal reaching it has collapsed (one finding, at the worst norm)."""
         params = ctx.graph.params
+        folded = _folded_inputs(ctx.graph)
         starved = []
         for site in probe.sites:
             p = params.get(site.param or "")
-            if site.kind != "norm" or p is None or site.nonfinite or site.constant_units >= site.units > 0:
-                continue  # an exactly constant input (DETR's zero decoder queries) is a design
+            if site.kind != "norm" or p is None or site.nonfinite or site.samples < 2 \
+                    or site.constant_units >= site.units > 0 or (site.module or site.name) in folded:
+                continue  # an empty call (a mask head with no detections), an exactly constant input
+                # (DETR's zero decoder queries), an input a folded BatchNorm would renormalise
             s = ctx.analysis(p.name).stats
             gain = math.hypot(s.mean, s.std)
             if gain < 0.1 or not math.isfinite(gain):
@@ -393,16 +396,40 @@ class _ActivationDepthRule(Rule):
             return
         ratio, site, gain = min(starved, key=lambda t: t[0])
         more = f" (and {len(starved) - 1} more normalisation call(s) below the line)" if len(starved) > 1 else ""
+        # one starved norm whose output the next norm restores (a tiny embedding before ln0) is a
+        # slow start; the same collapse at several norms is a stream that stays below eps
+        persists = len(starved) > 1
         yield self.finding(
             site.name,
             f"measured output of this normalisation is {fmt(ratio)}x its gain (std {fmt(site.spread)}, rms "
             f"gamma {fmt(gain)}){more}: its input's variance is far below the norm's eps, so it cannot "
-            "restore the scale (std(y) = rms(gamma) std(x) / sqrt(eps)); the signal collapsed before it",
-            severity=Severity.ERROR,
+            "restore the scale (std(y) = rms(gamma) std(x) / sqrt(eps)); the signal collapsed before it"
+            + ("" if persists else " (at this norm only: the norms after it restore the scale)"),
+            severity=Severity.ERROR if persists else Severity.WARNING,
             evidence={"ratio": ratio, "std": site.spread, "gain": gain, "param": site.param,
                       "norms": [[s.name, r] for r, s, _ in starved][:64]},
             fix="re-initialise the layers that feed it (embeddings, patch embeddings, the trunk's "
                 "first layers) at their scheme's std, e.g. trunc_normal_(std=0.02) or kaiming_normal_")
+
+
+def _folded_inputs(graph) -> set[str]:
+    """Norm nodes whose input comes (through shape-only ops) from a layer whose segment crosses a
+    BatchNorm an exporter folded into a layer: in training the batch statistics renormalise that
+    input, so its eval-mode scale (fresh statistics: the identity) says nothing."""
+    folded = renormalised_params(graph)
+    if not folded:
+        return set()
+    nodes = {n.name: n for n in graph.nodes}
+    out = set()
+    for node in graph.nodes:
+        if node.kind != "norm" or not node.inputs:
+            continue
+        src = nodes.get(node.inputs[0])
+        while src is not None and src.kind in PASS_THROUGH and src.inputs:
+            src = nodes.get(src.inputs[0])
+        if src is not None and src.kind == "layer" and src.param in folded:
+            out.add(node.name)
+    return out
 
 
 def _reads_padding(params, probe, site) -> bool:
@@ -442,10 +469,12 @@ class ActivationVanishing(_ActivationDepthRule):
     Also a normalisation whose measured output is below ``error_ratio`` of its gain rms(gamma)
     (gamma >= 0.1; a smaller one is IA108's): its input's variance is far below its eps, so it
     does not restore the scale, std(y) = rms(gamma) std(x) / sqrt(eps) (BLIP's vision tower at
-    its config's initializer_range 1e-10: 4e-7 at every LayerNorm). An error, one finding at
-    the worst norm; an exactly constant input (DETR's zero decoder queries) is a design, and a
-    tiny embedding into a LayerNorm (RWKV's 1e-4: 0.03 of the gain, which the next norm
-    restores) stays above the line.
+    its config's initializer_range 1e-10: 4e-7 at every LayerNorm). One finding at the worst
+    norm: an error where several norms are below the line (the stream stays below eps), a
+    warning where one is (the norms after it restore the scale). Not judged: an exactly
+    constant input (DETR's zero decoder queries), an empty call, an input from a layer behind
+    a BatchNorm an exporter folded; a tiny embedding into a LayerNorm (RWKV's 1e-4: 0.02-0.03 of
+    the gain, which the next norm restores) stays above the line.
 
     Why it matters
     --------------

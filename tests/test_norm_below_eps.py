@@ -1,10 +1,11 @@
 """IA204 on a normalisation whose input is far below its eps: y = gamma (x - mu) / sqrt(var + eps)
 + beta gives std(y) = rms(gamma) std(x) / sqrt(eps) once var << eps, so the norm cannot restore
 the scale. A pre-LN ViT-style stack whose patch embedding and position table are drawn at 1e-10
-(BLIP's vision ``initializer_range``) is such a collapse; the same stack at 0.02, a tiny (1e-4)
-embedding into a LayerNorm (RWKV's small-init embedding: the norm's output stays ~0.03 of its
-gain and the next norm restores it) and a norm reading an exactly zero input (DETR's zero decoder
-queries) are not."""
+(BLIP's vision ``initializer_range``) is such a collapse, an error (every norm starved); one
+starved norm the next restores is a warning. The same stack at 0.02, a tiny (1e-4) embedding
+into a LayerNorm (RWKV's small-init embedding: the norm's output stays ~0.03 of its gain and the
+next norm restores it), a norm reading an exactly zero input (DETR's zero decoder queries) and
+an empty norm call are not findings."""
 
 from __future__ import annotations
 
@@ -145,4 +146,39 @@ def test_a_norm_reading_exact_zeros_is_not_found():
     report = initaudit.audit(model, inputs=x)
     norm = [s for s in report.probe.sites if s.kind == "norm"]
     assert norm and all(s.spread == 0 for s in norm)
+    assert not _eps_findings(report)
+
+
+def test_one_starved_norm_the_next_one_restores_is_a_warning():
+    """An embedding at 2e-5 into ln0 (eps 1e-5): ln0 passes 0.006 of its gain, ln1, reading that,
+    restores it: a slow start at one norm, not a stream that stays below eps."""
+    model = SmallEmbedding(2e-5).eval()
+    ids = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        first = model.ln0(model.embed(ids))
+        assert first.std() < 0.01 and model.ln1(first).std() > 0.8
+    (f,) = _eps_findings(initaudit.audit(model, inputs=ids))
+    assert f.layer == "ln0" and f.severity.value == "warning"
+
+
+class EmptySelection(nn.Module):
+    """A norm applied to the rows a threshold keeps (a mask head on the detections above a score):
+    on random inputs none pass, so the call is empty."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(D, D)
+        self.norm = nn.LayerNorm(D)
+        self.head = nn.Linear(D, 2)
+
+    def forward(self, x):
+        h = self.fc(x)
+        kept = self.norm(h[h.sum(-1) > 1e6])
+        return self.head(h) + kept.sum()
+
+
+def test_an_empty_norm_call_is_not_a_collapse():
+    x = torch.randn(8, D, generator=torch.Generator().manual_seed(0))
+    report = initaudit.audit(EmptySelection().eval(), inputs=x)
+    assert any(s.kind == "norm" and s.samples == 0 for s in report.probe.sites)
     assert not _eps_findings(report)
