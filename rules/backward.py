@@ -273,7 +273,8 @@ class GradientVanishing(_GradientDepthRule):
     as IA109 and IA204 leave them out): the trunk carries the error past them unattenuated,
     d(x + f(x))/dx = I + df/dx, so a branch layer's small ratio measures how much its branch
     contributes at init (GLPN's deepest stage, ConViT's blocks before the class token appears),
-    not how deep it sits. Also left out: embeddings, normalisation,
+    not how deep it sits (so, as in IA109/IA204, a vanishing stack inside one residual branch is
+    not judged here; IA104 still grades its layers' scale). Also left out: embeddings, normalisation,
     parameters with no or exactly zero gradient (see IA203, IA208), and layers a
     normalisation follows (BatchNorm divides their gradient by their output's batch std, so
     their |dW| / |W| ~ 1 / |W|^2 reflects their own scale, not the depth). Layers are compared

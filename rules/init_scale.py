@@ -375,7 +375,8 @@ class InitScale(Rule):
                if p.is_output else "")
         if folded:
             why += ("; its stack crosses a BatchNorm the exporter folded into a layer (it renormalises "
-                    "there in training), so only its own factor is graded")
+                    "there in training), so " + ("nothing it compounds is graded" if head_shrink
+                                                 else "only its own factor is graded"))
         if p.normalized_after:
             return Severity.INFO, compound, why + "; a normalisation follows, so only its backward scale is affected"
         if p.scale_set_by:
