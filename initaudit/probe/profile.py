@@ -35,9 +35,15 @@ def input_gain(graph) -> float:
     """The product of the constant factors between the graph's input and the first layer: a
     scalar (``attrs["scale"]``: ``x / 255`` in an Atari or image model) or per-channel
     (``attrs["channel_scale"]``: an image normalisation inside the graph). The static
-    prediction's unit-variance input stands after them, where the first layer reads it."""
+    prediction's unit-variance input stands after them, where the first layer reads it. Only
+    along a chain: where the prefix mixes several copies of the input (NeRF's positional
+    encoding, ``cat([x, sin(2^k x), cos(2^k x)])``) or applies a function to it, no one factor
+    says what the first layer reads (their product, 2^30 there, made every ratio ~1e-10): 1.0."""
+    prefix = input_prefix(graph.nodes)
+    if any(n.kind not in ("input", "transparent", "mul", "add") or len(n.inputs) > 1 for n in prefix):
+        return 1.0
     gain = 1.0
-    for node in input_prefix(graph.nodes):
+    for node in prefix:
         attrs = node.attrs or {}
         if node.kind == "mul" and not node.param:
             gain *= abs(float(attrs.get("scale", 1.0))) * float(attrs.get("channel_scale", 1.0))
