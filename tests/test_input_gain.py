@@ -37,3 +37,10 @@ def test_a_positional_encoding_has_no_single_input_gain():
     assert 0.01 < measured < 0.2
     (f,) = [f for f in report.findings if f.rule == "IA204"]
     assert 0.5 < f.evidence["ratio"] / measured < 2 and f.severity.value == "warning"
+
+
+def test_coordinates_the_forward_encodes_are_inferred():
+    """The first Linear reads 39 = 3 (1 + 2 * 6) features of an encoding of xyz: (batch, 39),
+    a set of them and (batch, 78) are rejected; (batch, 3) is the first size the forward takes."""
+    report = initaudit.audit(Encoded().eval())
+    assert report.probe.ran and list(report.probe.input_shapes[0]) == [64, 3]

@@ -381,8 +381,9 @@ def synthesize(module: nn.Module, graph: ModelGraph, batch: int, seed: int,
 # Sizes tried in order when the forward rejects the first: the spatial sizes datasets and papers
 # use (CIFAR 32, MNIST 28, DCGAN 64, Atari 84, STL 96, ImageNet 224, Inception 299; 1 for a
 # generator's latent map), a flattened feature map into a fixed-width Linear fixing one of them;
-# a Linear first layer may take a set or a sequence (batch, n, in), or an input the forward
-# splits in halves before it (RealNVP's x.chunk(2): (batch, 2 in)).
+# a Linear first layer may take a set or a sequence (batch, n, in), an input the forward
+# splits in halves before it (RealNVP's x.chunk(2): (batch, 2 in)), or coordinates it encodes
+# first (NeRF's positional encoding: (batch, 3) for in = 3 (1 + 2 octaves)).
 _SPATIAL = {1: (64, 128, 256, 1024, 16000), 2: (32, 28, 64, 84, 96, 128, 224, 256, 299), 3: (16, 32, 64)}
 _SPATIAL_T = {1: (16, 1, 4, 64), 2: (8, 1, 4, 16, 32), 3: (4, 1, 8)}
 _TRIAL_BATCH = 2
@@ -394,8 +395,10 @@ def _candidate_shapes(m: nn.Module, batch: int) -> list[tuple[int, ...]]:
     first = _shape_for(m, batch)
     if first is None:
         return []
-    if isinstance(m, nn.Linear):  # a set or sequence; an input the forward halves first (a coupling flow)
-        return [first, (batch, SEQ_LEN, m.in_features), (batch, 2 * m.in_features)]
+    if isinstance(m, nn.Linear):  # a set or sequence; an input the forward halves first (a coupling flow);
+        # coordinates the forward encodes first (NeRF's x, sin(2^k x), cos(2^k x) of xyz: 3 -> 39)
+        coords = [(batch, d) for d in (3, 2, 1, 4) if m.in_features > 4 * d and m.in_features % d == 0]
+        return [first, (batch, SEQ_LEN, m.in_features), (batch, 2 * m.in_features), *coords]
     if isinstance(m, (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm)) and len(first) >= 3:
         sizes = (_SPATIAL_T if isinstance(m, nn.modules.conv._ConvTransposeNd) else _SPATIAL)[len(first) - 2]
         return [first] + [(*first[:2], *(s,) * (len(first) - 2)) for s in sizes if s != first[2]]
