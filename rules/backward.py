@@ -10,7 +10,7 @@ from initaudit.rules.probe_common import _probe, thin_between, thin_norms, thin_
 from initaudit.rules.depth import depth_severity
 
 from initaudit.branches import logit_only, output_reach
-from initaudit.graph import OpKind, Param, ParamRole, side_branch_nodes
+from initaudit.graph import OpKind, Param, ParamRole
 from initaudit.rule import Finding, Rule, Severity, fmt
 
 
@@ -88,15 +88,15 @@ def _written_out_logits(graph, users) -> set[str]:
     return small
 
 
-def _side_branch_params(graph) -> set[str]:
-    """Weights on a side branch of a trunk (:func:`initaudit.graph.side_branch_nodes`: inside a
+def _side_branch_params(ctx) -> set[str]:
+    """Weights on a side branch of a trunk, as the static prediction marks them
+    (``LayerSignal.side_branch``, from :func:`initaudit.graph.side_branch_nodes`: inside a
     residual branch, a gate, attention's query and key): the trunk carries the error past them
     unattenuated (d(x + f(x))/dx = I + df/dx), so how small their gradient is says how much their
     branch contributes at init, not how deep they sit (IA109 and IA204 leave them out alike)."""
-    if not graph.has_architecture:
+    if not ctx.graph.has_architecture:
         return set()
-    side = side_branch_nodes(graph.nodes)
-    return {n.param for n in graph.nodes if n.name in side and n.param}
+    return {s.param for s in ctx.signal if s.side_branch}
 
 
 def _gain_below_one(ctx, name: str) -> bool:
@@ -125,7 +125,7 @@ def _gradient_profile(ctx, probe, vanishing: bool) -> list[tuple[Param, int, flo
             first_call[s.module] = i
     small = _small_by_design(ctx.graph, lambda name: _gain_below_one(ctx, name))
     if vanishing:  # as IA109/IA204 judge them: a small branch is a start by design
-        small |= _side_branch_params(ctx.graph)
+        small |= _side_branch_params(ctx)
     out = []
     for name, g in (probe.grads or {}).items():
         p = ctx.graph.params.get(name)

@@ -22,7 +22,7 @@ from initaudit.rules.probe_common import _is_zero, _param, _pct, _probe, _where
 from initaudit.rules.depth import HEAD_NOTE, depth_severity, head_input_shrinks, reset_by_norm, static_text
 from initaudit.rules.weights import _init_fix
 
-from initaudit.graph import PASS_THROUGH, OpKind, renormalised_downstream
+from initaudit.graph import PASS_THROUGH, OpKind, _weightless_source, renormalised_downstream
 from initaudit.roles import renormalised_params
 from initaudit.rule import Finding, Rule, Severity, fmt
 
@@ -334,13 +334,13 @@ class _ActivationDepthRule(Rule):
         if probe is None:
             return
         vanishing = self.direction == "vanishing"
+        folded = renormalised_params(ctx.graph)  # segments across a BatchNorm folded by an exporter
         if vanishing:
-            yield from self._norms_below_eps(ctx, probe)
+            yield from self._norms_below_eps(ctx, probe, folded)
         # Zero weights are IA102's subject; residual branches, gates and attention scores are
         # small by design (the trunk carries the signal past them), and so may an output head
         # be (small logits are a uniform start, like a zero head).
         params = ctx.graph.params
-        folded = renormalised_params(ctx.graph)  # segments across a BatchNorm folded by an exporter
         reset = renormalised_downstream(ctx.graph)
         profile = [m for m in _activation_profile(ctx)
                    if m.signal.depth >= self.opts["min_depth"] and not _is_zero(ctx, params[m.signal.param])
@@ -371,13 +371,13 @@ class _ActivationDepthRule(Rule):
                       "profile": [[m.site.name, m.ratio] for m in profile][:64]},
             fix=_init_fix(params[sig.param]) + "  # and the layers before it, for their activations")
 
-    def _norms_below_eps(self, ctx, probe) -> Iterator[Finding]:
+    def _norms_below_eps(self, ctx, probe, folded_layers: set[str]) -> Iterator[Finding]:
         """Normalisations whose measured output is below ``error_ratio`` of their gain: with
         y = gamma (x - mu) / sqrt(var + eps) + beta, an input with var << eps leaves
         std(y) = rms(gamma) * std(x) / sqrt(eps), so the norm cannot restore the scale and the
         signal reaching it has collapsed (one finding, at the worst norm)."""
         params = ctx.graph.params
-        folded = _folded_inputs(ctx.graph)
+        folded = _folded_inputs(ctx.graph, folded_layers)
         starved = []
         for site in probe.sites:
             p = params.get(site.param or "")
@@ -412,23 +412,20 @@ class _ActivationDepthRule(Rule):
                 "first layers) at their scheme's std, e.g. trunc_normal_(std=0.02) or kaiming_normal_")
 
 
-def _folded_inputs(graph) -> set[str]:
-    """Norm nodes whose input comes (through shape-only ops) from a layer whose segment crosses a
-    BatchNorm an exporter folded into a layer: in training the batch statistics renormalise that
-    input, so its eval-mode scale (fresh statistics: the identity) says nothing."""
-    folded = renormalised_params(graph)
+def _folded_inputs(graph, folded: set[str]) -> set[str]:
+    """Norm nodes whose input comes (through pooling and shape-only ops) from a layer in
+    ``folded`` (:func:`initaudit.roles.renormalised_params`: its segment crosses a BatchNorm an
+    exporter folded into a layer): in training the batch statistics renormalise that input, so
+    its eval-mode scale (fresh statistics: the identity) says nothing."""
     if not folded:
         return set()
     nodes = {n.name: n for n in graph.nodes}
     out = set()
     for node in graph.nodes:
-        if node.kind != "norm" or not node.inputs:
-            continue
-        src = nodes.get(node.inputs[0])
-        while src is not None and src.kind in PASS_THROUGH and src.inputs:
-            src = nodes.get(src.inputs[0])
-        if src is not None and src.kind == "layer" and src.param in folded:
-            out.add(node.name)
+        if node.kind == "norm" and node.inputs and node.inputs[0] in nodes:
+            src = nodes[_weightless_source(nodes, node.inputs[0])]
+            if src.kind == "layer" and src.param in folded:
+                out.add(node.name)
     return out
 
 

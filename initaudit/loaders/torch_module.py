@@ -403,6 +403,8 @@ def graph_from_module(module: nn.Module, target: str, fmt: str = "torch-module")
             p.aliases = aliases.get(p.name, [])
             params[p.name] = p
             owned.setdefault(prefix, []).append(p)
+            if p.name.rpartition(".")[2] == "weight_orig":  # the older spectral_norm hook applies it / sigma
+                p.scale_set_by = scale_set_by(m)
     for prefix, m, name, value in applied_weights(module):  # weight_norm, spectral_norm, orthogonal
         tensors[name] = value
         params[name] = p = weight_param(prefix, m, name, value)
@@ -410,9 +412,6 @@ def graph_from_module(module: nn.Module, target: str, fmt: str = "torch-module")
         p.scale_set_by = scale_set_by(m)
         owned.setdefault(prefix, []).append(p)
         mark_originals(params, prefix)
-    for prefix, m in module.named_modules():  # the older spectral_norm hook: weight_orig is applied / sigma
-        if (p := params.get(f"{prefix}.weight_orig" if prefix else "weight_orig")) is not None:
-            p.scale_set_by = scale_set_by(m)
     graph = ModelGraph(target=target, format=fmt, params=params,
                        load_tensor=lambda n: tensors[n], module=module)
     meta = [n for n in params if tensors[n].device.type == "meta"]
